@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8099
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast lint proto bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[shim,local,worker,dev]'
+	touch $(STAMP)
+
+## Serve the Job API on localhost:$(PORT) with the embedded AWS and the local executor.
+run: $(STAMP)
+	$(BIN)/beamjobs serve --port $(PORT) --template template.yaml
+
+## Unit, integration and end-to-end tests. The Beam SDK and our wire classes declare the same
+## protobuf names, so the suites that import apache_beam run in their own interpreter.
+test: $(STAMP)
+	$(BIN)/pytest tests/unit tests/integration
+	$(BIN)/pytest tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check layers functions tests bench
+	$(BIN)/ruff format --check layers functions tests bench
+	$(BIN)/cfn-lint template.yaml
+
+## Regenerate the wire classes from proto/ (a test regenerates into a temporary PROTO_OUT and
+## fails when layers/ differs).
+PROTO_OUT ?= layers
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
+		--grpc_python_out=$(PROTO_OUT) proto/beamjobs/api/*.proto
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

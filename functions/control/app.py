@@ -1,0 +1,91 @@
+"""Control: Prepare, Run, Cancel, Drain. Writes jobs and starts or stops their work, so its role
+may write the table and the bucket and drive the executor."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from beamjobs import aws, runtime
+from beamjobs.errors import InvalidArgument
+from beamjobs.handlers import Route, dispatch
+from beamjobs.service import JobControl
+from beamjobs.settings import Settings
+
+logger = Logger(service="beamjobs-control")
+metrics = Metrics(namespace="Beamjobs", service="beamjobs-control")
+tracer = Tracer(service="beamjobs-control")
+# Keyed by the shim's per-call request id, so only retries of one call are deduplicated.
+idempotency_config = IdempotencyConfig(event_key_jmespath="[rpc, request_id]")
+
+
+@functools.cache
+def _routes() -> dict[str, Route]:
+    """Built once per execution environment, on first use (never at import time)."""
+    settings = Settings.from_env()
+    stores = runtime.stores(settings)
+    service = JobControl(stores.jobs, stores.blobs, runtime.executor(settings, stores.jobs))
+    # Retries of one gRPC call (same request_id) get the first call's answer, not a second job.
+    persistence = DynamoDBPersistenceLayer(
+        table_name=settings.table_name,
+        key_attr="pk",
+        sort_key_attr="sk",
+        static_pk_value="idempotency#control",
+        expiry_attr="expires_at",
+        boto3_client=aws.client("dynamodb", settings),
+    )
+    once = functools.partial(
+        idempotent_function,
+        data_keyword_argument="call",
+        persistence_store=persistence,
+        config=idempotency_config,
+    )
+
+    @once
+    def prepare(call: dict[str, Any]) -> dict[str, Any]:
+        request = call["request"]
+        job_id = service.prepare(
+            pipeline_ref=_required(request, "pipeline_ref"),
+            options=request.get("pipeline_options", {}),
+            job_name=request.get("job_name", ""),
+        )
+        metrics.add_metric(name="JobsPrepared", unit=MetricUnit.Count, value=1)
+        return {"preparation_id": job_id}
+
+    @once
+    def run(call: dict[str, Any]) -> dict[str, Any]:
+        job_id = service.run(call["request"].get("preparation_id"))
+        metrics.add_metric(name="JobsStarted", unit=MetricUnit.Count, value=1)
+        return {"job_id": job_id}
+
+    def cancel(call: dict[str, Any]) -> dict[str, Any]:
+        return {"state": service.cancel(call["request"].get("job_id")).value}
+
+    def drain(call: dict[str, Any]) -> dict[str, Any]:
+        return {"state": service.drain(call["request"].get("job_id")).value}
+
+    return {"Prepare": prepare, "Run": run, "Cancel": cancel, "Drain": drain}
+
+
+def _required(request: dict[str, Any], name: str) -> str:
+    value = request.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{name} is required")
+    return value
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    idempotency_config.register_lambda_context(context)
+    return dispatch(event, _routes())

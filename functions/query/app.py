@@ -1,0 +1,67 @@
+"""Queries: GetJobs, GetState, GetPipeline, GetJobMetrics, DescribePipelineOptions. Read-only, so
+its role may only read the table."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from beamjobs import runtime
+from beamjobs.handlers import Route, dispatch
+from beamjobs.service import JobQueries, describe_options
+from beamjobs.settings import Settings
+
+logger = Logger(service="beamjobs-query")
+tracer = Tracer(service="beamjobs-query")
+
+
+@functools.cache
+def _routes() -> dict[str, Route]:
+    """Built once per execution environment, on first use (never at import time)."""
+    stores = runtime.stores(Settings.from_env())
+    service = JobQueries(stores.jobs, stores.blobs)
+
+    def get_jobs(call: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "jobs": [
+                {
+                    "job_id": info.job_id,
+                    "job_name": info.job_name,
+                    "state": info.state.value,
+                    "pipeline_options": info.options,
+                }
+                for info in service.list_jobs()
+            ]
+        }
+
+    def get_state(call: dict[str, Any]) -> dict[str, Any]:
+        job = service.get(call["request"].get("job_id"))
+        return {"state": job.state.value, "timestamp": job.state_time}
+
+    def get_pipeline(call: dict[str, Any]) -> dict[str, Any]:
+        # Pipelines can exceed Lambda's 6 MB response: answer with the S3 reference.
+        return {"pipeline_ref": service.get(call["request"].get("job_id")).pipeline_ref}
+
+    def get_job_metrics(call: dict[str, Any]) -> dict[str, Any]:
+        return {"metrics_ref": service.get(call["request"].get("job_id")).metrics_ref}
+
+    def describe_pipeline_options(call: dict[str, Any]) -> dict[str, Any]:
+        return {"options": [asdict(option) for option in describe_options()]}
+
+    return {
+        "GetJobs": get_jobs,
+        "GetState": get_state,
+        "GetPipeline": get_pipeline,
+        "GetJobMetrics": get_job_metrics,
+        "DescribePipelineOptions": describe_pipeline_options,
+    }
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return dispatch(event, _routes())

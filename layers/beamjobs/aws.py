@@ -1,0 +1,66 @@
+"""boto3 clients for the settings, and the one place that maps AWS errors to domain errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from beamjobs.errors import Conflict, NotFound, Unavailable
+from beamjobs.settings import Settings
+
+_RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "SlowDown",
+    }
+)
+_CONFLICT_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})
+_MISSING_CODES = frozenset({"NoSuchKey", "404"})
+# A missing table or bucket is a deployment problem, not a missing job.
+_UNPROVISIONED_CODES = frozenset({"ResourceNotFoundException", "NoSuchBucket"})
+
+# Adaptive retries absorb throttling; a call that still fails surfaces as Unavailable.
+_CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 5}, max_pool_connections=64)
+
+
+def client(service: str, settings: Settings) -> Any:
+    """A thread-safe boto3 client for `service`, honouring the settings' endpoint and region."""
+    return boto3.session.Session().client(
+        service,
+        region_name=settings.region,
+        endpoint_url=settings.endpoint_url,
+        config=_CLIENT_CONFIG,
+    )
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def aws_errors(what: str) -> Iterator[None]:
+    """Translate AWS failures inside the block into domain errors that name `what`."""
+    try:
+        yield
+    except ClientError as error:
+        code = error_code(error)
+        if code in _CONFLICT_CODES:
+            raise Conflict(f"{what}: {code}") from error
+        if code in _MISSING_CODES:
+            raise NotFound(f"{what} not found") from error
+        if code in _UNPROVISIONED_CODES:
+            raise Unavailable(f"{what}: the backing resource is not provisioned ({code})") from error
+        if code in _RETRYABLE_CODES:
+            raise Unavailable(f"{what}: {code}, try again") from error
+        raise
+    except BotoCoreError as error:
+        raise Unavailable(f"{what}: {error}") from error

@@ -1,0 +1,93 @@
+"""`beamjobs serve`: the Job API on one port with the embedded AWS (default) or an existing AWS
+endpoint, handlers in process and the local executor. `beamjobs aws`: the embedded AWS alone
+(so that several shims, or a restarted one, share it)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from beamjobs import runtime
+from beamjobs.embedded import local_settings, start_embedded, use_offline_credentials
+from beamjobs.provision import provision
+from beamjobs.settings import Settings
+
+
+def _handlers() -> dict[str, object]:
+    from beamjobs_functions.control.app import lambda_handler as control
+    from beamjobs_functions.query.app import lambda_handler as query
+
+    return {"control": control, "query": query}
+
+
+def _quiet_powertools() -> None:
+    # Locally the handlers run inside the shim: no EMF metrics on stdout, no X-Ray daemon.
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+
+async def _serve(settings: Settings, host: str, port: int) -> None:
+    from beamjobs.shim.invoker import InProcessInvoker
+    from beamjobs.shim.server import serve_until_signalled, start_shim
+
+    # The handlers read their settings from the environment, as they do in Lambda.
+    os.environ.update(settings.to_env())
+    _quiet_powertools()
+    shim = await start_shim(
+        InProcessInvoker(_handlers()), runtime.stores(settings), host=host, port=port
+    )
+    print(f"Beamjobs Job API on {host}:{shim.port} (AWS at {settings.endpoint_url})", flush=True)
+    await serve_until_signalled(shim)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="beamjobs")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the Job API")
+    serve.add_argument("--host", default="localhost")
+    serve.add_argument("--port", type=int, default=8099)
+    serve.add_argument("--template", type=Path, default=Path("template.yaml"))
+    serve.add_argument(
+        "--aws-endpoint",
+        default=os.environ.get("BEAMJOBS_AWS_ENDPOINT"),
+        help="use this AWS endpoint (another embedded AWS, LocalStack) instead of starting one",
+    )
+    aws = commands.add_parser("aws", help="run the embedded AWS alone")
+    aws.add_argument("--port", type=int, default=5000)
+    aws.add_argument("--template", type=Path, default=Path("template.yaml"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # One line per request to the embedded AWS would drown everything else.
+    for noisy in ("werkzeug", "botocore.credentials"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    if args.command == "aws":
+        embedded, settings = start_embedded(args.template, args.port)
+        print(f"Embedded AWS on {settings.endpoint_url}", flush=True)
+        try:
+            asyncio.run(_forever())
+        except KeyboardInterrupt:
+            embedded.stop()
+        return 0
+
+    if args.aws_endpoint:
+        use_offline_credentials()
+        settings = local_settings(args.aws_endpoint)
+        provision(settings, args.template)
+    else:
+        _, settings = start_embedded(args.template)
+    asyncio.run(_serve(settings, args.host, args.port))
+    return 0
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

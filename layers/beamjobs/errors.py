@@ -1,0 +1,53 @@
+"""Domain errors. Each carries the name of the gRPC status it maps to; the shim translates them
+in one place (beamjobs.shim.status), and Lambda handlers return them as data."""
+
+from __future__ import annotations
+
+
+class BeamjobsError(Exception):
+    """Base class: an error the service reports to its client."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(BeamjobsError):
+    code = "NOT_FOUND"
+
+
+class InvalidArgument(BeamjobsError):
+    code = "INVALID_ARGUMENT"
+
+
+class FailedPrecondition(BeamjobsError):
+    code = "FAILED_PRECONDITION"
+
+
+class AlreadyExists(BeamjobsError):
+    code = "ALREADY_EXISTS"
+
+
+class Unavailable(BeamjobsError):
+    """The backend (DynamoDB, S3, the executor) could not be reached or throttled us."""
+
+    code = "UNAVAILABLE"
+
+
+class Conflict(BeamjobsError):
+    """A conditional write lost a race; callers re-read and decide again."""
+
+    code = "ABORTED"
+
+
+ERRORS_BY_CODE: dict[str, type[BeamjobsError]] = {
+    cls.code: cls
+    for cls in (NotFound, InvalidArgument, FailedPrecondition, AlreadyExists, Unavailable, Conflict)
+}
+
+
+def error_from_code(code: str, message: str) -> BeamjobsError:
+    """Rebuild a domain error from its wire form (a handler's error response)."""
+    return ERRORS_BY_CODE.get(code, BeamjobsError)(message)

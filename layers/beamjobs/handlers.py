@@ -1,0 +1,43 @@
+"""What every Lambda handler shares: the event contract and turning domain errors into data.
+
+An event is ``{"rpc": <Job API method>, "request_id": <id minted by the shim per gRPC call>,
+"request": {...}}``. A handler answers ``{"result": {...}}`` or ``{"error": {"code": <gRPC
+status name>, "message": ...}}``: domain errors are data, so the invoker never has to guess a
+status from a stack trace. Retries of one gRPC call carry the same request_id, which is the
+idempotency key of the handlers that create things.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from beamjobs.errors import BeamjobsError, InvalidArgument
+
+# A route takes the validated event as the keyword argument `call` and returns the result
+# object (the keyword is what the idempotency decorator hashes).
+Route = Callable[..., dict[str, Any]]
+
+
+def dispatch(event: Any, routes: Mapping[str, Route]) -> dict[str, Any]:
+    """Validate the event's envelope, call the route for its rpc, and wrap the outcome."""
+    try:
+        call = _validated(event, routes)
+        return {"result": routes[call["rpc"]](call=call)}
+    except BeamjobsError as error:
+        return {"error": {"code": error.code, "message": error.message}}
+
+
+def _validated(event: Any, routes: Mapping[str, Route]) -> dict[str, Any]:
+    if not isinstance(event, dict):
+        raise InvalidArgument("the event must be a JSON object")
+    rpc = event.get("rpc")
+    if rpc not in routes:
+        raise InvalidArgument(f"this function serves {sorted(routes)}, not {rpc!r}")
+    request_id = event.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        raise InvalidArgument("request_id is required")
+    request = event.get("request", {})
+    if not isinstance(request, dict):
+        raise InvalidArgument("request must be a JSON object")
+    return {"rpc": rpc, "request_id": request_id, "request": request}

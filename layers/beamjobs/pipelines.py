@@ -1,0 +1,36 @@
+"""What the control plane learns from a submitted pipeline without executing it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from beamjobs.api import pipeline_pb2
+from beamjobs.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class PipelineSummary:
+    bounded: bool
+    environment_urns: tuple[str, ...]
+
+
+def summarize(pipeline_bytes: bytes) -> PipelineSummary:
+    """Parse a serialized Beam Pipeline; raise InvalidArgument when it is not one."""
+    if not pipeline_bytes:
+        raise InvalidArgument("the request has no pipeline")
+    pipeline = pipeline_pb2.Pipeline()
+    try:
+        pipeline.ParseFromString(pipeline_bytes)
+    except DecodeError as error:
+        raise InvalidArgument(f"the pipeline is not a Beam Pipeline message: {error}") from error
+    if not pipeline.root_transform_ids:
+        raise InvalidArgument("the pipeline has no root transforms")
+    pcollections = pipeline.components.pcollections.values()
+    return PipelineSummary(
+        bounded=all(p.is_bounded != pipeline_pb2.IsBounded.UNBOUNDED for p in pcollections),
+        environment_urns=tuple(
+            sorted({env.urn for env in pipeline.components.environments.values()})
+        ),
+    )

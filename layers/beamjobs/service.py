@@ -1,0 +1,176 @@
+"""The job service's operations, one per Job API RPC. Lambda handlers call these; every rule
+about jobs lives here or below (states, store), never in a handler or the shim."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from beamjobs.blobs import BlobStore
+from beamjobs.errors import FailedPrecondition, InvalidArgument, Unavailable
+from beamjobs.executor import Executor, ExecutorError
+from beamjobs.options import SERVICE_OPTIONS, OptionDescriptor, option_key
+from beamjobs.pipelines import summarize
+from beamjobs.states import JobState, is_terminal
+from beamjobs.store import Job, JobStore, Message, TransitionRejected
+
+# Options larger than this stay only in S3; the record keeps the reference.
+_MAX_INLINE_OPTIONS = 32_000
+_MAX_ID_LENGTH = 200
+_MAX_NAME_LENGTH = 500
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: str
+    job_name: str
+    state: JobState
+    options: dict[str, Any]
+
+
+def require_id(job_id: Any, what: str = "job_id") -> str:
+    """Validate an id from a request: present, a string, of sane length."""
+    if not isinstance(job_id, str) or not job_id:
+        raise InvalidArgument(f"{what} is required")
+    if len(job_id) > _MAX_ID_LENGTH or not job_id.isprintable():
+        raise InvalidArgument(f"{what} is not a valid id")
+    return job_id
+
+
+def new_job_id(job_name: str) -> str:
+    """A readable prefix from the job's name and 128 random bits: unguessable, unique."""
+    slug = re.sub(r"[^a-z0-9]+", "-", job_name.lower()).strip("-")[:40] or "job"
+    return f"{slug}-{secrets.token_hex(16)}"
+
+
+class JobControl:
+    """Prepare, Run, Cancel, Drain: the operations that write jobs and start or stop work."""
+
+    def __init__(self, store: JobStore, blobs: BlobStore, executor: Executor) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._executor = executor
+
+    def prepare(self, *, pipeline_ref: str, options: dict[str, Any], job_name: str) -> str:
+        """Record a job in STOPPED for a pipeline already stored at `pipeline_ref`; return its
+        id, which is both the preparation id and the job id."""
+        if not isinstance(options, dict):
+            raise InvalidArgument("pipeline_options must be a Struct")
+        if not isinstance(job_name, str) or len(job_name) > _MAX_NAME_LENGTH:
+            raise InvalidArgument("job_name must be a string of at most 500 characters")
+        summary = summarize(self._blobs.get(pipeline_ref))
+        # SDKs always send job_name "job"; the user's --job_name travels in the options.
+        name = str(options.get(option_key("job_name")) or job_name or "job")
+        options_json = json.dumps(options, sort_keys=True, separators=(",", ":"))
+        options_ref = self._blobs.put_content("options", options_json.encode())
+        now = self._store.now()
+        job = Job(
+            job_id=new_job_id(name),
+            job_name=name,
+            state=JobState.STOPPED,
+            state_time=now,
+            seq=1,
+            created_at=now,
+            pipeline_ref=pipeline_ref,
+            options_ref=options_ref,
+            options_json=options_json if len(options_json) <= _MAX_INLINE_OPTIONS else None,
+            bounded=summary.bounded,
+            environment_urns=summary.environment_urns,
+        )
+        self._store.create(job)
+        return job.job_id
+
+    def run(self, preparation_id: str) -> str:
+        """Start a prepared job exactly once. A second Run answers FAILED_PRECONDITION."""
+        job_id = require_id(preparation_id, "preparation_id")
+        self._store.get(job_id)  # NOT_FOUND before anything else
+        try:
+            job = self._store.transition(job_id, JobState.STARTING, only_from=[JobState.STOPPED])
+        except TransitionRejected as rejected:
+            raise FailedPrecondition(
+                f"preparation {job_id} was already run (the job is {rejected.job.state.value}); "
+                "prepare the pipeline again to run it again"
+            ) from rejected
+        try:
+            self._executor.start(job)
+        except ExecutorError as error:
+            cause = f"the job could not be started: {error}"
+            self._store.transition(
+                job_id,
+                JobState.FAILED,
+                messages=[Message("JOB_MESSAGE_ERROR", cause, self._store.now())],
+            )
+            raise Unavailable(cause) from error
+        return job_id
+
+    def cancel(self, job_id: str) -> JobState:
+        """Cancel: a job never run is CANCELLED at once; a starting or running one becomes
+        CANCELLING and its work is stopped; a finished one answers with its final state."""
+        job_id = require_id(job_id)
+        while True:
+            job = self._store.get(job_id)
+            if is_terminal(job.state) or job.state is JobState.CANCELLING:
+                return job.state
+            to = JobState.CANCELLED if job.state is JobState.STOPPED else JobState.CANCELLING
+            try:
+                self._store.transition(job_id, to, only_from=[job.state])
+            except TransitionRejected:
+                continue  # the state moved meanwhile: decide again
+            if to is JobState.CANCELLING:
+                self._stop(job_id)
+            return to
+
+    def drain(self, job_id: str) -> JobState:
+        """Drain a streaming job: stop reading, finish in-flight work. Batch pipelines finish on
+        their own, so draining one is refused (as Dataflow does) in favour of Cancel."""
+        job = self._store.get(require_id(job_id))
+        if job.bounded:
+            raise FailedPrecondition(
+                f"job {job_id} is a batch (bounded) pipeline: drain applies to streaming "
+                "pipelines only; use Cancel to stop it"
+            )
+        if job.state is JobState.DRAINING:
+            return job.state
+        try:
+            self._store.transition(job_id, JobState.DRAINING, only_from=[JobState.RUNNING])
+        except TransitionRejected as rejected:
+            raise FailedPrecondition(
+                f"job {job_id} is {rejected.job.state.value}: only a RUNNING job can be drained"
+            ) from rejected
+        self._stop(job_id)
+        return JobState.DRAINING
+
+    def _stop(self, job_id: str) -> None:
+        try:
+            self._executor.stop(job_id)
+        except ExecutorError as error:
+            raise Unavailable(f"could not stop job {job_id}: {error}") from error
+
+
+
+class JobQueries:
+    """The read-only operations."""
+
+    def __init__(self, store: JobStore, blobs: BlobStore) -> None:
+        self._store = store
+        self._blobs = blobs
+
+    def get(self, job_id: str) -> Job:
+        return self._store.get(require_id(job_id))
+
+    def list_jobs(self) -> list[JobInfo]:
+        return [
+            JobInfo(job.job_id, job.job_name, job.state, self._options(job))
+            for job in self._store.list()
+        ]
+
+    def _options(self, job: Job) -> dict[str, Any]:
+        raw = job.options_json or self._blobs.get(job.options_ref).decode()
+        return dict(json.loads(raw))
+
+
+def describe_options() -> tuple[OptionDescriptor, ...]:
+    return SERVICE_OPTIONS

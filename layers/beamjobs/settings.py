@@ -1,0 +1,59 @@
+"""Settings: one validated object, built at the edge (a handler's cold start, the CLI, the
+worker's entry point) from the environment, then passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from beamjobs.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    bucket_name: str
+    region: str = "us-east-1"
+    # None means the SDK's own resolution (real AWS); set for the embedded AWS or LocalStack.
+    endpoint_url: str | None = None
+    # "local": worker processes on this machine (the only engine so far).
+    executor: str = "local"
+    state_machine_arn: str | None = None
+    # Jobs and their history expire (DynamoDB TTL) this many days after they were prepared.
+    retention_days: int = 30
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        missing = [name for name in ("BEAMJOBS_TABLE", "BEAMJOBS_BUCKET") if not env.get(name)]
+        if missing:
+            raise InvalidArgument(f"missing settings: {', '.join(missing)}")
+        executor = env.get("BEAMJOBS_EXECUTOR", "local")
+        if executor != "local":
+            raise InvalidArgument(f"BEAMJOBS_EXECUTOR must be local, not {executor!r}")
+        return cls(
+            table_name=env["BEAMJOBS_TABLE"],
+            bucket_name=env["BEAMJOBS_BUCKET"],
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            executor=executor,
+            state_machine_arn=env.get("BEAMJOBS_STATE_MACHINE_ARN") or None,
+            retention_days=int(env.get("BEAMJOBS_RETENTION_DAYS", "30")),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes `from_env` rebuild these settings (for worker processes)."""
+        env = {
+            "BEAMJOBS_TABLE": self.table_name,
+            "BEAMJOBS_BUCKET": self.bucket_name,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "BEAMJOBS_EXECUTOR": self.executor,
+            "BEAMJOBS_RETENTION_DAYS": str(self.retention_days),
+        }
+        if self.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        if self.state_machine_arn:
+            env["BEAMJOBS_STATE_MACHINE_ARN"] = self.state_machine_arn
+        return env

@@ -1,0 +1,84 @@
+"""The shim's gRPC server: the Job API, health checking and reflection on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from beamjobs.api import job_api_pb2, job_api_pb2_grpc
+from beamjobs.runtime import Stores
+from beamjobs.shim.invoker import Invoker
+from beamjobs.shim.servicer import JobServicer
+
+logger = logging.getLogger(__name__)
+
+# Pipelines of tens of megabytes must be accepted (the handlers get them by S3 reference).
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+# Blocking work (handler calls, DynamoDB and S3) runs here, off the event loop.
+BLOCKING_THREADS = 32
+# In-flight RPCs get this long to finish when the shim is told to stop.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+JOB_SERVICE = job_api_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
+
+
+class Shim:
+    """A started shim: its bound port and how to stop it."""
+
+    def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.HealthServicer):
+        self.server = server
+        self.port = port
+        self._health = health_servicer
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        # Tell load balancers first, then let in-flight calls finish.
+        await self._health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_shim(invoker: Invoker, stores: Stores, *, host: str, port: int) -> Shim:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Keep idle streams alive through load balancers; accept clients' keepalive pings.
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+    )
+    pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="shim-blocking")
+    job_api_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(invoker, stores, pool), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (JOB_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind {host}:{port}")
+    await server.start()
+    for service in ("", JOB_SERVICE):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("Job API listening on %s:%d", host, bound)
+    return Shim(server, bound, health_servicer)
+
+
+async def serve_until_signalled(shim: Shim) -> None:
+    """Serve until SIGINT or SIGTERM, then drain gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("stopping: draining in-flight calls")
+    await shim.stop()

@@ -1,0 +1,201 @@
+"""The Job API over gRPC: each unary RPC becomes a handler event; the two streams follow the
+job's stored events; pipelines and metrics travel between shim and handlers by S3 reference."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format, timestamp_pb2
+
+from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
+from beamjobs.errors import BeamjobsError, error_from_code
+from beamjobs.runtime import Stores
+from beamjobs.service import require_id
+from beamjobs.shim import streams
+from beamjobs.shim.invoker import Invoker, event_for
+from beamjobs.shim.status import status_for
+from beamjobs.store import Event
+
+logger = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+JobState = job_api_pb2.JobState
+JobMessage = job_api_pb2.JobMessage
+
+
+def _guarded(method: F) -> F:
+    """Turn a domain error into its status, and anything unexpected into INTERNAL (logged),
+    so no RPC ever ends with UNKNOWN."""
+
+    @functools.wraps(method)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except BeamjobsError as error:
+            await context.abort(status_for(error), error.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # the edge: report, never UNKNOWN
+            logger.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+
+    @functools.wraps(method)
+    async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except BeamjobsError as error:
+            await context.abort(status_for(error), error.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # the edge: report, never UNKNOWN
+            logger.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+
+    wrapper = streaming if inspect.isasyncgenfunction(method) else unary
+    return wrapper  # type: ignore[return-value]
+
+
+def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def _state_event(state: str, at: float) -> job_api_pb2.JobStateEvent:
+    return job_api_pb2.JobStateEvent(state=JobState.Enum.Value(state), timestamp=_timestamp(at))
+
+
+def _message(event: Event) -> job_api_pb2.JobMessage:
+    return JobMessage(
+        message_id=str(event.seq),
+        time=datetime.fromtimestamp(event.time, UTC).isoformat(),
+        importance=JobMessage.MessageImportance.Value(event.importance or "JOB_MESSAGE_BASIC"),
+        message_text=event.text or "",
+    )
+
+
+class JobServicer(job_api_pb2_grpc.JobServiceServicer):
+    def __init__(self, invoker: Invoker, stores: Stores, pool: Executor) -> None:
+        self._invoker = invoker
+        self._stores = stores
+        self._pool = pool
+
+    async def _blocking(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
+
+    async def _call(self, rpc: str, request: dict[str, Any]) -> dict[str, Any]:
+        function, event = event_for(rpc, request)
+        answer = await self._blocking(self._invoker.invoke, function, event)
+        if "error" in answer:
+            raise error_from_code(answer["error"]["code"], answer["error"]["message"])
+        return dict(answer["result"])
+
+    @_guarded
+    async def Prepare(self, request: Any, context: Any) -> Any:
+        # The pipeline can be far larger than a Lambda payload: the handler gets an S3 key.
+        pipeline_ref = await self._blocking(
+            self._stores.blobs.put_content, "pipelines", request.pipeline
+        )
+        result = await self._call(
+            "Prepare",
+            {
+                "pipeline_ref": pipeline_ref,
+                "pipeline_options": json_format.MessageToDict(request.pipeline_options),
+                "job_name": request.job_name,
+            },
+        )
+        # Artifact staging is not offered yet: an empty endpoint tells SDKs to skip it.
+        return job_api_pb2.PrepareJobResponse(
+            preparation_id=result["preparation_id"],
+            artifact_staging_endpoint=endpoints_pb2.ApiServiceDescriptor(),
+        )
+
+    @_guarded
+    async def Run(self, request: Any, context: Any) -> Any:
+        result = await self._call("Run", {"preparation_id": request.preparation_id})
+        return job_api_pb2.RunJobResponse(job_id=result["job_id"])
+
+    @_guarded
+    async def GetJobs(self, request: Any, context: Any) -> Any:
+        result = await self._call("GetJobs", {})
+        response = job_api_pb2.GetJobsResponse()
+        for job in result["jobs"]:
+            info = response.job_info.add(
+                job_id=job["job_id"],
+                job_name=job["job_name"],
+                state=JobState.Enum.Value(job["state"]),
+            )
+            info.pipeline_options.update(job["pipeline_options"])
+        return response
+
+    @_guarded
+    async def GetState(self, request: Any, context: Any) -> Any:
+        result = await self._call("GetState", {"job_id": request.job_id})
+        return _state_event(result["state"], result["timestamp"])
+
+    @_guarded
+    async def GetPipeline(self, request: Any, context: Any) -> Any:
+        result = await self._call("GetPipeline", {"job_id": request.job_id})
+        pipeline = await self._blocking(self._stores.blobs.get, result["pipeline_ref"])
+        return job_api_pb2.GetJobPipelineResponse(pipeline=pipeline)
+
+    @_guarded
+    async def Cancel(self, request: Any, context: Any) -> Any:
+        result = await self._call("Cancel", {"job_id": request.job_id})
+        return job_api_pb2.CancelJobResponse(state=JobState.Enum.Value(result["state"]))
+
+    @_guarded
+    async def Drain(self, request: Any, context: Any) -> Any:
+        result = await self._call("Drain", {"job_id": request.job_id})
+        return job_api_pb2.DrainJobResponse(state=JobState.Enum.Value(result["state"]))
+
+    @_guarded
+    async def GetJobMetrics(self, request: Any, context: Any) -> Any:
+        result = await self._call("GetJobMetrics", {"job_id": request.job_id})
+        metrics = job_api_pb2.MetricResults()
+        if result["metrics_ref"]:
+            metrics.ParseFromString(
+                await self._blocking(self._stores.blobs.get, result["metrics_ref"])
+            )
+        return job_api_pb2.GetJobMetricsResponse(metrics=metrics)
+
+    @_guarded
+    async def DescribePipelineOptions(self, request: Any, context: Any) -> Any:
+        result = await self._call("DescribePipelineOptions", {})
+        response = job_api_pb2.DescribePipelineOptionsResponse()
+        for option in result["options"]:
+            response.options.add(
+                name=option["name"],
+                type=job_api_pb2.PipelineOptionType.Enum.Value(option["type"]),
+                description=option["description"],
+                default_value=option["default_value"],
+                group=option["group"],
+            )
+        return response
+
+    @_guarded
+    async def GetStateStream(self, request: Any, context: Any) -> Any:
+        job_id = require_id(request.job_id)
+        async for event in streams.follow(self._stores.jobs, job_id, self._blocking):
+            if event.state is not None:
+                yield _state_event(event.state.value, event.time)
+
+    @_guarded
+    async def GetMessageStream(self, request: Any, context: Any) -> Any:
+        job_id = require_id(request.job_id)
+        async for event in streams.follow(self._stores.jobs, job_id, self._blocking):
+            if event.state is not None:
+                yield job_api_pb2.JobMessagesResponse(
+                    state_response=_state_event(event.state.value, event.time)
+                )
+            else:
+                yield job_api_pb2.JobMessagesResponse(message_response=_message(event))

@@ -1,0 +1,2 @@
+"""The worker: runs one job's pipeline with Beam's portable FnApiRunner. The only part of
+Beamjobs that imports apache_beam."""

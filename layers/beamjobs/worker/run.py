@@ -1,0 +1,102 @@
+"""Run one job: load it, execute its pipeline with FnApiRunner, record what happened."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability.api import (
+    beam_job_api_pb2,
+    beam_provision_api_pb2,
+    beam_runner_api_pb2,
+)
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from google.protobuf import struct_pb2
+
+from beamjobs.environments import unsupported_environments_message
+from beamjobs.runtime import Stores
+from beamjobs.states import JobState
+from beamjobs.store import Message, TransitionRejected
+from beamjobs.worker.messages import MessageForwarder
+
+logger = logging.getLogger(__name__)
+
+
+def _beam_options(options: dict[str, Any]) -> PipelineOptions:
+    """Beam SDKs send `beam:option:<name>:v1` keys; PipelineOptions wants the bare names."""
+    prefix, suffix = "beam:option:", ":v1"
+    return PipelineOptions(
+        **{
+            key[len(prefix) : -len(suffix)]: value
+            for key, value in options.items()
+            if key.startswith(prefix) and key.endswith(suffix)
+        }
+    )
+
+
+def _provision_info(job_id: str, job_name: str, options: dict[str, Any]) -> Any:
+    """What SDK harnesses (LOOPBACK ones included) are told about the job."""
+    struct = struct_pb2.Struct()
+    struct.update(options)
+    return fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(
+            pipeline_options=struct, retrieval_token=job_id
+        ),
+        job_name=job_name,
+    )
+
+
+def execute(job_id: str, stores: Stores) -> JobState:
+    """Run the job to its end and record the outcome; return the state recorded."""
+    job = stores.jobs.get(job_id)
+    try:
+        stores.jobs.transition(job_id, JobState.RUNNING, only_from=[JobState.STARTING])
+    except TransitionRejected as rejected:
+        logger.info("job %s is %s: not running it", job_id, rejected.job.state.value)
+        return rejected.job.state
+
+    failure: str | None = None
+    metrics: bytes | None = None
+    with MessageForwarder(stores.jobs, job_id):
+        try:
+            pipeline = beam_runner_api_pb2.Pipeline.FromString(stores.blobs.get(job.pipeline_ref))
+            options = json.loads(stores.blobs.get(job.options_ref))
+            urns = {env.urn for env in pipeline.components.environments.values()}
+            failure = unsupported_environments_message(urns)
+            if failure is None:
+                runner = fn_runner.FnApiRunner(
+                    provision_info=_provision_info(job_id, job.job_name, options)
+                )
+                result = runner.run_via_runner_api(pipeline, _beam_options(options))
+                result.wait_until_finish()
+                infos = list(result.monitoring_infos())
+                metrics = beam_job_api_pb2.MetricResults(
+                    attempted=infos, committed=infos
+                ).SerializeToString()
+        except Exception:  # the user's pipeline failed: its traceback is the job's cause
+            failure = traceback.format_exc()
+            logger.warning("job %s failed", job_id)
+
+    if metrics is not None:
+        stores.jobs.set_metrics_ref(job_id, _store_metrics(stores, job_id, metrics))
+    if failure is None:
+        return _finish(stores, job_id, JobState.DONE, [])
+    error = Message("JOB_MESSAGE_ERROR", failure, stores.jobs.now())
+    return _finish(stores, job_id, JobState.FAILED, [error])
+
+
+def _store_metrics(stores: Stores, job_id: str, metrics: bytes) -> str:
+    key = f"metrics/{job_id}"
+    stores.blobs.put(key, metrics)
+    return key
+
+
+def _finish(stores: Stores, job_id: str, to: JobState, messages: list[Message]) -> JobState:
+    try:
+        return stores.jobs.transition(job_id, to, messages=messages).state
+    except TransitionRejected as rejected:
+        # Cancelled meanwhile, and the cancel already won: keep its outcome.
+        return rejected.job.state
