@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from moto.server import ThreadedMotoServer
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from beamjobs.provision import provision
 from beamjobs.settings import Settings
@@ -25,22 +34,41 @@ def use_offline_credentials() -> None:
         os.environ.setdefault(name, value)
 
 
+class _OneRequestAtATime:
+    """moto's backends are not thread-safe: concurrent DynamoDB transactions on one table were
+    seen to fail inside moto ("dictionary changed size during iteration"). Real DynamoDB
+    serializes them; so does this wrapper, while connections are still served by threads."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with self._lock:
+            return list(self._app(environ, start_response))
+
+
 class EmbeddedAws:
-    """moto's threaded server on 127.0.0.1 (port 0 picks a free one)."""
+    """moto's server application on 127.0.0.1 (port 0 picks a free one), in a thread."""
 
     def __init__(self, port: int = 0) -> None:
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._port = port
+        self._server: BaseWSGIServer | None = None
         self.endpoint_url = ""
 
     def start(self) -> str:
         use_offline_credentials()
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
+        app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            "127.0.0.1", self._port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True).start()
+        self.endpoint_url = f"http://127.0.0.1:{self._server.server_port}"
         return self.endpoint_url
 
     def stop(self) -> None:
-        self._server.stop()
+        if self._server is not None:
+            self._server.shutdown()
 
 
 def local_settings(endpoint_url: str) -> Settings:

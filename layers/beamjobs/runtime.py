@@ -30,16 +30,22 @@ def stores(settings: Settings) -> Stores:
     )
 
 
-_local_executors: dict[Settings, Executor] = {}
-_local_lock = threading.Lock()
+_executors: dict[Settings, Executor] = {}
+_executors_lock = threading.Lock()
 
 
 def executor(settings: Settings, jobs: JobStore) -> Executor:
-    """The executor the settings name. The local one is shared by everything in the process,
-    because it owns the worker processes it started."""
+    """The executor for these settings, shared by everything in the process: the local one owns
+    the worker processes it started, so there must be only one."""
     from beamjobs.local_executor import ProcessExecutor
 
-    with _local_lock:
-        if settings not in _local_executors:
-            _local_executors[settings] = ProcessExecutor(settings, jobs)
-        return _local_executors[settings]
+    with _executors_lock:
+        if settings not in _executors:
+            _executors[settings] = ProcessExecutor(settings, jobs)
+        return _executors[settings]
+
+
+def install_executor(settings: Settings, chosen: Executor) -> None:
+    """Make `chosen` the executor for these settings (a host that brings its own, e.g. tests)."""
+    with _executors_lock:
+        _executors[settings] = chosen

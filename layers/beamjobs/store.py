@@ -2,12 +2,17 @@
 
 Items of a job, all under the partition key ``job#<id>``:
 
-- ``sk = "job"``: the job record (name, state, ``seq``, timestamps, blob references, labels).
-- ``sk = "ev#<seq, zero-padded>"``: one item per state change and per message. ``seq`` is the
-  job's event counter: each event takes the next number in the same transaction that advances
-  the record's counter (conditional on its old value), so replay is one Query and ordering is
-  total and gap-free.
+- ``sk = "ev#<seq, zero-padded>"``: the job's event log, the source of truth. An event is a state
+  change or a batch of messages; every event also records the job's state after it
+  (``job_state``). Writers append at "last seq + 1" with a conditional put (the slot must be
+  free), so two writers never both append after the same tail: the loser re-reads the tail,
+  decides again, and retries. The order is total and gap-free; replay is one Query.
+- ``sk = "job"``: the job record (name, timestamps, blob references, and a projection of the
+  state for listing). It sorts after every event, so one descending Query of two items reads the
+  record and the log's tail together.
 
+No transactions: each write is a single conditional item write (TransactWriteItems would also
+work on DynamoDB, but the embedded AWS copies a whole table per transaction).
 Listing uses the ``gsi1`` index (``gsi1pk = "jobs"``, ``gsi1sk = <created>#<id>``).
 """
 
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -29,13 +34,12 @@ JOB_SK = "job"
 EVENT_PREFIX = "ev#"
 LIST_INDEX = "gsi1"
 LIST_PARTITION = "jobs"
-# Conditional writes lose races only to other writers of the same job; a handful of retries
-# always settles (each retry re-reads and re-decides).
-_MAX_RACE_RETRIES = 20
-# DynamoDB items are at most 400 KB; a message longer than this is cut (and says so).
+# Appends lose races only to other writers of the same job; re-reading settles it quickly.
+_MAX_RACE_RETRIES = 50
+# DynamoDB items are at most 400 KB: a message longer than this is cut (and says so), and a
+# batch of messages holds at most this many characters.
 MAX_MESSAGE_CHARS = 100_000
-# TransactWriteItems takes at most 100 items; one is the job record.
-_EVENTS_PER_TRANSACTION = 50
+_MAX_BATCH_CHARS = 300_000
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -53,8 +57,12 @@ def _decimal(value: float) -> Decimal:
     return Decimal(repr(round(value, 6)))
 
 
-def job_key(job_id: str) -> dict[str, Any]:
-    return _to_item({"pk": f"job#{job_id}", "sk": JOB_SK})
+def _pk(job_id: str) -> str:
+    return f"job#{job_id}"
+
+
+def _event_sk(seq: int) -> str:
+    return f"{EVENT_PREFIX}{seq:012d}"
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class Job:
     job_name: str
     state: JobState
     state_time: float
+    # The sequence number of the job's last event.
     seq: int
     created_at: float
     pipeline_ref: str
@@ -74,27 +83,10 @@ class Job:
     environment_urns: tuple[str, ...] = ()
     metrics_ref: str | None = None
 
-    @classmethod
-    def from_item(cls, values: dict[str, Any]) -> Job:
-        return cls(
-            job_id=values["job_id"],
-            job_name=values["job_name"],
-            state=JobState(values["state"]),
-            state_time=float(values["state_time"]),
-            seq=int(values["seq"]),
-            created_at=float(values["created_at"]),
-            pipeline_ref=values["pipeline_ref"],
-            options_ref=values["options_ref"],
-            options_json=values.get("options_json"),
-            bounded=bool(values.get("bounded", True)),
-            environment_urns=tuple(values.get("environment_urns") or ()),
-            metrics_ref=values.get("metrics_ref"),
-        )
-
 
 @dataclass(frozen=True)
 class Message:
-    """A job message as the worker reports it; importance is Beam's name (JOB_MESSAGE_*)."""
+    """A job message; importance is Beam's name (JOB_MESSAGE_*)."""
 
     importance: str
     text: str
@@ -103,17 +95,22 @@ class Message:
 
 @dataclass(frozen=True)
 class Event:
-    """One stored event of a job: a state change or a message."""
+    """One stored event of a job: a state change, or a batch of messages."""
 
     seq: int
     time: float
     state: JobState | None = None
-    importance: str | None = None
-    text: str | None = None
+    messages: tuple[Message, ...] = ()
 
-    @property
-    def is_state(self) -> bool:
-        return self.state is not None
+
+class TransitionRejected(FailedPrecondition):
+    """The job's current state does not allow the requested transition."""
+
+    def __init__(self, job: Job, to: JobState) -> None:
+        verb = "is final" if is_terminal(job.state) else f"cannot move to {to.value}"
+        super().__init__(f"job {job.job_id} is {job.state.value}: the state {verb}")
+        self.job = job
+        self.to = to
 
 
 class JobStore:
@@ -138,11 +135,19 @@ class JobStore:
     # -- jobs ---------------------------------------------------------------------------------
 
     def create(self, job: Job) -> None:
-        """Record a new job in STOPPED with its first state event. Fails with Conflict when
-        the id exists."""
-        expires_at = int(job.created_at + self._retention_seconds)
+        """Record a new job with its first state event. Raises Conflict when the id exists.
+        The event goes first: a record is never without a state."""
+        expires_at = self._expiry(job.created_at)
+        self._put_event(
+            job.job_id,
+            1,
+            job.state_time,
+            {"state": job.state.value},
+            (job.state, job.state_time),
+            expires_at,
+        )
         record = {
-            "pk": f"job#{job.job_id}",
+            "pk": _pk(job.job_id),
             "sk": JOB_SK,
             "job_id": job.job_id,
             "job_name": job.job_name,
@@ -159,34 +164,37 @@ class JobStore:
             "gsi1sk": f"{job.created_at:017.6f}#{job.job_id}",
             "expires_at": expires_at,
         }
-        first_event = self._event_item(
-            job.job_id, 1, job.state_time, {"state": job.state.value}, expires_at
-        )
         with aws_errors(f"job {job.job_id}"):
-            self._db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": _to_item(record),
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    {"Put": {"TableName": self._table, "Item": first_event}},
-                ]
+            self._db.put_item(
+                TableName=self._table,
+                Item=_to_item(record),
+                ConditionExpression="attribute_not_exists(pk)",
             )
 
-    def get(self, job_id: str, *, consistent: bool = True) -> Job:
+    def get(self, job_id: str) -> Job:
+        """The job with its current state, read from the log's tail (strongly consistent)."""
         with aws_errors(f"job {job_id}"):
-            response = self._db.get_item(
-                TableName=self._table, Key=job_key(job_id), ConsistentRead=consistent
+            page = self._db.query(
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues=_to_item({":pk": _pk(job_id)}),
+                ScanIndexForward=False,
+                ConsistentRead=True,
+                Limit=2,
             )
-        if "Item" not in response:
+        items = [_from_item(item) for item in page.get("Items", [])]
+        if not items or items[0]["sk"] != JOB_SK:
             raise NotFound(f"job {job_id!r} does not exist")
-        return Job.from_item(_from_item(response["Item"]))
+        record, tail = items[0], (items[1] if len(items) > 1 else None)
+        job = _job_from_record(record)
+        if tail is not None:
+            job = _replace_state(
+                job, JobState(tail["job_state"]), float(tail["job_state_time"]), int(tail["seq"])
+            )
+        return job
 
     def list(self, *, page_size: int = 100) -> list[Job]:
-        """Every job, oldest first."""
+        """Every job, oldest first, with the state of its record's projection."""
         jobs: list[Job] = []
         query: dict[str, Any] = {
             "TableName": self._table,
@@ -198,7 +206,7 @@ class JobStore:
         while True:
             with aws_errors("job list"):
                 page = self._db.query(**query)
-            jobs.extend(Job.from_item(_from_item(item)) for item in page.get("Items", []))
+            jobs.extend(_job_from_record(_from_item(item)) for item in page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 return jobs
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -207,7 +215,7 @@ class JobStore:
         with aws_errors(f"job {job_id}"):
             self._db.update_item(
                 TableName=self._table,
-                Key=job_key(job_id),
+                Key=_to_item({"pk": _pk(job_id), "sk": JOB_SK}),
                 UpdateExpression="SET metrics_ref = :m",
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeValues=_to_item({":m": metrics_ref}),
@@ -223,10 +231,10 @@ class JobStore:
         only_from: Iterable[JobState] | None = None,
         messages: Sequence[Message] = (),
     ) -> Job:
-        """Move a job to `to`, recording the state event (and `messages` just before it) in the
-        same transaction. Raises FailedPrecondition when the job's current state forbids it
-        (or is not in `only_from`); the error names the current state."""
+        """Move a job to `to`, after appending `messages` (e.g. a failure's cause). Raises
+        TransitionRejected when the current state forbids it or is not in `only_from`."""
         allowed_from = frozenset(only_from) if only_from is not None else None
+        self.append_messages(job_id, messages)
         for _ in range(_MAX_RACE_RETRIES):
             job = self.get(job_id)
             if not can_transition(job.state, to) or (
@@ -234,42 +242,56 @@ class JobStore:
             ):
                 raise TransitionRejected(job, to)
             now = self._clock()
-            events = [self._message_values(m) for m in messages] + [{"state": to.value}]
             try:
-                self._append(job, events, now, new_state=to)
+                self._put_event(
+                    job_id,
+                    job.seq + 1,
+                    now,
+                    {"state": to.value},
+                    (to, now),
+                    self._expiry(job.created_at),
+                )
             except Conflict:
-                continue
-            return self.get(job_id)
+                continue  # another writer appended first: decide again on the new tail
+            self._project_state(job_id, to, now, job.seq + 1)
+            return _replace_state(job, to, now, job.seq + 1)
         raise Conflict(f"job {job_id}: too many concurrent writers")
 
     def append_messages(self, job_id: str, messages: Sequence[Message]) -> None:
-        """Append messages in order, whatever the job's state."""
-        pending = [self._message_values(m) for m in messages]
-        while pending:
-            chunk = pending[:_EVENTS_PER_TRANSACTION]
+        """Append messages in order (in as few events as the item size allows)."""
+        for batch in _batches([_cut(m) for m in messages]):
+            values = {
+                "messages": [
+                    {"importance": m.importance, "text": m.text, "time": _decimal(m.time)}
+                    for m in batch
+                ]
+            }
             for _ in range(_MAX_RACE_RETRIES):
                 job = self.get(job_id)
                 try:
-                    self._append(job, chunk, self._clock(), new_state=None)
+                    self._put_event(
+                        job_id,
+                        job.seq + 1,
+                        self._clock(),
+                        values,
+                        (job.state, job.state_time),
+                        self._expiry(job.created_at),
+                    )
                     break
                 except Conflict:
                     continue
             else:
                 raise Conflict(f"job {job_id}: too many concurrent writers")
-            pending = pending[_EVENTS_PER_TRANSACTION:]
 
     def events(self, job_id: str, *, after_seq: int = 0, limit: int = 500) -> list[Event]:
-        """Stored events with a sequence number above `after_seq`, in order."""
+        """Stored events with a sequence number above `after_seq`, in order (at most about
+        `limit`; call again after the last one for more)."""
         events: list[Event] = []
         query: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
             "ExpressionAttributeValues": _to_item(
-                {
-                    ":pk": f"job#{job_id}",
-                    ":lo": _event_sk(after_seq + 1),
-                    ":hi": EVENT_PREFIX + "~",
-                }
+                {":pk": _pk(job_id), ":lo": _event_sk(after_seq + 1), ":hi": EVENT_PREFIX + "~"}
             ),
             "ConsistentRead": True,
             "Limit": limit,
@@ -284,75 +306,94 @@ class JobStore:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _message_values(self, message: Message) -> dict[str, Any]:
-        text = message.text
-        if len(text) > MAX_MESSAGE_CHARS:
-            text = text[:MAX_MESSAGE_CHARS] + f"\n… [cut: {len(message.text)} characters in all]"
-        return {"importance": message.importance, "text": text, "time": message.time}
+    def _expiry(self, created_at: float) -> int:
+        return int(created_at + self._retention_seconds)
 
-    def _append(
+    def _put_event(
         self,
-        job: Job,
-        events: list[dict[str, Any]],
-        now: float,
-        *,
-        new_state: JobState | None,
+        job_id: str,
+        seq: int,
+        at: float,
+        values: dict[str, Any],
+        job_state: tuple[JobState, float],
+        expires_at: int,
     ) -> None:
-        """Write `events` after the job's last one, advancing its counter from the value read
-        (the condition makes concurrent appenders retry instead of interleaving)."""
-        expires_at = int(job.created_at + self._retention_seconds)
-        new_seq = job.seq + len(events)
-        update = "SET seq = :new"
-        values: dict[str, Any] = {":old": job.seq, ":new": new_seq}
-        if new_state is not None:
-            update += ", #state = :to, state_time = :now"
-            values.update({":to": new_state.value, ":now": _decimal(now), ":from": job.state.value})
-        record_update: dict[str, Any] = {
-            "TableName": self._table,
-            "Key": job_key(job.job_id),
-            "UpdateExpression": update,
-            "ConditionExpression": "seq = :old"
-            + (" AND #state = :from" if new_state is not None else ""),
-            "ExpressionAttributeValues": _to_item(values),
+        """Write event `seq` if that slot is free; Conflict when another writer took it.
+        `job_state` is the job's state (and since when) once this event is written."""
+        item = {
+            "pk": _pk(job_id),
+            "sk": _event_sk(seq),
+            "seq": seq,
+            "time": _decimal(at),
+            "job_state": job_state[0].value,
+            "job_state_time": _decimal(job_state[1]),
+            "expires_at": expires_at,
+            **values,
         }
-        if new_state is not None:
-            record_update["ExpressionAttributeNames"] = {"#state": "state"}
-        items: list[dict[str, Any]] = [{"Update": record_update}]
-        for offset, values_ in enumerate(events, start=1):
-            event_time = values_.pop("time", now)
-            item = self._event_item(job.job_id, job.seq + offset, event_time, values_, expires_at)
-            items.append({"Put": {"TableName": self._table, "Item": item}})
-        with aws_errors(f"job {job.job_id}"):
-            self._db.transact_write_items(TransactItems=items)
+        with aws_errors(f"job {job_id}"):
+            self._db.put_item(
+                TableName=self._table,
+                Item=_to_item(item),
+                ConditionExpression="attribute_not_exists(sk)",
+            )
 
-    @staticmethod
-    def _event_item(
-        job_id: str, seq: int, at: float, values: dict[str, Any], expires_at: int
-    ) -> dict[str, Any]:
-        return _to_item(
-            {
-                "pk": f"job#{job_id}",
-                "sk": _event_sk(seq),
-                "seq": seq,
-                "time": _decimal(at),
-                "expires_at": expires_at,
-                **values,
-            }
-        )
-
-
-class TransitionRejected(FailedPrecondition):
-    """The job's current state does not allow the requested transition."""
-
-    def __init__(self, job: Job, to: JobState) -> None:
-        verb = "is final" if is_terminal(job.state) else f"cannot move to {to.value}"
-        super().__init__(f"job {job.job_id} is {job.state.value}: the state {verb}")
-        self.job = job
-        self.to = to
+    def _project_state(self, job_id: str, state: JobState, at: float, seq: int) -> None:
+        """Copy a new state onto the record (for listing). Only ever moves forward; a newer
+        projection that landed first wins. The log stays the truth if this write is lost."""
+        try:
+            with aws_errors(f"job {job_id}"):
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=_to_item({"pk": _pk(job_id), "sk": JOB_SK}),
+                    UpdateExpression="SET #state = :s, state_time = :t, seq = :n",
+                    ConditionExpression="attribute_exists(pk) AND seq < :n",
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues=_to_item(
+                        {":s": state.value, ":t": _decimal(at), ":n": seq}
+                    ),
+                )
+        except Conflict:
+            pass  # a later state was projected already
 
 
-def _event_sk(seq: int) -> str:
-    return f"{EVENT_PREFIX}{seq:012d}"
+def _cut(message: Message) -> Message:
+    if len(message.text) <= MAX_MESSAGE_CHARS:
+        return message
+    text = message.text[:MAX_MESSAGE_CHARS] + f"\n… [cut: {len(message.text)} characters in all]"
+    return Message(message.importance, text, message.time)
+
+
+def _batches(messages: list[Message]) -> list[list[Message]]:
+    batches: list[list[Message]] = []
+    size = _MAX_BATCH_CHARS
+    for message in messages:
+        if size + len(message.text) > _MAX_BATCH_CHARS:
+            batches.append([])
+            size = 0
+        batches[-1].append(message)
+        size += len(message.text)
+    return batches
+
+
+def _job_from_record(values: dict[str, Any]) -> Job:
+    return Job(
+        job_id=values["job_id"],
+        job_name=values["job_name"],
+        state=JobState(values["state"]),
+        state_time=float(values["state_time"]),
+        seq=int(values["seq"]),
+        created_at=float(values["created_at"]),
+        pipeline_ref=values["pipeline_ref"],
+        options_ref=values["options_ref"],
+        options_json=values.get("options_json"),
+        bounded=bool(values.get("bounded", True)),
+        environment_urns=tuple(values.get("environment_urns") or ()),
+        metrics_ref=values.get("metrics_ref"),
+    )
+
+
+def _replace_state(job: Job, state: JobState, at: float, seq: int) -> Job:
+    return replace(job, state=state, state_time=at, seq=seq)
 
 
 def _event_from_item(values: dict[str, Any]) -> Event:
@@ -361,6 +402,8 @@ def _event_from_item(values: dict[str, Any]) -> Event:
         seq=int(values["seq"]),
         time=float(values["time"]),
         state=JobState(state) if state else None,
-        importance=values.get("importance"),
-        text=values.get("text"),
+        messages=tuple(
+            Message(m["importance"], m["text"], float(m["time"]))
+            for m in values.get("messages", [])
+        ),
     )

@@ -73,13 +73,20 @@ def _state_event(state: str, at: float) -> job_api_pb2.JobStateEvent:
     return job_api_pb2.JobStateEvent(state=JobState.Enum.Value(state), timestamp=_timestamp(at))
 
 
-def _message(event: Event) -> job_api_pb2.JobMessage:
-    return JobMessage(
-        message_id=str(event.seq),
-        time=datetime.fromtimestamp(event.time, UTC).isoformat(),
-        importance=JobMessage.MessageImportance.Value(event.importance or "JOB_MESSAGE_BASIC"),
-        message_text=event.text or "",
-    )
+def _messages(event: Event) -> list[job_api_pb2.JobMessagesResponse]:
+    """One response per message of a stored batch; ids are "<event seq>.<index>", unique and in
+    the job's order."""
+    return [
+        job_api_pb2.JobMessagesResponse(
+            message_response=JobMessage(
+                message_id=f"{event.seq}.{index}",
+                time=datetime.fromtimestamp(message.time, UTC).isoformat(),
+                importance=JobMessage.MessageImportance.Value(message.importance),
+                message_text=message.text,
+            )
+        )
+        for index, message in enumerate(event.messages)
+    ]
 
 
 class JobServicer(job_api_pb2_grpc.JobServiceServicer):
@@ -197,5 +204,5 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
                 yield job_api_pb2.JobMessagesResponse(
                     state_response=_state_event(event.state.value, event.time)
                 )
-            else:
-                yield job_api_pb2.JobMessagesResponse(message_response=_message(event))
+            for response in _messages(event):
+                yield response
