@@ -1,0 +1,179 @@
+"""Every function invoked with its events/ file (as `sam local invoke -e` would), on moto."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from beamjobs.states import JobState
+from beamjobs.store import Job
+from beamjobs_functions.control.app import lambda_handler as control
+from beamjobs_functions.query.app import lambda_handler as query
+from tests.integration.conftest import EVENTS, pipeline_bytes
+
+from beamjobs.shim.invoker import LocalContext
+
+
+def _event(name):
+    return json.loads((EVENTS / f"{name}.json").read_text())
+
+
+def _invoke(handler, event):
+    return handler(event, LocalContext(function_name=handler.__module__))
+
+
+def _with_request_id(event, request_id):
+    return {**event, "request_id": request_id}
+
+
+@pytest.fixture
+def prepared(stores, executor):
+    """The job that the events name, prepared (STOPPED)."""
+    job_id = _event("control_run")["request"]["preparation_id"]
+    stores.blobs.put("pipelines/example", pipeline_bytes())
+    stores.blobs.put("options/example", b"{}")
+    stores.jobs.create(
+        Job(job_id=job_id, job_name="wordcount", state=JobState.STOPPED, state_time=1.0, seq=1,
+            created_at=1.0, pipeline_ref="pipelines/example", options_ref="options/example",
+            options_json="{}")
+    )
+    return job_id
+
+
+def test_prepare_records_a_stopped_job_named_by_the_users_job_name(stores, executor):
+    event = _event("control_prepare")
+    stores.blobs.put(event["request"]["pipeline_ref"], pipeline_bytes())
+    answer = _invoke(control, event)
+    job_id = answer["result"]["preparation_id"]
+    job = stores.jobs.get(job_id)
+    assert (job.job_name, job.state) == ("wordcount", JobState.STOPPED)
+    assert job_id.startswith("wordcount-") and len(job_id) == len("wordcount-") + 32
+
+
+def test_a_retried_prepare_answers_the_same_preparation_and_a_new_call_a_new_one(stores, executor):
+    event = _event("control_prepare")
+    stores.blobs.put(event["request"]["pipeline_ref"], pipeline_bytes())
+    first = _invoke(control, event)["result"]["preparation_id"]
+    assert _invoke(control, event)["result"]["preparation_id"] == first
+    other = _invoke(control, _with_request_id(event, "another-call"))["result"]["preparation_id"]
+    assert other != first
+    assert len(stores.jobs.list()) == 2
+
+
+def test_prepare_of_something_that_is_not_a_pipeline_is_an_invalid_argument(stores, executor):
+    event = _event("control_prepare")
+    stores.blobs.put(event["request"]["pipeline_ref"], b"\x0a\xff\xff not a pipeline")
+    assert _invoke(control, event)["error"]["code"] == "INVALID_ARGUMENT"
+
+
+def test_run_starts_the_job_once(prepared, stores, executor):
+    answer = _invoke(control, _event("control_run"))
+    assert answer == {"result": {"job_id": prepared}}
+    assert stores.jobs.get(prepared).state is JobState.STARTING
+    assert executor.started == [prepared]
+    # A retry of the same call gets the same answer; a new call is refused.
+    assert _invoke(control, _event("control_run")) == answer
+    again = _invoke(control, _with_request_id(_event("control_run"), "second-run"))
+    assert again["error"]["code"] == "FAILED_PRECONDITION"
+    assert "already run" in again["error"]["message"]
+    assert executor.started == [prepared]
+
+
+def test_run_of_an_unknown_preparation_is_not_found(stores, executor):
+    assert _invoke(control, _event("control_run"))["error"]["code"] == "NOT_FOUND"
+
+
+def test_cancel_of_a_job_never_run_cancels_it_at_once(prepared, stores, executor):
+    assert _invoke(control, _event("control_cancel")) == {"result": {"state": "CANCELLED"}}
+    assert executor.stopped == []
+
+
+def test_cancel_of_a_running_job_stops_its_work(prepared, stores, executor):
+    stores.jobs.transition(prepared, JobState.STARTING)
+    stores.jobs.transition(prepared, JobState.RUNNING)
+    assert _invoke(control, _event("control_cancel")) == {"result": {"state": "CANCELLING"}}
+    assert executor.stopped == [prepared]
+    # Asked again, it answers the same and stops nothing twice.
+    assert _invoke(control, _event("control_cancel")) == {"result": {"state": "CANCELLING"}}
+    assert executor.stopped == [prepared]
+
+
+def test_cancel_of_a_finished_job_answers_its_final_state(prepared, stores, executor):
+    for state in (JobState.STARTING, JobState.RUNNING, JobState.DONE):
+        stores.jobs.transition(prepared, state)
+    assert _invoke(control, _event("control_cancel")) == {"result": {"state": "DONE"}}
+
+
+def test_drain_of_a_batch_pipeline_says_to_use_cancel(prepared, stores, executor):
+    answer = _invoke(control, _event("control_drain"))
+    assert answer["error"]["code"] == "FAILED_PRECONDITION"
+    assert "use Cancel" in answer["error"]["message"]
+
+
+def test_drain_of_a_running_streaming_pipeline_drains_it(stores, executor):
+    job_id = _event("control_drain")["request"]["job_id"]
+    stores.jobs.create(
+        Job(job_id=job_id, job_name="stream", state=JobState.STOPPED, state_time=1.0, seq=1,
+            created_at=1.0, pipeline_ref="p", options_ref="o", options_json="{}", bounded=False)
+    )
+    assert _invoke(control, _event("control_drain"))["error"]["code"] == "FAILED_PRECONDITION"
+    stores.jobs.transition(job_id, JobState.STARTING)
+    stores.jobs.transition(job_id, JobState.RUNNING)
+    assert _invoke(control, _event("control_drain")) == {"result": {"state": "DRAINING"}}
+    assert executor.stopped == [job_id]
+
+
+def test_get_jobs_lists_names_states_and_options(prepared, stores):
+    [job] = _invoke(query, _event("query_get_jobs"))["result"]["jobs"]
+    assert job == {"job_id": prepared, "job_name": "wordcount", "state": "STOPPED", "pipeline_options": {}}
+
+
+def test_get_state_answers_the_current_state_and_its_time(prepared, stores):
+    stores.jobs.transition(prepared, JobState.STARTING)
+    result = _invoke(query, _event("query_get_state"))["result"]
+    assert result["state"] == "STARTING"
+    assert result["timestamp"] == pytest.approx(stores.jobs.get(prepared).state_time)
+
+
+def test_get_pipeline_answers_the_stored_pipeline_reference(prepared):
+    assert _invoke(query, _event("query_get_pipeline")) == {"result": {"pipeline_ref": "pipelines/example"}}
+
+
+def test_get_job_metrics_of_a_job_without_metrics_yet(prepared):
+    assert _invoke(query, _event("query_get_job_metrics")) == {"result": {"metrics_ref": None}}
+
+
+def test_describe_pipeline_options_describes_the_services_options(settings):
+    options = _invoke(query, _event("query_describe_pipeline_options"))["result"]["options"]
+    assert {o["name"] for o in options} >= {"job_timeout_seconds", "worker_vcpu", "worker_memory_mb"}
+    assert all(o["type"] in {"STRING", "BOOLEAN", "INTEGER", "NUMBER", "ARRAY", "OBJECT"} for o in options)
+
+
+@pytest.mark.parametrize("name", ["query_get_state", "query_get_pipeline", "query_get_job_metrics", "control_cancel", "control_drain"])
+def test_unknown_ids_are_not_found(settings, executor, name):
+    assert _invoke(query if name.startswith("query") else control, _event(name))["error"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda e: {**e, "request_id": ""},
+        lambda e: {**e, "rpc": "Prepare"},
+        lambda e: {**e, "request": "not an object"},
+        lambda e: {**e, "request": {"job_id": ""}},
+        lambda e: {**e, "request": {"job_id": 42}},
+        lambda e: [],
+    ],
+)
+def test_malformed_events_are_invalid_arguments(settings, mangle):
+    answer = _invoke(query, mangle(_event("query_get_state")))
+    assert answer["error"]["code"] == "INVALID_ARGUMENT"
+
+
+def test_every_event_file_names_an_rpc_its_function_serves():
+    from beamjobs.shim.invoker import FUNCTION_FOR_RPC
+
+    for path in EVENTS.glob("*.json"):
+        event = json.loads(path.read_text())
+        assert path.name.startswith(FUNCTION_FOR_RPC[event["rpc"]] + "_"), path.name
+    assert {json.loads(p.read_text())["rpc"] for p in EVENTS.glob("*.json")} == set(FUNCTION_FOR_RPC)

@@ -1,0 +1,190 @@
+"""The shim in process on port 0, with the real handlers behind the in-process invoker."""
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from beamjobs import runtime
+from beamjobs.api import job_api_pb2 as api
+from beamjobs.api import job_api_pb2_grpc
+from beamjobs.shim.invoker import InProcessInvoker
+from beamjobs.shim.server import MAX_MESSAGE_BYTES, start_shim
+from beamjobs.states import JobState
+from beamjobs.store import Message
+from beamjobs_functions.control.app import lambda_handler as control
+from beamjobs_functions.query.app import lambda_handler as query
+from tests.integration.conftest import pipeline_bytes
+
+Enum = api.JobState.Enum
+
+
+@pytest.fixture
+def channel(settings, stores, executor):
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder = {}
+
+    async def main():
+        holder["shim"] = await start_shim(
+            InProcessInvoker({"control": control, "query": query}),
+            runtime.stores(settings),
+            host="127.0.0.1",
+            port=0,
+        )
+        ready.set()
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(main(), loop).result(timeout=10)
+    ready.wait(10)
+    options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+               ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    with grpc.insecure_channel(f"127.0.0.1:{holder['shim'].port}", options=options) as channel:
+        yield channel
+    asyncio.run_coroutine_threadsafe(holder["shim"].stop(grace=0), loop).result(timeout=10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+@pytest.fixture
+def stub(channel):
+    return job_api_pb2_grpc.JobServiceStub(channel)
+
+
+def _prepare(stub, pipeline=None, name="wordcount"):
+    options = struct_pb2.Struct()
+    options.update({"beam:option:job_name:v1": name})
+    response = stub.Prepare(
+        api.PrepareJobRequest(
+            pipeline=pipeline if pipeline is not None else pipeline_bytes(),
+            pipeline_options=options,
+            job_name="job",
+        )
+    )
+    return response.preparation_id
+
+
+def _code(call):
+    with pytest.raises(grpc.RpcError) as raised:
+        result = call()
+        if hasattr(result, "__iter__"):
+            list(result)
+    return raised.value.code()
+
+
+def test_health_reports_serving_and_reflection_lists_the_job_service(channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "org.apache.beam.model.job_management.v1.JobService"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    [answer] = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for s in answer.list_services_response.service}
+    assert "org.apache.beam.model.job_management.v1.JobService" in names
+
+
+def test_a_prepared_job_is_listed_with_its_name_and_state(stub):
+    job_id = _prepare(stub)
+    [info] = stub.GetJobs(api.GetJobsRequest()).job_info
+    assert (info.job_id, info.job_name, info.state) == (job_id, "wordcount", Enum.STOPPED)
+    assert dict(info.pipeline_options)["beam:option:job_name:v1"] == "wordcount"
+    assert stub.GetState(api.GetJobStateRequest(job_id=job_id)).state == Enum.STOPPED
+
+
+def test_a_50_megabyte_pipeline_is_accepted_and_returned_byte_for_byte(stub):
+    big = pipeline_bytes(padding="p" * (50 * 1024 * 1024))
+    job_id = _prepare(stub, big)
+    assert stub.GetPipeline(api.GetJobPipelineRequest(job_id=job_id)).pipeline == big
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.Run(api.RunJobRequest(preparation_id="nope")),
+        lambda s: s.GetState(api.GetJobStateRequest(job_id="nope")),
+        lambda s: s.GetPipeline(api.GetJobPipelineRequest(job_id="nope")),
+        lambda s: s.Cancel(api.CancelJobRequest(job_id="nope")),
+        lambda s: s.Drain(api.DrainJobRequest(job_id="nope")),
+        lambda s: s.GetJobMetrics(api.GetJobMetricsRequest(job_id="nope")),
+        lambda s: s.GetStateStream(api.GetJobStateRequest(job_id="nope")),
+        lambda s: s.GetMessageStream(api.JobMessagesRequest(job_id="nope")),
+    ],
+)
+def test_unknown_ids_are_not_found_on_every_rpc_that_takes_one(stub, call):
+    assert _code(lambda: call(stub)) == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.Prepare(api.PrepareJobRequest()),
+        lambda s: s.Prepare(api.PrepareJobRequest(pipeline=b"\x0a\xff\xff garbage")),
+        lambda s: s.Run(api.RunJobRequest()),
+        lambda s: s.GetState(api.GetJobStateRequest()),
+        lambda s: s.Cancel(api.CancelJobRequest(job_id="x" * 1000)),
+        lambda s: s.GetStateStream(api.GetJobStateRequest()),
+        lambda s: s.GetMessageStream(api.JobMessagesRequest()),
+    ],
+)
+def test_malformed_requests_are_invalid_arguments(stub, call):
+    assert _code(lambda: call(stub)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_twenty_racing_runs_start_exactly_one_job(stub, executor):
+    job_id = _prepare(stub)
+
+    def run(_):
+        try:
+            return stub.Run(api.RunJobRequest(preparation_id=job_id)).job_id
+        except grpc.RpcError as error:
+            return error.code()
+
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(run, range(20)))
+    assert outcomes.count(job_id) == 1
+    assert outcomes.count(grpc.StatusCode.FAILED_PRECONDITION) == 19
+    assert executor.started == [job_id]
+
+
+def test_the_state_stream_sends_the_current_state_at_once_then_follows_to_the_end(stub, stores):
+    job_id = _prepare(stub)
+    stream = stub.GetStateStream(api.GetJobStateRequest(job_id=job_id))
+    started = time.monotonic()
+    assert next(stream).state == Enum.STOPPED
+    assert time.monotonic() - started < 2
+    for state in (JobState.STARTING, JobState.RUNNING, JobState.DONE):
+        stores.jobs.transition(job_id, state)
+    assert [e.state for e in stream] == [Enum.STARTING, Enum.RUNNING, Enum.DONE]
+
+
+def test_the_message_stream_interleaves_messages_and_states_in_order(stub, stores):
+    job_id = _prepare(stub)
+    stores.jobs.transition(job_id, JobState.STARTING)
+    stores.jobs.transition(job_id, JobState.RUNNING)
+    stores.jobs.append_messages(job_id, [Message("JOB_MESSAGE_BASIC", "hello", 2.0)])
+    cause = Message("JOB_MESSAGE_ERROR", "ValueError: the user's own words", 3.0)
+    stores.jobs.transition(job_id, JobState.FAILED, messages=[cause])
+    seen = []
+    for response in stub.GetMessageStream(api.JobMessagesRequest(job_id=job_id)):
+        if response.HasField("state_response"):
+            seen.append(Enum.Name(response.state_response.state))
+        else:
+            seen.append((api.JobMessage.MessageImportance.Name(response.message_response.importance),
+                         response.message_response.message_text))
+    assert seen == [
+        "STOPPED", "STARTING", "RUNNING", ("JOB_MESSAGE_BASIC", "hello"),
+        ("JOB_MESSAGE_ERROR", "ValueError: the user's own words"), "FAILED",
+    ]
+
+
+def test_describe_pipeline_options(stub):
+    options = stub.DescribePipelineOptions(api.DescribePipelineOptionsRequest()).options
+    by_name = {o.name: o for o in options}
+    assert by_name["job_timeout_seconds"].type == api.PipelineOptionType.INTEGER
