@@ -1,0 +1,97 @@
+"""End-to-end tests: the real Beam Python SDK against Beamjobs processes started the way
+`make run` starts them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability.api import beam_job_api_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+EMBEDDED = "beam:env:embedded_python:v1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Process:
+    """A Beamjobs command running in the background, with its output in a log file."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        self._file = log.open("w")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "beamjobs.cli", *args],
+            cwd=ROOT,
+            stdout=self._file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def wait_for_port(self, port: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"exited early:\n{self.log.read_text()}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"port {port} never opened:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._file.close()
+
+
+def serve(tmp: Path, name: str, port: int, *extra: str) -> Process:
+    server = Process(
+        ["serve", "--host", "localhost", "--port", str(port), "--template", "template.yaml", *extra],
+        tmp / f"{name}.log",
+    )
+    server.wait_for_port(port)
+    return server
+
+
+@pytest.fixture(scope="session")
+def endpoint(tmp_path_factory) -> str:
+    """One server for the session, started as `make run` starts it."""
+    port = free_port()
+    server = serve(tmp_path_factory.mktemp("server"), "server", port)
+    yield f"localhost:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def job_service(endpoint):
+    with grpc.insecure_channel(endpoint) as channel:
+        yield beam_job_api_pb2_grpc.JobServiceStub(channel)
+
+
+def options(endpoint: str, environment: str = EMBEDDED, *extra: str) -> PipelineOptions:
+    return PipelineOptions(
+        [
+            "--runner=PortableRunner",
+            f"--job_endpoint={endpoint}",
+            f"--environment_type={environment}",
+            *extra,
+        ]
+    )
