@@ -71,7 +71,9 @@ def aws_errors(what: str) -> Iterator[None]:
         if code in _MISSING_CODES:
             raise NotFound(f"{what} not found") from error
         if code in _UNPROVISIONED_CODES:
-            raise Unavailable(f"{what}: the backing resource is not provisioned ({code})") from error
+            raise Unavailable(
+                f"{what}: the backing resource is not provisioned ({code})"
+            ) from error
         if code in _RETRYABLE_CODES:
             raise Unavailable(f"{what}: {code}, try again") from error
         raise

@@ -15,9 +15,10 @@ from beamjobs import runtime
 from beamjobs.embedded import local_settings, start_embedded, use_offline_credentials
 from beamjobs.provision import provision
 from beamjobs.settings import Settings
+from beamjobs.shim.invoker import Handler
 
 
-def _handlers() -> dict[str, object]:
+def _handlers() -> dict[str, Handler]:
     from beamjobs_functions.control.app import lambda_handler as control
     from beamjobs_functions.query.app import lambda_handler as query
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import threading
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from moto.moto_server.werkzeug_app import (
@@ -62,7 +61,9 @@ class EmbeddedAws:
         self._server = make_server(
             "127.0.0.1", self._port, app, threaded=True, request_handler=MotoRequestHandler
         )
-        threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, name="embedded-aws", daemon=True
+        ).start()
         self.endpoint_url = f"http://127.0.0.1:{self._server.server_port}"
         return self.endpoint_url
 

@@ -30,7 +30,7 @@ def settle(store: JobStore, job_id: str, cause: str) -> JobState:
         if is_terminal(job.state):
             return job.state
         if job.state is JobState.CANCELLING:
-            to, messages = JobState.CANCELLED, []
+            to, messages = JobState.CANCELLED, list[Message]()
         elif job.state is JobState.DRAINING:
             to, messages = JobState.DRAINED, []
         else:

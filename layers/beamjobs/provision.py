@@ -49,9 +49,7 @@ def _resolve(value: Any, parameters: dict[str, Any]) -> Any:
 
 
 def _properties(template: dict[str, Any], resource: str) -> dict[str, Any]:
-    defaults = {
-        name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()
-    }
+    defaults = {name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()}
     return dict(_resolve(template["Resources"][resource]["Properties"], defaults))
 
 

@@ -150,7 +150,6 @@ class JobControl:
             raise Unavailable(f"could not stop job {job_id}: {error}") from error
 
 
-
 class JobQueries:
     """The read-only operations."""
 
@@ -164,7 +163,7 @@ class JobQueries:
     def list_jobs(self) -> list[JobInfo]:
         return [
             JobInfo(job.job_id, job.job_name, job.state, self._options(job))
-            for job in self._store.list()
+            for job in self._store.list_jobs()
         ]
 
     def _options(self, job: Job) -> dict[str, Any]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """Beam's JobState.Enum, by name (the wire number lives in the generated classes)."""
 
     STOPPED = "STOPPED"

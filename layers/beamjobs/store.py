@@ -193,7 +193,7 @@ class JobStore:
             )
         return job
 
-    def list(self, *, page_size: int = 100) -> list[Job]:
+    def list_jobs(self, *, page_size: int = 100) -> list[Job]:
         """Every job, oldest first, with the state of its record's projection."""
         jobs: list[Job] = []
         query: dict[str, Any] = {

@@ -64,7 +64,16 @@ class Process:
 
 def serve(tmp: Path, name: str, port: int, *extra: str) -> Process:
     server = Process(
-        ["serve", "--host", "localhost", "--port", str(port), "--template", "template.yaml", *extra],
+        [
+            "serve",
+            "--host",
+            "localhost",
+            "--port",
+            str(port),
+            "--template",
+            "template.yaml",
+            *extra,
+        ],
         tmp / f"{name}.log",
     )
     server.wait_for_port(port)

@@ -19,12 +19,11 @@ WORD_COUNTS = [("the", 2), ("cat", 2), ("sat", 2), ("dog", 1), ("a", 1), ("ran",
 
 @pytest.mark.parametrize("environment", [EMBEDDED, "LOOPBACK"])
 def test_wordcount_is_done_with_the_right_counts(endpoint, environment):
-    pipeline = beam.Pipeline(options=options(endpoint, environment, f"--job_name=wordcount-{environment[:8].lower()}"))
+    pipeline = beam.Pipeline(
+        options=options(endpoint, environment, f"--job_name=wordcount-{environment[:8].lower()}")
+    )
     counts = (
-        pipeline
-        | beam.Create(LINES)
-        | beam.FlatMap(str.split)
-        | beam.combiners.Count.PerElement()
+        pipeline | beam.Create(LINES) | beam.FlatMap(str.split) | beam.combiners.Count.PerElement()
     )
     assert_that(counts, equal_to(WORD_COUNTS))
     result = pipeline.run()
@@ -45,7 +44,9 @@ def test_a_failing_dofn_fails_the_job_with_its_exception_text(endpoint, environm
 
 
 def test_an_environment_the_worker_cannot_run_fails_with_what_to_use_instead(endpoint):
-    pipeline = beam.Pipeline(options=options(endpoint, "PROCESS", '--environment_config={"command": "/bin/false"}'))
+    pipeline = beam.Pipeline(
+        options=options(endpoint, "PROCESS", '--environment_config={"command": "/bin/false"}')
+    )
     _ = pipeline | beam.Create([1])
     with pytest.raises(RuntimeError, match="--environment_type=LOOPBACK"):
         pipeline.run().wait_until_finish()
@@ -53,7 +54,9 @@ def test_an_environment_the_worker_cannot_run_fails_with_what_to_use_instead(end
 
 def test_group_by_key_and_co_group_by_key(endpoint):
     with beam.Pipeline(options=options(endpoint)) as pipeline:
-        emails = pipeline | "emails" >> beam.Create([("amy", "a@x"), ("bob", "b@x"), ("amy", "a2@x")])
+        emails = pipeline | "emails" >> beam.Create(
+            [("amy", "a@x"), ("bob", "b@x"), ("amy", "a2@x")]
+        )
         phones = pipeline | "phones" >> beam.Create([("amy", "111"), ("cal", "333")])
         grouped = emails | beam.GroupByKey() | beam.MapTuple(lambda k, vs: (k, sorted(vs)))
         assert_that(grouped, equal_to([("amy", ["a2@x", "a@x"]), ("bob", ["b@x"])]), label="gbk")
@@ -64,7 +67,9 @@ def test_group_by_key_and_co_group_by_key(endpoint):
         )
         assert_that(
             joined,
-            equal_to([("amy", ["a2@x", "a@x"], ["111"]), ("bob", ["b@x"], []), ("cal", [], ["333"])]),
+            equal_to(
+                [("amy", ["a2@x", "a@x"], ["111"]), ("bob", ["b@x"], []), ("cal", [], ["333"])]
+            ),
             label="cogbk",
         )
 

@@ -4,10 +4,10 @@ with the table and bucket built from template.yaml's own definitions, as `make r
 from __future__ import annotations
 
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
-import urllib.request
 
 from beamjobs import runtime
 from beamjobs.api import pipeline_pb2
@@ -59,7 +59,9 @@ def settings(monkeypatch, embedded_aws) -> Settings:
         monkeypatch.setenv(name, value)
     reset = urllib.request.Request(f"{embedded_aws.endpoint_url}/moto-api/reset", method="POST")
     urllib.request.urlopen(reset).close()
-    settings = Settings(table_name="jobs", bucket_name="blobs", endpoint_url=embedded_aws.endpoint_url)
+    settings = Settings(
+        table_name="jobs", bucket_name="blobs", endpoint_url=embedded_aws.endpoint_url
+    )
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)
     provision(settings, TEMPLATE)

@@ -1,17 +1,15 @@
 """Every function invoked with its events/ file (as `sam local invoke -e` would), on moto."""
 
 import json
-from dataclasses import replace
 
 import pytest
 
+from beamjobs.shim.invoker import LocalContext
 from beamjobs.states import JobState
 from beamjobs.store import Job
 from beamjobs_functions.control.app import lambda_handler as control
 from beamjobs_functions.query.app import lambda_handler as query
 from tests.integration.conftest import EVENTS, pipeline_bytes
-
-from beamjobs.shim.invoker import LocalContext
 
 
 def _event(name):
@@ -33,9 +31,17 @@ def prepared(stores, executor):
     stores.blobs.put("pipelines/example", pipeline_bytes())
     stores.blobs.put("options/example", b"{}")
     stores.jobs.create(
-        Job(job_id=job_id, job_name="wordcount", state=JobState.STOPPED, state_time=1.0, seq=1,
-            created_at=1.0, pipeline_ref="pipelines/example", options_ref="options/example",
-            options_json="{}")
+        Job(
+            job_id=job_id,
+            job_name="wordcount",
+            state=JobState.STOPPED,
+            state_time=1.0,
+            seq=1,
+            created_at=1.0,
+            pipeline_ref="pipelines/example",
+            options_ref="options/example",
+            options_json="{}",
+        )
     )
     return job_id
 
@@ -57,7 +63,7 @@ def test_a_retried_prepare_answers_the_same_preparation_and_a_new_call_a_new_one
     assert _invoke(control, event)["result"]["preparation_id"] == first
     other = _invoke(control, _with_request_id(event, "another-call"))["result"]["preparation_id"]
     assert other != first
-    assert len(stores.jobs.list()) == 2
+    assert len(stores.jobs.list_jobs()) == 2
 
 
 def test_prepare_of_something_that_is_not_a_pipeline_is_an_invalid_argument(stores, executor):
@@ -113,8 +119,18 @@ def test_drain_of_a_batch_pipeline_says_to_use_cancel(prepared, stores, executor
 def test_drain_of_a_running_streaming_pipeline_drains_it(stores, executor):
     job_id = _event("control_drain")["request"]["job_id"]
     stores.jobs.create(
-        Job(job_id=job_id, job_name="stream", state=JobState.STOPPED, state_time=1.0, seq=1,
-            created_at=1.0, pipeline_ref="p", options_ref="o", options_json="{}", bounded=False)
+        Job(
+            job_id=job_id,
+            job_name="stream",
+            state=JobState.STOPPED,
+            state_time=1.0,
+            seq=1,
+            created_at=1.0,
+            pipeline_ref="p",
+            options_ref="o",
+            options_json="{}",
+            bounded=False,
+        )
     )
     assert _invoke(control, _event("control_drain"))["error"]["code"] == "FAILED_PRECONDITION"
     stores.jobs.transition(job_id, JobState.STARTING)
@@ -125,7 +141,12 @@ def test_drain_of_a_running_streaming_pipeline_drains_it(stores, executor):
 
 def test_get_jobs_lists_names_states_and_options(prepared, stores):
     [job] = _invoke(query, _event("query_get_jobs"))["result"]["jobs"]
-    assert job == {"job_id": prepared, "job_name": "wordcount", "state": "STOPPED", "pipeline_options": {}}
+    assert job == {
+        "job_id": prepared,
+        "job_name": "wordcount",
+        "state": "STOPPED",
+        "pipeline_options": {},
+    }
 
 
 def test_get_state_answers_the_current_state_and_its_time(prepared, stores):
@@ -136,7 +157,9 @@ def test_get_state_answers_the_current_state_and_its_time(prepared, stores):
 
 
 def test_get_pipeline_answers_the_stored_pipeline_reference(prepared):
-    assert _invoke(query, _event("query_get_pipeline")) == {"result": {"pipeline_ref": "pipelines/example"}}
+    assert _invoke(query, _event("query_get_pipeline")) == {
+        "result": {"pipeline_ref": "pipelines/example"}
+    }
 
 
 def test_get_job_metrics_of_a_job_without_metrics_yet(prepared):
@@ -145,13 +168,31 @@ def test_get_job_metrics_of_a_job_without_metrics_yet(prepared):
 
 def test_describe_pipeline_options_describes_the_services_options(settings):
     options = _invoke(query, _event("query_describe_pipeline_options"))["result"]["options"]
-    assert {o["name"] for o in options} >= {"job_timeout_seconds", "worker_vcpu", "worker_memory_mb"}
-    assert all(o["type"] in {"STRING", "BOOLEAN", "INTEGER", "NUMBER", "ARRAY", "OBJECT"} for o in options)
+    assert {o["name"] for o in options} >= {
+        "job_timeout_seconds",
+        "worker_vcpu",
+        "worker_memory_mb",
+    }
+    assert all(
+        o["type"] in {"STRING", "BOOLEAN", "INTEGER", "NUMBER", "ARRAY", "OBJECT"} for o in options
+    )
 
 
-@pytest.mark.parametrize("name", ["query_get_state", "query_get_pipeline", "query_get_job_metrics", "control_cancel", "control_drain"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "query_get_state",
+        "query_get_pipeline",
+        "query_get_job_metrics",
+        "control_cancel",
+        "control_drain",
+    ],
+)
 def test_unknown_ids_are_not_found(settings, executor, name):
-    assert _invoke(query if name.startswith("query") else control, _event(name))["error"]["code"] == "NOT_FOUND"
+    assert (
+        _invoke(query if name.startswith("query") else control, _event(name))["error"]["code"]
+        == "NOT_FOUND"
+    )
 
 
 @pytest.mark.parametrize(
@@ -176,4 +217,6 @@ def test_every_event_file_names_an_rpc_its_function_serves():
     for path in EVENTS.glob("*.json"):
         event = json.loads(path.read_text())
         assert path.name.startswith(FUNCTION_FOR_RPC[event["rpc"]] + "_"), path.name
-    assert {json.loads(p.read_text())["rpc"] for p in EVENTS.glob("*.json")} == set(FUNCTION_FOR_RPC)
+    assert {json.loads(p.read_text())["rpc"] for p in EVENTS.glob("*.json")} == set(
+        FUNCTION_FOR_RPC
+    )

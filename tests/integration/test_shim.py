@@ -44,8 +44,10 @@ def channel(settings, stores, executor):
     thread.start()
     asyncio.run_coroutine_threadsafe(main(), loop).result(timeout=10)
     ready.wait(10)
-    options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-               ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
     with grpc.insecure_channel(f"127.0.0.1:{holder['shim'].port}", options=options) as channel:
         yield channel
     asyncio.run_coroutine_threadsafe(holder["shim"].stop(grace=0), loop).result(timeout=10)
@@ -85,7 +87,9 @@ def test_health_reports_serving_and_reflection_lists_the_job_service(channel):
         status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
         assert status == health_pb2.HealthCheckResponse.SERVING
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-    [answer] = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    [answer] = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     names = {s.name for s in answer.list_services_response.service}
     assert "org.apache.beam.model.job_management.v1.JobService" in names
 
@@ -176,11 +180,19 @@ def test_the_message_stream_interleaves_messages_and_states_in_order(stub, store
         if response.HasField("state_response"):
             seen.append(Enum.Name(response.state_response.state))
         else:
-            seen.append((api.JobMessage.MessageImportance.Name(response.message_response.importance),
-                         response.message_response.message_text))
+            seen.append(
+                (
+                    api.JobMessage.MessageImportance.Name(response.message_response.importance),
+                    response.message_response.message_text,
+                )
+            )
     assert seen == [
-        "STOPPED", "STARTING", "RUNNING", ("JOB_MESSAGE_BASIC", "hello"),
-        ("JOB_MESSAGE_ERROR", "ValueError: the user's own words"), "FAILED",
+        "STOPPED",
+        "STARTING",
+        "RUNNING",
+        ("JOB_MESSAGE_BASIC", "hello"),
+        ("JOB_MESSAGE_ERROR", "ValueError: the user's own words"),
+        "FAILED",
     ]
 
 

@@ -3,7 +3,6 @@ import threading
 import pytest
 
 from beamjobs import aws
-
 from beamjobs.errors import NotFound
 from beamjobs.states import JobState
 from beamjobs.store import MAX_MESSAGE_CHARS, Job, Message, TransitionRejected
@@ -11,8 +10,15 @@ from beamjobs.store import MAX_MESSAGE_CHARS, Job, Message, TransitionRejected
 
 def _job(job_id="j1", created=1000.0):
     return Job(
-        job_id=job_id, job_name="name", state=JobState.STOPPED, state_time=created, seq=1,
-        created_at=created, pipeline_ref="p", options_ref="o", options_json="{}",
+        job_id=job_id,
+        job_name="name",
+        state=JobState.STOPPED,
+        state_time=created,
+        seq=1,
+        created_at=created,
+        pipeline_ref="p",
+        options_ref="o",
+        options_json="{}",
     )
 
 
@@ -62,7 +68,9 @@ def test_concurrent_writers_leave_a_gap_free_total_order(stores):
 
     def write(writer):
         for index in range(10):
-            stores.jobs.append_messages("j1", [Message("JOB_MESSAGE_BASIC", f"{writer}-{index}", 1.0)])
+            stores.jobs.append_messages(
+                "j1", [Message("JOB_MESSAGE_BASIC", f"{writer}-{index}", 1.0)]
+            )
 
     threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
     for thread in threads:
@@ -109,7 +117,7 @@ def test_messages_longer_than_an_item_allows_are_cut_and_say_so(stores):
 def test_jobs_are_listed_oldest_first_across_pages(stores):
     for index in range(7):
         stores.jobs.create(_job(f"j{index}", created=1000.0 + index))
-    assert [j.job_id for j in stores.jobs.list(page_size=3)] == [f"j{i}" for i in range(7)]
+    assert [j.job_id for j in stores.jobs.list_jobs(page_size=3)] == [f"j{i}" for i in range(7)]
 
 
 def test_events_are_read_after_a_sequence_number_across_pages(stores):

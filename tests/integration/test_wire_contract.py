@@ -18,7 +18,9 @@ from tests.integration.conftest import ROOT
 PEER = Path(__file__).with_name("beam_wire_peer.py")
 # Fields that are opaque bytes here and messages in Beam, with a valid serialized sample.
 _OPAQUE_SAMPLES = {
-    "pipeline": pipeline_pb2.Pipeline(root_transform_ids=["t"], requirements=["r"]).SerializeToString(),
+    "pipeline": pipeline_pb2.Pipeline(
+        root_transform_ids=["t"], requirements=["r"]
+    ).SerializeToString(),
     # A MonitoringInfo with urn (1) and type (2) set.
     "attempted": b"\x0a\x0bbeam:metric\x12\x04type",
     "committed": b"\x0a\x0bbeam:metric\x12\x04type",
@@ -32,7 +34,9 @@ def test_generated_code_matches_proto(tmp_path):
     names = sorted(p.name for p in fresh.iterdir())
     assert names, "make proto generated nothing"
     match, mismatch, errors = filecmp.cmpfiles(generated, fresh, names, shallow=False)
-    assert not mismatch and not errors, f"stale generated code, run `make proto`: {mismatch + errors}"
+    assert not mismatch and not errors, (
+        f"stale generated code, run `make proto`: {mismatch + errors}"
+    )
 
 
 def _fill(message, depth=0):
@@ -49,7 +53,9 @@ def _fill(message, depth=0):
                 else:
                     target.FromNanoseconds(1_700_000_000_123_000_000)
                 continue
-            target = getattr(message, field.name).add() if repeated else getattr(message, field.name)
+            target = (
+                getattr(message, field.name).add() if repeated else getattr(message, field.name)
+            )
             _fill(target, depth + 1)
             if field.containing_oneof is not None:
                 break  # one member of a oneof
@@ -87,20 +93,34 @@ def test_every_message_round_trips_through_beams_classes():
         for name, cls in ours.items()
     }
     peer = subprocess.run(
-        [sys.executable, str(PEER)], input=json.dumps(samples), capture_output=True, text=True, check=True
+        [sys.executable, str(PEER)],
+        input=json.dumps(samples),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     answers = json.loads(peer.stdout)
     assert set(answers) == set(ours)
     for name, answer in answers.items():
         assert answer["unknown_fields"] == 0, f"Beam does not know some of our fields of {name}"
-        assert answer["missing_fields"] == [], f"{name} lacks Beam's fields {answer['missing_fields']}"
+        assert answer["missing_fields"] == [], (
+            f"{name} lacks Beam's fields {answer['missing_fields']}"
+        )
         original = ours[name].FromString(base64.b64decode(samples[name]["bytes"]))
         assert ours[name].FromString(base64.b64decode(answer["reserialized"])) == original, name
 
 
-@pytest.mark.parametrize("full_name", ["org.apache.beam.model.job_management.v1.JobService",
-                                       "org.apache.beam.model.job_management.v1.ArtifactStagingService",
-                                       "org.apache.beam.model.job_management.v1.ArtifactRetrievalService"])
+@pytest.mark.parametrize(
+    "full_name",
+    [
+        "org.apache.beam.model.job_management.v1.JobService",
+        "org.apache.beam.model.job_management.v1.ArtifactStagingService",
+        "org.apache.beam.model.job_management.v1.ArtifactRetrievalService",
+    ],
+)
 def test_services_keep_beams_method_paths(full_name):
-    services = {**job_api_pb2.DESCRIPTOR.services_by_name, **artifact_api_pb2.DESCRIPTOR.services_by_name}
+    services = {
+        **job_api_pb2.DESCRIPTOR.services_by_name,
+        **artifact_api_pb2.DESCRIPTOR.services_by_name,
+    }
     assert full_name in {s.full_name for s in services.values()}

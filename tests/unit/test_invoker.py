@@ -41,8 +41,15 @@ def _expected(event, function="query"):
 
 def test_every_unary_rpc_has_a_function():
     assert set(FUNCTION_FOR_RPC) == {
-        "Prepare", "Run", "GetJobs", "GetState", "GetPipeline", "Cancel", "Drain",
-        "GetJobMetrics", "DescribePipelineOptions",
+        "Prepare",
+        "Run",
+        "GetJobs",
+        "GetState",
+        "GetPipeline",
+        "Cancel",
+        "Drain",
+        "GetJobMetrics",
+        "DescribePipelineOptions",
     }
     assert set(FUNCTION_FOR_RPC.values()) == set(NAMES)
 
@@ -57,7 +64,9 @@ def test_lambda_invoker_returns_the_functions_answer(lambda_client):
     client, stubber = lambda_client
     function, event = event_for("GetState", {"job_id": "j"})
     answer = {"result": {"state": "RUNNING", "timestamp": 1.5}}
-    stubber.add_response("invoke", {"StatusCode": 200, "Payload": _payload(answer)}, _expected(event))
+    stubber.add_response(
+        "invoke", {"StatusCode": 200, "Payload": _payload(answer)}, _expected(event)
+    )
     assert LambdaInvoker(client, NAMES).invoke(function, event) == answer
 
 
@@ -66,7 +75,9 @@ def test_a_throttled_function_is_retried_with_the_same_event(lambda_client):
     function, event = event_for("Run", {"preparation_id": "p"})
     for _ in range(2):
         stubber.add_client_error(
-            "invoke", service_error_code="TooManyRequestsException", http_status_code=429,
+            "invoke",
+            service_error_code="TooManyRequestsException",
+            http_status_code=429,
             expected_params=_expected(event, "control"),
         )
     answer = {"result": {"job_id": "p"}}
@@ -108,7 +119,9 @@ def test_a_failing_function_is_an_internal_error_with_its_message(lambda_client)
 def test_a_missing_function_is_unavailable_without_retrying(lambda_client):
     client, stubber = lambda_client
     function, event = event_for("GetJobs", {})
-    stubber.add_client_error("invoke", service_error_code="ResourceNotFoundException", http_status_code=404)
+    stubber.add_client_error(
+        "invoke", service_error_code="ResourceNotFoundException", http_status_code=404
+    )
     with pytest.raises(Unavailable, match="ResourceNotFoundException"):
         LambdaInvoker(client, NAMES).invoke(function, event)
 

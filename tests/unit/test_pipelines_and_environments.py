@@ -26,7 +26,9 @@ def test_one_unbounded_collection_makes_a_streaming_pipeline():
     assert not summarize(_pipeline(bounded=False)).bounded
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\xff\xff\xff", pipeline_pb2.Pipeline().SerializeToString()])
+@pytest.mark.parametrize(
+    "garbage", [b"", b"\xff\xff\xff", pipeline_pb2.Pipeline().SerializeToString()]
+)
 def test_what_is_not_a_runnable_pipeline_is_an_invalid_argument(garbage):
     with pytest.raises(InvalidArgument):
         summarize(garbage)

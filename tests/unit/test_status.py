@@ -32,7 +32,9 @@ def test_each_domain_error_has_its_status(error, status):
 
 
 def test_no_domain_error_maps_to_unknown():
-    assert all(status_for(cls("x")) is not grpc.StatusCode.UNKNOWN for cls in ERRORS_BY_CODE.values())
+    assert all(
+        status_for(cls("x")) is not grpc.StatusCode.UNKNOWN for cls in ERRORS_BY_CODE.values()
+    )
 
 
 def test_errors_survive_their_wire_form():

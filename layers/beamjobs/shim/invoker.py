@@ -32,6 +32,10 @@ FUNCTION_FOR_RPC: dict[str, str] = {
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 
 
+# A Lambda handler: (event, context) -> answer.
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
 class Invoker(Protocol):
     def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -67,7 +71,7 @@ class LocalContext:
 class InProcessInvoker:
     """Calls the handler functions in this process, with the event serialized as Lambda would."""
 
-    def __init__(self, handlers: Mapping[str, Callable[[dict[str, Any], Any], dict[str, Any]]]):
+    def __init__(self, handlers: Mapping[str, Handler]) -> None:
         self._handlers = dict(handlers)
 
     def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +127,9 @@ class LambdaInvoker:
             except ClientError as error:
                 code = error_code(error)
                 if code not in _RETRYABLE_LAMBDA_CODES:
-                    raise Unavailable(f"function {function} could not be invoked: {code}") from error
+                    raise Unavailable(
+                        f"function {function} could not be invoked: {code}"
+                    ) from error
                 last_failure = code
                 continue
             except (ReadTimeoutError, ConnectionError) as error:

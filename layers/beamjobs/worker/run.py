@@ -42,9 +42,7 @@ def _provision_info(job_id: str, job_name: str, options: dict[str, Any]) -> Any:
     struct = struct_pb2.Struct()
     struct.update(options)
     return fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(
-            pipeline_options=struct, retrieval_token=job_id
-        ),
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=struct, retrieval_token=job_id),
         job_name=job_name,
     )
 

@@ -1,0 +1,160 @@
+"""`make bench`: Beamjobs against Beam's own LocalJobServicer, driven by the same client (the
+Beam Python SDK's PortableRunner) in one run, on this machine.
+
+Prints, for each server: the median submit→DONE of a trivial pipeline, GetState p50/p99, and
+jobs/s with 4 concurrent clients; then the ratios ours/peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import apache_beam as beam
+import grpc
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability.api import beam_job_api_pb2 as api
+from apache_beam.portability.api import beam_job_api_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED = "beam:env:embedded_python:v1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(process: subprocess.Popen[bytes], port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"port {port} never opened")
+
+
+def _start(name: str, port: int) -> subprocess.Popen[bytes]:
+    if name == "beamjobs":
+        command = [
+            "-m",
+            "beamjobs.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--template",
+            "template.yaml",
+        ]
+    else:
+        command = [
+            "-m",
+            "apache_beam.runners.portability.local_job_service_main",
+            "--port",
+            str(port),
+        ]
+    process = subprocess.Popen(
+        [sys.executable, *command],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _wait_for_port(process, port)
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _run_trivial_pipeline(endpoint: str) -> tuple[float, str]:
+    """Build, submit and wait for a trivial pipeline; seconds from submit to DONE, and job id."""
+    options = PipelineOptions(
+        ["--runner=PortableRunner", f"--job_endpoint={endpoint}", f"--environment_type={EMBEDDED}"]
+    )
+    pipeline = beam.Pipeline(options=options)
+    _ = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2)
+    started = time.perf_counter()
+    result = pipeline.run()
+    state = result.wait_until_finish()
+    elapsed = time.perf_counter() - started
+    if state != "DONE":
+        raise RuntimeError(f"pipeline ended {state}")
+    return elapsed, result._job_id
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
+    port = _free_port()
+    endpoint = f"localhost:{port}"
+    server = _start(name, port)
+    try:
+        _run_trivial_pipeline(endpoint)  # warm-up: first-use costs on both sides
+        runs = [_run_trivial_pipeline(endpoint) for _ in range(args.jobs)]
+        job_id = runs[-1][1]
+        with grpc.insecure_channel(endpoint) as channel:
+            stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+            latencies = []
+            for _ in range(args.get_state_calls):
+                started = time.perf_counter()
+                stub.GetState(api.GetJobStateRequest(job_id=job_id))
+                latencies.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(lambda _: _run_trivial_pipeline(endpoint), range(args.concurrent_jobs)))
+        throughput = args.concurrent_jobs / (time.perf_counter() - started)
+    finally:
+        _stop(server)
+    return {
+        "submit_to_done_median_s": statistics.median(t for t, _ in runs),
+        "get_state_p50_ms": _percentile(latencies, 0.50) * 1000,
+        "get_state_p99_ms": _percentile(latencies, 0.99) * 1000,
+        f"jobs_per_s_{args.clients}_clients": throughput,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=10, help="sequential jobs for the median")
+    parser.add_argument("--get-state-calls", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--concurrent-jobs", type=int, default=20)
+    args = parser.parse_args()
+
+    results = {name: measure(name, args) for name in ("beamjobs", "LocalJobServicer")}
+    ours, peer = results["beamjobs"], results["LocalJobServicer"]
+    print(f"\n{'metric':<28}{'beamjobs':>12}{'LocalJobServicer':>18}{'ours/peer':>11}")
+    for metric in ours:
+        ratio = ours[metric] / peer[metric]
+        print(f"{metric:<28}{ours[metric]:>12.3f}{peer[metric]:>18.3f}{ratio:>11.2f}")
+    print(
+        "\n(lower is better for times and latencies, higher for jobs/s; "
+        f"{args.jobs} sequential jobs, {args.get_state_calls} GetState calls, "
+        f"{args.concurrent_jobs} jobs over {args.clients} concurrent clients; trivial pipeline, "
+        "EMBEDDED environment, both servers on this machine)"
+    )
+
+
+if __name__ == "__main__":
+    main()
