@@ -39,9 +39,10 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
     # The handlers read their settings from the environment, as they do in Lambda.
     os.environ.update(settings.to_env())
     _quiet_powertools()
-    shim = await start_shim(
-        InProcessInvoker(_handlers()), runtime.stores(settings), host=host, port=port
-    )
+    stores = runtime.stores(settings)
+    # Started now, so that its warm workers are ready before the first job arrives.
+    runtime.executor(settings, stores.jobs)
+    shim = await start_shim(InProcessInvoker(_handlers()), stores, host=host, port=port)
     print(f"Beamjobs Job API on {host}:{shim.port} (AWS at {settings.endpoint_url})", flush=True)
     await serve_until_signalled(shim)
 

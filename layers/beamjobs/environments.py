@@ -5,7 +5,10 @@ from __future__ import annotations
 EMBEDDED = "beam:env:embedded_python:v1"
 # LOOPBACK arrives as EXTERNAL: the SDK rewrites it to point at its own worker pool.
 EXTERNAL = "beam:env:external:v1"
-SUPPORTED_URNS = frozenset({EMBEDDED, EXTERNAL})
+PROCESS = "beam:env:process:v1"
+# Multi-process execution (--direct_running_mode=multi_processing) runs harnesses this way.
+SUBPROCESS = "beam:env:harness_subprocess_python:v1"
+SUPPORTED_URNS = frozenset({EMBEDDED, EXTERNAL, PROCESS, SUBPROCESS})
 
 
 def unsupported_environments_message(urns: set[str] | frozenset[str]) -> str | None:
@@ -17,5 +20,6 @@ def unsupported_environments_message(urns: set[str] | frozenset[str]) -> str | N
     return (
         f"this Beamjobs worker cannot run the environment(s) {', '.join(unsupported)}; "
         "submit with --environment_type=LOOPBACK (your SDK process runs the user code) "
-        f"or --environment_type={EMBEDDED} (the worker runs Python user code in process)"
+        f"or --environment_type={EMBEDDED} (the worker runs Python user code in process), "
+        "or --environment_type=PROCESS with a boot command"
     )

@@ -34,6 +34,12 @@ JOB_SK = "job"
 EVENT_PREFIX = "ev#"
 LIST_INDEX = "gsi1"
 LIST_PARTITION = "jobs"
+ACTIVE_INDEX = "active"
+# Jobs that have started and not ended; the attribute is removed at the terminal state.
+ACTIVE_PARTITION = "active"
+_ACTIVE_STATES = frozenset(
+    {JobState.STARTING, JobState.RUNNING, JobState.CANCELLING, JobState.DRAINING}
+)
 # Appends lose races only to other writers of the same job; re-reading settles it quickly.
 _MAX_RACE_RETRIES = 50
 # DynamoDB items are at most 400 KB: a message longer than this is cut (and says so), and a
@@ -82,6 +88,8 @@ class Job:
     bounded: bool = True
     environment_urns: tuple[str, ...] = ()
     metrics_ref: str | None = None
+    # When the job's worker last said it was alive (None before its first heartbeat).
+    heartbeat_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -195,12 +203,33 @@ class JobStore:
 
     def list_jobs(self, *, page_size: int = 100) -> list[Job]:
         """Every job, oldest first, with the state of its record's projection."""
+        return self._query_index(LIST_INDEX, "gsi1pk", LIST_PARTITION, page_size)
+
+    def active_jobs(self, *, page_size: int = 100) -> list[Job]:
+        """Jobs that started and have not ended (by their records' projections)."""
+        return self._query_index(ACTIVE_INDEX, "active", ACTIVE_PARTITION, page_size)
+
+    def heartbeat(self, job_id: str) -> JobState:
+        """Record that the job's worker is alive; return the job's state (as projected), so a
+        worker learns that its job was cancelled or failed meanwhile."""
+        with aws_errors(f"job {job_id}"):
+            answer = self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": _pk(job_id), "sk": JOB_SK}),
+                UpdateExpression="SET heartbeat_at = :t",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=_to_item({":t": _decimal(self._clock())}),
+                ReturnValues="ALL_NEW",
+            )
+        return JobState(_from_item(answer["Attributes"])["state"])
+
+    def _query_index(self, index: str, key: str, value: str, page_size: int) -> list[Job]:
         jobs: list[Job] = []
         query: dict[str, Any] = {
             "TableName": self._table,
-            "IndexName": LIST_INDEX,
-            "KeyConditionExpression": "gsi1pk = :p",
-            "ExpressionAttributeValues": _to_item({":p": LIST_PARTITION}),
+            "IndexName": index,
+            "KeyConditionExpression": f"{key} = :p",
+            "ExpressionAttributeValues": _to_item({":p": value}),
             "Limit": page_size,
         }
         while True:
@@ -340,17 +369,22 @@ class JobStore:
     def _project_state(self, job_id: str, state: JobState, at: float, seq: int) -> None:
         """Copy a new state onto the record (for listing). Only ever moves forward; a newer
         projection that landed first wins. The log stays the truth if this write is lost."""
+        update = "SET #state = :s, state_time = :t, seq = :n"
+        values: dict[str, Any] = {":s": state.value, ":t": _decimal(at), ":n": seq}
+        if state in _ACTIVE_STATES:
+            update += ", active = :a"
+            values[":a"] = ACTIVE_PARTITION
+        else:
+            update += " REMOVE active"
         try:
             with aws_errors(f"job {job_id}"):
                 self._db.update_item(
                     TableName=self._table,
                     Key=_to_item({"pk": _pk(job_id), "sk": JOB_SK}),
-                    UpdateExpression="SET #state = :s, state_time = :t, seq = :n",
+                    UpdateExpression=update,
                     ConditionExpression="attribute_exists(pk) AND seq < :n",
                     ExpressionAttributeNames={"#state": "state"},
-                    ExpressionAttributeValues=_to_item(
-                        {":s": state.value, ":t": _decimal(at), ":n": seq}
-                    ),
+                    ExpressionAttributeValues=_to_item(values),
                 )
         except Conflict:
             pass  # a later state was projected already
@@ -389,6 +423,7 @@ def _job_from_record(values: dict[str, Any]) -> Job:
         bounded=bool(values.get("bounded", True)),
         environment_urns=tuple(values.get("environment_urns") or ()),
         metrics_ref=values.get("metrics_ref"),
+        heartbeat_at=float(values["heartbeat_at"]) if "heartbeat_at" in values else None,
     )
 
 

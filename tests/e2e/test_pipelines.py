@@ -1,6 +1,9 @@
 """Real pipelines through Beamjobs with the Beam Python SDK."""
 
+import json
 import logging
+import re
+import sys
 
 import apache_beam as beam
 import pytest
@@ -43,13 +46,72 @@ def test_a_failing_dofn_fails_the_job_with_its_exception_text(endpoint, environm
         pipeline.run().wait_until_finish()
 
 
-def test_an_environment_the_worker_cannot_run_fails_with_what_to_use_instead(endpoint):
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("apache/beam_java11_sdk:2.77.0", "cannot run containers; use --environment_type=LOOPBACK"),
+        (
+            "apache/beam_python3.11_sdk:2.60.0",
+            f"is Beam 2.60.0, but this worker runs Beam {beam.__version__}",
+        ),
+    ],
+)
+def test_a_docker_image_the_worker_cannot_run_fails_with_what_to_use_instead(
+    endpoint, image, expected
+):
+    pipeline = beam.Pipeline(options=options(endpoint, "DOCKER", f"--environment_config={image}"))
+    _ = pipeline | beam.Create([1])
+    with pytest.raises(RuntimeError, match=re.escape(expected)):
+        pipeline.run().wait_until_finish()
+
+
+def test_a_docker_python_sdk_image_of_this_beam_version_runs_in_process_with_a_warning(
+    endpoint, job_service
+):
+    pipeline = beam.Pipeline(options=options(endpoint, "DOCKER"))
+    assert_that(pipeline | beam.Create([1, 2]) | beam.Map(lambda x: x * 10), equal_to([10, 20]))
+    result = pipeline.run()
+    assert result.wait_until_finish() == PipelineState.DONE
+    warnings = [
+        r.message_response.message_text
+        for r in job_service.GetMessageStream(api.JobMessagesRequest(job_id=result._job_id))
+        if r.HasField("message_response")
+        and r.message_response.importance == api.JobMessage.JOB_MESSAGE_WARNING
+    ]
+    assert any("runs in the worker's own Python" in w and beam.__version__ in w for w in warnings)
+
+
+def test_a_process_environment_runs_with_the_shipped_boot_command(endpoint):
+    boot = json.dumps({"command": f"{sys.executable} -m beamjobs.worker.boot"})
+    pipeline = beam.Pipeline(options=options(endpoint, "PROCESS", f"--environment_config={boot}"))
+    counts = (
+        pipeline | beam.Create(LINES) | beam.FlatMap(str.split) | beam.combiners.Count.PerElement()
+    )
+    assert_that(counts, equal_to(WORD_COUNTS))
+    assert pipeline.run().wait_until_finish() == PipelineState.DONE
+
+
+def test_a_process_environment_whose_command_dies_fails_the_job(endpoint):
     pipeline = beam.Pipeline(
         options=options(endpoint, "PROCESS", '--environment_config={"command": "/bin/false"}')
     )
     _ = pipeline | beam.Create([1])
-    with pytest.raises(RuntimeError, match="--environment_type=LOOPBACK"):
+    with pytest.raises(RuntimeError, match="SDK harness of the PROCESS environment exited"):
         pipeline.run().wait_until_finish()
+
+
+@pytest.mark.parametrize("mode", ["multi_processing", "multi_threading"])
+def test_multi_worker_execution_is_honoured(endpoint, mode):
+    pipeline = beam.Pipeline(
+        options=options(
+            endpoint, EMBEDDED, f"--direct_running_mode={mode}", "--direct_num_workers=2"
+        )
+    )
+    counts = (
+        pipeline | beam.Create(LINES) | beam.FlatMap(str.split) | beam.combiners.Count.PerElement()
+    )
+    assert_that(counts, equal_to(WORD_COUNTS))
+    assert pipeline.run().wait_until_finish() == PipelineState.DONE
 
 
 def test_group_by_key_and_co_group_by_key(endpoint):

@@ -8,28 +8,29 @@ import traceback
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.portability.api import (
-    beam_job_api_pb2,
-    beam_provision_api_pb2,
-    beam_runner_api_pb2,
-)
+from apache_beam.portability.api import beam_provision_api_pb2, beam_runner_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from google.protobuf import struct_pb2
 
-from beamjobs.environments import unsupported_environments_message
 from beamjobs.runtime import Stores
 from beamjobs.states import JobState
 from beamjobs.store import Message, TransitionRejected
+from beamjobs.worker import environments, process_environment
+from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.messages import MessageForwarder
+from beamjobs.worker.metrics import MetricsPublisher, PublishingRunner
 
 logger = logging.getLogger(__name__)
+# Imported for its side effect: FnApiRunner learns to run PROCESS environments.
+_ = process_environment
 
 
 def _beam_options(options: dict[str, Any]) -> PipelineOptions:
-    """Beam SDKs send `beam:option:<name>:v1` keys; PipelineOptions wants the bare names."""
+    """Beam SDKs send `beam:option:<name>:v1` keys, numbers as strings; from_dictionary parses
+    the bare names as command-line flags would, so each option gets its declared type."""
     prefix, suffix = "beam:option:", ":v1"
-    return PipelineOptions(
-        **{
+    return PipelineOptions.from_dictionary(
+        {
             key[len(prefix) : -len(suffix)]: value
             for key, value in options.items()
             if key.startswith(prefix) and key.endswith(suffix)
@@ -47,7 +48,7 @@ def _provision_info(job_id: str, job_name: str, options: dict[str, Any]) -> Any:
     )
 
 
-def execute(job_id: str, stores: Stores) -> JobState:
+def execute(job_id: str, stores: Stores, *, heartbeat_seconds: float) -> JobState:
     """Run the job to its end and record the outcome; return the state recorded."""
     job = stores.jobs.get(job_id)
     try:
@@ -57,39 +58,37 @@ def execute(job_id: str, stores: Stores) -> JobState:
         return rejected.job.state
 
     failure: str | None = None
-    metrics: bytes | None = None
-    with MessageForwarder(stores.jobs, job_id):
+    publisher = MetricsPublisher(stores, job_id)
+    with Heartbeat(stores.jobs, job_id, heartbeat_seconds), MessageForwarder(stores.jobs, job_id):
         try:
             pipeline = beam_runner_api_pb2.Pipeline.FromString(stores.blobs.get(job.pipeline_ref))
             options = json.loads(stores.blobs.get(job.options_ref))
-            urns = {env.urn for env in pipeline.components.environments.values()}
-            failure = unsupported_environments_message(urns)
-            if failure is None:
-                runner = fn_runner.FnApiRunner(
-                    provision_info=_provision_info(job_id, job.job_name, options)
-                )
-                result = runner.run_via_runner_api(pipeline, _beam_options(options))
-                result.wait_until_finish()
-                infos = list(result.monitoring_infos())
-                metrics = beam_job_api_pb2.MetricResults(
-                    attempted=infos, committed=infos
-                ).SerializeToString()
+            beam_options = _beam_options(options)
+            warnings = environments.prepare(pipeline)
+            stores.jobs.append_messages(
+                job_id, [Message("JOB_MESSAGE_WARNING", w, stores.jobs.now()) for w in warnings]
+            )
+            runner = PublishingRunner(
+                publisher, provision_info=_provision_info(job_id, job.job_name, options)
+            )
+            # FnApiRunner reads these options only when it builds the pipeline itself.
+            runner._num_workers = environments.parallelism(pipeline, beam_options)
+            result = runner.run_via_runner_api(pipeline, beam_options)
+            result.wait_until_finish()
+            infos = list(result.monitoring_infos())
+            publisher.finish(attempted=infos, committed=infos)
+        except environments.UnrunnableEnvironment as unrunnable:
+            failure = str(unrunnable)
         except Exception:  # the user's pipeline failed: its traceback is the job's cause
             failure = traceback.format_exc()
             logger.warning("job %s failed", job_id)
+        finally:
+            publisher.abandon()
 
-    if metrics is not None:
-        stores.jobs.set_metrics_ref(job_id, _store_metrics(stores, job_id, metrics))
     if failure is None:
         return _finish(stores, job_id, JobState.DONE, [])
     error = Message("JOB_MESSAGE_ERROR", failure, stores.jobs.now())
     return _finish(stores, job_id, JobState.FAILED, [error])
-
-
-def _store_metrics(stores: Stores, job_id: str, metrics: bytes) -> str:
-    key = f"metrics/{job_id}"
-    stores.blobs.put(key, metrics)
-    return key
 
 
 def _finish(stores: Stores, job_id: str, to: JobState, messages: list[Message]) -> JobState:

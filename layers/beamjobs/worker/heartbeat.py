@@ -1,0 +1,67 @@
+"""The worker's heartbeat: proof of life for the reconciler, and the worker's way to learn that
+its job was cancelled or ended by someone else (then it stops its own work)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+from beamjobs.errors import BeamjobsError
+from beamjobs.states import JobState, is_terminal
+from beamjobs.store import JobStore
+
+logger = logging.getLogger(__name__)
+_STOPPING = frozenset({JobState.CANCELLING, JobState.DRAINING})
+
+
+def stop_own_work() -> None:
+    """End this worker and every SDK harness it started (they share its process group)."""
+    os.killpg(os.getpgid(0), signal.SIGTERM)
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        interval: float,
+        on_stop: Callable[[], None] = stop_own_work,
+    ) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._interval = interval
+        self._on_stop = on_stop
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                state = self._store.heartbeat(self._job_id)
+            except BeamjobsError:
+                # A missed beat is not fatal; missing many is what the lease is for.
+                logger.warning("heartbeat of job %s failed", self._job_id, exc_info=True)
+            else:
+                if is_terminal(state) or state in _STOPPING:
+                    logger.warning("job %s is %s: stopping its work", self._job_id, state.value)
+                    self._on_stop()
+                    return
+            if self._done.wait(self._interval):
+                return

@@ -1,0 +1,99 @@
+"""The job's metrics: attempted values published while it runs (after every bundle, so at least
+at every stage boundary), attempted and committed at the end. One S3 blob per job, a serialized
+MetricResults, so large metric sets never meet DynamoDB's item limit."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from apache_beam.metrics.monitoring_infos import consolidate
+from apache_beam.portability.api import beam_job_api_pb2
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+from beamjobs.errors import BeamjobsError
+from beamjobs.runtime import Stores
+
+logger = logging.getLogger(__name__)
+
+
+def metrics_key(job_id: str) -> str:
+    return f"metrics/{job_id}"
+
+
+class MetricsPublisher:
+    """Writes the latest snapshot from a background thread, so the pipeline never waits on S3;
+    snapshots that arrive while one is being written are coalesced into the newest."""
+
+    def __init__(self, stores: Stores, job_id: str) -> None:
+        self._stores = stores
+        self._job_id = job_id
+        self._latest: list[Any] | None = None
+        self._referenced = False
+        self._changed = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._publish_latest, name="metrics", daemon=True)
+        self._thread.start()
+
+    def offer(self, attempted: Sequence[Any]) -> None:
+        with self._changed:
+            self._latest = list(attempted)
+            self._changed.notify()
+
+    def finish(self, attempted: Sequence[Any], committed: Sequence[Any]) -> None:
+        """Stop publishing snapshots and write the final metrics."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._thread.join()
+        self._write(attempted, committed)
+
+    def abandon(self) -> None:
+        """Stop publishing snapshots; the last one written stays as the attempted values."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._thread.join()
+
+    def _publish_latest(self) -> None:
+        while True:
+            with self._changed:
+                while self._latest is None and not self._closed:
+                    self._changed.wait()
+                if self._closed:
+                    return
+                snapshot, self._latest = self._latest, None
+            try:
+                self._write(snapshot or [], [])
+            except BeamjobsError:
+                logger.warning("could not publish metrics of job %s", self._job_id, exc_info=True)
+
+    def _write(self, attempted: Sequence[Any], committed: Sequence[Any]) -> None:
+        results = beam_job_api_pb2.MetricResults(attempted=attempted, committed=committed)
+        self._stores.blobs.put(metrics_key(self._job_id), results.SerializeToString())
+        if not self._referenced:
+            self._stores.jobs.set_metrics_ref(self._job_id, metrics_key(self._job_id))
+            self._referenced = True
+
+
+class PublishingRunner(fn_runner.FnApiRunner):  # type: ignore[misc]
+    """FnApiRunner that offers the metrics attempted so far after every bundle it executes."""
+
+    def __init__(self, publisher: MetricsPublisher, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._publisher = publisher
+        self._by_stage: dict[str, Iterable[Any]] = {}
+
+    def _execute_bundle(self, runner_execution_context, bundle_context_manager, bundle_input):  # type: ignore[no-untyped-def]
+        response = super()._execute_bundle(
+            runner_execution_context, bundle_context_manager, bundle_input
+        )
+        stage = bundle_context_manager.stage.name
+        self._by_stage[stage] = consolidate(
+            itertools.chain(response.process_bundle.monitoring_infos, self._by_stage.get(stage, []))
+        )
+        self._publisher.offer(list(itertools.chain.from_iterable(self._by_stage.values())))
+        return response
