@@ -1,0 +1,137 @@
+"""Lost workers, and cancels racing completion: one terminal state, reported everywhere."""
+
+import contextlib
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from beamjobs import runtime
+from beamjobs.executor import settle
+from beamjobs.reconcile import fail_lost_jobs
+from beamjobs.service import JobControl
+from beamjobs.states import TERMINAL_STATES, JobState
+from beamjobs.store import Job, JobStore, TransitionRejected
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _job(job_id: str, created: float = 1000.0) -> Job:
+    return Job(
+        job_id=job_id,
+        job_name="n",
+        state=JobState.STOPPED,
+        state_time=created,
+        seq=1,
+        created_at=created,
+        pipeline_ref="p",
+        options_ref="o",
+        options_json="{}",
+    )
+
+
+@pytest.fixture
+def clock():
+    return Clock(1000.0)
+
+
+@pytest.fixture
+def jobs(settings, clock):
+    return JobStore(runtime.aws.client("dynamodb", settings), settings.table_name, clock=clock)
+
+
+def _running(jobs, job_id):
+    jobs.create(_job(job_id))
+    jobs.transition(job_id, JobState.STARTING)
+    jobs.transition(job_id, JobState.RUNNING)
+
+
+def test_a_job_whose_worker_went_silent_fails_as_worker_lost(jobs, clock):
+    _running(jobs, "silent")
+    _running(jobs, "alive")
+    jobs.create(_job("never-run"))
+    clock.now += 20
+    jobs.heartbeat("alive")
+    clock.now += 15  # "silent" was last heard of 35 s ago, "alive" 15 s ago
+    assert fail_lost_jobs(jobs, lease_seconds=30) == {"silent": JobState.FAILED}
+    assert jobs.get("alive").state is JobState.RUNNING
+    assert jobs.get("never-run").state is JobState.STOPPED
+    *_, cause, failed = jobs.events("silent")
+    assert failed.state is JobState.FAILED
+    assert cause.messages[0].text.startswith("worker lost: no heartbeat since 1970-01-01T00:16:40")
+
+
+def test_a_lost_worker_of_a_cancelling_job_ends_it_cancelled(jobs, clock):
+    _running(jobs, "stopping")
+    jobs.transition("stopping", JobState.CANCELLING)
+    clock.now += 100
+    assert fail_lost_jobs(jobs, lease_seconds=30) == {"stopping": JobState.CANCELLED}
+
+
+def test_finished_jobs_leave_the_active_index(jobs, clock):
+    _running(jobs, "done")
+    jobs.transition("done", JobState.DONE)
+    assert [j.job_id for j in jobs.active_jobs()] == []
+    clock.now += 100
+    assert fail_lost_jobs(jobs, lease_seconds=30) == {}
+
+
+def test_a_heartbeat_tells_the_worker_its_jobs_state(jobs):
+    _running(jobs, "beating")
+    assert jobs.heartbeat("beating") is JobState.RUNNING
+    jobs.transition("beating", JobState.CANCELLING)
+    assert jobs.heartbeat("beating") is JobState.CANCELLING
+
+
+class SettlingExecutor:
+    """Stops work the way the local executor does: the worker dies, the job is settled."""
+
+    def __init__(self, jobs):
+        self._jobs = jobs
+
+    def start(self, job):
+        pass
+
+    def stop(self, job_id):
+        settle(self._jobs, job_id, "stopped")
+
+
+def test_racing_cancels_and_completions_agree_on_one_terminal_state(jobs, stores):
+    control = JobControl(jobs, stores.blobs, SettlingExecutor(jobs))
+    ids = [f"race-{i}" for i in range(100)]
+    for job_id in ids:
+        _running(jobs, job_id)
+    barrier = threading.Barrier(2)
+
+    def complete(job_id):
+        barrier.wait()
+        time.sleep(random.uniform(0, 0.15))  # a cancel takes several writes: give both a chance
+        with contextlib.suppress(TransitionRejected):  # the cancel won
+            jobs.transition(job_id, JobState.DONE)
+
+    def cancel(job_id):
+        barrier.wait()
+        control.cancel(job_id)
+
+    with ThreadPoolExecutor(2) as pool:
+        for job_id in ids:
+            list(pool.map(lambda act, job=job_id: act(job), (complete, cancel)))
+
+    listed = {j.job_id: j.state for j in jobs.list_jobs()}
+    outcomes = set()
+    for job_id in ids:
+        states = [e.state for e in jobs.events(job_id) if e.state is not None]
+        terminal = [s for s in states if s in TERMINAL_STATES]
+        assert len(terminal) == 1, (job_id, states)
+        assert terminal[0] == states[-1] == jobs.get(job_id).state == listed[job_id]
+        outcomes.add(terminal[0])
+    # Both sides won some races (else the test raced nothing).
+    assert outcomes == {JobState.DONE, JobState.CANCELLED}
