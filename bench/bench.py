@@ -100,6 +100,51 @@ def _run_trivial_pipeline(endpoint: str) -> tuple[float, str]:
     return elapsed, result._job_id
 
 
+def _run_to_running(endpoint: str) -> float:
+    """Seconds from calling Run to the RUNNING state event (as the server timestamps it)."""
+    pipeline = beam.Pipeline()
+    _ = pipeline | beam.Create([1]) | beam.Map(str)
+    proto = pipeline.to_runner_api()
+    for env in proto.components.environments.values():
+        env.urn, env.payload = EMBEDDED, b""
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+        prepared = stub.Prepare(api.PrepareJobRequest(pipeline=proto, job_name="run-to-running"))
+        states = stub.GetStateStream(api.GetJobStateRequest(job_id=prepared.preparation_id))
+        started = time.time()
+        stub.Run(api.RunJobRequest(preparation_id=prepared.preparation_id))
+        for event in states:
+            if event.state == api.JobState.RUNNING:
+                running = event.timestamp.ToNanoseconds() / 1e9
+            if event.state in (api.JobState.DONE, api.JobState.FAILED):
+                return running - started
+    raise RuntimeError("the job never ended")
+
+
+def _cpu_heavy_pipeline(endpoint: str, workers: int) -> float:
+    """Seconds from submit to DONE of a CPU-bound pipeline run by `workers` SDK processes."""
+    options = PipelineOptions(
+        [
+            "--runner=PortableRunner",
+            f"--job_endpoint={endpoint}",
+            f"--environment_type={EMBEDDED}",
+            "--direct_running_mode=multi_processing",
+            f"--direct_num_workers={workers}",
+        ]
+    )
+    pipeline = beam.Pipeline(options=options)
+    _ = (
+        pipeline
+        | beam.Create(list(range(8)))
+        | beam.Reshuffle()
+        | beam.Map(lambda n: sum(i * i for i in range(2_500_000 + n)))
+    )
+    started = time.perf_counter()
+    if pipeline.run().wait_until_finish() != "DONE":
+        raise RuntimeError("the CPU-heavy pipeline failed")
+    return time.perf_counter() - started
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
@@ -124,6 +169,9 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
         with ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(lambda _: _run_trivial_pipeline(endpoint), range(args.concurrent_jobs)))
         throughput = args.concurrent_jobs / (time.perf_counter() - started)
+        run_to_running = [_run_to_running(endpoint) for _ in range(args.jobs)]
+        one_worker = _cpu_heavy_pipeline(endpoint, 1)
+        two_workers = _cpu_heavy_pipeline(endpoint, 2)
     finally:
         _stop(server)
     return {
@@ -131,6 +179,8 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
         "get_state_p50_ms": _percentile(latencies, 0.50) * 1000,
         "get_state_p99_ms": _percentile(latencies, 0.99) * 1000,
         f"jobs_per_s_{args.clients}_clients": throughput,
+        "run_to_running_median_ms": statistics.median(run_to_running) * 1000,
+        "cpu_heavy_speedup_2_vs_1": one_worker / two_workers,
     }
 
 

@@ -40,7 +40,7 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
     os.environ.update(settings.to_env())
     _quiet_powertools()
     stores = runtime.stores(settings)
-    # Started now, so that its warm workers are ready before the first job arrives.
+    # Started now, so that its fork server has imported Beam before the first job arrives.
     runtime.executor(settings, stores.jobs)
     shim = await start_shim(InProcessInvoker(_handlers()), stores, host=host, port=port)
     print(f"Beamjobs Job API on {host}:{shim.port} (AWS at {settings.endpoint_url})", flush=True)

@@ -1,12 +1,10 @@
-"""The local executor: each job runs in its own worker process on this machine.
+"""The local executor: each job runs in a worker process of its own on this machine, forked from
+a fork server that has imported Beam already (see beamjobs.worker.forkserver), so a job starts in
+milliseconds instead of paying Beam's import.
 
-A pool keeps a few workers started ahead of time ("warm": Beam imported, AWS clients built,
-waiting for a job id on standard input), because importing Beam alone costs about a second. A
-job is handed to a warm worker; the pool refills in the background and replaces warm workers that
-died. A worker runs one job and exits, so jobs never share a process.
-
-A watcher thread per job waits for the worker to exit (or for the job's timeout) and then
-`settle`s the job, so a worker that crashed or was stopped still ends in a terminal state.
+A watcher per job waits for its worker to exit (or for the job's timeout) and then `settle`s the
+job, so a worker that crashed or was stopped still ends in a terminal state. A reconciler thread
+fails jobs whose workers went silent (e.g. started by a shim that has since restarted).
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass, field
 
 from beamjobs.errors import BeamjobsError
 from beamjobs.executor import ExecutorError, settle
@@ -31,86 +30,107 @@ logger = logging.getLogger(__name__)
 
 # After SIGTERM, a worker has this long to end before it is killed.
 _STOP_GRACE_SECONDS = 5.0
-# How often the pool checks for dead warm workers.
-_POOL_CHECK_SECONDS = 1.0
-
-Process = subprocess.Popen[bytes]
+# How long a fork may take to be reported before the fork server is deemed broken.
+_FORK_TIMEOUT_SECONDS = 30.0
 
 
-class WarmPool:
-    """Worker processes started ahead of jobs, each waiting for one job id on stdin."""
+@dataclass
+class Worker:
+    """A forked worker: its pid (also its process group) and, once it ended, its exit code."""
 
-    def __init__(self, settings: Settings, size: int) -> None:
+    job_id: str
+    pid: int
+    exited: threading.Event = field(default_factory=threading.Event)
+    code: int | None = None
+
+
+class ForkServer:
+    """Talks to a `beamjobs.worker.forkserver` process; restarts it when it died."""
+
+    def __init__(self, settings: Settings) -> None:
         self._env = {**os.environ, **settings.to_env()}
-        self._size = size
-        self._idle: list[Process] = []
         self._lock = threading.Lock()
-        self._refill_needed = threading.Event()
-        self._closed = threading.Event()
-        if size > 0:
-            threading.Thread(target=self._keep_full, name="warm-pool", daemon=True).start()
-            self._refill_needed.set()
+        self._process: subprocess.Popen[str] | None = None
+        self._started: dict[str, Worker | None] = {}
+        self._by_pid: dict[int, Worker] = {}
+        self._reported = threading.Condition(self._lock)
 
-    def take(self) -> Process:
-        """A live warm worker if one is ready, else a fresh one (it warms up on its own)."""
+    def start(self) -> None:
         with self._lock:
-            while self._idle:
-                process = self._idle.pop(0)
-                if process.poll() is None:
-                    break
-            else:
-                process = None
-        self._refill_needed.set()
-        return process if process is not None else self._spawn()
+            self._ensure_running()
+
+    def fork(self, job_id: str) -> Worker:
+        with self._lock:
+            process = self._ensure_running()
+            self._started[job_id] = None
+            try:
+                assert process.stdin is not None
+                process.stdin.write(f"run {job_id}\n")
+                process.stdin.flush()
+            except OSError as error:
+                del self._started[job_id]
+                raise ExecutorError(f"the fork server is gone: {error}") from error
+            reported = self._reported.wait_for(
+                lambda: self._started.get(job_id) is not None or process.poll() is not None,
+                timeout=_FORK_TIMEOUT_SECONDS,
+            )
+            worker = self._started.pop(job_id, None)
+        if not reported or worker is None:
+            raise ExecutorError("the fork server did not start the worker")
+        return worker
 
     def close(self) -> None:
-        self._closed.set()
-        self._refill_needed.set()
         with self._lock:
-            idle, self._idle = self._idle, []
-        for process in idle:
-            _signal_group(process, signal.SIGKILL)
+            process, self._process = self._process, None
+        if process is not None and process.stdin is not None:
+            process.stdin.close()  # it exits at end of input; running jobs go on
 
-    def idle_count(self) -> int:
-        with self._lock:
-            return sum(1 for p in self._idle if p.poll() is None)
-
-    def _spawn(self) -> Process:
-        try:
-            # A session of its own, so stopping the job also stops any SDK harness it spawned.
-            return subprocess.Popen(
-                [sys.executable, "-m", "beamjobs.worker"],
+    def _ensure_running(self) -> subprocess.Popen[str]:
+        if self._process is None or self._process.poll() is not None:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "beamjobs.worker.forkserver"],
                 env=self._env,
                 stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
                 start_new_session=True,
             )
-        except OSError as error:
-            raise ExecutorError(f"worker process did not start: {error}") from error
+            threading.Thread(
+                target=self._read, args=(self._process,), name="forkserver", daemon=True
+            ).start()
+        return self._process
 
-    def _keep_full(self) -> None:
-        while not self._closed.is_set():
-            self._refill_needed.wait(_POOL_CHECK_SECONDS)
-            self._refill_needed.clear()
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            kind, *words = line.split()
             with self._lock:
-                self._idle = [p for p in self._idle if p.poll() is None]
-                missing = self._size - len(self._idle)
-            for _ in range(max(0, missing)):
-                if self._closed.is_set():
-                    return
-                try:
-                    process = self._spawn()
-                except ExecutorError:
-                    logger.exception("could not refill the warm pool")
-                    break
-                with self._lock:
-                    self._idle.append(process)
+                if kind == "started":
+                    job_id, pid = words[0], int(words[1])
+                    worker = Worker(job_id, pid)
+                    self._by_pid[pid] = worker
+                    self._started[job_id] = worker
+                    self._reported.notify_all()
+                elif kind == "exited":
+                    ended = self._by_pid.pop(int(words[0]), None)
+                    if ended is not None:
+                        ended.code = int(words[1])
+                        ended.exited.set()
+        # The fork server died: its children's exits can no longer be reported. They are in
+        # sessions of their own and go on; their watchers fall back to checking their pids.
+        with self._lock:
+            orphans, self._by_pid = list(self._by_pid.values()), {}
+            self._reported.notify_all()
+        for worker in orphans:
+            threading.Thread(target=_await_orphan, args=(worker,), daemon=True).start()
 
 
 class ProcessExecutor:
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self._store = store
-        self._pool = WarmPool(settings, settings.warm_workers)
-        self._workers: dict[str, Process] = {}
+        self._forks = ForkServer(settings)
+        self._forks.start()
+        self._workers: dict[str, Worker] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
         # Workers outlive a restarted shim, and a worker can hang: the same check that runs on
@@ -125,36 +145,43 @@ class ProcessExecutor:
     def start(self, job: Job) -> None:
         options = json.loads(job.options_json) if job.options_json else {}
         timeout = read_option(options, JOB_TIMEOUT_SECONDS)
-        process = self._pool.take()
-        try:
-            assert process.stdin is not None
-            process.stdin.write(f"{job.job_id}\n".encode())
-            process.stdin.close()
-        except OSError as error:  # the worker died between the check and the hand-over
-            raise ExecutorError(f"could not hand the job to a worker: {error}") from error
+        worker = self._forks.fork(job.job_id)
         with self._lock:
-            self._workers[job.job_id] = process
+            self._workers[job.job_id] = worker
         threading.Thread(
-            target=self._watch,
-            args=(job.job_id, process, timeout),
-            name=f"watch-{job.job_id}",
-            daemon=True,
+            target=self._watch, args=(worker, timeout), name=f"watch-{job.job_id}", daemon=True
         ).start()
 
     def stop(self, job_id: str) -> None:
         with self._lock:
-            process = self._workers.get(job_id)
-        if process is None:
+            worker = self._workers.get(job_id)
+        if worker is None:
             # Not ours (started before a restart) or already gone: settle from the store.
             settle(self._store, job_id, "the worker is gone")
             return
-        _signal_group(process, signal.SIGTERM)
-        threading.Timer(_STOP_GRACE_SECONDS, _kill_if_running, (process,)).start()
+        _signal_group(worker.pid, signal.SIGTERM)
+        threading.Timer(_STOP_GRACE_SECONDS, _kill_unless_exited, (worker,)).start()
 
     def close(self) -> None:
-        """Stop the warm pool and the reconciler (running jobs go on to their end)."""
+        """Stop the fork server and the reconciler (running jobs go on to their end)."""
         self._closed.set()
-        self._pool.close()
+        self._forks.close()
+
+    def _watch(self, worker: Worker, timeout: float) -> None:
+        if worker.exited.wait(timeout):
+            cause = _exit_cause(worker.code)
+        else:
+            _signal_group(worker.pid, signal.SIGKILL)
+            cause = f"the job timed out after {timeout:g} s (--{JOB_TIMEOUT_SECONDS.name})"
+            worker.exited.wait(_STOP_GRACE_SECONDS)
+        # The worker is gone but may have left SDK harness processes behind.
+        _signal_group(worker.pid, signal.SIGKILL)
+        with self._lock:
+            self._workers.pop(worker.job_id, None)
+        try:
+            settle(self._store, worker.job_id, cause)
+        except Exception:  # a watcher thread has no caller to raise to: log it, loudly
+            logger.exception("could not record the end of job %s (%s)", worker.job_id, cause)
 
     def _reconcile_periodically(self, lease_seconds: float) -> None:
         while not self._closed.wait(max(1.0, lease_seconds / 3)):
@@ -163,35 +190,31 @@ class ProcessExecutor:
             except BeamjobsError:
                 logger.warning("reconciling lost workers failed", exc_info=True)
 
-    def _watch(self, job_id: str, process: Process, timeout: float) -> None:
-        try:
-            code = process.wait(timeout=timeout)
-            cause = _exit_cause(code)
-        except subprocess.TimeoutExpired:
-            _signal_group(process, signal.SIGKILL)
-            process.wait()
-            cause = f"the job timed out after {timeout:g} s (--{JOB_TIMEOUT_SECONDS.name})"
-        # The worker is gone but may have left SDK harness processes behind.
-        _signal_group(process, signal.SIGKILL)
-        with self._lock:
-            self._workers.pop(job_id, None)
-        try:
-            settle(self._store, job_id, cause)
-        except Exception:  # a watcher thread has no caller to raise to: log it, loudly
-            logger.exception("could not record the end of job %s (%s)", job_id, cause)
 
-
-def _exit_cause(code: int) -> str:
+def _exit_cause(code: int | None) -> str:
+    if code is None:
+        return "worker lost: its exit was not observed"
     if code < 0:
         return f"worker lost: the worker process was killed by {signal.Signals(-code).name}"
     return f"worker lost: the worker process exited with code {code} before recording an outcome"
 
 
-def _signal_group(process: Process, sig: signal.Signals) -> None:
+def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
-        os.killpg(process.pid, sig)
+        os.killpg(pid, sig)
 
 
-def _kill_if_running(process: Process) -> None:
-    if process.poll() is None:
-        _signal_group(process, signal.SIGKILL)
+def _kill_unless_exited(worker: Worker) -> None:
+    if not worker.exited.is_set():
+        _signal_group(worker.pid, signal.SIGKILL)
+
+
+def _await_orphan(worker: Worker) -> None:
+    """Wait for a worker whose parent died, by polling its pid."""
+    while True:
+        try:
+            os.kill(worker.pid, 0)
+        except ProcessLookupError:
+            worker.exited.set()
+            return
+        worker.exited.wait(0.5)

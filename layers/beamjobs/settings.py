@@ -22,8 +22,6 @@ class Settings:
     state_machine_arn: str | None = None
     # Jobs and their history expire (DynamoDB TTL) this many days after they were prepared.
     retention_days: int = 30
-    # Local executor: workers kept started ahead of jobs.
-    warm_workers: int = 2
     # A worker refreshes its job's heartbeat this often; a job whose worker has been silent for
     # longer than the lease is failed as "worker lost".
     heartbeat_seconds: float = 5.0
@@ -46,7 +44,6 @@ class Settings:
             executor=executor,
             state_machine_arn=env.get("BEAMJOBS_STATE_MACHINE_ARN") or None,
             retention_days=int(env.get("BEAMJOBS_RETENTION_DAYS", "30")),
-            warm_workers=int(env.get("BEAMJOBS_WARM_WORKERS", "2")),
             heartbeat_seconds=float(env.get("BEAMJOBS_HEARTBEAT_SECONDS", "5")),
             lease_seconds=float(env.get("BEAMJOBS_LEASE_SECONDS", "30")),
         )
@@ -60,7 +57,6 @@ class Settings:
             "AWS_DEFAULT_REGION": self.region,
             "BEAMJOBS_EXECUTOR": self.executor,
             "BEAMJOBS_RETENTION_DAYS": str(self.retention_days),
-            "BEAMJOBS_WARM_WORKERS": str(self.warm_workers),
             "BEAMJOBS_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
             "BEAMJOBS_LEASE_SECONDS": str(self.lease_seconds),
         }

@@ -27,6 +27,7 @@ from beamjobs.store import Event
 logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 JobState = job_api_pb2.JobState
+STATE_STREAM_END_PAUSE_SECONDS = 2.0
 JobMessage = job_api_pb2.JobMessage
 
 
@@ -195,6 +196,11 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
         async for event in streams.follow(self._stores.jobs, job_id, self._blocking):
             if event.state is not None:
                 yield _state_event(event.state.value, event.time)
+        # Nothing follows the terminal state. The stream still ends a moment later, not at once:
+        # Beam's Python SDK stops reading at the terminal state without cancelling, and a
+        # server-side end racing that was seen to hang the SDK process's exit inside grpcio
+        # (about 1 run in 10; never with this pause, which the SDK cancels at exit).
+        await asyncio.sleep(STATE_STREAM_END_PAUSE_SECONDS)
 
     @_guarded
     async def GetMessageStream(self, request: Any, context: Any) -> Any:

@@ -12,7 +12,9 @@ from apache_beam.portability.api import beam_provision_api_pb2, beam_runner_api_
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from google.protobuf import struct_pb2
 
+from beamjobs import runtime
 from beamjobs.runtime import Stores
+from beamjobs.settings import Settings
 from beamjobs.states import JobState
 from beamjobs.store import Message, TransitionRejected
 from beamjobs.worker import environments, process_environment
@@ -46,6 +48,15 @@ def _provision_info(job_id: str, job_name: str, options: dict[str, Any]) -> Any:
         beam_provision_api_pb2.ProvisionInfo(pipeline_options=struct, retrieval_token=job_id),
         job_name=job_name,
     )
+
+
+def run_job(job_id: str) -> int:
+    """A worker process's whole life: settings from the environment, one job, exit code 0 (the
+    job's outcome is recorded in the store, not in the exit code)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    execute(job_id, runtime.stores(settings), heartbeat_seconds=settings.heartbeat_seconds)
+    return 0
 
 
 def execute(job_id: str, stores: Stores, *, heartbeat_seconds: float) -> JobState:
