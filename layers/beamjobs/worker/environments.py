@@ -82,7 +82,10 @@ def parallelism(pipeline: beam_runner_api_pb2.Pipeline, options: PipelineOptions
             payload=f"{sys.executable} -m apache_beam.runners.worker.sdk_worker_main".encode(),
         )
     elif mode == "multi_threading":
-        replacement = beam_runner_api_pb2.Environment(urn=python_urns.EMBEDDED_PYTHON_GRPC)
+        # The payload is the environment's JSON config; {} takes Beam's defaults.
+        replacement = beam_runner_api_pb2.Environment(
+            urn=python_urns.EMBEDDED_PYTHON_GRPC, payload=b"{}"
+        )
     else:
         return workers
     for env in pipeline.components.environments.values():
