@@ -137,7 +137,7 @@ def _cpu_heavy_pipeline(endpoint: str, workers: int) -> float:
         pipeline
         | beam.Create(list(range(8)))
         | beam.Reshuffle()
-        | beam.Map(lambda n: sum(i * i for i in range(2_500_000 + n)))
+        | beam.Map(lambda n: sum(i * i for i in range(10_000_000 + n)))
     )
     started = time.perf_counter()
     if pipeline.run().wait_until_finish() != "DONE":

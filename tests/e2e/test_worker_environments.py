@@ -1,0 +1,82 @@
+"""The worker's environment rules, on pipeline protos (no server needed; these import Beam, so
+they live with the suites that do)."""
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability import common_urns, python_urns
+from apache_beam.portability.api import beam_runner_api_pb2
+
+from beamjobs.worker import environments
+from beamjobs.worker.process_environment import boot_command
+
+
+def _pipeline_with(env: beam_runner_api_pb2.Environment) -> beam_runner_api_pb2.Pipeline:
+    pipeline = beam_runner_api_pb2.Pipeline()
+    pipeline.components.environments["env"].CopyFrom(env)
+    return pipeline
+
+
+def _docker(image: str) -> beam_runner_api_pb2.Environment:
+    return beam_runner_api_pb2.Environment(
+        urn=common_urns.environments.DOCKER.urn,
+        payload=beam_runner_api_pb2.DockerPayload(container_image=image).SerializeToString(),
+    )
+
+
+def test_a_python_sdk_image_of_this_version_runs_embedded_with_a_warning():
+    pipeline = _pipeline_with(_docker(f"gcr.io/x/beam_python3.11_sdk:{beam.__version__}"))
+    [warning] = environments.prepare(pipeline)
+    assert pipeline.components.environments["env"].urn == python_urns.EMBEDDED_PYTHON
+    assert beam.__version__ in warning and "no container is started" in warning
+
+
+def test_another_beam_version_names_both_versions_and_the_remedy():
+    pipeline = _pipeline_with(_docker("apache/beam_python3.11_sdk:2.50.0"))
+    with pytest.raises(environments.UnrunnableEnvironment) as raised:
+        environments.prepare(pipeline)
+    message = str(raised.value)
+    assert "Beam 2.50.0" in message and f"runs Beam {beam.__version__}" in message
+    assert f"apache-beam=={beam.__version__}" in message and "LOOPBACK" in message
+
+
+def test_an_unknown_environment_is_refused_with_what_to_use():
+    pipeline = _pipeline_with(beam_runner_api_pb2.Environment(urn="beam:env:go:v1"))
+    with pytest.raises(environments.UnrunnableEnvironment, match="--environment_type=LOOPBACK"):
+        environments.prepare(pipeline)
+
+
+@pytest.mark.parametrize(
+    ("mode", "urn"),
+    [
+        ("multi_processing", python_urns.SUBPROCESS_SDK),
+        ("multi_threading", python_urns.EMBEDDED_PYTHON_GRPC),
+        ("in_memory", python_urns.EMBEDDED_PYTHON),
+    ],
+)
+def test_direct_running_modes_choose_how_embedded_code_runs(mode, urn):
+    pipeline = _pipeline_with(beam_runner_api_pb2.Environment(urn=python_urns.EMBEDDED_PYTHON))
+    options = PipelineOptions.from_dictionary(
+        {"direct_running_mode": mode, "direct_num_workers": "3"}
+    )
+    assert environments.parallelism(pipeline, options) == 3
+    assert pipeline.components.environments["env"].urn == urn
+
+
+def test_process_environments_get_beams_standard_boot_flags():
+    command = boot_command(
+        "python -m beamjobs.worker.boot",
+        worker_id="w1",
+        control="localhost:1",
+        logging_url="localhost:2",
+    )
+    assert command == [
+        "python",
+        "-m",
+        "beamjobs.worker.boot",
+        "--id=w1",
+        "--logging_endpoint=localhost:2",
+        "--control_endpoint=localhost:1",
+        "--artifact_endpoint=localhost:1",
+        "--provision_endpoint=localhost:1",
+    ]
