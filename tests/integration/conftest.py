@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from beamjobs.api import pipeline_pb2
 from beamjobs.embedded import EmbeddedAws
 from beamjobs.provision import provision
 from beamjobs.settings import Settings
+from beamjobs.states import JobState
 from beamjobs.store import Job
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +93,21 @@ def fresh_handlers():
     yield
     control._routes.cache_clear()
     query._routes.cache_clear()
+
+
+def make_job(job_id: str, *, created: float = 1000.0, **fields: Any) -> Job:
+    """A STOPPED job record as Prepare would make it (fields override the defaults)."""
+    values: dict[str, Any] = {
+        "job_name": "name",
+        "state": JobState.STOPPED,
+        "state_time": created,
+        "seq": 1,
+        "created_at": created,
+        "pipeline_ref": "p",
+        "options_ref": "o",
+        "options_json": "{}",
+    }
+    return Job(job_id=job_id, **{**values, **fields})
 
 
 def pipeline_bytes(*, bounded: bool = True, padding: str = "") -> bytes:

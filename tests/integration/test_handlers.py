@@ -6,10 +6,9 @@ import pytest
 
 from beamjobs.shim.invoker import LocalContext
 from beamjobs.states import JobState
-from beamjobs.store import Job
 from beamjobs_functions.control.app import lambda_handler as control
 from beamjobs_functions.query.app import lambda_handler as query
-from tests.integration.conftest import EVENTS, pipeline_bytes
+from tests.integration.conftest import EVENTS, make_job, pipeline_bytes
 
 
 def _event(name):
@@ -31,16 +30,11 @@ def prepared(stores, executor):
     stores.blobs.put("pipelines/example", pipeline_bytes())
     stores.blobs.put("options/example", b"{}")
     stores.jobs.create(
-        Job(
-            job_id=job_id,
+        make_job(
+            job_id,
             job_name="wordcount",
-            state=JobState.STOPPED,
-            state_time=1.0,
-            seq=1,
-            created_at=1.0,
             pipeline_ref="pipelines/example",
             options_ref="options/example",
-            options_json="{}",
         )
     )
     return job_id
@@ -118,20 +112,7 @@ def test_drain_of_a_batch_pipeline_says_to_use_cancel(prepared, stores, executor
 
 def test_drain_of_a_running_streaming_pipeline_drains_it(stores, executor):
     job_id = _event("control_drain")["request"]["job_id"]
-    stores.jobs.create(
-        Job(
-            job_id=job_id,
-            job_name="stream",
-            state=JobState.STOPPED,
-            state_time=1.0,
-            seq=1,
-            created_at=1.0,
-            pipeline_ref="p",
-            options_ref="o",
-            options_json="{}",
-            bounded=False,
-        )
-    )
+    stores.jobs.create(make_job(job_id, job_name="stream", bounded=False))
     assert _invoke(control, _event("control_drain"))["error"]["code"] == "FAILED_PRECONDITION"
     stores.jobs.transition(job_id, JobState.STARTING)
     stores.jobs.transition(job_id, JobState.RUNNING)

@@ -13,7 +13,8 @@ from beamjobs.executor import settle
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.service import JobControl
 from beamjobs.states import TERMINAL_STATES, JobState
-from beamjobs.store import Job, JobStore, TransitionRejected
+from beamjobs.store import JobStore, TransitionRejected
+from tests.integration.conftest import make_job
 
 
 class Clock:
@@ -22,20 +23,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _job(job_id: str, created: float = 1000.0) -> Job:
-    return Job(
-        job_id=job_id,
-        job_name="n",
-        state=JobState.STOPPED,
-        state_time=created,
-        seq=1,
-        created_at=created,
-        pipeline_ref="p",
-        options_ref="o",
-        options_json="{}",
-    )
 
 
 @pytest.fixture
@@ -49,7 +36,7 @@ def jobs(settings, clock):
 
 
 def _running(jobs, job_id):
-    jobs.create(_job(job_id))
+    jobs.create(make_job(job_id))
     jobs.transition(job_id, JobState.STARTING)
     jobs.transition(job_id, JobState.RUNNING)
 
@@ -57,7 +44,7 @@ def _running(jobs, job_id):
 def test_a_job_whose_worker_went_silent_fails_as_worker_lost(jobs, clock):
     _running(jobs, "silent")
     _running(jobs, "alive")
-    jobs.create(_job("never-run"))
+    jobs.create(make_job("never-run"))
     clock.now += 20
     jobs.heartbeat("alive")
     clock.now += 15  # "silent" was last heard of 35 s ago, "alive" 15 s ago

@@ -5,25 +5,12 @@ import pytest
 from beamjobs import aws
 from beamjobs.errors import NotFound
 from beamjobs.states import JobState
-from beamjobs.store import MAX_MESSAGE_CHARS, Job, Message, TransitionRejected
-
-
-def _job(job_id="j1", created=1000.0):
-    return Job(
-        job_id=job_id,
-        job_name="name",
-        state=JobState.STOPPED,
-        state_time=created,
-        seq=1,
-        created_at=created,
-        pipeline_ref="p",
-        options_ref="o",
-        options_json="{}",
-    )
+from beamjobs.store import MAX_MESSAGE_CHARS, Message, TransitionRejected
+from tests.integration.conftest import make_job
 
 
 def test_a_new_job_is_stopped_with_one_state_event(stores):
-    stores.jobs.create(_job())
+    stores.jobs.create(make_job("j1"))
     job = stores.jobs.get("j1")
     assert job.state is JobState.STOPPED
     [event] = stores.jobs.events("j1")
@@ -36,7 +23,7 @@ def test_an_unknown_job_is_not_found(stores):
 
 
 def test_transitions_append_state_events_in_order(stores):
-    stores.jobs.create(_job())
+    stores.jobs.create(make_job("j1"))
     for to in (JobState.STARTING, JobState.RUNNING, JobState.DONE):
         stores.jobs.transition("j1", to)
     states = [e.state for e in stores.jobs.events("j1")]
@@ -44,7 +31,7 @@ def test_transitions_append_state_events_in_order(stores):
 
 
 def test_a_forbidden_transition_is_rejected_and_changes_nothing(stores):
-    stores.jobs.create(_job())
+    stores.jobs.create(make_job("j1"))
     with pytest.raises(TransitionRejected, match="STOPPED"):
         stores.jobs.transition("j1", JobState.DONE)
     assert stores.jobs.get("j1").state is JobState.STOPPED
@@ -52,7 +39,7 @@ def test_a_forbidden_transition_is_rejected_and_changes_nothing(stores):
 
 
 def test_failed_is_final_and_keeps_its_cause(stores):
-    stores.jobs.create(_job())
+    stores.jobs.create(make_job("j1"))
     stores.jobs.transition("j1", JobState.STARTING)
     cause = Message("JOB_MESSAGE_ERROR", "ValueError: boom", 5.0)
     stores.jobs.transition("j1", JobState.FAILED, messages=[cause])
@@ -64,7 +51,7 @@ def test_failed_is_final_and_keeps_its_cause(stores):
 
 
 def test_concurrent_writers_leave_a_gap_free_total_order(stores):
-    stores.jobs.create(_job())
+    stores.jobs.create(make_job("j1"))
 
     def write(writer):
         for index in range(10):
@@ -86,7 +73,7 @@ def test_concurrent_writers_leave_a_gap_free_total_order(stores):
 
 
 def test_only_one_of_many_racing_transitions_wins(stores):
-    stores.jobs.create(_job())
+    stores.jobs.create(make_job("j1"))
     outcomes = []
 
     def start():
@@ -106,7 +93,7 @@ def test_only_one_of_many_racing_transitions_wins(stores):
 
 
 def test_messages_longer_than_an_item_allows_are_cut_and_say_so(stores):
-    stores.jobs.create(_job())
+    stores.jobs.create(make_job("j1"))
     stores.jobs.append_messages("j1", [Message("JOB_MESSAGE_ERROR", "x" * 500_000, 1.0)])
     [message] = stores.jobs.events("j1")[-1].messages
     text = message.text
@@ -116,12 +103,12 @@ def test_messages_longer_than_an_item_allows_are_cut_and_say_so(stores):
 
 def test_jobs_are_listed_oldest_first_across_pages(stores):
     for index in range(7):
-        stores.jobs.create(_job(f"j{index}", created=1000.0 + index))
+        stores.jobs.create(make_job(f"j{index}", created=1000.0 + index))
     assert [j.job_id for j in stores.jobs.list_jobs(page_size=3)] == [f"j{i}" for i in range(7)]
 
 
 def test_events_are_read_after_a_sequence_number_across_pages(stores):
-    stores.jobs.create(_job())
+    stores.jobs.create(make_job("j1"))
     for index in range(30):
         stores.jobs.append_messages("j1", [Message("JOB_MESSAGE_BASIC", str(index), 1.0)])
     tail = stores.jobs.events("j1", after_seq=20, limit=4)
@@ -130,7 +117,7 @@ def test_events_are_read_after_a_sequence_number_across_pages(stores):
 
 
 def test_many_messages_go_in_few_items_and_keep_their_order(stores):
-    stores.jobs.create(_job())
+    stores.jobs.create(make_job("j1"))
     texts = [f"{i}:" + "y" * 10_000 for i in range(100)]
     stores.jobs.append_messages("j1", [Message("JOB_MESSAGE_BASIC", t, 1.0) for t in texts])
     events = stores.jobs.events("j1")[1:]
@@ -139,7 +126,7 @@ def test_many_messages_go_in_few_items_and_keep_their_order(stores):
 
 
 def test_the_state_is_read_from_the_log_even_when_the_record_lags(stores, settings):
-    stores.jobs.create(_job())
+    stores.jobs.create(make_job("j1"))
     stores.jobs.transition("j1", JobState.STARTING)
     stores.jobs.append_messages("j1", [Message("JOB_MESSAGE_BASIC", "hi", 1.0)])
     # As if the projection onto the record had been lost (a writer died between its writes):

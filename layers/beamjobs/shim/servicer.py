@@ -35,30 +35,28 @@ def _guarded(method: F) -> F:
     """Turn a domain error into its status, and anything unexpected into INTERNAL (logged),
     so no RPC ever ends with UNKNOWN."""
 
+    async def abort(error: Exception, context: grpc.aio.ServicerContext) -> None:
+        if isinstance(error, grpc.aio.AbortError):
+            raise error
+        if isinstance(error, BeamjobsError):
+            await context.abort(status_for(error), error.message)
+        logger.error("%s failed", method.__name__, exc_info=error)
+        await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
-        except BeamjobsError as error:
-            await context.abort(status_for(error), error.message)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:  # the edge: report, never UNKNOWN
-            logger.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+        except Exception as error:  # the edge: every failure gets its status, never UNKNOWN
+            await abort(error, context)
 
     @functools.wraps(method)
     async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             async for item in method(self, request, context):
                 yield item
-        except BeamjobsError as error:
-            await context.abort(status_for(error), error.message)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:  # the edge: report, never UNKNOWN
-            logger.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+        except Exception as error:  # the edge: every failure gets its status, never UNKNOWN
+            await abort(error, context)
 
     wrapper = streaming if inspect.isasyncgenfunction(method) else unary
     return wrapper  # type: ignore[return-value]
