@@ -86,8 +86,7 @@ class JobControl:
     def run(self, preparation_id: str) -> str:
         """Start a prepared job exactly once. A second Run answers FAILED_PRECONDITION."""
         job_id = require_id(preparation_id, "preparation_id")
-        self._store.get(job_id)  # NOT_FOUND before anything else
-        try:
+        try:  # an unknown preparation raises NotFound here
             job = self._store.transition(job_id, JobState.STARTING, only_from=[JobState.STOPPED])
         except TransitionRejected as rejected:
             raise FailedPrecondition(

@@ -61,9 +61,8 @@ def run_job(job_id: str) -> int:
 
 def execute(job_id: str, stores: Stores, *, heartbeat_seconds: float) -> JobState:
     """Run the job to its end and record the outcome; return the state recorded."""
-    job = stores.jobs.get(job_id)
     try:
-        stores.jobs.transition(job_id, JobState.RUNNING, only_from=[JobState.STARTING])
+        job = stores.jobs.transition(job_id, JobState.RUNNING, only_from=[JobState.STARTING])
     except TransitionRejected as rejected:
         logger.info("job %s is %s: not running it", job_id, rejected.job.state.value)
         return rejected.job.state
