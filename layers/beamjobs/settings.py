@@ -26,6 +26,8 @@ class Settings:
     # longer than the lease is failed as "worker lost".
     heartbeat_seconds: float = 5.0
     lease_seconds: float = 30.0
+    # Worker: where an SDK worker pool sidecar listens (Fargate tasks with a DOCKER environment).
+    worker_pool: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -46,6 +48,7 @@ class Settings:
             retention_days=int(env.get("BEAMJOBS_RETENTION_DAYS", "30")),
             heartbeat_seconds=float(env.get("BEAMJOBS_HEARTBEAT_SECONDS", "5")),
             lease_seconds=float(env.get("BEAMJOBS_LEASE_SECONDS", "30")),
+            worker_pool=env.get("BEAMJOBS_WORKER_POOL") or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -62,6 +65,8 @@ class Settings:
         }
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        if self.worker_pool:
+            env["BEAMJOBS_WORKER_POOL"] = self.worker_pool
         if self.state_machine_arn:
             env["BEAMJOBS_STATE_MACHINE_ARN"] = self.state_machine_arn
         return env

@@ -80,3 +80,12 @@ def test_process_environments_get_beams_standard_boot_flags():
         "--artifact_endpoint=localhost:1",
         "--provision_endpoint=localhost:1",
     ]
+
+
+def test_on_fargate_docker_environments_use_the_sdk_sidecars_worker_pool():
+    pipeline = _pipeline_with(_docker("apache/beam_python3.11_sdk:2.50.0"))
+    assert environments.prepare(pipeline, "localhost:50000") == []
+    env = pipeline.components.environments["env"]
+    assert env.urn == common_urns.environments.EXTERNAL.urn
+    payload = beam_runner_api_pb2.ExternalPayload.FromString(env.payload)
+    assert payload.endpoint.url == "localhost:50000"

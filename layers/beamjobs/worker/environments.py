@@ -10,7 +10,7 @@ import sys
 from apache_beam import version as beam_version
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.portability import common_urns, python_urns
-from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.portability.api import beam_runner_api_pb2, endpoints_pb2
 
 from beamjobs.environments import unsupported_environments_message
 
@@ -57,9 +57,25 @@ def run_docker_in_process(pipeline: beam_runner_api_pb2.Pipeline) -> list[str]:
     return warnings
 
 
-def prepare(pipeline: beam_runner_api_pb2.Pipeline) -> list[str]:
-    """Rewrite what can run here, refuse what cannot; return warnings for the user."""
-    warnings = run_docker_in_process(pipeline)
+def use_worker_pool(pipeline: beam_runner_api_pb2.Pipeline, address: str) -> None:
+    """On Fargate the pipeline's SDK image runs beside the worker as a worker pool (see
+    beamjobs.fargate): DOCKER environments become EXTERNAL ones served by it."""
+    payload = beam_runner_api_pb2.ExternalPayload(
+        endpoint=endpoints_pb2.ApiServiceDescriptor(url=address)
+    ).SerializeToString()
+    for env in pipeline.components.environments.values():
+        if env.urn == DOCKER:
+            env.urn, env.payload = common_urns.environments.EXTERNAL.urn, payload
+
+
+def prepare(pipeline: beam_runner_api_pb2.Pipeline, worker_pool: str | None = None) -> list[str]:
+    """Rewrite what can run here, refuse what cannot; return warnings for the user. With a
+    worker pool (an SDK sidecar), DOCKER environments run there; without, in process."""
+    if worker_pool:
+        use_worker_pool(pipeline, worker_pool)
+        warnings = []
+    else:
+        warnings = run_docker_in_process(pipeline)
     message = unsupported_environments_message(
         {env.urn for env in pipeline.components.environments.values()}
     )

@@ -55,11 +55,18 @@ def run_job(job_id: str) -> int:
     job's outcome is recorded in the store, not in the exit code)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
-    execute(job_id, runtime.stores(settings), heartbeat_seconds=settings.heartbeat_seconds)
+    execute(
+        job_id,
+        runtime.stores(settings),
+        heartbeat_seconds=settings.heartbeat_seconds,
+        worker_pool=settings.worker_pool,
+    )
     return 0
 
 
-def execute(job_id: str, stores: Stores, *, heartbeat_seconds: float) -> JobState:
+def execute(
+    job_id: str, stores: Stores, *, heartbeat_seconds: float, worker_pool: str | None = None
+) -> JobState:
     """Run the job to its end and record the outcome; return the state recorded."""
     try:
         job = stores.jobs.transition(job_id, JobState.RUNNING, only_from=[JobState.STARTING])
@@ -74,7 +81,7 @@ def execute(job_id: str, stores: Stores, *, heartbeat_seconds: float) -> JobStat
             pipeline = beam_runner_api_pb2.Pipeline.FromString(stores.blobs.get(job.pipeline_ref))
             options = json.loads(stores.blobs.get(job.options_ref))
             beam_options = _beam_options(options)
-            warnings = environments.prepare(pipeline)
+            warnings = environments.prepare(pipeline, worker_pool)
             stores.jobs.append_messages(
                 job_id, [Message("JOB_MESSAGE_WARNING", w, stores.jobs.now()) for w in warnings]
             )
