@@ -81,14 +81,26 @@ def test_a_docker_python_sdk_image_of_this_beam_version_runs_in_process_with_a_w
     assert any("runs in the worker's own Python" in w and beam.__version__ in w for w in warnings)
 
 
-def test_a_process_environment_runs_with_the_shipped_boot_command(endpoint):
+def test_a_process_environment_runs_with_the_shipped_boot_command(endpoint, job_service):
     boot = json.dumps({"command": f"{sys.executable} -m beamjobs.worker.boot"})
     pipeline = beam.Pipeline(options=options(endpoint, "PROCESS", f"--environment_config={boot}"))
     counts = (
-        pipeline | beam.Create(LINES) | beam.FlatMap(str.split) | beam.combiners.Count.PerElement()
+        pipeline
+        | beam.Create(LINES)
+        | beam.ParDo(CountAndMeasure())  # logs "measured <line>" in the harness
+        | beam.FlatMap(str.split)
+        | beam.combiners.Count.PerElement()
     )
     assert_that(counts, equal_to(WORD_COUNTS))
-    assert pipeline.run().wait_until_finish() == PipelineState.DONE
+    result = pipeline.run()
+    assert result.wait_until_finish() == PipelineState.DONE
+    texts = [
+        r.message_response.message_text
+        for r in job_service.GetMessageStream(api.JobMessagesRequest(job_id=result._job_id))
+        if r.HasField("message_response")
+    ]
+    # The harness's log records arrive as what the user logged, not as LogEntry protos.
+    assert "measured the cat sat" in texts
 
 
 def test_a_process_environment_whose_command_dies_fails_the_job(endpoint):

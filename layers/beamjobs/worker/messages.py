@@ -33,8 +33,15 @@ class MessageForwarder(logging.Handler):
     """A logging handler that queues records; a thread appends them to the job in batches.
     Leaving the context flushes everything, so messages precede the final state."""
 
-    def __init__(self, store: JobStore, job_id: str, level: int = logging.INFO) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        level: int = logging.INFO,
+        formatter: logging.Formatter | None = None,
+    ) -> None:
         super().__init__(level)
+        self.setFormatter(formatter)
         self._store = store
         self._job_id = job_id
         self._queue: queue.Queue[Message | None] = queue.Queue()

@@ -18,6 +18,7 @@ from beamjobs.settings import Settings
 from beamjobs.states import JobState
 from beamjobs.store import Message, TransitionRejected
 from beamjobs.worker import environments, process_environment
+from beamjobs.worker.harness_logs import HarnessLogFormatter
 from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.messages import MessageForwarder
 from beamjobs.worker.metrics import MetricsPublisher, PublishingRunner
@@ -76,7 +77,8 @@ def execute(
 
     failure: str | None = None
     publisher = MetricsPublisher(stores, job_id)
-    with Heartbeat(stores.jobs, job_id, heartbeat_seconds), MessageForwarder(stores.jobs, job_id):
+    messages = MessageForwarder(stores.jobs, job_id, formatter=HarnessLogFormatter())
+    with Heartbeat(stores.jobs, job_id, heartbeat_seconds), messages:
         try:
             pipeline = beam_runner_api_pb2.Pipeline.FromString(stores.blobs.get(job.pipeline_ref))
             options = json.loads(stores.blobs.get(job.options_ref))
