@@ -12,7 +12,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beamjobs import runtime
 from beamjobs.handlers import Route, dispatch
-from beamjobs.service import JobQueries, describe_options
+from beamjobs.options import SERVICE_OPTIONS
+from beamjobs.service import JobQueries
 from beamjobs.settings import Settings
 
 logger = Logger(service="beamjobs-query")
@@ -50,7 +51,7 @@ def _routes() -> dict[str, Route]:
         return {"metrics_ref": service.get(call["request"].get("job_id")).metrics_ref}
 
     def describe_pipeline_options(call: dict[str, Any]) -> dict[str, Any]:
-        return {"options": [asdict(option) for option in describe_options()]}
+        return {"options": [asdict(option) for option in SERVICE_OPTIONS]}
 
     return {
         "GetJobs": get_jobs,

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 from beamjobs.errors import BeamjobsError
@@ -79,12 +80,6 @@ class ForkServer:
             raise ExecutorError("the fork server did not start the worker")
         return worker
 
-    def close(self) -> None:
-        with self._lock:
-            process, self._process = self._process, None
-        if process is not None and process.stdin is not None:
-            process.stdin.close()  # it exits at end of input; running jobs go on
-
     def _ensure_running(self) -> subprocess.Popen[str]:
         if self._process is None or self._process.poll() is not None:
             self._process = subprocess.Popen(
@@ -132,7 +127,6 @@ class ProcessExecutor:
         self._forks.start()
         self._workers: dict[str, Worker] = {}
         self._lock = threading.Lock()
-        self._closed = threading.Event()
         # Workers outlive a restarted shim, and a worker can hang: the same check that runs on
         # a schedule on AWS runs here too.
         threading.Thread(
@@ -162,11 +156,6 @@ class ProcessExecutor:
         _signal_group(worker.pid, signal.SIGTERM)
         threading.Timer(_STOP_GRACE_SECONDS, _kill_unless_exited, (worker,)).start()
 
-    def close(self) -> None:
-        """Stop the fork server and the reconciler (running jobs go on to their end)."""
-        self._closed.set()
-        self._forks.close()
-
     def _watch(self, worker: Worker, timeout: float) -> None:
         if worker.exited.wait(timeout):
             cause = _exit_cause(worker.code)
@@ -184,7 +173,8 @@ class ProcessExecutor:
             logger.exception("could not record the end of job %s (%s)", worker.job_id, cause)
 
     def _reconcile_periodically(self, lease_seconds: float) -> None:
-        while not self._closed.wait(max(1.0, lease_seconds / 3)):
+        while True:
+            time.sleep(max(1.0, lease_seconds / 3))
             try:
                 fail_lost_jobs(self._store, lease_seconds=lease_seconds)
             except BeamjobsError:

@@ -12,7 +12,7 @@ from typing import Any
 from beamjobs.blobs import BlobStore
 from beamjobs.errors import FailedPrecondition, InvalidArgument, Unavailable
 from beamjobs.executor import Executor, ExecutorError
-from beamjobs.options import SERVICE_OPTIONS, OptionDescriptor, option_key
+from beamjobs.options import option_key
 from beamjobs.pipelines import summarize
 from beamjobs.states import JobState, is_terminal
 from beamjobs.store import Job, JobStore, Message, TransitionRejected
@@ -168,7 +168,3 @@ class JobQueries:
     def _options(self, job: Job) -> dict[str, Any]:
         raw = job.options_json or self._blobs.get(job.options_ref).decode()
         return dict(json.loads(raw))
-
-
-def describe_options() -> tuple[OptionDescriptor, ...]:
-    return SERVICE_OPTIONS

@@ -16,6 +16,16 @@ from apache_beam.transforms import window
 
 from tests.e2e.conftest import EMBEDDED, options
 
+
+def _messages(job_service, job_id):
+    """The job's messages (without its state events), from its message stream."""
+    return [
+        r.message_response
+        for r in job_service.GetMessageStream(api.JobMessagesRequest(job_id=job_id))
+        if r.HasField("message_response")
+    ]
+
+
 LINES = ["the cat sat", "the dog sat", "a cat ran"]
 WORD_COUNTS = [("the", 2), ("cat", 2), ("sat", 2), ("dog", 1), ("a", 1), ("ran", 1)]
 
@@ -73,10 +83,9 @@ def test_a_docker_python_sdk_image_of_this_beam_version_runs_in_process_with_a_w
     result = pipeline.run()
     assert result.wait_until_finish() == PipelineState.DONE
     warnings = [
-        r.message_response.message_text
-        for r in job_service.GetMessageStream(api.JobMessagesRequest(job_id=result._job_id))
-        if r.HasField("message_response")
-        and r.message_response.importance == api.JobMessage.JOB_MESSAGE_WARNING
+        m.message_text
+        for m in _messages(job_service, result._job_id)
+        if m.importance == api.JobMessage.JOB_MESSAGE_WARNING
     ]
     assert any("runs in the worker's own Python" in w and beam.__version__ in w for w in warnings)
 
@@ -94,11 +103,7 @@ def test_a_process_environment_runs_with_the_shipped_boot_command(endpoint, job_
     assert_that(counts, equal_to(WORD_COUNTS))
     result = pipeline.run()
     assert result.wait_until_finish() == PipelineState.DONE
-    texts = [
-        r.message_response.message_text
-        for r in job_service.GetMessageStream(api.JobMessagesRequest(job_id=result._job_id))
-        if r.HasField("message_response")
-    ]
+    texts = [m.message_text for m in _messages(job_service, result._job_id)]
     # The harness's log records arrive as what the user logged, not as LogEntry protos.
     assert "measured the cat sat" in texts
 
@@ -213,12 +218,9 @@ def test_dofn_logs_arrive_as_job_messages_at_their_importance(endpoint, job_serv
     _ = pipeline | beam.Create(["zebra"]) | beam.ParDo(CountAndMeasure())
     result = pipeline.run()
     result.wait_until_finish()
-    messages = [
-        r.message_response
-        for r in job_service.GetMessageStream(api.JobMessagesRequest(job_id=result._job_id))
-        if r.HasField("message_response")
+    [logged] = [
+        m for m in _messages(job_service, result._job_id) if "measured zebra" in m.message_text
     ]
-    [logged] = [m for m in messages if "measured zebra" in m.message_text]
     assert logged.importance == api.JobMessage.JOB_MESSAGE_WARNING
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from beamjobs.states import is_terminal
 from beamjobs.store import Event, JobStore
 
-T = TypeVar("T")
 Blocking = Callable[..., Awaitable[Any]]
 
 # At most one Query per job and subscriber in this interval while waiting for news.

@@ -45,10 +45,7 @@ class MetricsPublisher:
 
     def finish(self, attempted: Sequence[Any], committed: Sequence[Any]) -> None:
         """Stop publishing snapshots and write the final metrics."""
-        with self._changed:
-            self._closed = True
-            self._changed.notify()
-        self._thread.join()
+        self.abandon()
         self._write(attempted, committed)
 
     def abandon(self) -> None:
