@@ -1,5 +1,6 @@
-"""Control: Prepare, Run, Cancel, Drain. Writes jobs and starts or stops their work, so its role
-may write the table and the bucket and drive the executor."""
+"""Control: Prepare, Run, Cancel, Drain, and RecordStaging (an artifact staging session's outcome).
+Writes jobs and starts or stops their work, so its role may write the table and the bucket and
+drive the executor."""
 
 from __future__ import annotations
 
@@ -33,7 +34,12 @@ def _routes() -> dict[str, Route]:
     """Built once per execution environment, on first use (never at import time)."""
     settings = Settings.from_env()
     stores = runtime.stores(settings)
-    service = JobControl(stores.jobs, stores.blobs, runtime.executor(settings, stores.jobs))
+    service = JobControl(
+        stores.jobs,
+        stores.blobs,
+        runtime.executor(settings, stores.jobs),
+        stores.artifacts.location,
+    )
     # Retries of one gRPC call (same request_id) get the first call's answer, not a second job.
     persistence = DynamoDBPersistenceLayer(
         table_name=settings.table_name,
@@ -73,7 +79,20 @@ def _routes() -> dict[str, Route]:
     def drain(call: dict[str, Any]) -> dict[str, Any]:
         return {"state": service.drain(call["request"].get("job_id")).value}
 
-    return {"Prepare": prepare, "Run": run, "Cancel": cancel, "Drain": drain}
+    def record_staging(call: dict[str, Any]) -> dict[str, Any]:
+        request = call["request"]
+        unstaged = service.record_staging(
+            request.get("preparation_id"), _required(request, "pipeline_ref")
+        )
+        return {"unstaged": unstaged}
+
+    return {
+        "Prepare": prepare,
+        "Run": run,
+        "Cancel": cancel,
+        "Drain": drain,
+        "RecordStaging": record_staging,
+    }
 
 
 def _required(request: dict[str, Any], name: str) -> str:

@@ -42,7 +42,13 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
     stores = runtime.stores(settings)
     # Started now, so that its fork server has imported Beam before the first job arrives.
     runtime.executor(settings, stores.jobs)
-    shim = await start_shim(InProcessInvoker(_handlers()), stores, host=host, port=port)
+    shim = await start_shim(
+        InProcessInvoker(_handlers()),
+        stores,
+        host=host,
+        port=port,
+        advertised_endpoint=settings.advertised_endpoint,
+    )
     print(f"Beamjobs Job API on {host}:{shim.port} (AWS at {settings.endpoint_url})", flush=True)
     await serve_until_signalled(shim)
 

@@ -73,11 +73,16 @@ class EmbeddedAws:
 
 
 def local_settings(endpoint_url: str) -> Settings:
-    return Settings(
-        table_name=LOCAL_TABLE,
-        bucket_name=LOCAL_BUCKET,
-        region=LOCAL_REGION,
-        endpoint_url=endpoint_url,
+    """The local table, bucket and region at `endpoint_url`; every other setting (heartbeats,
+    limits, the advertised endpoint) from the environment as in AWS."""
+    return Settings.from_env(
+        {
+            **os.environ,
+            "BEAMJOBS_TABLE": LOCAL_TABLE,
+            "BEAMJOBS_BUCKET": LOCAL_BUCKET,
+            "AWS_REGION": LOCAL_REGION,
+            "AWS_ENDPOINT_URL": endpoint_url,
+        }
     )
 
 

@@ -36,6 +36,12 @@ class Unavailable(BeamjobsError):
     code = "UNAVAILABLE"
 
 
+class ResourceExhausted(BeamjobsError):
+    """A request exceeds a configured limit (e.g. an artifact's size)."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 class Conflict(BeamjobsError):
     """A conditional write lost a race; callers re-read and decide again."""
 
@@ -44,7 +50,15 @@ class Conflict(BeamjobsError):
 
 ERRORS_BY_CODE: dict[str, type[BeamjobsError]] = {
     cls.code: cls
-    for cls in (NotFound, InvalidArgument, FailedPrecondition, AlreadyExists, Unavailable, Conflict)
+    for cls in (
+        NotFound,
+        InvalidArgument,
+        FailedPrecondition,
+        AlreadyExists,
+        Unavailable,
+        ResourceExhausted,
+        Conflict,
+    )
 }
 
 

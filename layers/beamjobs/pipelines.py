@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from beamjobs.api import pipeline_pb2
+from beamjobs.artifacts import ArtifactLocation
 from beamjobs.errors import InvalidArgument
 
 
@@ -14,9 +15,11 @@ from beamjobs.errors import InvalidArgument
 class PipelineSummary:
     bounded: bool
     environment_urns: tuple[str, ...]
+    # The dependencies that must be staged before the pipeline can run.
+    unstaged: tuple[str, ...] = ()
 
 
-def summarize(pipeline_bytes: bytes) -> PipelineSummary:
+def parse(pipeline_bytes: bytes) -> pipeline_pb2.Pipeline:
     """Parse a serialized Beam Pipeline; raise InvalidArgument when it is not one."""
     if not pipeline_bytes:
         raise InvalidArgument("the request has no pipeline")
@@ -27,10 +30,16 @@ def summarize(pipeline_bytes: bytes) -> PipelineSummary:
         raise InvalidArgument(f"the pipeline is not a Beam Pipeline message: {error}") from error
     if not pipeline.root_transform_ids:
         raise InvalidArgument("the pipeline has no root transforms")
+    return pipeline
+
+
+def summarize(pipeline_bytes: bytes, artifacts: ArtifactLocation) -> PipelineSummary:
+    pipeline = parse(pipeline_bytes)
     pcollections = pipeline.components.pcollections.values()
     return PipelineSummary(
         bounded=all(p.is_bounded != pipeline_pb2.IsBounded.UNBOUNDED for p in pcollections),
         environment_urns=tuple(
             sorted({env.urn for env in pipeline.components.environments.values()})
         ),
+        unstaged=tuple(artifacts.unstaged(pipeline)),
     )

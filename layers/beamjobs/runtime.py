@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass
 
 from beamjobs import aws
+from beamjobs.artifacts import ArtifactStore
 from beamjobs.blobs import BlobStore
 from beamjobs.executor import Executor
 from beamjobs.settings import Settings
@@ -17,6 +18,7 @@ from beamjobs.store import JobStore
 class Stores:
     jobs: JobStore
     blobs: BlobStore
+    artifacts: ArtifactStore
 
 
 def stores(settings: Settings) -> Stores:
@@ -27,6 +29,11 @@ def stores(settings: Settings) -> Stores:
             retention_days=settings.retention_days,
         ),
         blobs=BlobStore(aws.client("s3", settings), settings.bucket_name),
+        artifacts=ArtifactStore(
+            aws.client("s3", settings),
+            settings.bucket_name,
+            max_bytes=settings.max_artifact_bytes,
+        ),
     )
 
 

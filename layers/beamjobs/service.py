@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
 from beamjobs.errors import FailedPrecondition, InvalidArgument, Unavailable
 from beamjobs.executor import Executor, ExecutorError
@@ -49,10 +50,13 @@ def new_job_id(job_name: str) -> str:
 class JobControl:
     """Prepare, Run, Cancel, Drain: the operations that write jobs and start or stop work."""
 
-    def __init__(self, store: JobStore, blobs: BlobStore, executor: Executor) -> None:
+    def __init__(
+        self, store: JobStore, blobs: BlobStore, executor: Executor, artifacts: ArtifactLocation
+    ) -> None:
         self._store = store
         self._blobs = blobs
         self._executor = executor
+        self._artifacts = artifacts
 
     def prepare(self, *, pipeline_ref: str, options: dict[str, Any], job_name: str) -> str:
         """Record a job in STOPPED for a pipeline already stored at `pipeline_ref`; return its
@@ -61,7 +65,7 @@ class JobControl:
             raise InvalidArgument("pipeline_options must be a Struct")
         if not isinstance(job_name, str) or len(job_name) > _MAX_NAME_LENGTH:
             raise InvalidArgument("job_name must be a string of at most 500 characters")
-        summary = summarize(self._blobs.get(pipeline_ref))
+        summary = summarize(self._blobs.get(pipeline_ref), self._artifacts)
         # SDKs always send job_name "job"; the user's --job_name travels in the options.
         name = str(options.get(option_key("job_name")) or job_name or "job")
         options_json = json.dumps(options, sort_keys=True, separators=(",", ":"))
@@ -79,15 +83,27 @@ class JobControl:
             options_json=options_json if len(options_json) <= _MAX_INLINE_OPTIONS else None,
             bounded=summary.bounded,
             environment_urns=summary.environment_urns,
+            unstaged=summary.unstaged,
         )
         self._store.create(job)
         return job.job_id
+
+    def record_staging(self, preparation_id: str, pipeline_ref: str) -> list[str]:
+        """A staging session's outcome: the pipeline with the artifacts staged so far
+        rewritten to their staged references. Returns what is still unstaged (nothing once
+        the session completed), which Run refuses to start with."""
+        job_id = require_id(preparation_id, "preparation_id")
+        unstaged = summarize(self._blobs.get(pipeline_ref), self._artifacts).unstaged
+        self._store.record_staging(job_id, pipeline_ref, unstaged)
+        return list(unstaged)
 
     def run(self, preparation_id: str) -> str:
         """Start a prepared job exactly once. A second Run answers FAILED_PRECONDITION."""
         job_id = require_id(preparation_id, "preparation_id")
         try:  # an unknown preparation raises NotFound here
-            job = self._store.transition(job_id, JobState.STARTING, only_from=[JobState.STOPPED])
+            job = self._store.transition(
+                job_id, JobState.STARTING, only_from=[JobState.STOPPED], require=_fully_staged
+            )
         except TransitionRejected as rejected:
             raise FailedPrecondition(
                 f"preparation {job_id} was already run (the job is {rejected.job.state.value}); "
@@ -147,6 +163,15 @@ class JobControl:
             self._executor.stop(job_id)
         except ExecutorError as error:
             raise Unavailable(f"could not stop job {job_id}: {error}") from error
+
+
+def _fully_staged(job: Job) -> None:
+    if job.unstaged:
+        raise FailedPrecondition(
+            f"preparation {job.job_id} cannot run: these artifacts were never staged: "
+            f"{', '.join(job.unstaged)} (the artifact staging session did not complete); "
+            "prepare the pipeline again and let the SDK stage its artifacts"
+        )
 
 
 class JobQueries:

@@ -28,6 +28,13 @@ class Settings:
     lease_seconds: float = 30.0
     # Worker: where an SDK worker pool sidecar listens (Fargate tasks with a DOCKER environment).
     worker_pool: str | None = None
+    # Shim: the address SDKs are told to stage artifacts to (behind a load balancer it differs
+    # from the bind address); None means the address the shim is bound to.
+    advertised_endpoint: str | None = None
+    # An artifact larger than this is refused (RESOURCE_EXHAUSTED).
+    max_artifact_bytes: int = 2 * 1024**3
+    # Worker: downloaded artifacts, by sha256, shared by the jobs of one machine or task.
+    artifact_cache_dir: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,6 +56,9 @@ class Settings:
             heartbeat_seconds=float(env.get("BEAMJOBS_HEARTBEAT_SECONDS", "5")),
             lease_seconds=float(env.get("BEAMJOBS_LEASE_SECONDS", "30")),
             worker_pool=env.get("BEAMJOBS_WORKER_POOL") or None,
+            advertised_endpoint=env.get("BEAMJOBS_ADVERTISED_ENDPOINT") or None,
+            max_artifact_bytes=int(env.get("BEAMJOBS_MAX_ARTIFACT_BYTES", str(2 * 1024**3))),
+            artifact_cache_dir=env.get("BEAMJOBS_ARTIFACT_CACHE") or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -62,6 +72,7 @@ class Settings:
             "BEAMJOBS_RETENTION_DAYS": str(self.retention_days),
             "BEAMJOBS_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
             "BEAMJOBS_LEASE_SECONDS": str(self.lease_seconds),
+            "BEAMJOBS_MAX_ARTIFACT_BYTES": str(self.max_artifact_bytes),
         }
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
@@ -69,4 +80,8 @@ class Settings:
             env["BEAMJOBS_WORKER_POOL"] = self.worker_pool
         if self.state_machine_arn:
             env["BEAMJOBS_STATE_MACHINE_ARN"] = self.state_machine_arn
+        if self.advertised_endpoint:
+            env["BEAMJOBS_ADVERTISED_ENDPOINT"] = self.advertised_endpoint
+        if self.artifact_cache_dir:
+            env["BEAMJOBS_ARTIFACT_CACHE"] = self.artifact_cache_dir
         return env

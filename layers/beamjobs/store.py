@@ -90,6 +90,8 @@ class Job:
     metrics_ref: str | None = None
     # When the job's worker last said it was alive (None before its first heartbeat).
     heartbeat_at: float | None = None
+    # Artifacts the pipeline depends on that were not staged yet: a job runs only without any.
+    unstaged: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ class JobStore:
             "options_json": job.options_json,
             "bounded": job.bounded,
             "environment_urns": list(job.environment_urns),
+            "unstaged": list(job.unstaged) or None,
             "gsi1pk": LIST_PARTITION,
             "gsi1sk": f"{job.created_at:017.6f}#{job.job_id}",
             "expires_at": expires_at,
@@ -250,6 +253,32 @@ class JobStore:
                 ExpressionAttributeValues=_to_item({":m": metrics_ref}),
             )
 
+    def record_staging(self, job_id: str, pipeline_ref: str, unstaged: Sequence[str]) -> None:
+        """Record a staging session's outcome on a preparation: the pipeline with its staged
+        references, and what is still unstaged. Raises FailedPrecondition once the job ran."""
+        update = "SET pipeline_ref = :p"
+        values: dict[str, Any] = {":p": pipeline_ref, ":stopped": JobState.STOPPED.value}
+        if unstaged:
+            update += ", unstaged = :u"
+            values[":u"] = list(unstaged)
+        else:
+            update += " REMOVE unstaged"
+        try:
+            with aws_errors(f"job {job_id}"):
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=_to_item({"pk": _pk(job_id), "sk": JOB_SK}),
+                    UpdateExpression=update,
+                    ConditionExpression="attribute_exists(pk) AND #state = :stopped",
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues=_to_item(values),
+                )
+        except Conflict as conflict:
+            self.get(job_id)  # NotFound for an unknown job
+            raise FailedPrecondition(
+                f"job {job_id} was already run: its artifacts can no longer change"
+            ) from conflict
+
     # -- state and messages -------------------------------------------------------------------
 
     def transition(
@@ -259,9 +288,11 @@ class JobStore:
         *,
         only_from: Iterable[JobState] | None = None,
         messages: Sequence[Message] = (),
+        require: Callable[[Job], None] | None = None,
     ) -> Job:
         """Move a job to `to`, after appending `messages` (e.g. a failure's cause). Raises
-        TransitionRejected when the current state forbids it or is not in `only_from`."""
+        TransitionRejected when the current state forbids it or is not in `only_from`, and
+        whatever `require` raises when it refuses the job as read."""
         allowed_from = frozenset(only_from) if only_from is not None else None
         self.append_messages(job_id, messages)
         for _ in range(_MAX_RACE_RETRIES):
@@ -270,6 +301,8 @@ class JobStore:
                 allowed_from is not None and job.state not in allowed_from
             ):
                 raise TransitionRejected(job, to)
+            if require is not None:
+                require(job)
             now = self._clock()
             try:
                 self._put_event(
@@ -424,6 +457,7 @@ def _job_from_record(values: dict[str, Any]) -> Job:
         environment_urns=tuple(values.get("environment_urns") or ()),
         metrics_ref=values.get("metrics_ref"),
         heartbeat_at=float(values["heartbeat_at"]) if "heartbeat_at" in values else None,
+        unstaged=tuple(values.get("unstaged") or ()),
     )
 
 

@@ -92,7 +92,7 @@ class SettlingExecutor:
 
 
 def test_racing_cancels_and_completions_agree_on_one_terminal_state(jobs, stores):
-    control = JobControl(jobs, stores.blobs, SettlingExecutor(jobs))
+    control = JobControl(jobs, stores.blobs, SettlingExecutor(jobs), stores.artifacts.location)
     ids = [f"race-{i}" for i in range(100)]
     for job_id in ids:
         _running(jobs, job_id)

@@ -1,9 +1,12 @@
 import pytest
 
 from beamjobs.api import pipeline_pb2
+from beamjobs.artifacts import ArtifactLocation
 from beamjobs.environments import EMBEDDED, EXTERNAL, unsupported_environments_message
 from beamjobs.errors import InvalidArgument
 from beamjobs.pipelines import summarize
+
+LOCATION = ArtifactLocation("bucket")
 
 
 def _pipeline(bounded=True, urns=(EMBEDDED,)):
@@ -17,13 +20,13 @@ def _pipeline(bounded=True, urns=(EMBEDDED,)):
 
 
 def test_a_batch_pipeline_is_bounded_and_lists_its_environments():
-    summary = summarize(_pipeline(urns=(EXTERNAL, EMBEDDED)))
+    summary = summarize(_pipeline(urns=(EXTERNAL, EMBEDDED)), LOCATION)
     assert summary.bounded
     assert summary.environment_urns == (EMBEDDED, EXTERNAL)
 
 
 def test_one_unbounded_collection_makes_a_streaming_pipeline():
-    assert not summarize(_pipeline(bounded=False)).bounded
+    assert not summarize(_pipeline(bounded=False), LOCATION).bounded
 
 
 @pytest.mark.parametrize(
@@ -31,7 +34,7 @@ def test_one_unbounded_collection_makes_a_streaming_pipeline():
 )
 def test_what_is_not_a_runnable_pipeline_is_an_invalid_argument(garbage):
     with pytest.raises(InvalidArgument):
-        summarize(garbage)
+        summarize(garbage, LOCATION)
 
 
 def test_supported_environments_pass_and_others_are_named_with_a_remedy():

@@ -82,3 +82,31 @@ class ArtifactInformation(_message.Message):
     role_urn: str
     role_payload: bytes
     def __init__(self, type_urn: _Optional[str] = ..., type_payload: _Optional[bytes] = ..., role_urn: _Optional[str] = ..., role_payload: _Optional[bytes] = ...) -> None: ...
+
+class ArtifactFilePayload(_message.Message):
+    __slots__ = ("path", "sha256")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    sha256: str
+    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class ArtifactUrlPayload(_message.Message):
+    __slots__ = ("url", "sha256")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    sha256: str
+    def __init__(self, url: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class EmbeddedFilePayload(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class ArtifactStagingToRolePayload(_message.Message):
+    __slots__ = ("staged_name",)
+    STAGED_NAME_FIELD_NUMBER: _ClassVar[int]
+    staged_name: str
+    def __init__(self, staged_name: _Optional[str] = ...) -> None: ...

@@ -21,6 +21,8 @@ FUNCTION_FOR_RPC: dict[str, str] = {
     "Run": "control",
     "Cancel": "control",
     "Drain": "control",
+    # Not a Job API RPC: the shim's artifact staging session records its outcome.
+    "RecordStaging": "control",
     "GetJobs": "query",
     "GetState": "query",
     "GetPipeline": "query",

@@ -11,10 +11,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from beamjobs.api import job_api_pb2, job_api_pb2_grpc
+from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, job_api_pb2, job_api_pb2_grpc
 from beamjobs.runtime import Stores
+from beamjobs.shim.backend import Backend
 from beamjobs.shim.invoker import Invoker
 from beamjobs.shim.servicer import JobServicer
+from beamjobs.shim.staging import ArtifactStagingServicer
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,8 @@ BLOCKING_THREADS = 32
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 JOB_SERVICE = job_api_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
+STAGING_SERVICE = artifact_api_pb2.DESCRIPTOR.services_by_name["ArtifactStagingService"].full_name
+_ANY_ADDRESS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
 class Shim:
@@ -42,7 +46,22 @@ class Shim:
         await self.server.stop(grace)
 
 
-async def start_shim(invoker: Invoker, stores: Stores, *, host: str, port: int) -> Shim:
+def staging_endpoint(host: str, port: int, advertised: str | None) -> str:
+    """The address SDKs stage artifacts to: the advertised one (e.g. a load balancer's), else
+    the bound one (localhost when bound to every interface)."""
+    if advertised:
+        return advertised
+    return f"{'localhost' if host in _ANY_ADDRESS else host}:{port}"
+
+
+async def start_shim(
+    invoker: Invoker,
+    stores: Stores,
+    *,
+    host: str,
+    port: int,
+    advertised_endpoint: str | None = None,
+) -> Shim:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -54,23 +73,30 @@ async def start_shim(invoker: Invoker, stores: Stores, *, host: str, port: int) 
             ("grpc.keepalive_permit_without_calls", 1),
         ]
     )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind {host}:{port}")
     pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="shim-blocking")
-    job_api_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(invoker, stores, pool), server)
+    backend = Backend(invoker, stores, pool)
+    job_api_pb2_grpc.add_JobServiceServicer_to_server(
+        JobServicer(backend, staging_endpoint(host, bound, advertised_endpoint)), server
+    )
+    artifact_api_pb2_grpc.add_ArtifactStagingServiceServicer_to_server(
+        ArtifactStagingServicer(backend), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             JOB_SERVICE,
+            STAGING_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"could not bind {host}:{port}")
     await server.start()
-    for service in ("", JOB_SERVICE):
+    for service in ("", JOB_SERVICE, STAGING_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info("Job API listening on %s:%d", host, bound)
     return Shim(server, bound, health_servicer)

@@ -4,62 +4,20 @@ job's stored events; pipelines and metrics travel between shim and handlers by S
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
-import logging
-from collections.abc import Callable
-from concurrent.futures import Executor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import grpc
 from google.protobuf import json_format, timestamp_pb2
 
 from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
-from beamjobs.errors import BeamjobsError, error_from_code
-from beamjobs.runtime import Stores
 from beamjobs.service import require_id
 from beamjobs.shim import streams
-from beamjobs.shim.invoker import Invoker, event_for
-from beamjobs.shim.status import status_for
+from beamjobs.shim.backend import Backend, guarded
 from beamjobs.store import Event
 
-logger = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
 JobState = job_api_pb2.JobState
 STATE_STREAM_END_PAUSE_SECONDS = 2.0
 JobMessage = job_api_pb2.JobMessage
-
-
-def _guarded(method: F) -> F:
-    """Turn a domain error into its status, and anything unexpected into INTERNAL (logged),
-    so no RPC ever ends with UNKNOWN."""
-
-    async def abort(error: Exception, context: grpc.aio.ServicerContext) -> None:
-        if isinstance(error, grpc.aio.AbortError):
-            raise error
-        if isinstance(error, BeamjobsError):
-            await context.abort(status_for(error), error.message)
-        logger.error("%s failed", method.__name__, exc_info=error)
-        await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
-
-    @functools.wraps(method)
-    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await method(self, request, context)
-        except Exception as error:  # the edge: every failure gets its status, never UNKNOWN
-            await abort(error, context)
-
-    @functools.wraps(method)
-    async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except Exception as error:  # the edge: every failure gets its status, never UNKNOWN
-            await abort(error, context)
-
-    wrapper = streaming if inspect.isasyncgenfunction(method) else unary
-    return wrapper  # type: ignore[return-value]
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -89,23 +47,14 @@ def _messages(event: Event) -> list[job_api_pb2.JobMessagesResponse]:
 
 
 class JobServicer(job_api_pb2_grpc.JobServiceServicer):
-    def __init__(self, invoker: Invoker, stores: Stores, pool: Executor) -> None:
-        self._invoker = invoker
-        self._stores = stores
-        self._pool = pool
+    def __init__(self, backend: Backend, staging_endpoint: str) -> None:
+        self._stores = backend.stores
+        self._blocking = backend.blocking
+        self._call = backend.call
+        # Where SDKs stage artifacts: this shim's ArtifactStagingService, as clients reach it.
+        self._staging_endpoint = staging_endpoint
 
-    async def _blocking(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
-
-    async def _call(self, rpc: str, request: dict[str, Any]) -> dict[str, Any]:
-        function, event = event_for(rpc, request)
-        answer = await self._blocking(self._invoker.invoke, function, event)
-        if "error" in answer:
-            raise error_from_code(answer["error"]["code"], answer["error"]["message"])
-        return dict(answer["result"])
-
-    @_guarded
+    @guarded
     async def Prepare(self, request: Any, context: Any) -> Any:
         # The pipeline can be far larger than a Lambda payload: the handler gets an S3 key.
         pipeline_ref = await self._blocking(
@@ -119,18 +68,21 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
                 "job_name": request.job_name,
             },
         )
-        # Artifact staging is not offered yet: an empty endpoint tells SDKs to skip it.
+        # The preparation id is the staging token: staging records its outcome on that job.
         return job_api_pb2.PrepareJobResponse(
             preparation_id=result["preparation_id"],
-            artifact_staging_endpoint=endpoints_pb2.ApiServiceDescriptor(),
+            artifact_staging_endpoint=endpoints_pb2.ApiServiceDescriptor(
+                url=self._staging_endpoint
+            ),
+            staging_session_token=result["preparation_id"],
         )
 
-    @_guarded
+    @guarded
     async def Run(self, request: Any, context: Any) -> Any:
         result = await self._call("Run", {"preparation_id": request.preparation_id})
         return job_api_pb2.RunJobResponse(job_id=result["job_id"])
 
-    @_guarded
+    @guarded
     async def GetJobs(self, request: Any, context: Any) -> Any:
         result = await self._call("GetJobs", {})
         response = job_api_pb2.GetJobsResponse()
@@ -143,28 +95,28 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
             info.pipeline_options.update(job["pipeline_options"])
         return response
 
-    @_guarded
+    @guarded
     async def GetState(self, request: Any, context: Any) -> Any:
         result = await self._call("GetState", {"job_id": request.job_id})
         return _state_event(result["state"], result["timestamp"])
 
-    @_guarded
+    @guarded
     async def GetPipeline(self, request: Any, context: Any) -> Any:
         result = await self._call("GetPipeline", {"job_id": request.job_id})
         pipeline = await self._blocking(self._stores.blobs.get, result["pipeline_ref"])
         return job_api_pb2.GetJobPipelineResponse(pipeline=pipeline)
 
-    @_guarded
+    @guarded
     async def Cancel(self, request: Any, context: Any) -> Any:
         result = await self._call("Cancel", {"job_id": request.job_id})
         return job_api_pb2.CancelJobResponse(state=JobState.Enum.Value(result["state"]))
 
-    @_guarded
+    @guarded
     async def Drain(self, request: Any, context: Any) -> Any:
         result = await self._call("Drain", {"job_id": request.job_id})
         return job_api_pb2.DrainJobResponse(state=JobState.Enum.Value(result["state"]))
 
-    @_guarded
+    @guarded
     async def GetJobMetrics(self, request: Any, context: Any) -> Any:
         result = await self._call("GetJobMetrics", {"job_id": request.job_id})
         metrics = job_api_pb2.MetricResults()
@@ -174,7 +126,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
             )
         return job_api_pb2.GetJobMetricsResponse(metrics=metrics)
 
-    @_guarded
+    @guarded
     async def DescribePipelineOptions(self, request: Any, context: Any) -> Any:
         result = await self._call("DescribePipelineOptions", {})
         response = job_api_pb2.DescribePipelineOptionsResponse()
@@ -188,7 +140,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
             )
         return response
 
-    @_guarded
+    @guarded
     async def GetStateStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
         async for event in streams.follow(self._stores.jobs, job_id, self._blocking):
@@ -200,7 +152,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
         # (about 1 run in 10; never with this pause, which the SDK cancels at exit).
         await asyncio.sleep(STATE_STREAM_END_PAUSE_SECONDS)
 
-    @_guarded
+    @guarded
     async def GetMessageStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
         async for event in streams.follow(self._stores.jobs, job_id, self._blocking):

@@ -1,0 +1,206 @@
+"""Staged artifacts: what a pipeline's environments depend on, and where their bytes live.
+
+Artifacts are stored once per content in S3, at ``artifacts/sha256/<hex>``. A staged dependency
+is Beam's URL artifact ``s3://<bucket>/artifacts/sha256/<hex>`` with its sha256, keeping its
+role (e.g. "stage to `extra_packages/pkg.tar.gz`"), so a pipeline read back with GetPipeline
+shows where every dependency went. Anything else (a path on the client's machine, inline bytes,
+another URL) must be staged before the job can run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from beamjobs.api import pipeline_pb2
+from beamjobs.aws import aws_errors
+from beamjobs.errors import InvalidArgument, NotFound, ResourceExhausted
+
+FILE = "beam:artifact:type:file:v1"
+URL = "beam:artifact:type:url:v1"
+EMBEDDED = "beam:artifact:type:embedded:v1"
+STAGING_TO = "beam:artifact:role:staging_to:v1"
+PIP_REQUIREMENTS_FILE = "beam:artifact:role:pip_requirements_file:v1"
+
+ARTIFACT_PREFIX = "artifacts/sha256/"
+# Uploads in progress; complete objects are copied to their content address, never served here.
+INCOMING_PREFIX = "artifacts/incoming/"
+# S3 multipart parts (at least 5 MiB except the last): the shim holds one part per upload.
+PART_BYTES = 8 * 1024 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def declared_sha256(artifact: pipeline_pb2.ArtifactInformation) -> str:
+    """The sha256 the artifact's payload claims for its bytes ("" when it claims none)."""
+    if artifact.type_urn == FILE:
+        return pipeline_pb2.ArtifactFilePayload.FromString(artifact.type_payload).sha256
+    if artifact.type_urn == URL:
+        return pipeline_pb2.ArtifactUrlPayload.FromString(artifact.type_payload).sha256
+    if artifact.type_urn == EMBEDDED:
+        data = pipeline_pb2.EmbeddedFilePayload.FromString(artifact.type_payload).data
+        return hashlib.sha256(data).hexdigest()
+    return ""
+
+
+def display_name(artifact: pipeline_pb2.ArtifactInformation) -> str:
+    """How a user recognises an artifact: its staged name, else its path or URL."""
+    if artifact.role_urn == STAGING_TO:
+        name = pipeline_pb2.ArtifactStagingToRolePayload.FromString(artifact.role_payload)
+        if name.staged_name:
+            return name.staged_name
+    if artifact.type_urn == FILE:
+        return pipeline_pb2.ArtifactFilePayload.FromString(artifact.type_payload).path
+    if artifact.type_urn == URL:
+        return pipeline_pb2.ArtifactUrlPayload.FromString(artifact.type_payload).url
+    return f"{artifact.type_urn} ({artifact.role_urn or 'no role'})"
+
+
+class ArtifactLocation:
+    """Where this deployment keeps artifacts: turns content hashes into staged references."""
+
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+
+    def reference(self, sha256: str, like: pipeline_pb2.ArtifactInformation) -> Any:
+        """`like` (same role), staged at the content address of `sha256`."""
+        return pipeline_pb2.ArtifactInformation(
+            type_urn=URL,
+            type_payload=pipeline_pb2.ArtifactUrlPayload(
+                url=f"s3://{self.bucket}/{ARTIFACT_PREFIX}{sha256}", sha256=sha256
+            ).SerializeToString(),
+            role_urn=like.role_urn,
+            role_payload=like.role_payload,
+        )
+
+    def staged_sha256(self, artifact: pipeline_pb2.ArtifactInformation) -> str | None:
+        """The content hash of an artifact already staged here; None if it must be staged."""
+        if artifact.type_urn != URL:
+            return None
+        payload = pipeline_pb2.ArtifactUrlPayload.FromString(artifact.type_payload)
+        prefix = f"s3://{self.bucket}/{ARTIFACT_PREFIX}"
+        sha = payload.url[len(prefix) :] if payload.url.startswith(prefix) else ""
+        return sha if _SHA256.fullmatch(sha) and sha == payload.sha256 else None
+
+    def unstaged(self, pipeline: pipeline_pb2.Pipeline) -> list[str]:
+        """The names of the pipeline's dependencies that still need staging, each once."""
+        names: dict[str, None] = {}
+        for env in pipeline.components.environments.values():
+            for artifact in env.dependencies:
+                if self.staged_sha256(artifact) is None:
+                    names[display_name(artifact)] = None
+        return list(names)
+
+
+@dataclass
+class Upload:
+    """One artifact's bytes on their way to S3: hashed as they arrive, sent in parts, so the
+    shim's memory stays at one part whatever the artifact's size. Nothing is visible at the
+    content address until the bytes are complete and their hash verified."""
+
+    s3: Any
+    bucket: str
+    max_bytes: int
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._buffer = bytearray()
+        self._key = f"{INCOMING_PREFIX}{uuid.uuid4().hex}"
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            self.abort()
+            raise ResourceExhausted(
+                f"artifact larger than the limit of {self.max_bytes} bytes "
+                "(BEAMJOBS_MAX_ARTIFACT_BYTES)"
+            )
+        self._hash.update(data)
+        self._buffer += data
+        if len(self._buffer) >= PART_BYTES:
+            self._send_part()
+
+    def finish(self, declared: str = "") -> str:
+        """Complete the upload; return its sha256. A declared hash that differs from the bytes
+        received raises InvalidArgument and keeps nothing."""
+        sha = self._hash.hexdigest()
+        if declared and declared != sha:
+            self.abort()
+            raise InvalidArgument(
+                f"artifact bytes have sha256 {sha}, but the artifact declares {declared}"
+            )
+        final = ARTIFACT_PREFIX + sha
+        with aws_errors(f"artifact {sha}"):
+            if self._upload_id is None:
+                self.s3.put_object(Bucket=self.bucket, Key=final, Body=bytes(self._buffer))
+                return sha
+            if self._buffer:
+                self._send_part()
+            self.s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+            # A managed copy: multipart itself for objects beyond CopyObject's 5 GB.
+            self.s3.copy({"Bucket": self.bucket, "Key": self._key}, self.bucket, final)
+            self.s3.delete_object(Bucket=self.bucket, Key=self._key)
+        return sha
+
+    def abort(self) -> None:
+        """Drop whatever was sent (safe to call more than once)."""
+        self._buffer.clear()
+        if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
+            with aws_errors(f"artifact upload {self._key}"):
+                self.s3.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self._key, UploadId=upload_id
+                )
+
+    def _send_part(self) -> None:
+        with aws_errors(f"artifact upload {self._key}"):
+            if self._upload_id is None:
+                self._upload_id = self.s3.create_multipart_upload(
+                    Bucket=self.bucket, Key=self._key
+                )["UploadId"]
+            number = len(self._parts) + 1
+            etag = self.s3.upload_part(
+                Bucket=self.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=bytes(self._buffer),
+            )["ETag"]
+        self._parts.append({"PartNumber": number, "ETag": etag})
+        self._buffer.clear()
+
+
+class ArtifactStore:
+    """Artifacts in S3 by content."""
+
+    def __init__(self, s3: Any, bucket: str, *, max_bytes: int) -> None:
+        self._s3 = s3
+        self.location = ArtifactLocation(bucket)
+        self.max_bytes = max_bytes
+
+    def exists(self, sha256: str) -> bool:
+        try:
+            with aws_errors(f"artifact {sha256}"):
+                self._s3.head_object(Bucket=self.location.bucket, Key=ARTIFACT_PREFIX + sha256)
+        except NotFound:
+            return False
+        return True
+
+    def upload(self) -> Upload:
+        return Upload(self._s3, self.location.bucket, self.max_bytes)
+
+    def read(self, sha256: str, chunk_bytes: int = PART_BYTES) -> Iterator[bytes]:
+        with aws_errors(f"artifact {sha256}"):
+            body = self._s3.get_object(Bucket=self.location.bucket, Key=ARTIFACT_PREFIX + sha256)
+            yield from body["Body"].iter_chunks(chunk_bytes)

@@ -1,0 +1,156 @@
+"""Beam's ArtifactStagingService: the reverse-retrieval protocol, in which the server asks the
+SDK to resolve each environment's dependencies and then to send each one's bytes.
+
+Bytes go straight to S3 by content (beamjobs.artifacts.Upload): nothing is held in the shim
+beyond one part, nothing half-written becomes visible, and bytes already stored are not stored
+again. The session's outcome, the pipeline rewritten to the staged references, is recorded on
+the preparation through the control handler, so any shim replica can serve the Run. A session
+that ends early records what it staged; Run then refuses the job and names what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+
+from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, pipeline_pb2
+from beamjobs.artifacts import ArtifactStore, Upload, declared_sha256, display_name
+from beamjobs.errors import BeamjobsError, FailedPrecondition, InvalidArgument
+from beamjobs.pipelines import parse
+from beamjobs.service import require_id
+from beamjobs.shim.backend import Backend, guarded
+from beamjobs.states import JobState
+
+logger = logging.getLogger(__name__)
+Request = artifact_api_pb2.ArtifactRequestWrapper
+Response = artifact_api_pb2.ArtifactResponseWrapper
+
+
+class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        # Recordings of sessions that ended early, kept until done (tasks are weakly held).
+        self._recordings: set[asyncio.Task[Any]] = set()
+
+    @guarded
+    async def ReverseArtifactRetrievalService(self, request_iterator: Any, context: Any) -> None:
+        session = _Session(self._backend, context)
+        first = await session.read()
+        job_id = require_id(first.staging_token, "staging_token")
+        job = await self._backend.blocking(self._backend.stores.jobs.get, job_id)
+        if job.state is not JobState.STOPPED:
+            raise FailedPrecondition(
+                f"job {job_id} is {job.state.value}: artifacts are staged before Run"
+            )
+        pipeline = parse(
+            await self._backend.blocking(self._backend.stores.blobs.get, job.pipeline_ref)
+        )
+        try:
+            staged_any = await session.stage(pipeline)
+        except BaseException as ending:  # the client left, or sent something wrong
+            if session.progress:
+                # A task of its own: the recording outlives the cancelled call it belongs to.
+                task = asyncio.ensure_future(self._record_partial(job_id, pipeline))
+                self._recordings.add(task)
+                task.add_done_callback(self._recordings.discard)
+            if isinstance(ending, asyncio.CancelledError):
+                logger.info("staging for %s ended by the client", job_id)
+            raise
+        if staged_any:
+            unstaged = await self._record(job_id, pipeline)
+            if unstaged:
+                raise BeamjobsError(f"artifacts still unstaged after staging: {unstaged}")
+
+    async def _record_partial(self, job_id: str, pipeline: pipeline_pb2.Pipeline) -> None:
+        try:
+            unstaged = await self._record(job_id, pipeline)
+        except Exception:  # the preparation keeps what Prepare recorded: all of it unstaged
+            logger.warning("could not record partial staging of %s", job_id, exc_info=True)
+        else:
+            logger.info("staging of %s ended early; still unstaged: %s", job_id, unstaged)
+
+    async def _record(self, job_id: str, pipeline: pipeline_pb2.Pipeline) -> list[str]:
+        blobs = self._backend.stores.blobs
+        ref = await self._backend.blocking(
+            blobs.put_content, "pipelines", pipeline.SerializeToString()
+        )
+        result = await self._backend.call(
+            "RecordStaging", {"preparation_id": job_id, "pipeline_ref": ref}
+        )
+        return list(result["unstaged"])
+
+
+class _Session:
+    """One staging stream: reads the SDK's responses, writes requests, stages each distinct
+    artifact once, and rewrites the pipeline's dependencies as it goes."""
+
+    def __init__(self, backend: Backend, context: Any) -> None:
+        self._backend = backend
+        self._artifacts: ArtifactStore = backend.stores.artifacts
+        self._context = context
+        self._staged: dict[bytes, Any] = {}
+        # True once the pipeline holds anything worth recording if the session ends early.
+        self.progress = False
+
+    async def read(self, expected: str | None = None) -> Any:
+        response = await self._context.read()
+        if response is grpc.aio.EOF:
+            raise FailedPrecondition("the client ended artifact staging before it was complete")
+        if expected is not None and response.WhichOneof("response") != expected:
+            raise InvalidArgument(f"expected {expected}, got {response.WhichOneof('response')}")
+        return response
+
+    async def stage(self, pipeline: pipeline_pb2.Pipeline) -> bool:
+        """Stage every unstaged dependency of every environment; return whether any was."""
+        location = self._artifacts.location
+        staged_any = False
+        for env in pipeline.components.environments.values():
+            pending = [a for a in env.dependencies if location.staged_sha256(a) is None]
+            if not pending:
+                continue
+            staged_any = True
+            await self._context.write(
+                Request(
+                    resolve_artifact=artifact_api_pb2.ResolveArtifactsRequest(artifacts=pending)
+                )
+            )
+            resolved = (await self.read("resolve_artifact_response")).resolve_artifact_response
+            # The resolution stands for what it resolved: the environment now depends on it.
+            kept = [a for a in env.dependencies if location.staged_sha256(a) is not None]
+            del env.dependencies[:]
+            env.dependencies.extend([*kept, *resolved.replacements])
+            self.progress = True
+            for index in range(len(kept), len(env.dependencies)):
+                env.dependencies[index].CopyFrom(await self._stage(env.dependencies[index]))
+        return staged_any
+
+    async def _stage(self, artifact: pipeline_pb2.ArtifactInformation) -> Any:
+        key = artifact.SerializeToString(deterministic=True)
+        if key not in self._staged:
+            sha = declared_sha256(artifact)
+            if not (sha and await self._backend.blocking(self._artifacts.exists, sha)):
+                sha = await self._transfer(artifact, sha)
+            self._staged[key] = self._artifacts.location.reference(sha, artifact)
+            logger.info("staged %s as %s", display_name(artifact), sha)
+        return self._staged[key]
+
+    async def _transfer(self, artifact: pipeline_pb2.ArtifactInformation, declared: str) -> str:
+        """Ask for the artifact's bytes and stream them to S3; return their sha256."""
+        await self._context.write(
+            Request(get_artifact=artifact_api_pb2.GetArtifactRequest(artifact=artifact))
+        )
+        upload: Upload = self._artifacts.upload()
+        try:
+            while True:
+                chunk = await self.read("get_artifact_response")
+                if chunk.get_artifact_response.data:
+                    await self._backend.blocking(upload.write, chunk.get_artifact_response.data)
+                if chunk.is_last:
+                    return str(await self._backend.blocking(upload.finish, declared))
+        except BaseException:
+            # Not awaited: the call may be cancelled already. S3 forgets the parts.
+            asyncio.get_running_loop().run_in_executor(self._backend.pool, upload.abort)
+            raise
