@@ -3,11 +3,15 @@ with the table and bucket built from template.yaml's own definitions, as `make r
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from beamjobs import runtime
@@ -15,6 +19,8 @@ from beamjobs.api import pipeline_pb2
 from beamjobs.embedded import EmbeddedAws
 from beamjobs.provision import provision
 from beamjobs.settings import Settings
+from beamjobs.shim.invoker import InProcessInvoker
+from beamjobs.shim.server import MAX_MESSAGE_BYTES, start_shim
 from beamjobs.states import JobState
 from beamjobs.store import Job
 
@@ -93,6 +99,43 @@ def fresh_handlers():
     yield
     control._routes.cache_clear()
     query._routes.cache_clear()
+
+
+@contextmanager
+def running_shim(settings: Settings) -> Iterator[grpc.Channel]:
+    """The shim on a free port of 127.0.0.1, with the real handlers in process; yields a
+    channel to it."""
+    from beamjobs_functions.control.app import lambda_handler as control
+    from beamjobs_functions.query.app import lambda_handler as query
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    start = start_shim(
+        InProcessInvoker({"control": control, "query": query}),
+        runtime.stores(settings),
+        host="127.0.0.1",
+        port=0,
+        advertised_endpoint=settings.advertised_endpoint,
+    )
+    shim = asyncio.run_coroutine_threadsafe(start, loop).result(timeout=10)
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{shim.port}", options=options) as channel:
+            yield channel
+    finally:
+        asyncio.run_coroutine_threadsafe(shim.stop(grace=0), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+@pytest.fixture
+def channel(settings, stores, executor) -> Iterator[grpc.Channel]:
+    with running_shim(settings) as channel:
+        yield channel
 
 
 def make_job(job_id: str, *, created: float = 1000.0, **fields: Any) -> Job:

@@ -1,7 +1,5 @@
 """The shim in process on port 0, with the real handlers behind the in-process invoker."""
 
-import asyncio
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,48 +9,13 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from beamjobs import runtime
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
-from beamjobs.shim.invoker import InProcessInvoker
-from beamjobs.shim.server import MAX_MESSAGE_BYTES, start_shim
 from beamjobs.states import JobState
 from beamjobs.store import Message
-from beamjobs_functions.control.app import lambda_handler as control
-from beamjobs_functions.query.app import lambda_handler as query
 from tests.integration.conftest import pipeline_bytes
 
 Enum = api.JobState.Enum
-
-
-@pytest.fixture
-def channel(settings, stores, executor):
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder = {}
-
-    async def main():
-        holder["shim"] = await start_shim(
-            InProcessInvoker({"control": control, "query": query}),
-            runtime.stores(settings),
-            host="127.0.0.1",
-            port=0,
-        )
-        ready.set()
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(main(), loop).result(timeout=10)
-    ready.wait(10)
-    options = [
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ]
-    with grpc.insecure_channel(f"127.0.0.1:{holder['shim'].port}", options=options) as channel:
-        yield channel
-    asyncio.run_coroutine_threadsafe(holder["shim"].stop(grace=0), loop).result(timeout=10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
 
 
 @pytest.fixture

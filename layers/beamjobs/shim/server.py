@@ -35,15 +35,23 @@ _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::", "[::]"})
 class Shim:
     """A started shim: its bound port and how to stop it."""
 
-    def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.HealthServicer):
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        health_servicer: health.HealthServicer,
+        staging: ArtifactStagingServicer,
+    ):
         self.server = server
         self.port = port
         self._health = health_servicer
+        self._staging = staging
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         # Tell load balancers first, then let in-flight calls finish.
         await self._health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self._staging.settle()
 
 
 def staging_endpoint(host: str, port: int, advertised: str | None) -> str:
@@ -81,9 +89,8 @@ async def start_shim(
     job_api_pb2_grpc.add_JobServiceServicer_to_server(
         JobServicer(backend, staging_endpoint(host, bound, advertised_endpoint)), server
     )
-    artifact_api_pb2_grpc.add_ArtifactStagingServiceServicer_to_server(
-        ArtifactStagingServicer(backend), server
-    )
+    staging = ArtifactStagingServicer(backend)
+    artifact_api_pb2_grpc.add_ArtifactStagingServiceServicer_to_server(staging, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -99,7 +106,7 @@ async def start_shim(
     for service in ("", JOB_SERVICE, STAGING_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info("Job API listening on %s:%d", host, bound)
-    return Shim(server, bound, health_servicer)
+    return Shim(server, bound, health_servicer, staging)
 
 
 async def serve_until_signalled(shim: Shim) -> None:

@@ -64,6 +64,10 @@ class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServic
             if unstaged:
                 raise BeamjobsError(f"artifacts still unstaged after staging: {unstaged}")
 
+    async def settle(self) -> None:
+        """Wait for the recordings of sessions that ended early (before the shim exits)."""
+        await asyncio.gather(*self._recordings, return_exceptions=True)
+
     async def _record_partial(self, job_id: str, pipeline: pipeline_pb2.Pipeline) -> None:
         try:
             unstaged = await self._record(job_id, pipeline)

@@ -1,0 +1,262 @@
+"""Artifact staging through the shim, driven by a client that plays the SDK's side of Beam's
+reverse-retrieval protocol (the real SDK does the same in tests/e2e)."""
+
+import dataclasses
+import hashlib
+import os
+import queue
+import time
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from beamjobs.api import artifact_api_pb2 as artifacts_api
+from beamjobs.api import artifact_api_pb2_grpc, job_api_pb2, job_api_pb2_grpc, pipeline_pb2
+from beamjobs.artifacts import ARTIFACT_PREFIX, FILE, INCOMING_PREFIX, STAGING_TO
+from tests.integration.conftest import running_shim
+
+CHUNK = 2 * 1024 * 1024
+
+
+def _artifact(path, staged_name, sha256=""):
+    return pipeline_pb2.ArtifactInformation(
+        type_urn=FILE,
+        type_payload=pipeline_pb2.ArtifactFilePayload(path=path, sha256=sha256).SerializeToString(),
+        role_urn=STAGING_TO,
+        role_payload=pipeline_pb2.ArtifactStagingToRolePayload(
+            staged_name=staged_name
+        ).SerializeToString(),
+    )
+
+
+def _pipeline(*dependencies):
+    pipeline = pipeline_pb2.Pipeline(root_transform_ids=["impulse"])
+    pipeline.components.environments["py"].urn = "beam:env:embedded_python:v1"
+    pipeline.components.environments["py"].dependencies.extend(dependencies)
+    return pipeline.SerializeToString()
+
+
+class FakeSdk:
+    """The SDK's side of staging: answers resolve requests unchanged and sends each file's
+    bytes in 2 MiB chunks, as Beam's Python SDK does. `files` maps paths to their bytes."""
+
+    def __init__(self, channel, files):
+        self._stub = artifact_api_pb2_grpc.ArtifactStagingServiceStub(channel)
+        self._files = files
+        self.sent_paths = []
+
+    def offer(self, token, *, hang_up_after_bytes=None):
+        responses = queue.Queue()
+        responses.put(artifacts_api.ArtifactResponseWrapper(staging_token=token))
+        call = self._stub.ReverseArtifactRetrievalService(iter(responses.get, None))
+        sent = 0
+        try:
+            for request in call:
+                if request.HasField("resolve_artifact"):
+                    responses.put(
+                        artifacts_api.ArtifactResponseWrapper(
+                            resolve_artifact_response=artifacts_api.ResolveArtifactsResponse(
+                                replacements=request.resolve_artifact.artifacts
+                            )
+                        )
+                    )
+                    continue
+                payload = pipeline_pb2.ArtifactFilePayload.FromString(
+                    request.get_artifact.artifact.type_payload
+                )
+                self.sent_paths.append(payload.path)
+                data = self._files[payload.path]
+                for start in range(0, len(data), CHUNK):
+                    if hang_up_after_bytes is not None and sent >= hang_up_after_bytes:
+                        call.cancel()
+                        return
+                    responses.put(
+                        artifacts_api.ArtifactResponseWrapper(
+                            get_artifact_response=artifacts_api.GetArtifactResponse(
+                                data=data[start : start + CHUNK]
+                            )
+                        )
+                    )
+                    sent += len(data[start : start + CHUNK])
+                responses.put(
+                    artifacts_api.ArtifactResponseWrapper(
+                        get_artifact_response=artifacts_api.GetArtifactResponse(), is_last=True
+                    )
+                )
+        finally:
+            responses.put(None)
+
+
+def _prepare(channel, pipeline):
+    stub = job_api_pb2_grpc.JobServiceStub(channel)
+    response = stub.Prepare(
+        job_api_pb2.PrepareJobRequest(
+            pipeline=pipeline, pipeline_options=struct_pb2.Struct(), job_name="job"
+        )
+    )
+    return stub, response
+
+
+def _objects(s3, bucket, prefix):
+    page = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return {obj["Key"]: obj["Size"] for obj in page.get("Contents", [])}
+
+
+def _s3(stores):
+    return stores.artifacts._s3
+
+
+BIG = os.urandom(20 * 1024 * 1024 + 123)  # several S3 parts
+SMALL = b"tiny package bytes"
+FILES = {"/client/big.tar.gz": BIG, "/client/small.whl": SMALL}
+DEPENDENCIES = (
+    _artifact("/client/big.tar.gz", "extra_packages/big.tar.gz"),
+    _artifact("/client/small.whl", "small.whl"),
+)
+
+
+def test_prepare_advertises_the_staging_endpoint_and_token(settings, stores, executor):
+    advertised = dataclasses.replace(settings, advertised_endpoint="jobs.example.com:443")
+    with running_shim(advertised) as channel:
+        _, response = _prepare(channel, _pipeline())
+    assert response.artifact_staging_endpoint.url == "jobs.example.com:443"
+    assert response.staging_session_token == response.preparation_id
+
+
+def test_staged_artifacts_land_in_s3_by_content_and_the_pipeline_points_at_them(
+    channel, settings, stores, executor
+):
+    stub, prepared = _prepare(channel, _pipeline(*DEPENDENCIES))
+    FakeSdk(channel, FILES).offer(prepared.staging_session_token)
+
+    s3 = _s3(stores)
+    expected = {ARTIFACT_PREFIX + hashlib.sha256(b).hexdigest(): len(b) for b in (BIG, SMALL)}
+    assert _objects(s3, settings.bucket_name, "artifacts/") == expected
+    assert not s3.list_multipart_uploads(Bucket=settings.bucket_name).get("Uploads")
+    for key in expected:
+        body = s3.get_object(Bucket=settings.bucket_name, Key=key)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == key.rsplit("/", 1)[1]
+
+    job_id = prepared.preparation_id
+    stub.Run(job_api_pb2.RunJobRequest(preparation_id=job_id))
+    assert executor.started == [job_id]
+    stored = pipeline_pb2.Pipeline.FromString(
+        stub.GetPipeline(job_api_pb2.GetJobPipelineRequest(job_id=job_id)).pipeline
+    )
+    urls = [
+        pipeline_pb2.ArtifactUrlPayload.FromString(a.type_payload).url
+        for a in stored.components.environments["py"].dependencies
+    ]
+    assert urls == [f"s3://{settings.bucket_name}/{key}" for key in expected]
+    names = [
+        pipeline_pb2.ArtifactStagingToRolePayload.FromString(a.role_payload).staged_name
+        for a in stored.components.environments["py"].dependencies
+    ]
+    assert names == ["extra_packages/big.tar.gz", "small.whl"]
+
+
+def test_the_same_bytes_staged_again_add_no_object(channel, settings, stores, executor):
+    _, first = _prepare(channel, _pipeline(*DEPENDENCIES))
+    FakeSdk(channel, FILES).offer(first.staging_session_token)
+    before = _objects(_s3(stores), settings.bucket_name, "artifacts/")
+    # Another job, the same bytes under other paths and names.
+    renamed = {"/elsewhere/a": BIG, "/elsewhere/b": SMALL}
+    _, second = _prepare(
+        channel, _pipeline(_artifact("/elsewhere/a", "a.tar.gz"), _artifact("/elsewhere/b", "b"))
+    )
+    FakeSdk(channel, renamed).offer(second.staging_session_token)
+    assert _objects(_s3(stores), settings.bucket_name, "artifacts/") == before
+
+
+def test_an_artifact_declaring_a_stored_hash_is_not_sent_again(channel, settings, stores, executor):
+    _, first = _prepare(channel, _pipeline(_artifact("/client/small.whl", "small.whl")))
+    FakeSdk(channel, FILES).offer(first.staging_session_token)
+    declared = _artifact("/client/small.whl", "small.whl", hashlib.sha256(SMALL).hexdigest())
+    stub, second = _prepare(channel, _pipeline(declared))
+    sdk = FakeSdk(channel, FILES)
+    sdk.offer(second.staging_session_token)
+    assert sdk.sent_paths == []
+    stub.Run(job_api_pb2.RunJobRequest(preparation_id=second.preparation_id))
+
+
+def test_bytes_that_differ_from_their_declared_hash_are_refused(
+    channel, settings, stores, executor
+):
+    lying = _artifact("/client/small.whl", "small.whl", hashlib.sha256(b"other").hexdigest())
+    stub, prepared = _prepare(channel, _pipeline(lying))
+    with pytest.raises(grpc.RpcError) as refused:
+        FakeSdk(channel, FILES).offer(prepared.staging_session_token)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "sha256" in refused.value.details()
+    assert _objects(_s3(stores), settings.bucket_name, ARTIFACT_PREFIX) == {}
+    with pytest.raises(grpc.RpcError) as run:
+        stub.Run(job_api_pb2.RunJobRequest(preparation_id=prepared.preparation_id))
+    assert run.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_an_artifact_over_the_size_limit_is_resource_exhausted(settings, stores, executor):
+    limited = dataclasses.replace(settings, max_artifact_bytes=10 * 1024 * 1024)
+    with running_shim(limited) as channel:
+        _, prepared = _prepare(channel, _pipeline(*DEPENDENCIES))
+        with pytest.raises(grpc.RpcError) as refused:
+            FakeSdk(channel, FILES).offer(prepared.staging_session_token)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    s3 = _s3(stores)
+    assert _objects(s3, settings.bucket_name, "artifacts/") == {}
+    assert not s3.list_multipart_uploads(Bucket=settings.bucket_name).get("Uploads")
+
+
+def test_a_client_that_hangs_up_mid_staging_leaves_the_preparation_unrunnable(
+    channel, settings, stores, executor
+):
+    small_first = (DEPENDENCIES[1], DEPENDENCIES[0])
+    stub, prepared = _prepare(channel, _pipeline(*small_first))
+    job_id = prepared.preparation_id
+    FakeSdk(channel, FILES).offer(job_id, hang_up_after_bytes=6 * 1024 * 1024)
+
+    # The session records what it staged before the client left: only the big one is missing.
+    deadline = time.monotonic() + 10
+    while stores.jobs.get(job_id).unstaged != ("extra_packages/big.tar.gz",):
+        assert time.monotonic() < deadline, stores.jobs.get(job_id).unstaged
+        time.sleep(0.05)
+    with pytest.raises(grpc.RpcError) as run:
+        stub.Run(job_api_pb2.RunJobRequest(preparation_id=job_id))
+    assert run.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "extra_packages/big.tar.gz" in run.value.details()
+    assert "small.whl" not in run.value.details()
+    assert executor.started == []
+    # Nothing half-written is visible, and the abandoned upload is gone.
+    s3 = _s3(stores)
+    assert _objects(s3, settings.bucket_name, ARTIFACT_PREFIX) == {
+        ARTIFACT_PREFIX + hashlib.sha256(SMALL).hexdigest(): len(SMALL)
+    }
+    deadline = time.monotonic() + 10
+    while s3.list_multipart_uploads(Bucket=settings.bucket_name).get("Uploads"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert _objects(s3, settings.bucket_name, INCOMING_PREFIX) == {}
+
+    # Staging again finishes the job: only the missing artifact is asked for.
+    sdk = FakeSdk(channel, FILES)
+    sdk.offer(job_id)
+    assert sdk.sent_paths == ["/client/big.tar.gz"]
+    stub.Run(job_api_pb2.RunJobRequest(preparation_id=job_id))
+    assert executor.started == [job_id]
+
+
+def test_staging_for_an_unknown_or_already_run_job_is_refused(channel, stores, executor):
+    with pytest.raises(grpc.RpcError) as unknown:
+        FakeSdk(channel, FILES).offer("no-such-preparation")
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    stub, prepared = _prepare(channel, _pipeline())
+    stub.Run(job_api_pb2.RunJobRequest(preparation_id=prepared.preparation_id))
+    with pytest.raises(grpc.RpcError) as late:
+        FakeSdk(channel, FILES).offer(prepared.staging_session_token)
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_job_with_nothing_to_stage_runs_without_a_session(channel, executor):
+    stub, prepared = _prepare(channel, _pipeline())
+    stub.Run(job_api_pb2.RunJobRequest(preparation_id=prepared.preparation_id))
+    assert executor.started == [prepared.preparation_id]
