@@ -1,10 +1,8 @@
-"""Staged artifacts: what a pipeline's environments depend on, and where their bytes live.
+"""Staged artifacts' bytes: stored once per content in S3, at ``artifacts/sha256/<hex>``.
 
-Artifacts are stored once per content in S3, at ``artifacts/sha256/<hex>``. A staged dependency
-is Beam's URL artifact ``s3://<bucket>/artifacts/sha256/<hex>`` with its sha256, keeping its
-role (e.g. "stage to `extra_packages/pkg.tar.gz`"), so a pipeline read back with GetPipeline
-shows where every dependency went. Anything else (a path on the client's machine, inline bytes,
-another URL) must be staged before the job can run.
+A staged dependency is Beam's URL artifact ``s3://<bucket>/artifacts/sha256/<hex>`` with its
+sha256 (beamjobs.dependencies). This module imports no protobuf classes, so the worker (which
+loads Beam's own, under the same names) uses it too.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from beamjobs.api import pipeline_pb2
 from beamjobs.aws import aws_errors
 from beamjobs.errors import InvalidArgument, NotFound, ResourceExhausted
 
@@ -34,65 +31,21 @@ PART_BYTES = 8 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def declared_sha256(artifact: pipeline_pb2.ArtifactInformation) -> str:
-    """The sha256 the artifact's payload claims for its bytes ("" when it claims none)."""
-    if artifact.type_urn == FILE:
-        return pipeline_pb2.ArtifactFilePayload.FromString(artifact.type_payload).sha256
-    if artifact.type_urn == URL:
-        return pipeline_pb2.ArtifactUrlPayload.FromString(artifact.type_payload).sha256
-    if artifact.type_urn == EMBEDDED:
-        data = pipeline_pb2.EmbeddedFilePayload.FromString(artifact.type_payload).data
-        return hashlib.sha256(data).hexdigest()
-    return ""
-
-
-def display_name(artifact: pipeline_pb2.ArtifactInformation) -> str:
-    """How a user recognises an artifact: its staged name, else its path or URL."""
-    if artifact.role_urn == STAGING_TO:
-        name = pipeline_pb2.ArtifactStagingToRolePayload.FromString(artifact.role_payload)
-        if name.staged_name:
-            return name.staged_name
-    if artifact.type_urn == FILE:
-        return pipeline_pb2.ArtifactFilePayload.FromString(artifact.type_payload).path
-    if artifact.type_urn == URL:
-        return pipeline_pb2.ArtifactUrlPayload.FromString(artifact.type_payload).url
-    return f"{artifact.type_urn} ({artifact.role_urn or 'no role'})"
-
-
 class ArtifactLocation:
-    """Where this deployment keeps artifacts: turns content hashes into staged references."""
+    """Where this deployment keeps artifacts: content hashes to URLs and back."""
 
     def __init__(self, bucket: str) -> None:
         self.bucket = bucket
 
-    def reference(self, sha256: str, like: pipeline_pb2.ArtifactInformation) -> Any:
-        """`like` (same role), staged at the content address of `sha256`."""
-        return pipeline_pb2.ArtifactInformation(
-            type_urn=URL,
-            type_payload=pipeline_pb2.ArtifactUrlPayload(
-                url=f"s3://{self.bucket}/{ARTIFACT_PREFIX}{sha256}", sha256=sha256
-            ).SerializeToString(),
-            role_urn=like.role_urn,
-            role_payload=like.role_payload,
-        )
+    def url(self, sha256: str) -> str:
+        return f"s3://{self.bucket}/{ARTIFACT_PREFIX}{sha256}"
 
-    def staged_sha256(self, artifact: pipeline_pb2.ArtifactInformation) -> str | None:
-        """The content hash of an artifact already staged here; None if it must be staged."""
-        if artifact.type_urn != URL:
-            return None
-        payload = pipeline_pb2.ArtifactUrlPayload.FromString(artifact.type_payload)
+    def sha256_at(self, url: str, declared: str) -> str | None:
+        """The content hash of a URL artifact staged here (its URL and declared hash agree);
+        None for any other URL."""
         prefix = f"s3://{self.bucket}/{ARTIFACT_PREFIX}"
-        sha = payload.url[len(prefix) :] if payload.url.startswith(prefix) else ""
-        return sha if _SHA256.fullmatch(sha) and sha == payload.sha256 else None
-
-    def unstaged(self, pipeline: pipeline_pb2.Pipeline) -> list[str]:
-        """The names of the pipeline's dependencies that still need staging, each once."""
-        names: dict[str, None] = {}
-        for env in pipeline.components.environments.values():
-            for artifact in env.dependencies:
-                if self.staged_sha256(artifact) is None:
-                    names[display_name(artifact)] = None
-        return list(names)
+        sha = url[len(prefix) :] if url.startswith(prefix) else ""
+        return sha if _SHA256.fullmatch(sha) and sha == declared else None
 
 
 @dataclass

@@ -8,6 +8,7 @@ from google.protobuf.message import DecodeError
 
 from beamjobs.api import pipeline_pb2
 from beamjobs.artifacts import ArtifactLocation
+from beamjobs.dependencies import unstaged
 from beamjobs.errors import InvalidArgument
 
 
@@ -41,5 +42,5 @@ def summarize(pipeline_bytes: bytes, artifacts: ArtifactLocation) -> PipelineSum
         environment_urns=tuple(
             sorted({env.urn for env in pipeline.components.environments.values()})
         ),
-        unstaged=tuple(artifacts.unstaged(pipeline)),
+        unstaged=tuple(unstaged(artifacts, pipeline)),
     )

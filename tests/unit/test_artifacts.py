@@ -1,14 +1,13 @@
 import hashlib
 
 from beamjobs.api import pipeline_pb2
-from beamjobs.artifacts import (
-    EMBEDDED,
-    FILE,
-    STAGING_TO,
-    URL,
-    ArtifactLocation,
+from beamjobs.artifacts import EMBEDDED, FILE, STAGING_TO, URL, ArtifactLocation
+from beamjobs.dependencies import (
     declared_sha256,
     display_name,
+    reference,
+    staged_sha256,
+    unstaged,
 )
 
 LOCATION = ArtifactLocation("artifacts-bucket")
@@ -37,7 +36,7 @@ def _pipeline(*dependency_lists):
 
 def test_a_staged_reference_keeps_the_role_and_points_at_the_content_address():
     original = _file("/home/me/pkg.tar.gz", "extra_packages/pkg.tar.gz")
-    staged = LOCATION.reference(SHA, original)
+    staged = reference(LOCATION, SHA, original)
     payload = pipeline_pb2.ArtifactUrlPayload.FromString(staged.type_payload)
     assert (staged.type_urn, payload.url, payload.sha256) == (
         URL,
@@ -45,14 +44,14 @@ def test_a_staged_reference_keeps_the_role_and_points_at_the_content_address():
         SHA,
     )
     assert (staged.role_urn, staged.role_payload) == (original.role_urn, original.role_payload)
-    assert LOCATION.staged_sha256(staged) == SHA
+    assert staged_sha256(LOCATION, staged) == SHA
     assert display_name(staged) == "extra_packages/pkg.tar.gz"
 
 
 def test_only_references_to_this_bucket_with_a_matching_hash_count_as_staged():
-    assert LOCATION.staged_sha256(_file("/tmp/x")) is None
+    assert staged_sha256(LOCATION, _file("/tmp/x")) is None
     assert (
-        ArtifactLocation("another-bucket").staged_sha256(LOCATION.reference(SHA, _file("x")))
+        ArtifactLocation("another-bucket").staged_sha256(reference(LOCATION, SHA, _file("x")))
         is None
     )
     forged = pipeline_pb2.ArtifactInformation(
@@ -61,15 +60,15 @@ def test_only_references_to_this_bucket_with_a_matching_hash_count_as_staged():
             url=f"s3://artifacts-bucket/artifacts/sha256/{SHA}", sha256="cd" * 32
         ).SerializeToString(),
     )
-    assert LOCATION.staged_sha256(forged) is None
+    assert staged_sha256(LOCATION, forged) is None
 
 
 def test_unstaged_names_each_dependency_once_across_environments():
     shared = _file("/tmp/req.txt", "requirements.txt")
-    staged = LOCATION.reference(SHA, _file("/tmp/done", "pickled_main_session"))
+    staged = reference(LOCATION, SHA, _file("/tmp/done", "pickled_main_session"))
     pipeline = _pipeline([shared, staged], [shared, _file("/tmp/anonymous")])
-    assert LOCATION.unstaged(pipeline) == ["requirements.txt", "/tmp/anonymous"]
-    assert LOCATION.unstaged(_pipeline([staged])) == []
+    assert unstaged(LOCATION, pipeline) == ["requirements.txt", "/tmp/anonymous"]
+    assert unstaged(LOCATION, _pipeline([staged])) == []
 
 
 def test_declared_hashes_come_from_the_payload_or_the_embedded_bytes():

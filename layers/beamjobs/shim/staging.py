@@ -17,7 +17,8 @@ from typing import Any
 import grpc
 
 from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, pipeline_pb2
-from beamjobs.artifacts import ArtifactStore, Upload, declared_sha256, display_name
+from beamjobs.artifacts import ArtifactStore, Upload
+from beamjobs.dependencies import declared_sha256, display_name, reference, staged_sha256
 from beamjobs.errors import BeamjobsError, FailedPrecondition, InvalidArgument
 from beamjobs.pipelines import parse
 from beamjobs.service import require_id
@@ -112,7 +113,7 @@ class _Session:
         location = self._artifacts.location
         staged_any = False
         for env in pipeline.components.environments.values():
-            pending = [a for a in env.dependencies if location.staged_sha256(a) is None]
+            pending = [a for a in env.dependencies if staged_sha256(location, a) is None]
             if not pending:
                 continue
             staged_any = True
@@ -123,7 +124,7 @@ class _Session:
             )
             resolved = (await self.read("resolve_artifact_response")).resolve_artifact_response
             # The resolution stands for what it resolved: the environment now depends on it.
-            kept = [a for a in env.dependencies if location.staged_sha256(a) is not None]
+            kept = [a for a in env.dependencies if staged_sha256(location, a) is not None]
             del env.dependencies[:]
             env.dependencies.extend([*kept, *resolved.replacements])
             self.progress = True
@@ -137,7 +138,7 @@ class _Session:
             sha = declared_sha256(artifact)
             if not (sha and await self._backend.blocking(self._artifacts.exists, sha)):
                 sha = await self._transfer(artifact, sha)
-            self._staged[key] = self._artifacts.location.reference(sha, artifact)
+            self._staged[key] = reference(self._artifacts.location, sha, artifact)
             logger.info("staged %s as %s", display_name(artifact), sha)
         return self._staged[key]
 
