@@ -51,7 +51,7 @@ def test_a_staged_reference_keeps_the_role_and_points_at_the_content_address():
 def test_only_references_to_this_bucket_with_a_matching_hash_count_as_staged():
     assert staged_sha256(LOCATION, _file("/tmp/x")) is None
     assert (
-        ArtifactLocation("another-bucket").staged_sha256(reference(LOCATION, SHA, _file("x")))
+        staged_sha256(ArtifactLocation("another-bucket"), reference(LOCATION, SHA, _file("x")))
         is None
     )
     forged = pipeline_pb2.ArtifactInformation(
