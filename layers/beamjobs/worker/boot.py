@@ -3,8 +3,11 @@ Python SDK but not the SDK container's boot binary:
 
     --environment_type=PROCESS --environment_config='{"command": "python -m beamjobs.worker.boot"}'
 
-Like Beam's boot program it reads the job's pipeline options from the provision service, then
-starts the SDK harness (apache_beam's sdk_worker_main) connected to the runner's endpoints.
+Like Beam's boot program it reads the job's pipeline options and dependencies from the
+provision service, fetches the dependencies from the artifact service into
+<semi_persist_dir>/staged, installs the Python packages among them (into that directory, not
+the user's environment), then starts the SDK harness (apache_beam's sdk_worker_main) connected
+to the runner's endpoints; the harness loads a pickled main session from there itself.
 """
 
 from __future__ import annotations
@@ -14,11 +17,21 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
+from typing import Any
 
 import grpc
-from apache_beam.portability.api import beam_provision_api_pb2, beam_provision_api_pb2_grpc
+from apache_beam.portability.api import (
+    beam_artifact_api_pb2,
+    beam_artifact_api_pb2_grpc,
+    beam_provision_api_pb2,
+    beam_provision_api_pb2_grpc,
+)
 from apache_beam.runners.worker import sdk_worker_main
 from google.protobuf import json_format
+
+from beamjobs.worker.artifacts import staged_file_name
+from beamjobs.worker.packages import StagedFiles, activate, install
 
 
 def _descriptor(url: str) -> str:
@@ -44,17 +57,35 @@ def main(argv: list[str] | None = None) -> None:
             )
             .info
         )
+    semi_persist_dir = Path(args.semi_persist_dir or tempfile.mkdtemp(prefix="beam-harness-"))
+    if info.dependencies:
+        staged = _fetch(info.dependencies, args.artifact_endpoint, semi_persist_dir / "staged")
+        site_dir = install(staged, semi_persist_dir / "packages")
+        if site_dir is not None:
+            activate(site_dir)
     os.environ.update(
         {
             "WORKER_ID": args.id,
             "PIPELINE_OPTIONS": json.dumps(json_format.MessageToDict(info.pipeline_options)),
             "CONTROL_API_SERVICE_DESCRIPTOR": _descriptor(args.control_endpoint),
             "LOGGING_API_SERVICE_DESCRIPTOR": _descriptor(args.logging_endpoint),
-            "SEMI_PERSISTENT_DIRECTORY": args.semi_persist_dir
-            or tempfile.mkdtemp(prefix="beam-harness-"),
+            "SEMI_PERSISTENT_DIRECTORY": str(semi_persist_dir),
         }
     )
     sdk_worker_main.main(sys.argv[:1])
+
+
+def _fetch(dependencies: Any, endpoint: str, directory: Path) -> StagedFiles:
+    """Write each dependency's bytes, from the runner's artifact service, under its name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with grpc.insecure_channel(endpoint) as channel:
+        retrieval = beam_artifact_api_pb2_grpc.ArtifactRetrievalServiceStub(channel)
+        for artifact in dependencies:
+            with open(directory / staged_file_name(artifact), "wb") as out:
+                request = beam_artifact_api_pb2.GetArtifactRequest(artifact=artifact)
+                for chunk in retrieval.GetArtifact(request):
+                    out.write(chunk.data)
+    return StagedFiles.of(directory, dependencies)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import traceback
+from pathlib import Path
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -17,7 +20,8 @@ from beamjobs.runtime import Stores
 from beamjobs.settings import Settings
 from beamjobs.states import JobState
 from beamjobs.store import Message, TransitionRejected
-from beamjobs.worker import environments, process_environment
+from beamjobs.worker import environments, packages, process_environment
+from beamjobs.worker.artifacts import ArtifactCache, default_cache_directory, localize
 from beamjobs.worker.harness_logs import HarnessLogFormatter
 from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.messages import MessageForwarder
@@ -56,17 +60,28 @@ def run_job(job_id: str) -> int:
     job's outcome is recorded in the store, not in the exit code)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
+    stores = runtime.stores(settings)
+    cache_directory = settings.artifact_cache_dir
     execute(
         job_id,
-        runtime.stores(settings),
+        stores,
         heartbeat_seconds=settings.heartbeat_seconds,
         worker_pool=settings.worker_pool,
+        cache=ArtifactCache(
+            stores.artifacts,
+            Path(cache_directory) if cache_directory else default_cache_directory(),
+        ),
     )
     return 0
 
 
 def execute(
-    job_id: str, stores: Stores, *, heartbeat_seconds: float, worker_pool: str | None = None
+    job_id: str,
+    stores: Stores,
+    *,
+    heartbeat_seconds: float,
+    cache: ArtifactCache,
+    worker_pool: str | None = None,
 ) -> JobState:
     """Run the job to its end and record the outcome; return the state recorded."""
     try:
@@ -78,15 +93,21 @@ def execute(
     failure: str | None = None
     publisher = MetricsPublisher(stores, job_id)
     messages = MessageForwarder(stores.jobs, job_id, formatter=HarnessLogFormatter())
+    workspace = Path(tempfile.mkdtemp(prefix=f"beamjobs-{job_id[:40]}-"))
     with Heartbeat(stores.jobs, job_id, heartbeat_seconds), messages:
         try:
             pipeline = beam_runner_api_pb2.Pipeline.FromString(stores.blobs.get(job.pipeline_ref))
             options = json.loads(stores.blobs.get(job.options_ref))
             beam_options = _beam_options(options)
-            warnings = environments.prepare(pipeline, worker_pool)
-            stores.jobs.append_messages(
-                job_id, [Message("JOB_MESSAGE_WARNING", w, stores.jobs.now()) for w in warnings]
-            )
+            notes = [
+                Message("JOB_MESSAGE_WARNING", w, stores.jobs.now())
+                for w in environments.prepare(pipeline, worker_pool)
+            ]
+            localize(pipeline, cache)
+            set_up = packages.set_up_in_process(pipeline, workspace)
+            if set_up is not None:
+                notes.append(Message("JOB_MESSAGE_BASIC", set_up, stores.jobs.now()))
+            stores.jobs.append_messages(job_id, notes)
             runner = PublishingRunner(
                 publisher, provision_info=_provision_info(job_id, job.job_name, options)
             )
@@ -96,13 +117,14 @@ def execute(
             result.wait_until_finish()
             infos = list(result.monitoring_infos())
             publisher.finish(attempted=infos, committed=infos)
-        except environments.UnrunnableEnvironment as unrunnable:
+        except (environments.UnrunnableEnvironment, packages.InstallFailed) as unrunnable:
             failure = str(unrunnable)
         except Exception:  # the user's pipeline failed: its traceback is the job's cause
             failure = traceback.format_exc()
             logger.warning("job %s failed", job_id)
         finally:
             publisher.abandon()
+            shutil.rmtree(workspace, ignore_errors=True)
 
     if failure is None:
         return _finish(stores, job_id, JobState.DONE, [])

@@ -1,0 +1,100 @@
+"""Staged artifacts on the worker. They are fetched from S3 into a local cache keyed by sha256
+(shared by the jobs of one machine or task: entries are immutable and verified, so sharing
+leaks nothing), and the job's pipeline is rewritten to those local files. FnApiRunner's own
+ArtifactRetrievalService then serves them to every SDK harness it starts (PROCESS, EXTERNAL);
+harnesses in the worker's own process get them installed directly (beamjobs.worker.packages).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from apache_beam.portability import common_urns
+from apache_beam.portability.api import beam_runner_api_pb2
+
+from beamjobs.artifacts import ArtifactStore
+
+logger = logging.getLogger(__name__)
+
+URL = common_urns.artifact_types.URL.urn
+FILE = common_urns.artifact_types.FILE.urn
+
+
+def default_cache_directory() -> Path:
+    return Path(tempfile.gettempdir()) / "beamjobs-artifacts"
+
+
+def staged_file_name(artifact: beam_runner_api_pb2.ArtifactInformation) -> str:
+    """The file name an artifact is materialized under, as Beam's boot names it."""
+    if artifact.role_urn == common_urns.artifact_roles.STAGING_TO.urn:
+        payload = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(artifact.role_payload)
+        return payload.staged_name
+    digest = hashlib.sha256(artifact.SerializeToString(deterministic=True)).hexdigest()
+    if artifact.role_urn == common_urns.artifact_roles.PIP_REQUIREMENTS_FILE.urn:
+        return f"requirements-{digest[:16]}.txt"
+    return digest
+
+
+class ArtifactCache:
+    def __init__(self, store: ArtifactStore, directory: Path) -> None:
+        self._store = store
+        self._directory = directory
+        self.location = store.location
+
+    def fetch(self, sha256: str) -> Path:
+        """The local file with the artifact's bytes, downloaded (and verified) when absent."""
+        path = self._directory / sha256
+        if path.exists():
+            return path
+        self._directory.mkdir(parents=True, exist_ok=True)
+        # Written aside, then renamed: a concurrent job never sees a partial file.
+        with tempfile.NamedTemporaryFile(dir=self._directory, prefix=".part-", delete=False) as out:
+            digest = hashlib.sha256()
+            for chunk in self._store.read(sha256):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256:
+            os.unlink(out.name)
+            raise OSError(f"artifact {sha256} arrived with sha256 {digest.hexdigest()}")
+        os.replace(out.name, path)
+        return path
+
+
+def localize(pipeline: beam_runner_api_pb2.Pipeline, cache: ArtifactCache) -> None:
+    """Rewrite every dependency staged in this deployment's bucket to a file in the cache.
+    Other dependencies (an EMBEDDED one, a public URL) are left for FnApiRunner to serve."""
+    location = cache.location
+    for env in pipeline.components.environments.values():
+        for artifact in env.dependencies:
+            if artifact.type_urn != URL:
+                continue
+            payload = beam_runner_api_pb2.ArtifactUrlPayload.FromString(artifact.type_payload)
+            sha256 = location.sha256_at(payload.url, payload.sha256)
+            if sha256 is None:
+                continue
+            artifact.type_urn = FILE
+            artifact.type_payload = beam_runner_api_pb2.ArtifactFilePayload(
+                path=str(cache.fetch(sha256)), sha256=sha256
+            ).SerializeToString()
+
+
+def link_files(
+    artifacts: list[beam_runner_api_pb2.ArtifactInformation], directory: Path
+) -> list[beam_runner_api_pb2.ArtifactInformation]:
+    """Give localized artifacts their staged names in `directory` (links into the cache), as
+    an SDK harness's boot would lay them out; return the artifacts linked."""
+    directory.mkdir(parents=True, exist_ok=True)
+    linked = []
+    for artifact in artifacts:
+        if artifact.type_urn != FILE:
+            continue
+        source = beam_runner_api_pb2.ArtifactFilePayload.FromString(artifact.type_payload).path
+        target = directory / staged_file_name(artifact)
+        if not target.exists():
+            os.symlink(source, target)
+        linked.append(artifact)
+    return linked

@@ -1,0 +1,209 @@
+"""Pipelines that bring code: --extra_package, --requirements_file and --save_main_session,
+submitted by the real Beam SDK from a script of its own (so `__main__` is the user's, and the
+staged package is importable only where Beamjobs installed it)."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from apache_beam.portability.api import beam_job_api_pb2 as api
+from apache_beam.portability.api import beam_runner_api_pb2
+
+PACKAGE = "beamjobs_e2e_tinypkg"
+
+
+@pytest.fixture(scope="session")
+def sdist(tmp_path_factory):
+    """A tiny package, built into an sdist here: `shout("a") == "A!"`."""
+    source = tmp_path_factory.mktemp("tinypkg")
+    (source / PACKAGE).mkdir()
+    (source / PACKAGE / "__init__.py").write_text(
+        "def shout(word):\n    return word.upper() + '!'\n"
+    )
+    (source / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [build-system]
+            requires = ["setuptools"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "{PACKAGE}"
+            version = "0.1"
+            """
+        )
+    )
+    dist = tmp_path_factory.mktemp("dist")
+    build = "from setuptools import build_meta; print(build_meta.build_sdist(__import__('sys').argv[1]))"
+    name = subprocess.run(
+        [sys.executable, "-c", build, str(dist)],
+        cwd=source,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[-1]
+    return dist / name
+
+
+# The user's script. Prints the job id, so the test can inspect the job afterwards.
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+
+    class Shout(beam.DoFn):
+        def process(self, word):
+            import beamjobs_e2e_tinypkg  # only where the staged package was installed
+
+            yield beamjobs_e2e_tinypkg.shout(word)
+
+
+    def run(argv, build):
+        pipeline = beam.Pipeline(options=PipelineOptions(argv))
+        build(pipeline)
+        result = pipeline.run()
+        print("JOB", result._job_id, flush=True)
+        print("STATE", result.wait_until_finish(), flush=True)
+
+
+    if __name__ == "__main__":
+        def shout_pipeline(pipeline):
+            words = pipeline | beam.Create(["a", "b"]) | beam.ParDo(Shout())
+            assert_that(words, equal_to(["A!", "B!"]))
+
+        run(sys.argv[1:], shout_pipeline)
+    """
+)
+
+# With --save_main_session: a module-level function, and a coder registered at module level,
+# which only a worker that loaded the pickled main session knows.
+MAIN_SESSION_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import apache_beam as beam
+    from apache_beam.coders import registry
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+
+    class Point:
+        pass
+
+
+    class PointCoder(beam.coders.Coder):
+        def encode(self, value):
+            return b""
+
+        def decode(self, encoded):
+            return Point()
+
+        def is_deterministic(self):
+            return True
+
+
+    registry.register_coder(Point, PointCoder)
+
+
+    def coder_seen_by_the_worker(word):
+        # Imported here, so that this is the worker's registry, not a copy pickled with us.
+        from apache_beam.coders import typecoders
+
+        return f"{word}:{type(typecoders.registry.get_coder(Point)).__name__}"
+
+
+    if __name__ == "__main__":
+        pipeline = beam.Pipeline(options=PipelineOptions(sys.argv[1:]))
+        seen = pipeline | beam.Create(["x"]) | beam.Map(coder_seen_by_the_worker)
+        assert_that(seen, equal_to(["x:PointCoder"]))
+        result = pipeline.run()
+        print("JOB", result._job_id, flush=True)
+        print("STATE", result.wait_until_finish(), flush=True)
+    """
+)
+
+
+def _submit(tmp_path, script, endpoint, *flags):
+    path = tmp_path / "user_pipeline.py"
+    path.write_text(script)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(path),
+            "--runner=PortableRunner",
+            f"--job_endpoint={endpoint}",
+            *flags,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = dict(
+        line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("JOB", "STATE"))
+    )
+    assert lines.get("STATE") == "DONE", done.stdout + done.stderr
+    return lines["JOB"]
+
+
+def _staged_names(job_service, job_id):
+    pipeline = job_service.GetPipeline(api.GetJobPipelineRequest(job_id=job_id)).pipeline
+    names = set()
+    for env in pipeline.components.environments.values():
+        for artifact in env.dependencies:
+            assert artifact.type_urn == "beam:artifact:type:url:v1"
+            url = beam_runner_api_pb2.ArtifactUrlPayload.FromString(artifact.type_payload).url
+            assert url.startswith("s3://") and "/artifacts/sha256/" in url
+            names.add(
+                beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(
+                    artifact.role_payload
+                ).staged_name
+            )
+    return names
+
+
+def _messages(job_service, job_id):
+    return [
+        r.message_response.message_text
+        for r in job_service.GetMessageStream(api.JobMessagesRequest(job_id=job_id))
+        if r.HasField("message_response")
+    ]
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [
+        # No environment given: the SDK's default DOCKER image, run in the worker's Python.
+        (),
+        (
+            "--environment_type=PROCESS",
+            f'--environment_config={{"command": "{sys.executable} -m beamjobs.worker.boot"}}',
+        ),
+    ],
+    ids=["default", "process"],
+)
+def test_an_extra_package_is_installed_for_the_pipeline(
+    tmp_path, endpoint, job_service, sdist, environment
+):
+    job_id = _submit(tmp_path, SCRIPT, endpoint, f"--extra_package={sdist}", *environment)
+    assert sdist.name in _staged_names(job_service, job_id)
+
+
+def test_a_requirements_file_naming_a_local_package_installs_it(
+    tmp_path, endpoint, job_service, sdist
+):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"{sdist}\n")
+    job_id = _submit(tmp_path, SCRIPT, endpoint, f"--requirements_file={requirements}")
+    assert sdist.name in _staged_names(job_service, job_id)
+    assert any("set up in the worker" in text for text in _messages(job_service, job_id))
+
+
+def test_the_main_session_reaches_the_worker(tmp_path, endpoint, job_service):
+    job_id = _submit(tmp_path, MAIN_SESSION_SCRIPT, endpoint, "--save_main_session")
+    assert "pickled_main_session" in _staged_names(job_service, job_id)
