@@ -2,15 +2,63 @@
 submitted by the real Beam SDK from a script of its own (so `__main__` is the user's, and the
 staged package is importable only where Beamjobs installed it)."""
 
+import hashlib
+import os
 import subprocess
 import sys
 import textwrap
+import time
 
+import boto3
+import grpc
 import pytest
 from apache_beam.portability.api import beam_job_api_pb2 as api
-from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.portability.api import beam_job_api_pb2_grpc, beam_runner_api_pb2
+
+from tests.e2e.conftest import Process, free_port, serve
 
 PACKAGE = "beamjobs_e2e_tinypkg"
+BUCKET = "beamjobs-artifacts"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A server on an embedded AWS of its own, so the tests can look into its bucket:
+    (job endpoint, S3 client)."""
+    tmp = tmp_path_factory.mktemp("artifacts-server")
+    aws_port, port = free_port(), free_port()
+    aws = Process(["aws", "--port", str(aws_port), "--template", "template.yaml"], tmp / "aws.log")
+    aws.wait_for_port(aws_port)
+    url = f"http://127.0.0.1:{aws_port}"
+    try:
+        server = serve(tmp, "server", port, "--aws-endpoint", url)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        yield f"localhost:{port}", s3
+        server.stop()
+    finally:
+        aws.stop()
+
+
+@pytest.fixture
+def endpoint(served):
+    return served[0]
+
+
+@pytest.fixture
+def job_service(endpoint):
+    with grpc.insecure_channel(endpoint) as channel:
+        yield beam_job_api_pb2_grpc.JobServiceStub(channel)
+
+
+def _stored_artifacts(s3):
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="artifacts/")
+    return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
 
 
 @pytest.fixture(scope="session")
@@ -128,17 +176,21 @@ MAIN_SESSION_SCRIPT = textwrap.dedent(
 )
 
 
-def _submit(tmp_path, script, endpoint, *flags):
+def _command(tmp_path, script, endpoint, *flags):
     path = tmp_path / "user_pipeline.py"
     path.write_text(script)
+    return [
+        sys.executable,
+        str(path),
+        "--runner=PortableRunner",
+        f"--job_endpoint={endpoint}",
+        *flags,
+    ]
+
+
+def _submit(tmp_path, script, endpoint, *flags):
     done = subprocess.run(
-        [
-            sys.executable,
-            str(path),
-            "--runner=PortableRunner",
-            f"--job_endpoint={endpoint}",
-            *flags,
-        ],
+        _command(tmp_path, script, endpoint, *flags),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -207,3 +259,55 @@ def test_a_requirements_file_naming_a_local_package_installs_it(
 def test_the_main_session_reaches_the_worker(tmp_path, endpoint, job_service):
     job_id = _submit(tmp_path, MAIN_SESSION_SCRIPT, endpoint, "--save_main_session")
     assert "pickled_main_session" in _staged_names(job_service, job_id)
+
+
+def test_a_second_job_with_the_same_artifacts_stores_nothing_new(tmp_path, endpoint, served, sdist):
+    s3 = served[1]
+    _submit(tmp_path, SCRIPT, endpoint, f"--extra_package={sdist}")
+    first = _stored_artifacts(s3)
+    assert first, "the first job staged nothing"
+    _submit(tmp_path, SCRIPT, endpoint, f"--extra_package={sdist}")
+    assert _stored_artifacts(s3) == first
+
+
+def test_a_client_killed_mid_staging_leaves_a_preparation_that_run_refuses(
+    tmp_path, endpoint, served, job_service
+):
+    s3 = served[1]
+    big = tmp_path / "big_package-0.1.tar.gz"
+    data = os.urandom(150 * 1024 * 1024)
+    big.write_bytes(data)
+    client = subprocess.Popen(
+        _command(
+            tmp_path, SCRIPT, endpoint, f"--extra_package={big}", "--job_name=killed-mid-staging"
+        ),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # Killed once the big artifact's upload is under way.
+        while not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads"):
+            assert client.poll() is None and time.monotonic() < deadline, "staging never began"
+            time.sleep(0.05)
+    finally:
+        client.kill()
+        client.wait()
+    [job] = [
+        info
+        for info in job_service.GetJobs(api.GetJobsRequest()).job_info
+        if info.job_name == "killed-mid-staging"
+    ]
+    assert job.state == api.JobState.STOPPED
+    with pytest.raises(grpc.RpcError) as refused:
+        job_service.Run(api.RunJobRequest(preparation_id=job.job_id))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert big.name in refused.value.details()
+    # Nothing half-written is visible, and the abandoned upload is cleaned up.
+    assert f"artifacts/sha256/{hashlib.sha256(data).hexdigest()}" not in _stored_artifacts(s3)
+    deadline = time.monotonic() + 30
+    while s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads"):
+        assert time.monotonic() < deadline, "the abandoned upload was left behind"
+        time.sleep(0.1)
+    assert not [key for key in _stored_artifacts(s3) if key.startswith("artifacts/incoming/")]
