@@ -2,7 +2,8 @@
 Beam Python SDK's PortableRunner) in one run, on this machine.
 
 Prints, for each server: the median submit→DONE of a trivial pipeline, GetState p50/p99, and
-jobs/s with 4 concurrent clients; then the ratios ours/peer.
+jobs/s with 4 concurrent clients; then the ratios ours/peer. Then, for each server, how much its
+resident memory grows while an SDK stages one 200 MB artifact to it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,8 +23,14 @@ from pathlib import Path
 import apache_beam as beam
 import grpc
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability import common_urns
+from apache_beam.portability.api import (
+    beam_artifact_api_pb2_grpc,
+    beam_job_api_pb2_grpc,
+    beam_runner_api_pb2,
+)
 from apache_beam.portability.api import beam_job_api_pb2 as api
-from apache_beam.portability.api import beam_job_api_pb2_grpc
+from apache_beam.runners.portability import artifact_service
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = "beam:env:embedded_python:v1"
@@ -46,7 +54,7 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int, timeout: float =
     raise TimeoutError(f"port {port} never opened")
 
 
-def _start(name: str, port: int) -> subprocess.Popen[bytes]:
+def _start(name: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
     if name == "beamjobs":
         command = [
             "-m",
@@ -56,6 +64,7 @@ def _start(name: str, port: int) -> subprocess.Popen[bytes]:
             str(port),
             "--template",
             "template.yaml",
+            *extra,
         ]
     else:
         command = [
@@ -184,14 +193,101 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def _memory_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _stage_one_artifact(endpoint: str, server_pid: int, size_mb: int) -> tuple[float, float]:
+    """Prepare a pipeline depending on one `size_mb` artifact and stage it with the SDK's own
+    staging client; return (the server's peak RSS growth in MB, seconds)."""
+    pipeline = beam.Pipeline()
+    _ = pipeline | beam.Create([1]) | beam.Map(str)
+    proto = pipeline.to_runner_api()
+    with tempfile.NamedTemporaryFile(suffix=".bin") as artifact:
+        for _ in range(size_mb):
+            artifact.write(os.urandom(1024 * 1024))
+        artifact.flush()
+        for env in proto.components.environments.values():
+            env.urn, env.payload = EMBEDDED, b""
+            del env.dependencies[:]
+            env.dependencies.add(
+                type_urn=common_urns.artifact_types.FILE.urn,
+                type_payload=beam_runner_api_pb2.ArtifactFilePayload(
+                    path=artifact.name
+                ).SerializeToString(),
+                role_urn=common_urns.artifact_roles.STAGING_TO.urn,
+                role_payload=beam_runner_api_pb2.ArtifactStagingToRolePayload(
+                    staged_name="big.bin"
+                ).SerializeToString(),
+            )
+        with grpc.insecure_channel(endpoint) as channel:
+            prepared = beam_job_api_pb2_grpc.JobServiceStub(channel).Prepare(
+                api.PrepareJobRequest(pipeline=proto, job_name="staging-memory")
+            )
+        # Writing 5 to clear_refs resets the peak (VmHWM) to the current resident size.
+        Path(f"/proc/{server_pid}/clear_refs").write_text("5")
+        before = _memory_kib(server_pid, "VmRSS")
+        started = time.perf_counter()
+        with grpc.insecure_channel(prepared.artifact_staging_endpoint.url) as channel:
+            artifact_service.offer_artifacts(
+                beam_artifact_api_pb2_grpc.ArtifactStagingServiceStub(channel),
+                artifact_service.ArtifactRetrievalService(
+                    artifact_service.BeamFilesystemHandler(None).file_reader
+                ),
+                prepared.staging_session_token,
+            )
+        elapsed = time.perf_counter() - started
+    return (_memory_kib(server_pid, "VmHWM") - before) / 1024, elapsed
+
+
+def staging_memory(name: str, size_mb: int) -> tuple[float, float]:
+    """Our shim runs against an embedded AWS in a process of its own: S3's copy of the bytes
+    must not count as the shim's memory."""
+    aws: subprocess.Popen[bytes] | None = None
+    extra: list[str] = []
+    if name == "beamjobs":
+        aws_port = _free_port()
+        aws = subprocess.Popen(
+            [sys.executable, "-m", "beamjobs.cli", "aws", "--port", str(aws_port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _wait_for_port(aws, aws_port)
+        extra = ["--aws-endpoint", f"http://127.0.0.1:{aws_port}"]
+    port = _free_port()
+    server = _start(name, port, *extra)
+    try:
+        return _stage_one_artifact(f"localhost:{port}", server.pid, size_mb)
+    finally:
+        _stop(server)
+        if aws is not None:
+            _stop(aws)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=10, help="sequential jobs for the median")
     parser.add_argument("--get-state-calls", type=int, default=500)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--concurrent-jobs", type=int, default=20)
+    parser.add_argument("--artifact-mb", type=int, default=200)
+    parser.add_argument("--only", choices=("jobs", "staging"), help="run one part of the benchmark")
     args = parser.parse_args()
+    if args.only != "staging":
+        compare_jobs(args)
+    if args.only != "jobs":
+        print(f"\nstaging one {args.artifact_mb} MB artifact with the SDK's staging client:")
+        for name in ("beamjobs", "LocalJobServicer"):
+            growth, seconds = staging_memory(name, args.artifact_mb)
+            print(f"  {name:<18} server peak RSS growth {growth:7.1f} MB   {seconds:6.2f} s")
 
+
+def compare_jobs(args: argparse.Namespace) -> None:
     results = {name: measure(name, args) for name in ("beamjobs", "LocalJobServicer")}
     ours, peer = results["beamjobs"], results["LocalJobServicer"]
     print(f"\n{'metric':<28}{'beamjobs':>12}{'LocalJobServicer':>18}{'ours/peer':>11}")

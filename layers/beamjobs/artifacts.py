@@ -61,7 +61,8 @@ class Upload:
 
     def __post_init__(self) -> None:
         self._hash = hashlib.sha256()
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []
+        self._buffered = 0
         self._key = f"{INCOMING_PREFIX}{uuid.uuid4().hex}"
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
@@ -75,8 +76,9 @@ class Upload:
                 "(BEAMJOBS_MAX_ARTIFACT_BYTES)"
             )
         self._hash.update(data)
-        self._buffer += data
-        if len(self._buffer) >= PART_BYTES:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered >= PART_BYTES:
             self._send_part()
 
     def finish(self, declared: str = "") -> str:
@@ -91,9 +93,9 @@ class Upload:
         final = ARTIFACT_PREFIX + sha
         with aws_errors(f"artifact {sha}"):
             if self._upload_id is None:
-                self.s3.put_object(Bucket=self.bucket, Key=final, Body=bytes(self._buffer))
+                self.s3.put_object(Bucket=self.bucket, Key=final, Body=self._take())
                 return sha
-            if self._buffer:
+            if self._chunks:
                 self._send_part()
             self.s3.complete_multipart_upload(
                 Bucket=self.bucket,
@@ -108,7 +110,7 @@ class Upload:
 
     def abort(self) -> None:
         """Drop whatever was sent (safe to call more than once)."""
-        self._buffer.clear()
+        self._take()
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             with aws_errors(f"artifact upload {self._key}"):
@@ -128,10 +130,16 @@ class Upload:
                 Key=self._key,
                 UploadId=self._upload_id,
                 PartNumber=number,
-                Body=bytes(self._buffer),
+                Body=self._take(),
             )["ETag"]
         self._parts.append({"PartNumber": number, "ETag": etag})
-        self._buffer.clear()
+
+    def _take(self) -> bytes:
+        """The buffered bytes as one block; the buffer is emptied (no second copy kept)."""
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return data
 
 
 class ArtifactStore:
