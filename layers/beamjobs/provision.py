@@ -109,7 +109,12 @@ def create_bucket(s3: Any, name: str, region: str, template: dict[str, Any]) -> 
 
 def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
     """CloudFormation's lifecycle rule shape → the S3 API's."""
-    api_rule: dict[str, Any] = {"ID": rule["Id"], "Status": rule["Status"], "Filter": {}}
+    prefix = rule.get("Prefix")
+    api_rule: dict[str, Any] = {
+        "ID": rule["Id"],
+        "Status": rule["Status"],
+        "Filter": {"Prefix": prefix} if prefix else {},
+    }
     if "ExpirationInDays" in rule:
         api_rule["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
     if "AbortIncompleteMultipartUpload" in rule:

@@ -4,6 +4,9 @@ import json
 
 import pytest
 
+from beamjobs.api import pipeline_pb2
+from beamjobs.artifacts import FILE
+from beamjobs.dependencies import reference
 from beamjobs.shim.invoker import LocalContext
 from beamjobs.states import JobState
 from beamjobs_functions.control.app import lambda_handler as control
@@ -200,3 +203,43 @@ def test_every_rpc_has_an_event_file_named_after_its_function():
         event = json.loads(path.read_text())
         assert path.name.startswith(FUNCTION_FOR_RPC[event["rpc"]] + "_"), path.name
     assert {json.loads(p.read_text())["rpc"] for p in rpc_events} == set(FUNCTION_FOR_RPC)
+
+
+def test_record_staging_makes_a_preparation_with_unstaged_artifacts_runnable(stores, executor):
+    job_id = _event("control_record_staging")["request"]["preparation_id"]
+    local = pipeline_pb2.ArtifactInformation(
+        type_urn=FILE,
+        type_payload=pipeline_pb2.ArtifactFilePayload(
+            path="/client/pkg.tar.gz"
+        ).SerializeToString(),
+    )
+    pipeline = pipeline_pb2.Pipeline.FromString(pipeline_bytes())
+    pipeline.components.environments["py"].dependencies.append(local)
+    stores.blobs.put("pipelines/unstaged", pipeline.SerializeToString())
+    stores.blobs.put("options/example", b"{}")
+    stores.jobs.create(
+        make_job(
+            job_id,
+            pipeline_ref="pipelines/unstaged",
+            options_ref="options/example",
+            unstaged=("/client/pkg.tar.gz",),
+        )
+    )
+    refused = _invoke(control, _event("control_run"))
+    assert refused["error"]["code"] == "FAILED_PRECONDITION"
+    assert "/client/pkg.tar.gz" in refused["error"]["message"]
+
+    del pipeline.components.environments["py"].dependencies[:]
+    pipeline.components.environments["py"].dependencies.append(
+        reference(stores.artifacts.location, "ab" * 32, local)
+    )
+    event = _event("control_record_staging")
+    stores.blobs.put(event["request"]["pipeline_ref"], pipeline.SerializeToString())
+    assert _invoke(control, event) == {"result": {"unstaged": []}}
+    assert stores.jobs.get(job_id).pipeline_ref == event["request"]["pipeline_ref"]
+    assert _invoke(control, _with_request_id(_event("control_run"), "after-staging")) == {
+        "result": {"job_id": job_id}
+    }
+    # Once run, the preparation's artifacts are settled.
+    late = _invoke(control, event)
+    assert late["error"]["code"] == "FAILED_PRECONDITION"
