@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from beamjobs import runtime
+from beamjobs import aws, runtime
 from beamjobs.embedded import local_settings, start_embedded, use_offline_credentials
 from beamjobs.provision import provision
 from beamjobs.settings import Settings
@@ -45,6 +45,7 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
     shim = await start_shim(
         InProcessInvoker(_handlers()),
         stores,
+        aws.client("dynamodbstreams", settings),
         host=host,
         port=port,
         advertised_endpoint=settings.advertised_endpoint,
@@ -65,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("BEAMJOBS_AWS_ENDPOINT"),
         help="use this AWS endpoint (another embedded AWS, LocalStack) instead of starting one",
     )
-    aws = commands.add_parser("aws", help="run the embedded AWS alone")
-    aws.add_argument("--port", type=int, default=5000)
-    aws.add_argument("--template", type=Path, default=Path("template.yaml"))
+    aws_only = commands.add_parser("aws", help="run the embedded AWS alone")
+    aws_only.add_argument("--port", type=int, default=5000)
+    aws_only.add_argument("--template", type=Path, default=Path("template.yaml"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # One line per request to the embedded AWS would drown everything else.

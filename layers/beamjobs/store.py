@@ -27,7 +27,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from beamjobs.aws import aws_errors
-from beamjobs.errors import Conflict, FailedPrecondition, NotFound
+from beamjobs.errors import Conflict, FailedPrecondition, NotFound, Unavailable
 from beamjobs.states import JobState, can_transition, is_terminal
 
 JOB_SK = "job"
@@ -45,6 +45,8 @@ _MAX_RACE_RETRIES = 50
 # DynamoDB items are at most 400 KB: a message longer than this is cut (and says so), and a
 # batch of messages holds at most this many characters.
 MAX_MESSAGE_CHARS = 100_000
+# Events read per call of JobStore.events: fewer means there were no more.
+EVENTS_PAGE = 500
 _MAX_BATCH_CHARS = 300_000
 
 _serializer = TypeSerializer()
@@ -279,6 +281,15 @@ class JobStore:
                 f"job {job_id} was already run: its artifacts can no longer change"
             ) from conflict
 
+    def stream_arn(self) -> str:
+        """The table's current DynamoDB Stream (Unavailable when it has none)."""
+        with aws_errors(f"table {self._table}"):
+            table = self._db.describe_table(TableName=self._table)["Table"]
+        arn = table.get("LatestStreamArn")
+        if not arn or not table.get("StreamSpecification", {}).get("StreamEnabled", True):
+            raise Unavailable(f"table {self._table} has no stream enabled")
+        return str(arn)
+
     # -- state and messages -------------------------------------------------------------------
 
     def transition(
@@ -345,7 +356,7 @@ class JobStore:
             else:
                 raise Conflict(f"job {job_id}: too many concurrent writers")
 
-    def events(self, job_id: str, *, after_seq: int = 0, limit: int = 500) -> list[Event]:
+    def events(self, job_id: str, *, after_seq: int = 0, limit: int = EVENTS_PAGE) -> list[Event]:
         """Stored events with a sequence number above `after_seq`, in order (at most about
         `limit`; call again after the last one for more)."""
         events: list[Event] = []
@@ -463,6 +474,15 @@ def _job_from_record(values: dict[str, Any]) -> Job:
 
 def _replace_state(job: Job, state: JobState, at: float, seq: int) -> Job:
     return replace(job, state=state, state_time=at, seq=seq)
+
+
+def event_from_stream_image(image: dict[str, Any]) -> tuple[str, Event] | None:
+    """The job id and event in a stream record's new image; None for any other item."""
+    values = _from_item(image)
+    pk, sk = str(values.get("pk", "")), str(values.get("sk", ""))
+    if not pk.startswith("job#") or not sk.startswith(EVENT_PREFIX):
+        return None
+    return pk[len("job#") :], _event_from_item(values)
 
 
 def _event_from_item(values: dict[str, Any]) -> Event:

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
-from beamjobs import runtime
+from beamjobs import aws, runtime
 from beamjobs.api import pipeline_pb2
 from beamjobs.embedded import EmbeddedAws
 from beamjobs.provision import provision
@@ -101,10 +101,22 @@ def fresh_handlers():
     query._routes.cache_clear()
 
 
+class RunningShim:
+    """A shim serving on a loop of its own thread, and a channel to it."""
+
+    def __init__(self, shim: Any, loop: asyncio.AbstractEventLoop, channel: grpc.Channel) -> None:
+        self.feed = shim.feed
+        self.channel = channel
+        self._shim = shim
+        self._loop = loop
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._shim.stop(grace=0), self._loop).result(timeout=10)
+
+
 @contextmanager
-def running_shim(settings: Settings) -> Iterator[grpc.Channel]:
-    """The shim on a free port of 127.0.0.1, with the real handlers in process; yields a
-    channel to it."""
+def running_shim(settings: Settings) -> Iterator[RunningShim]:
+    """The shim on a free port of 127.0.0.1, with the real handlers in process."""
     from beamjobs_functions.control.app import lambda_handler as control
     from beamjobs_functions.query.app import lambda_handler as query
 
@@ -114,6 +126,7 @@ def running_shim(settings: Settings) -> Iterator[grpc.Channel]:
     start = start_shim(
         InProcessInvoker({"control": control, "query": query}),
         runtime.stores(settings),
+        aws.client("dynamodbstreams", settings),
         host="127.0.0.1",
         port=0,
         advertised_endpoint=settings.advertised_endpoint,
@@ -123,9 +136,11 @@ def running_shim(settings: Settings) -> Iterator[grpc.Channel]:
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ]
+    running = None
     try:
         with grpc.insecure_channel(f"127.0.0.1:{shim.port}", options=options) as channel:
-            yield channel
+            running = RunningShim(shim, loop, channel)
+            yield running
     finally:
         asyncio.run_coroutine_threadsafe(shim.stop(grace=0), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
@@ -134,8 +149,8 @@ def running_shim(settings: Settings) -> Iterator[grpc.Channel]:
 
 @pytest.fixture
 def channel(settings, stores, executor) -> Iterator[grpc.Channel]:
-    with running_shim(settings) as channel:
-        yield channel
+    with running_shim(settings) as shim:
+        yield shim.channel
 
 
 def make_job(job_id: str, *, created: float = 1000.0, **fields: Any) -> Job:

@@ -118,8 +118,8 @@ DEPENDENCIES = (
 
 def test_prepare_advertises_the_staging_endpoint_and_token(settings, stores, executor):
     advertised = dataclasses.replace(settings, advertised_endpoint="jobs.example.com:443")
-    with running_shim(advertised) as channel:
-        _, response = _prepare(channel, _pipeline())
+    with running_shim(advertised) as shim:
+        _, response = _prepare(shim.channel, _pipeline())
     assert response.artifact_staging_endpoint.url == "jobs.example.com:443"
     assert response.staging_session_token == response.preparation_id
 
@@ -197,10 +197,10 @@ def test_bytes_that_differ_from_their_declared_hash_are_refused(
 
 def test_an_artifact_over_the_size_limit_is_resource_exhausted(settings, stores, executor):
     limited = dataclasses.replace(settings, max_artifact_bytes=10 * 1024 * 1024)
-    with running_shim(limited) as channel:
-        _, prepared = _prepare(channel, _pipeline(*DEPENDENCIES))
+    with running_shim(limited) as shim:
+        _, prepared = _prepare(shim.channel, _pipeline(*DEPENDENCIES))
         with pytest.raises(grpc.RpcError) as refused:
-            FakeSdk(channel, FILES).offer(prepared.staging_session_token)
+            FakeSdk(shim.channel, FILES).offer(prepared.staging_session_token)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     s3 = _s3(stores)
     assert _objects(s3, settings.bucket_name, "artifacts/") == {}

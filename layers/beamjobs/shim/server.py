@@ -8,6 +8,7 @@ import ctypes.util
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, job_api_pb2, job_api_pb2_grpc
 from beamjobs.runtime import Stores
 from beamjobs.shim.backend import Backend
+from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.shim.invoker import Invoker
 from beamjobs.shim.servicer import JobServicer
 from beamjobs.shim.staging import ArtifactStagingServicer
@@ -61,15 +63,19 @@ class Shim:
         port: int,
         health_servicer: health.HealthServicer,
         staging: ArtifactStagingServicer,
+        feed: ChangeFeed,
     ):
         self.server = server
         self.port = port
         self._health = health_servicer
         self._staging = staging
+        self.feed = feed
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        # Tell load balancers first, then let in-flight calls finish.
+        # Tell load balancers first; end open streams (UNAVAILABLE: clients subscribe again,
+        # elsewhere); then let in-flight calls finish.
         await self._health.enter_graceful_shutdown()
+        await self.feed.close()
         await self.server.stop(grace)
         await self._staging.settle()
 
@@ -85,6 +91,7 @@ def staging_endpoint(host: str, port: int, advertised: str | None) -> str:
 async def start_shim(
     invoker: Invoker,
     stores: Stores,
+    streams_client: Any,
     *,
     host: str,
     port: int,
@@ -114,8 +121,9 @@ async def start_shim(
         raise OSError(f"could not bind {host}:{port}")
     pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="shim-blocking")
     backend = Backend(invoker, stores, pool)
+    feed = ChangeFeed(streams_client, stores.jobs, backend.blocking)
     job_api_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(backend, staging_endpoint(host, bound, advertised_endpoint)), server
+        JobServicer(backend, feed, staging_endpoint(host, bound, advertised_endpoint)), server
     )
     staging = ArtifactStagingServicer(backend)
     artifact_api_pb2_grpc.add_ArtifactStagingServiceServicer_to_server(staging, server)
@@ -130,11 +138,12 @@ async def start_shim(
         ),
         server,
     )
+    feed.start()
     await server.start()
     for service in ("", JOB_SERVICE, STAGING_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info("Job API listening on %s:%d", host, bound)
-    return Shim(server, bound, health_servicer, staging)
+    return Shim(server, bound, health_servicer, staging, feed)
 
 
 async def serve_until_signalled(shim: Shim) -> None:

@@ -4,6 +4,7 @@ job's stored events; pipelines and metrics travel between shim and handlers by S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
 from beamjobs.service import require_id
 from beamjobs.shim import streams
 from beamjobs.shim.backend import Backend, guarded
+from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.store import Event
 
 JobState = job_api_pb2.JobState
@@ -47,8 +49,9 @@ def _messages(event: Event) -> list[job_api_pb2.JobMessagesResponse]:
 
 
 class JobServicer(job_api_pb2_grpc.JobServiceServicer):
-    def __init__(self, backend: Backend, staging_endpoint: str) -> None:
+    def __init__(self, backend: Backend, feed: ChangeFeed, staging_endpoint: str) -> None:
         self._stores = backend.stores
+        self._feed = feed
         self._blocking = backend.blocking
         self._call = backend.call
         # Where SDKs stage artifacts: this shim's ArtifactStagingService, as clients reach it.
@@ -143,9 +146,10 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     @guarded
     async def GetStateStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
-        async for event in streams.follow(self._stores.jobs, job_id, self._blocking):
-            if event.state is not None:
-                yield _state_event(event.state.value, event.time)
+        async with contextlib.aclosing(self._follow(job_id)) as events:
+            async for event in events:
+                if event.state is not None:
+                    yield _state_event(event.state.value, event.time)
         # Nothing follows the terminal state. The stream still ends a moment later, not at once:
         # Beam's Python SDK stops reading at the terminal state without cancelling, and a
         # server-side end racing that was seen to hang the SDK process's exit inside grpcio
@@ -155,10 +159,14 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     @guarded
     async def GetMessageStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
-        async for event in streams.follow(self._stores.jobs, job_id, self._blocking):
-            if event.state is not None:
-                yield job_api_pb2.JobMessagesResponse(
-                    state_response=_state_event(event.state.value, event.time)
-                )
-            for response in _messages(event):
-                yield response
+        async with contextlib.aclosing(self._follow(job_id)) as events:
+            async for event in events:
+                if event.state is not None:
+                    yield job_api_pb2.JobMessagesResponse(
+                        state_response=_state_event(event.state.value, event.time)
+                    )
+                for response in _messages(event):
+                    yield response
+
+    def _follow(self, job_id: str) -> Any:
+        return streams.follow(self._stores.jobs, self._feed, job_id, self._blocking)

@@ -1,39 +1,65 @@
-"""Following a job's stored events: replay what is stored, then poll for what comes, and stop
-after the terminal state. (A DynamoDB Streams change feed replaces the polling later; the
-contract stays: no gap, no duplicate, sequence order.)"""
+"""Following a job: its stored events from the first, then live ones from the change feed, until
+the terminal state — with no gap and no duplicate.
+
+The subscription is registered before the history is read, so an event written meanwhile is
+either in the history or waiting in the subscription (or both: the duplicate is dropped by its
+sequence number). A live event past the next expected number, a RESYNC from the feed, or a long
+silence makes the follower catch up from the table with one Query.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from beamjobs.errors import Unavailable
+from beamjobs.shim.changefeed import ChangeFeed, Closed
 from beamjobs.states import is_terminal
-from beamjobs.store import Event, JobStore
+from beamjobs.store import EVENTS_PAGE, Event, JobStore
 
 Blocking = Callable[..., Awaitable[Any]]
 
-# At most one Query per job and subscriber in this interval while waiting for news.
-POLL_INTERVAL_SECONDS = 0.1
+# With no news for this long, look at the table anyway: a last defence against a record the
+# feed could not know it missed. (Costs one Query per idle stream per interval.)
+SILENCE_CHECK_SECONDS = 60.0
 
 
 async def follow(
     store: JobStore,
+    feed: ChangeFeed,
     job_id: str,
     blocking: Blocking,
     *,
-    poll_interval: float = POLL_INTERVAL_SECONDS,
+    silence_check: float = SILENCE_CHECK_SECONDS,
 ) -> AsyncIterator[Event]:
     """Yield every event of the job in order, from the first, until its terminal state.
-    Raises NotFound (before yielding) for an unknown job."""
-    await blocking(store.get, job_id)
-    last_seq = 0
-    while True:
-        events: list[Event] = await blocking(store.events, job_id, after_seq=last_seq)
-        for event in events:
-            last_seq = event.seq
-            yield event
-            if event.state is not None and is_terminal(event.state):
-                return
-        if not events:
-            await asyncio.sleep(poll_interval)
+    Raises NotFound (before yielding) for an unknown job, Unavailable when the feed closes."""
+    subscription = feed.subscribe(job_id)
+    try:
+        await blocking(store.get, job_id)
+        last_seq = 0
+        catch_up = True
+        while True:
+            if catch_up:
+                events: list[Event] = await blocking(store.events, job_id, after_seq=last_seq)
+                for event in events:
+                    last_seq = event.seq
+                    yield event
+                    if event.state is not None and is_terminal(event.state):
+                        return
+                # A page ends the catch-up only when it brought everything there was.
+                catch_up = len(events) >= EVENTS_PAGE
+                if catch_up:
+                    continue
+            item = await subscription.next(silence_check)
+            if isinstance(item, Closed):
+                raise Unavailable("the Job API server is shutting down: subscribe again")
+            if not isinstance(item, Event) or item.seq > last_seq + 1:
+                catch_up = True  # a silence, a RESYNC, or a gap
+            elif item.seq == last_seq + 1:
+                last_seq = item.seq
+                yield item
+                if item.state is not None and is_terminal(item.state):
+                    return
+    finally:
+        feed.unsubscribe(subscription)

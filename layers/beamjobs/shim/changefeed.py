@@ -1,0 +1,270 @@
+"""The change feed: one reader per shim process tails the jobs table's DynamoDB Stream and hands
+each stored job event to the subscribers of its job.
+
+Records are hints, not the truth. Every event carries its job's sequence number, and a
+subscriber that sees a gap, or is told that the feed may have missed records, catches up from
+the table with one Query (beamjobs.shim.streams). So nothing the feed can suffer (an expired
+iterator, a trimmed shard, a stream briefly unavailable, a subscriber too slow to keep up)
+costs more than a Query; no message is ever lost.
+
+Shards are followed as DynamoDB Streams defines them: every shard of the stream, a child only
+after its parent is exhausted, shards open at start-up from LATEST (the table holds what came
+before), shards found later from TRIM_HORIZON. GetRecords runs about every 0.2 s per shard while
+records flow (DynamoDB Streams allows about five per second) and backs off to 0.5 s when idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from beamjobs.aws import error_code
+from beamjobs.errors import BeamjobsError
+from beamjobs.store import Event, JobStore, event_from_stream_image
+
+logger = logging.getLogger(__name__)
+Blocking = Callable[..., Awaitable[Any]]
+
+BUSY_INTERVAL_SECONDS = 0.2
+MAX_IDLE_INTERVAL_SECONDS = 0.5
+# Shards are listed again this often (and at once when one closes), to find new ones.
+DESCRIBE_INTERVAL_SECONDS = 10.0
+# Events waiting for one subscriber; beyond this it is told to catch up from the table.
+SUBSCRIBER_CAPACITY = 1000
+
+
+class Resync:
+    """Told to subscribers: records may have been missed; catch up from the table."""
+
+
+class Closed:
+    """Told to subscribers: the feed stopped (the shim is shutting down)."""
+
+
+RESYNC = Resync()
+CLOSED = Closed()
+Item = Event | Resync | Closed
+
+
+class Subscription:
+    """One subscriber's bounded queue of events of one job. Only the event loop's thread
+    touches it. A full queue is emptied and replaced by RESYNC: the subscriber catches up from
+    the table, and the reader never waits for it."""
+
+    def __init__(self, job_id: str, capacity: int) -> None:
+        self.job_id = job_id
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(capacity)
+
+    def offer(self, item: Item) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(CLOSED if isinstance(item, Closed) else RESYNC)
+
+    async def next(self, timeout: float) -> Item | None:
+        """The next item, or None when none came within `timeout` seconds."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+@dataclass
+class _Shard:
+    shard_id: str
+    parent_id: str | None
+    iterator: str | None = None
+    # The sequence number of the last record read (to resume after an expired iterator).
+    last_sequence: str | None = None
+    exhausted: bool = False
+
+
+class ChangeFeed:
+    def __init__(
+        self,
+        streams: Any,
+        store: JobStore,
+        blocking: Blocking,
+        *,
+        capacity: int = SUBSCRIBER_CAPACITY,
+        busy_interval: float = BUSY_INTERVAL_SECONDS,
+        max_idle_interval: float = MAX_IDLE_INTERVAL_SECONDS,
+        describe_interval: float = DESCRIBE_INTERVAL_SECONDS,
+    ) -> None:
+        self._streams = streams
+        self._store = store
+        self._blocking = blocking
+        self._capacity = capacity
+        self._busy = busy_interval
+        self._max_idle = max_idle_interval
+        self._describe_interval = describe_interval
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- subscribers ----------------------------------------------------------------------------
+
+    def subscribe(self, job_id: str) -> Subscription:
+        subscription = Subscription(job_id, self._capacity)
+        if self._closed:
+            subscription.offer(CLOSED)
+        self._subscribers.setdefault(job_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscribers = self._subscribers.get(subscription.job_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscribers[subscription.job_id]
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    def _broadcast(self, item: Item) -> None:
+        for subscribers in self._subscribers.values():
+            for subscription in subscribers:
+                subscription.offer(item)
+
+    def _dispatch(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            image = record.get("dynamodb", {}).get("NewImage")
+            decoded = event_from_stream_image(image) if image else None
+            if decoded is None:
+                continue  # a job record's projection or heartbeat, an idempotency item
+            job_id, event = decoded
+            for subscription in self._subscribers.get(job_id, ()):
+                subscription.offer(event)
+
+    # -- the reader -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="change-feed")
+
+    async def close(self) -> None:
+        """Stop reading; every open subscription ends (its stream answers UNAVAILABLE)."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._broadcast(CLOSED)
+
+    async def _run(self) -> None:
+        backoff = self._busy
+        first = True
+        while True:
+            try:
+                await self._follow_stream(start_at_latest=first)
+            except (BeamjobsError, ClientError, BotoCoreError, OSError) as error:
+                # Unavailable or gone: subscribers poll the table meanwhile, by resyncing.
+                logger.warning("change feed interrupted (%s); retrying in %.1f s", error, backoff)
+                self._broadcast(RESYNC)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = self._busy
+            first = False
+
+    async def _follow_stream(self, *, start_at_latest: bool) -> None:
+        """Read the table's current stream until it disappears (then return, to find the next
+        one). Shards open now start at LATEST only on the reader's first pass."""
+        stream_arn = await self._blocking(self._store.stream_arn)
+        shards: dict[str, _Shard] = {}
+        await self._discover(stream_arn, shards, initial=start_at_latest)
+        if not start_at_latest:
+            self._broadcast(RESYNC)  # a new stream, or a restart: what came between is unknown
+        interval = self._busy
+        next_describe = time.monotonic() + self._describe_interval
+        while True:
+            got_any = False
+            for shard in list(shards.values()):
+                if shard.exhausted or shard.iterator is None:
+                    continue
+                parent = shards.get(shard.parent_id) if shard.parent_id else None
+                if parent is not None and not parent.exhausted:
+                    continue  # a child is read only after its parent
+                got_any |= await self._read(stream_arn, shard)
+                if shard.exhausted:
+                    next_describe = 0.0  # its children appear in the next listing
+            if time.monotonic() >= next_describe:
+                await self._discover(stream_arn, shards, initial=False)
+                next_describe = time.monotonic() + self._describe_interval
+                if all(shard.exhausted for shard in shards.values()):
+                    return  # the stream ended (disabled, or replaced): find the current one
+            interval = self._busy if got_any else min(interval * 1.5, self._max_idle)
+            await asyncio.sleep(interval)
+
+    async def _discover(self, stream_arn: str, shards: dict[str, _Shard], *, initial: bool) -> None:
+        request: dict[str, Any] = {"StreamArn": stream_arn}
+        while True:
+            described = await self._blocking(self._streams.describe_stream, **request)
+            description = described["StreamDescription"]
+            for found in description.get("Shards", []):
+                shard_id = found["ShardId"]
+                if shard_id in shards:
+                    continue
+                shard = _Shard(shard_id, found.get("ParentShardId"))
+                shards[shard_id] = shard
+                closed = "EndingSequenceNumber" in found.get("SequenceNumberRange", {})
+                if initial and closed:
+                    shard.exhausted = True  # history: the table has it
+                else:
+                    position = "LATEST" if initial else "TRIM_HORIZON"
+                    shard.iterator = await self._iterator(stream_arn, shard_id, position)
+            last = description.get("LastEvaluatedShardId")
+            if not last:
+                return
+            request["ExclusiveStartShardId"] = last
+
+    async def _iterator(
+        self, stream_arn: str, shard_id: str, position: str, after: str | None = None
+    ) -> str:
+        request = {"StreamArn": stream_arn, "ShardId": shard_id, "ShardIteratorType": position}
+        if after is not None:
+            request["SequenceNumber"] = after
+        answer = await self._blocking(self._streams.get_shard_iterator, **request)
+        return str(answer["ShardIterator"])
+
+    async def _read(self, stream_arn: str, shard: _Shard) -> bool:
+        """One GetRecords on the shard; returns whether it brought records."""
+        try:
+            page = await self._blocking(
+                self._streams.get_records, ShardIterator=shard.iterator, Limit=1000
+            )
+        except ClientError as error:
+            code = error_code(error)
+            if code == "ExpiredIteratorException":
+                # Resume after the last record read; with none read, what came is unknown.
+                position = "AFTER_SEQUENCE_NUMBER" if shard.last_sequence else "LATEST"
+                shard.iterator = await self._iterator(
+                    stream_arn, shard.shard_id, position, shard.last_sequence
+                )
+                if shard.last_sequence is None:
+                    self._broadcast(RESYNC)
+                return False
+            if code == "TrimmedDataAccessException":
+                shard.iterator = await self._iterator(stream_arn, shard.shard_id, "TRIM_HORIZON")
+                self._broadcast(RESYNC)
+                return False
+            if code in ("LimitExceededException", "ThrottlingException"):
+                return False  # the next round comes after the idle interval
+            raise
+        records = page.get("Records", [])
+        if records:
+            shard.last_sequence = records[-1]["dynamodb"]["SequenceNumber"]
+            self._dispatch(records)
+        shard.iterator = page.get("NextShardIterator")
+        if shard.iterator is None:
+            shard.exhausted = True
+        return bool(records)

@@ -1,0 +1,304 @@
+"""The change feed and the follow protocol against a scripted DynamoDB Streams client and an
+in-memory event log: what moto cannot produce (several shards, shard rollover, expired
+iterators, trimmed data, an unavailable stream) and a stalled subscriber."""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import ClientError
+
+from beamjobs.errors import Unavailable
+from beamjobs.shim.changefeed import RESYNC, ChangeFeed
+from beamjobs.shim.streams import follow
+from beamjobs.states import JobState
+from beamjobs.store import Event, Message
+
+_serialize = TypeSerializer().serialize
+FAST = {"busy_interval": 0.001, "max_idle_interval": 0.005, "describe_interval": 0.01}
+
+
+def _image(job_id: str, event: Event) -> dict[str, Any]:
+    values: dict[str, Any] = {"pk": f"job#{job_id}", "sk": f"ev#{event.seq:012d}", "seq": event.seq}
+    values["time"] = 1
+    values["job_state"] = "RUNNING"
+    values["job_state_time"] = 1
+    if event.state is not None:
+        values["state"] = event.state.value
+    if event.messages:
+        values["messages"] = [
+            {"importance": m.importance, "text": m.text, "time": 1} for m in event.messages
+        ]
+    return {k: _serialize(v) for k, v in values.items()}
+
+
+class Log:
+    """The table's side: each job's stored events (what follow() catches up from)."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[Event]] = {}
+        self.queries = 0
+
+    def append(self, job_id: str, state: JobState | None = None, text: str | None = None) -> Event:
+        events = self.events.setdefault(job_id, [])
+        messages = (Message("JOB_MESSAGE_BASIC", text, 1.0),) if text else ()
+        event = Event(seq=len(events) + 1, time=1.0, state=state, messages=messages)
+        events.append(event)
+        return event
+
+    # The JobStore methods the feed and follow() use.
+    def stream_arn(self) -> str:
+        return "arn:stream"
+
+    def get(self, job_id: str) -> None:
+        assert job_id in self.events
+
+    def events_after(self, job_id: str, after_seq: int = 0, limit: int = 500) -> list[Event]:
+        self.queries += 1
+        return [e for e in self.events[job_id] if e.seq > after_seq][:limit]
+
+
+class FakeStore:
+    def __init__(self, log: Log) -> None:
+        self._log = log
+        self.stream_arn = log.stream_arn
+        self.get = log.get
+
+    def events(self, job_id: str, *, after_seq: int = 0, limit: int = 500) -> list[Event]:
+        return self._log.events_after(job_id, after_seq, limit)
+
+
+class Shard:
+    def __init__(self, shard_id: str, parent: str | None = None) -> None:
+        self.shard_id = shard_id
+        self.parent = parent
+        self.records: list[dict[str, Any]] = []
+        self.closed = False
+
+
+def _error(code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}}, "GetRecords")
+
+
+class FakeStreams:
+    """A DynamoDB Streams client over scripted shards. Iterators are "<shard>:<position>";
+    `failures` maps a call name to error codes to raise, one per call, first."""
+
+    def __init__(self) -> None:
+        self.shards: list[Shard] = []
+        self.failures: dict[str, list[str]] = {}
+        self.iterator_requests: list[tuple[str, str]] = []
+        self._sequence = 0
+
+    def add_shard(self, shard_id: str, parent: str | None = None) -> Shard:
+        shard = Shard(shard_id, parent)
+        self.shards.append(shard)
+        return shard
+
+    def put(self, shard: Shard, job_id: str, event: Event) -> None:
+        self._sequence += 1
+        shard.records.append(
+            {
+                "eventName": "INSERT",
+                "dynamodb": {
+                    "SequenceNumber": f"{self._sequence:021d}",
+                    "NewImage": _image(job_id, event),
+                },
+            }
+        )
+
+    def _fail(self, call: str) -> None:
+        if self.failures.get(call):
+            raise _error(self.failures[call].pop(0))
+
+    def describe_stream(self, StreamArn: str, **_: Any) -> dict[str, Any]:
+        self._fail("describe_stream")
+        shards = []
+        for shard in self.shards:
+            numbers: dict[str, str] = {"StartingSequenceNumber": "0"}
+            if shard.closed:
+                numbers["EndingSequenceNumber"] = "9" * 21
+            entry: dict[str, Any] = {"ShardId": shard.shard_id, "SequenceNumberRange": numbers}
+            if shard.parent:
+                entry["ParentShardId"] = shard.parent
+            shards.append(entry)
+        return {"StreamDescription": {"Shards": shards}}
+
+    def get_shard_iterator(
+        self, StreamArn: str, ShardId: str, ShardIteratorType: str, SequenceNumber: str = ""
+    ) -> dict[str, Any]:
+        self.iterator_requests.append((ShardId, ShardIteratorType))
+        shard = next(s for s in self.shards if s.shard_id == ShardId)
+        position = {
+            "TRIM_HORIZON": 0,
+            "LATEST": len(shard.records),
+            "AFTER_SEQUENCE_NUMBER": next(
+                (
+                    i + 1
+                    for i, r in enumerate(shard.records)
+                    if r["dynamodb"]["SequenceNumber"] == SequenceNumber
+                ),
+                0,
+            ),
+        }[ShardIteratorType]
+        return {"ShardIterator": f"{ShardId}:{position}"}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        self._fail("get_records")
+        shard_id, position = ShardIterator.rsplit(":", 1)
+        shard = next(s for s in self.shards if s.shard_id == shard_id)
+        records = shard.records[int(position) : int(position) + Limit]
+        end = int(position) + len(records)
+        page: dict[str, Any] = {"Records": records}
+        if not (shard.closed and end == len(shard.records)):
+            page["NextShardIterator"] = f"{shard_id}:{end}"
+        return page
+
+
+async def _blocking(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return function(*args, **kwargs)
+
+
+async def _collect(feed: ChangeFeed, log: Log, job_id: str) -> list[int]:
+    return [e.seq async for e in follow(FakeStore(log), feed, job_id, _blocking, silence_check=5)]
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.005)
+
+
+def _run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 20))
+
+
+def _feed(streams: FakeStreams, log: Log, **options: Any) -> ChangeFeed:
+    return ChangeFeed(streams, FakeStore(log), _blocking, **{**FAST, **options})
+
+
+def test_children_are_read_after_their_parent_and_every_record_arrives_once_in_order():
+    async def scenario():
+        log, streams = Log(), FakeStreams()
+        parent = streams.add_shard("shard-1")
+        feed = _feed(streams, log)
+        feed.start()
+        log.append("j")  # STOPPED, stored before the subscription
+        follower = asyncio.create_task(_collect(feed, log, "j"))
+        await _until(lambda: feed.subscriber_count == 1)
+        await asyncio.sleep(0.02)  # the reader holds LATEST iterators on the open shard
+        for _ in range(3):
+            streams.put(parent, "j", log.append("j", text="in the parent"))
+        # The parent closes and splits; the child's records come after the parent's.
+        parent.closed = True
+        child = streams.add_shard("shard-2", parent="shard-1")
+        for _ in range(3):
+            streams.put(child, "j", log.append("j", text="in the child"))
+        streams.put(child, "j", log.append("j", state=JobState.DONE))
+        seqs = await follower
+        await feed.close()
+        return seqs, log, streams
+
+    seqs, log, streams = _run(scenario())
+    assert seqs == list(range(1, 9))
+    # Live events came from the stream: only the replay and no catch-up queried the table.
+    assert log.queries == 1
+    assert ("shard-2", "TRIM_HORIZON") in streams.iterator_requests
+
+
+def test_an_expired_iterator_resumes_after_the_last_record_read():
+    async def scenario():
+        log, streams = Log(), FakeStreams()
+        shard = streams.add_shard("shard-1")
+        feed = _feed(streams, log)
+        feed.start()
+        log.append("j")
+        follower = asyncio.create_task(_collect(feed, log, "j"))
+        await _until(lambda: feed.subscriber_count == 1)
+        await asyncio.sleep(0.02)
+        streams.put(shard, "j", log.append("j", text="one"))
+        await _until(lambda: streams.iterator_requests.count(("shard-1", "LATEST")) >= 1)
+        await asyncio.sleep(0.02)
+        streams.failures["get_records"] = ["ExpiredIteratorException"]
+        streams.put(shard, "j", log.append("j", text="two"))
+        streams.put(shard, "j", log.append("j", state=JobState.DONE))
+        seqs = await follower
+        await feed.close()
+        return seqs, streams
+
+    seqs, streams = _run(scenario())
+    assert seqs == [1, 2, 3, 4]
+    assert ("shard-1", "AFTER_SEQUENCE_NUMBER") in streams.iterator_requests
+
+
+@pytest.mark.parametrize("failure", ["TrimmedDataAccessException", "ResourceNotFoundException"])
+def test_lost_records_are_caught_up_from_the_table(failure):
+    """Trimmed data, or a stream that is gone: the events written meanwhile never come from
+    the stream, yet the follower gets them all, in order."""
+
+    async def scenario():
+        log, streams = Log(), FakeStreams()
+        streams.add_shard("shard-1")
+        feed = _feed(streams, log)
+        feed.start()
+        log.append("j")
+        follower = asyncio.create_task(_collect(feed, log, "j"))
+        await _until(lambda: feed.subscriber_count == 1)
+        await asyncio.sleep(0.02)
+        # Written to the table only: the stream lost them.
+        log.append("j", text="lost one")
+        log.append("j", state=JobState.DONE)
+        streams.failures["get_records"] = [failure]
+        seqs = await follower
+        await feed.close()
+        return seqs
+
+    assert _run(scenario()) == [1, 2, 3]
+
+
+def test_a_stalled_subscriber_delays_no_one_and_catches_up_without_loss():
+    async def scenario():
+        log, streams = Log(), FakeStreams()
+        shard = streams.add_shard("shard-1")
+        feed = _feed(streams, log, capacity=5)
+        feed.start()
+        log.append("j")
+        stalled = feed.subscribe("j")  # never reads while the job writes
+        follower = asyncio.create_task(_collect(feed, log, "j"))
+        await _until(lambda: feed.subscriber_count == 2)
+        await asyncio.sleep(0.02)
+        for index in range(50):
+            streams.put(shard, "j", log.append("j", text=f"message {index}"))
+        streams.put(shard, "j", log.append("j", state=JobState.CANCELLED))
+        seqs = await follower
+        # The stalled one was told to catch up, holding no more than its capacity.
+        first = await stalled.next(1)
+        feed.unsubscribe(stalled)
+        late = await _collect(feed, log, "j")
+        await feed.close()
+        return seqs, first, late
+
+    seqs, first, late = _run(scenario())
+    assert seqs == list(range(1, 53))
+    assert first is RESYNC
+    assert late == list(range(1, 53))
+
+
+def test_closing_the_feed_ends_open_follows_with_unavailable_and_empties_the_registry():
+    async def scenario():
+        log, streams = Log(), FakeStreams()
+        streams.add_shard("shard-1")
+        feed = _feed(streams, log)
+        feed.start()
+        log.append("j")
+        follower = asyncio.create_task(_collect(feed, log, "j"))
+        await _until(lambda: feed.subscriber_count == 1)
+        await feed.close()
+        with pytest.raises(Unavailable):
+            await follower
+        return feed.subscriber_count
+
+    assert _run(scenario()) == 0
