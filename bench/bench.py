@@ -3,12 +3,15 @@ Beam Python SDK's PortableRunner) in one run, on this machine.
 
 Prints, for each server: the median submit→DONE of a trivial pipeline, GetState p50/p99, and
 jobs/s with 4 concurrent clients; then the ratios ours/peer. Then, for each server, how much its
-resident memory grows while an SDK stages one 200 MB artifact to it.
+resident memory grows while an SDK stages one 200 MB artifact to it. Then Beamjobs alone (Beam's
+server has no comparable feed): 1,000 GetStateStream subscribers on one shim, to jobs that then
+run — delay from each terminal state's write to its delivery, the shim's peak RSS and CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import socket
@@ -243,22 +246,26 @@ def _stage_one_artifact(endpoint: str, server_pid: int, size_mb: int) -> tuple[f
     return (_memory_kib(server_pid, "VmHWM") - before) / 1024, elapsed
 
 
+def _start_embedded_aws() -> tuple[subprocess.Popen[bytes], list[str]]:
+    """An embedded AWS in a process of its own, so that the shim's memory and CPU figures
+    count the shim alone; returns it and the flags that point a shim at it."""
+    port = _free_port()
+    aws = subprocess.Popen(
+        [sys.executable, "-m", "beamjobs.cli", "aws", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _wait_for_port(aws, port)
+    return aws, ["--aws-endpoint", f"http://127.0.0.1:{port}"]
+
+
 def staging_memory(name: str, size_mb: int) -> tuple[float, float]:
-    """Our shim runs against an embedded AWS in a process of its own: S3's copy of the bytes
-    must not count as the shim's memory."""
     aws: subprocess.Popen[bytes] | None = None
     extra: list[str] = []
     if name == "beamjobs":
-        aws_port = _free_port()
-        aws = subprocess.Popen(
-            [sys.executable, "-m", "beamjobs.cli", "aws", "--port", str(aws_port)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        _wait_for_port(aws, aws_port)
-        extra = ["--aws-endpoint", f"http://127.0.0.1:{aws_port}"]
+        aws, extra = _start_embedded_aws()
     port = _free_port()
     server = _start(name, port, *extra)
     try:
@@ -269,6 +276,84 @@ def staging_memory(name: str, size_mb: int) -> tuple[float, float]:
             _stop(aws)
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _fan_out(endpoint: str, job_ids: list[str], subscribers: int) -> list[float]:
+    """Subscribe `subscribers` state streams spread over the jobs, run the jobs, and return
+    each subscriber's delay from its job's terminal state (as timestamped when written) to
+    receiving it."""
+    channels = [grpc.aio.insecure_channel(endpoint) for _ in range(10)]
+    subscribed = 0
+    all_subscribed = asyncio.Event()
+    terminal = {api.JobState.DONE, api.JobState.FAILED, api.JobState.CANCELLED}
+
+    async def subscribe(index: int) -> float:
+        nonlocal subscribed
+        stub = beam_job_api_pb2_grpc.JobServiceStub(channels[index % len(channels)])
+        call = stub.GetStateStream(api.GetJobStateRequest(job_id=job_ids[index % len(job_ids)]))
+        async for event in call:
+            if event.state == api.JobState.STOPPED:
+                subscribed += 1
+                if subscribed == subscribers:
+                    all_subscribed.set()
+            if event.state in terminal:
+                delay = time.time() - event.timestamp.ToNanoseconds() / 1e9
+                call.cancel()
+                return delay
+        raise RuntimeError("a stream ended before its job")
+
+    waiting = [asyncio.create_task(subscribe(index)) for index in range(subscribers)]
+    await all_subscribed.wait()
+    run_stub = beam_job_api_pb2_grpc.JobServiceStub(channels[0])
+    await asyncio.gather(
+        *(run_stub.Run(api.RunJobRequest(preparation_id=job_id)) for job_id in job_ids)
+    )
+    delays = await asyncio.gather(*waiting)
+    for channel in channels:
+        await channel.close()
+    return list(delays)
+
+
+def fan_out(subscribers: int, jobs: int) -> dict[str, float]:
+    aws, extra = _start_embedded_aws()
+    port = _free_port()
+    server = _start("beamjobs", port, *extra)
+    endpoint = f"localhost:{port}"
+    try:
+        pipeline = beam.Pipeline()
+        _ = pipeline | beam.Create([1]) | beam.Map(str)
+        proto = pipeline.to_runner_api()
+        for env in proto.components.environments.values():
+            env.urn, env.payload = EMBEDDED, b""
+            del env.dependencies[:]
+        with grpc.insecure_channel(endpoint) as channel:
+            stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+            request = api.PrepareJobRequest(pipeline=proto, job_name="fan-out")
+            job_ids = [stub.Prepare(request).preparation_id for _ in range(jobs)]
+        Path(f"/proc/{server.pid}/clear_refs").write_text("5")
+        rss_before = _memory_kib(server.pid, "VmRSS")
+        cpu_before, started = _cpu_seconds(server.pid), time.perf_counter()
+        delays = asyncio.run(_fan_out(endpoint, job_ids, subscribers))
+        cpu = _cpu_seconds(server.pid) - cpu_before
+        wall = time.perf_counter() - started
+        return {
+            "delay_p50_ms": _percentile(delays, 0.50) * 1000,
+            "delay_p99_ms": _percentile(delays, 0.99) * 1000,
+            "delay_max_ms": max(delays) * 1000,
+            "shim_peak_rss_mb": _memory_kib(server.pid, "VmHWM") / 1024,
+            "shim_rss_growth_mb": (_memory_kib(server.pid, "VmHWM") - rss_before) / 1024,
+            "shim_cpu_s": cpu,
+            "shim_cpu_percent_of_one_core": 100 * cpu / wall,
+            "wall_s": wall,
+        }
+    finally:
+        _stop(server)
+        _stop(aws)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=10, help="sequential jobs for the median")
@@ -276,15 +361,26 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--concurrent-jobs", type=int, default=20)
     parser.add_argument("--artifact-mb", type=int, default=200)
-    parser.add_argument("--only", choices=("jobs", "staging"), help="run one part of the benchmark")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--fan-out-jobs", type=int, default=20)
+    parser.add_argument(
+        "--only", choices=("jobs", "staging", "fan-out"), help="run one part of the benchmark"
+    )
     args = parser.parse_args()
-    if args.only != "staging":
+    if args.only in (None, "jobs"):
         compare_jobs(args)
-    if args.only != "jobs":
+    if args.only in (None, "staging"):
         print(f"\nstaging one {args.artifact_mb} MB artifact with the SDK's staging client:")
         for name in ("beamjobs", "LocalJobServicer"):
             growth, seconds = staging_memory(name, args.artifact_mb)
             print(f"  {name:<18} server peak RSS growth {growth:7.1f} MB   {seconds:6.2f} s")
+    if args.only in (None, "fan-out"):
+        print(
+            f"\n{args.subscribers} GetStateStream subscribers on one shim, "
+            f"{args.fan_out_jobs} jobs then run (terminal state written → delivered):"
+        )
+        for metric, value in fan_out(args.subscribers, args.fan_out_jobs).items():
+            print(f"  {metric:<30}{value:>10.1f}")
 
 
 def compare_jobs(args: argparse.Namespace) -> None:

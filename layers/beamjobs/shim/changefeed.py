@@ -10,7 +10,8 @@ costs more than a Query; no message is ever lost.
 Shards are followed as DynamoDB Streams defines them: every shard of the stream, a child only
 after its parent is exhausted, shards open at start-up from LATEST (the table holds what came
 before), shards found later from TRIM_HORIZON. GetRecords runs about every 0.2 s per shard while
-records flow (DynamoDB Streams allows about five per second) and backs off to 0.5 s when idle.
+records flow (DynamoDB Streams allows about five per second; the time a call takes counts
+towards it) and backs off to 0.5 s when idle.
 """
 
 from __future__ import annotations
@@ -187,6 +188,7 @@ class ChangeFeed:
         interval = self._busy
         next_describe = time.monotonic() + self._describe_interval
         while True:
+            round_started = time.monotonic()
             got_any = False
             for shard in list(shards.values()):
                 if shard.exhausted or shard.iterator is None:
@@ -203,7 +205,9 @@ class ChangeFeed:
                 if all(shard.exhausted for shard in shards.values()):
                     return  # the stream ended (disabled, or replaced): find the current one
             interval = self._busy if got_any else min(interval * 1.5, self._max_idle)
-            await asyncio.sleep(interval)
+            # The interval is between the starts of rounds: a slow GetRecords is not followed
+            # by a full pause as well.
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - round_started)))
 
     async def _discover(self, stream_arn: str, shards: dict[str, _Shard], *, initial: bool) -> None:
         request: dict[str, Any] = {"StreamArn": stream_arn}
