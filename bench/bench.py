@@ -362,7 +362,13 @@ def main() -> None:
     parser.add_argument("--concurrent-jobs", type=int, default=20)
     parser.add_argument("--artifact-mb", type=int, default=200)
     parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--fan-out-jobs", type=int, default=20)
+    parser.add_argument(
+        "--fan-out-jobs",
+        type=int,
+        nargs="+",
+        default=[5, 10, 20],
+        help="run the fan-out once per number of jobs (the subscribers spread over them)",
+    )
     parser.add_argument(
         "--only", choices=("jobs", "staging", "fan-out"), help="run one part of the benchmark"
     )
@@ -376,11 +382,13 @@ def main() -> None:
             print(f"  {name:<18} server peak RSS growth {growth:7.1f} MB   {seconds:6.2f} s")
     if args.only in (None, "fan-out"):
         print(
-            f"\n{args.subscribers} GetStateStream subscribers on one shim, "
-            f"{args.fan_out_jobs} jobs then run (terminal state written → delivered):"
+            f"\n{args.subscribers} GetStateStream subscribers on one shim, spread over N jobs "
+            "that then run at once (delay: terminal state written → delivered):"
         )
-        for metric, value in fan_out(args.subscribers, args.fan_out_jobs).items():
-            print(f"  {metric:<30}{value:>10.1f}")
+        runs = {jobs: fan_out(args.subscribers, jobs) for jobs in args.fan_out_jobs}
+        print(f"  {'N jobs':<30}" + "".join(f"{jobs:>10}" for jobs in runs))
+        for metric in next(iter(runs.values())):
+            print(f"  {metric:<30}" + "".join(f"{run[metric]:>10.1f}" for run in runs.values()))
 
 
 def compare_jobs(args: argparse.Namespace) -> None:
