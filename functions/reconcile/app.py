@@ -1,5 +1,6 @@
-"""Reconcile: run on a schedule; fails jobs whose workers went silent past their lease. Its role
-may read and write the table."""
+"""Reconcile: ends jobs whose workers could not record how they ended. Invoked on a schedule
+(workers gone silent past their lease), by EventBridge when a run-job execution ends, and by the
+state machine's Catch (the worker's task failed). Its role may read and write the table."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beamjobs import runtime
-from beamjobs.reconcile import fail_lost_jobs
+from beamjobs.errors import InvalidArgument
+from beamjobs.reconcile import fail_lost_jobs, settle_execution
+from beamjobs.service import require_id
 from beamjobs.settings import Settings
 
 logger = Logger(service="beamjobs-reconcile")
 metrics = Metrics(namespace="Beamjobs", service="beamjobs-reconcile")
 tracer = Tracer(service="beamjobs-reconcile")
+
+EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
 
 
 @functools.cache
@@ -24,12 +29,35 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
+def _detail(error: Any, cause: Any) -> str:
+    return ": ".join(str(part) for part in (error, cause) if part)
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = _settings()
-    settled = fail_lost_jobs(runtime.stores(settings).jobs, lease_seconds=settings.lease_seconds)
+    jobs = runtime.stores(settings).jobs
+    if event.get("detail-type") == EXECUTION_STATUS_CHANGE:
+        detail = event.get("detail") or {}
+        job_id = require_id(detail.get("name"), "detail.name")
+        status = str(detail.get("status", ""))
+        state = settle_execution(
+            jobs, job_id, status, _detail(detail.get("error"), detail.get("cause"))
+        )
+        logger.info("execution ended", job_id=job_id, status=status, state=state.value)
+        return {"settled": {job_id: state.value}}
+    if "job_id" in event:  # the state machine's Catch: the worker's task failed
+        job_id = require_id(event["job_id"])
+        state = settle_execution(
+            jobs, job_id, "FAILED", _detail(event.get("error"), event.get("cause"))
+        )
+        metrics.add_metric(name="WorkerTasksFailed", unit=MetricUnit.Count, value=1)
+        return {"settled": {job_id: state.value}}
+    if event.get("detail-type") != "Scheduled Event":
+        raise InvalidArgument(f"unexpected event: {sorted(event)}")
+    settled = fail_lost_jobs(jobs, lease_seconds=settings.lease_seconds)
     metrics.add_metric(name="WorkersLost", unit=MetricUnit.Count, value=len(settled))
     for job_id, state in settled.items():
         logger.warning("settled a job whose worker went silent", job_id=job_id, state=state.value)

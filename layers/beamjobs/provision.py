@@ -22,7 +22,9 @@ class _TemplateLoader(yaml.SafeLoader):
 def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
     name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
     if isinstance(node, yaml.ScalarNode):
-        return {name: loader.construct_scalar(node)}
+        value = loader.construct_scalar(node)
+        # `!GetAtt Resource.Attribute` is the short form of ["Resource", "Attribute"].
+        return {name: value.split(".", 1) if suffix == "GetAtt" else value}
     if isinstance(node, yaml.SequenceNode):
         return {name: loader.construct_sequence(node, deep=True)}
     return {name: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]

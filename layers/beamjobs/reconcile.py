@@ -1,5 +1,6 @@
-"""Find jobs whose workers went silent and end them: the rule behind the reconcile function
-(run on a schedule on AWS) and the local executor's periodic check."""
+"""Ending jobs whose workers could not record how they ended: workers gone silent (the reconcile
+function on a schedule on AWS, and the local executor's periodic check), and Step Functions
+executions that failed, timed out or were stopped."""
 
 from __future__ import annotations
 
@@ -24,3 +25,20 @@ def fail_lost_jobs(store: JobStore, *, lease_seconds: float) -> dict[str, JobSta
         cause = f"worker lost: no heartbeat since {since} (lease {lease_seconds:g} s)"
         settled[job.job_id] = settle(store, job.job_id, cause)
     return settled
+
+
+# Step Functions execution statuses, and what they mean for a job whose worker left no outcome.
+_EXECUTION_ENDINGS = {
+    "SUCCEEDED": "the worker's task ended without recording an outcome",
+    "FAILED": "the worker's task failed",
+    "TIMED_OUT": "the job timed out",
+    "ABORTED": "the job's execution was stopped",
+}
+
+
+def settle_execution(store: JobStore, job_id: str, status: str, detail: str = "") -> JobState:
+    """Settle a job whose execution ended with `status`: a terminal state the worker recorded
+    stands; a job being cancelled (or drained) ends CANCELLED (DRAINED); any other ends FAILED
+    with a cause naming the status and `detail` (the execution's error and cause)."""
+    cause = _EXECUTION_ENDINGS.get(status, f"the job's execution ended {status}")
+    return settle(store, job_id, f"{cause}: {detail}" if detail else cause)

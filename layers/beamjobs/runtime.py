@@ -44,12 +44,25 @@ _executors_lock = threading.Lock()
 def executor(settings: Settings, jobs: JobStore) -> Executor:
     """The executor for these settings, shared by everything in the process: the local one owns
     the worker processes it started, so there must be only one."""
-    from beamjobs.local_executor import ProcessExecutor
-
     with _executors_lock:
         if settings not in _executors:
-            _executors[settings] = ProcessExecutor(settings, jobs)
+            _executors[settings] = _new_executor(settings, jobs)
         return _executors[settings]
+
+
+def _new_executor(settings: Settings, jobs: JobStore) -> Executor:
+    if settings.executor == "stepfunctions":
+        from beamjobs.stepfunctions import StepFunctionsExecutor
+
+        assert settings.state_machine_arn is not None  # Settings.from_env checks it
+        return StepFunctionsExecutor(
+            aws.client("stepfunctions", settings),
+            settings.state_machine_arn,
+            BlobStore(aws.client("s3", settings), settings.bucket_name),
+        )
+    from beamjobs.local_executor import ProcessExecutor
+
+    return ProcessExecutor(settings, jobs)
 
 
 def install_executor(settings: Settings, chosen: Executor) -> None:

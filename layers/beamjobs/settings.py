@@ -17,7 +17,8 @@ class Settings:
     region: str = "us-east-1"
     # None means the SDK's own resolution (real AWS); set for the embedded AWS or LocalStack.
     endpoint_url: str | None = None
-    # "local": worker processes on this machine (the only engine so far).
+    # "local": worker processes on this machine; "stepfunctions": an execution of the run-job
+    # state machine per job (state_machine_arn), running the worker on Fargate.
     executor: str = "local"
     state_machine_arn: str | None = None
     # Jobs and their history expire (DynamoDB TTL) this many days after they were prepared.
@@ -43,8 +44,14 @@ class Settings:
         if missing:
             raise InvalidArgument(f"missing settings: {', '.join(missing)}")
         executor = env.get("BEAMJOBS_EXECUTOR", "local")
-        if executor != "local":
-            raise InvalidArgument(f"BEAMJOBS_EXECUTOR must be local, not {executor!r}")
+        if executor not in ("local", "stepfunctions"):
+            raise InvalidArgument(
+                f"BEAMJOBS_EXECUTOR must be local or stepfunctions, not {executor!r}"
+            )
+        if executor == "stepfunctions" and not env.get("BEAMJOBS_STATE_MACHINE_ARN"):
+            raise InvalidArgument(
+                "BEAMJOBS_EXECUTOR=stepfunctions needs BEAMJOBS_STATE_MACHINE_ARN"
+            )
         return cls(
             table_name=env["BEAMJOBS_TABLE"],
             bucket_name=env["BEAMJOBS_BUCKET"],

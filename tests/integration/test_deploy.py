@@ -1,0 +1,363 @@
+"""The AWS deployment, proven offline: template.yaml transformed by aws-sam-translator (code
+packaged to S3 as `sam package` would) deploys into moto's CloudFormation; then the run-job
+state machine really executes in moto's Step Functions, driven by the Run and Cancel handlers'
+own executor, and the reconcile function settles what the executions leave behind.
+
+moto gaps are bridged here and only here: its Step Functions ECS integration passes the state
+machine's PascalCase parameters to boto3 unconverted (patched below, using botocore's own shapes,
+as AWS does it); its CloudFormation ignores a load balancer's Type (so a network load balancer
+became an application one that refuses TCP listeners; patched); its Fn::Sub reads `$$` as an
+escaped `$`; the state machine CloudFormation creates lives in a backend other than the one
+that executes (it is registered there again, as deployed); and its lambda:invoke echoes the payload instead of running the function (so the
+state machine's Catch is checked by its input, and EventBridge's delivery of the execution's
+status change is done by calling the reconcile handler with that event)."""
+
+import copy
+import io
+import json
+import time
+import zipfile
+
+import boto3
+import botocore.session
+import pytest
+from moto import mock_aws
+from moto.elbv2 import models as elbv2_models
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+    state_task_service_ecs,
+)
+from samtranslator.translator.transform import transform
+
+from beamjobs.artifacts import ArtifactLocation
+from beamjobs.blobs import BlobStore
+from beamjobs.provision import load_template
+from beamjobs.service import JobControl
+from beamjobs.shim.invoker import LocalContext
+from beamjobs.states import JobState
+from beamjobs.stepfunctions import StepFunctionsExecutor, execution_arn
+from beamjobs.store import JobStore
+from tests.integration.conftest import EVENTS, ROOT, TEMPLATE, pipeline_bytes
+
+REGION = "us-east-1"
+STACK = "beamjobs-test"
+CODE_BUCKET = "beamjobs-packaged-code"
+
+
+# -- moto's ECS service integration, with the casing AWS applies -------------------------------
+
+_ecs_model = botocore.session.get_session().get_service_model("ecs")
+
+
+def _to_shape(value, shape):
+    """PascalCase keys (as written in ASL) → the member names of a botocore shape."""
+    if shape.type_name == "structure" and isinstance(value, dict):
+        members = {name.lower(): name for name in shape.members}
+        return {
+            members[key.lower()]: _to_shape(item, shape.members[members[key.lower()]])
+            for key, item in value.items()
+            if key.lower() in members
+        }
+    if shape.type_name == "list" and isinstance(value, list):
+        return [_to_shape(item, shape.member) for item in value]
+    return value
+
+
+def _pascal(value):
+    if isinstance(value, dict):
+        return {key[:1].upper() + key[1:]: _pascal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_pascal(item) for item in value]
+    return value
+
+
+def _normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None):
+    action = "".join(part.title() for part in self._get_boto_service_action().split("_"))
+    converted = _to_shape(parameters, _ecs_model.operation_model(action).input_shape)
+    parameters.clear()
+    parameters.update(converted)
+
+
+def _normalise_response(self, response, boto_service_name=None, service_action_name=None):
+    if isinstance(response, dict):
+        converted = _pascal(response)
+        response.clear()
+        response.update(converted)
+
+
+def _load_balancer_of_its_type(
+    cls, resource_name, cloudformation_json, account_id, region_name, **_
+):
+    properties = cloudformation_json["Properties"]
+    return elbv2_models.elbv2_backends[account_id][region_name].create_load_balancer(
+        resource_name,
+        properties.get("SecurityGroups"),
+        properties.get("Subnets"),
+        scheme=properties.get("Scheme", "internet-facing"),
+        loadbalancer_type=properties.get("Type", "application"),
+    )
+
+
+@pytest.fixture
+def moto_gaps_bridged(monkeypatch):
+    service = state_task_service_ecs.StateTaskServiceEcs
+    monkeypatch.setattr(service, "_normalise_parameters", _normalise_parameters)
+    monkeypatch.setattr(service, "_normalise_response", _normalise_response)
+    monkeypatch.setattr(
+        elbv2_models.FakeLoadBalancer,
+        "create_from_cloudformation_json",
+        classmethod(_load_balancer_of_its_type),
+    )
+
+
+# -- the template, as `sam package` + the SAM transform would make it --------------------------
+
+
+class _NoManagedPolicies:
+    """The translator asks IAM for AWS managed policies' ARNs; offline, they are built."""
+
+    def load(self):
+        return {}
+
+
+def _package(s3, template):
+    """Zip each CodeUri/ContentUri folder to S3 (the state machine's definition as is) and
+    point the resource at it."""
+    s3.create_bucket(Bucket=CODE_BUCKET)
+    for name, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        if isinstance(properties.get("DefinitionUri"), str):
+            body = (ROOT / properties["DefinitionUri"]).read_bytes()
+            s3.put_object(Bucket=CODE_BUCKET, Key=name, Body=body)
+            properties["DefinitionUri"] = f"s3://{CODE_BUCKET}/{name}"
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(properties.get(key), str):
+                buffer = io.BytesIO()
+                with zipfile.ZipFile(buffer, "w") as archive:
+                    for path in (ROOT / properties[key]).rglob("*.py"):
+                        archive.write(path, path.relative_to(ROOT / properties[key]))
+                s3.put_object(Bucket=CODE_BUCKET, Key=name, Body=buffer.getvalue())
+                properties[key] = f"s3://{CODE_BUCKET}/{name}"
+    return template
+
+
+_CONTEXT_TOKEN = "__ASL_CONTEXT__"
+
+
+def _inline_state_machine(transformed):
+    """DefinitionS3Location + DefinitionSubstitutions → the same definition, inlined with
+    Fn::Sub (what CloudFormation does with the substitutions). moto's Fn::Sub runs Python's
+    string.Template once per variable, each pass reading `$$` as an escaped `$`: ASL's `$$.`
+    context paths travel through it as a token, restored when the machine is registered."""
+    definition = (ROOT / "statemachine" / "run_job.asl.json").read_text()
+    definition = definition.replace("$$", _CONTEXT_TOKEN)
+    for resource in transformed["Resources"].values():
+        if resource["Type"] == "AWS::StepFunctions::StateMachine":
+            properties = resource["Properties"]
+            substitutions = properties.pop("DefinitionSubstitutions")
+            properties.pop("DefinitionS3Location", None)
+            properties["DefinitionString"] = {"Fn::Sub": [definition, substitutions]}
+    return transformed
+
+
+@pytest.fixture
+def deployed(monkeypatch, moto_gaps_bridged):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+    with mock_aws(config=config):
+        s3 = boto3.client("s3", region_name=REGION)
+        sam_template = _package(s3, copy.deepcopy(load_template(TEMPLATE)))
+        transformed = _inline_state_machine(
+            transform(sam_template, {"AWS::Region": REGION}, _NoManagedPolicies())
+        )
+        ec2 = boto3.client("ec2", region_name=REGION)
+        vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
+        subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
+        parameters = {
+            "VpcId": vpc["VpcId"],
+            "SubnetIds": ",".join(s["SubnetId"] for s in subnets["Subnets"][:2]),
+            "ShimImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/beamjobs-shim:1",
+            "WorkerImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/beamjobs-worker:1",
+        }
+        cloudformation = boto3.client("cloudformation", region_name=REGION)
+        cloudformation.create_stack(
+            StackName=STACK,
+            TemplateBody=json.dumps(transformed),
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+        )
+        _register_for_execution(cloudformation)
+        yield cloudformation, transformed
+
+
+def _register_for_execution(cloudformation):
+    """The deployed state machine (definition as substituted by CloudFormation, role), in the
+    backend that runs executions."""
+    from moto.stepfunctions.models import stepfunctions_backends
+
+    resources = cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+    [arn] = [
+        r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "RunJobStateMachine"
+    ]
+    deployed = stepfunctions_backends["123456789012"][REGION].describe_state_machine(arn)
+    boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+        name=deployed.name,
+        definition=deployed.definition.replace(_CONTEXT_TOKEN, "$$"),
+        roleArn=deployed.roleArn,
+    )
+
+
+def test_the_transformed_template_deploys_with_every_resource_complete(deployed):
+    cloudformation, transformed = deployed
+    stack = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    resources = cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+    # moto lists a resource whose Condition is false as a nameless summary: skipped.
+    statuses = {
+        r["LogicalResourceId"]: r["ResourceStatus"] for r in resources if r["LogicalResourceId"]
+    }
+    expected = {
+        name
+        for name, resource in transformed["Resources"].items()
+        if "Condition" not in resource  # the TLS listener needs a certificate
+    }
+    assert set(statuses) == expected
+    assert set(statuses.values()) == {"CREATE_COMPLETE"}
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert outputs["JobEndpoint"].endswith(":8099")
+
+
+def _outputs(cloudformation):
+    stack = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+
+def _control(outputs):
+    jobs = JobStore(boto3.client("dynamodb", region_name=REGION), outputs["JobsTableName"])
+    blobs = BlobStore(boto3.client("s3", region_name=REGION), outputs["ArtifactsBucketName"])
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    executor = StepFunctionsExecutor(sfn, outputs["StateMachineArn"], blobs)
+    control = JobControl(jobs, blobs, executor, ArtifactLocation(outputs["ArtifactsBucketName"]))
+    return control, jobs, blobs, sfn
+
+
+def _prepare(control, blobs):
+    pipeline_ref = blobs.put_content("pipelines", pipeline_bytes())
+    return control.prepare(pipeline_ref=pipeline_ref, options={}, job_name="on-aws")
+
+
+def _wait_for(sfn, arn, statuses, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        execution = sfn.describe_execution(executionArn=arn)
+        if execution["status"] in statuses:
+            return execution
+        assert time.monotonic() < deadline, execution["status"]
+        time.sleep(0.2)
+
+
+def _wait_for_state(sfn, arn, state, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        entered = [
+            e["stateEnteredEventDetails"]["name"]
+            for e in sfn.get_execution_history(executionArn=arn)["events"]
+            if "stateEnteredEventDetails" in e
+        ]
+        if state in entered:
+            return
+        assert time.monotonic() < deadline, entered
+        time.sleep(0.1)
+
+
+def _status_change(execution):
+    """What EventBridge delivers to the reconcile function when an execution ends."""
+    event = json.loads((EVENTS / "reconcile_execution_status_change.json").read_text())
+    event["detail"].update(
+        {
+            "executionArn": execution["executionArn"],
+            "stateMachineArn": execution["stateMachineArn"],
+            "name": execution["name"],
+            "status": execution["status"],
+            "error": execution.get("error"),
+            "cause": execution.get("cause"),
+        }
+    )
+    return event
+
+
+def _reconcile(event, outputs, monkeypatch):
+    from beamjobs_functions.reconcile import app
+
+    monkeypatch.setenv("BEAMJOBS_TABLE", outputs["JobsTableName"])
+    monkeypatch.setenv("BEAMJOBS_BUCKET", outputs["ArtifactsBucketName"])
+    app._settings.cache_clear()
+    return app.lambda_handler(event, LocalContext(function_name="reconcile"))
+
+
+def test_a_worker_task_that_fails_fails_the_job_with_the_cause(deployed, monkeypatch):
+    cloudformation, _ = deployed
+    outputs = _outputs(cloudformation)
+    control, jobs, blobs, sfn = _control(outputs)
+    job_id = _prepare(control, blobs)
+    # The worker's task cannot start: its task definition is gone.
+    ecs = boto3.client("ecs", region_name=REGION)
+    for arn in ecs.list_task_definitions()["taskDefinitionArns"]:
+        if "-worker:" in arn:
+            ecs.deregister_task_definition(taskDefinition=arn)
+            ecs.delete_task_definitions(taskDefinitions=[arn])
+
+    assert control.run(job_id) == job_id
+    control._executor.start(jobs.get(job_id))  # a retried Run starts nothing new
+    arn = execution_arn(outputs["StateMachineArn"], job_id)
+    execution = _wait_for(sfn, arn, {"FAILED", "SUCCEEDED", "ABORTED"})
+    assert execution["status"] == "FAILED"
+    assert "Unable to describe task definition" in execution["cause"], execution["cause"]
+    assert len(sfn.list_executions(stateMachineArn=outputs["StateMachineArn"])["executions"]) == 1
+    # The execution recorded itself on the job, and its Catch handed the job and the cause on.
+    record = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=outputs["JobsTableName"], Key={"pk": {"S": f"job#{job_id}"}, "sk": {"S": "job"}}
+    )["Item"]
+    assert record["execution_arn"]["S"] == arn
+    history = sfn.get_execution_history(executionArn=arn)["events"]
+    settle_inputs = [
+        json.loads(e["stateEnteredEventDetails"]["input"])
+        for e in history
+        if e.get("stateEnteredEventDetails", {}).get("name") == "SettleFailedJob"
+    ]
+    assert [i["job_id"] for i in settle_inputs] == [job_id]
+    assert settle_inputs[0]["failure"]["Cause"]
+
+    answer = _reconcile(_status_change(execution), outputs, monkeypatch)
+    assert answer == {"settled": {job_id: "FAILED"}}
+    [error] = [
+        m.text
+        for e in jobs.events(job_id)
+        for m in e.messages
+        if m.importance == "JOB_MESSAGE_ERROR"
+    ]
+    assert error.startswith("the worker's task failed: ")
+    assert execution["cause"] in error
+
+
+def test_a_cancelled_job_stops_its_execution_and_ends_cancelled(deployed, monkeypatch):
+    cloudformation, _ = deployed
+    outputs = _outputs(cloudformation)
+    control, jobs, blobs, sfn = _control(outputs)
+    job_id = _prepare(control, blobs)
+    control.run(job_id)
+    arn = execution_arn(outputs["StateMachineArn"], job_id)
+    _wait_for_state(sfn, arn, "RunWorker")  # the worker's task is under way
+    input_ = json.loads(sfn.describe_execution(executionArn=arn)["input"])
+    assert input_["job_id"] == job_id and input_["timeout_seconds"] == 86400
+    assert input_["overrides"]["ContainerOverrides"][0]["Command"][-1] == job_id
+
+    assert control.cancel(job_id) is JobState.CANCELLING
+    execution = _wait_for(sfn, arn, {"ABORTED", "FAILED", "SUCCEEDED"})
+    assert execution["status"] == "ABORTED"
+    assert _reconcile(_status_change(execution), outputs, monkeypatch) == {
+        "settled": {job_id: "CANCELLED"}
+    }
+    assert jobs.get(job_id).state is JobState.CANCELLED
