@@ -1,6 +1,8 @@
 """`beamjobs serve`: the Job API on one port with the embedded AWS (default) or an existing AWS
 endpoint, handlers in process and the local executor. `beamjobs aws`: the embedded AWS alone
-(so that several shims, or a restarted one, share it)."""
+(so that several shims, or a restarted one, share it). `beamjobs shim`: the shim as deployed
+(the shim's container on Fargate): settings from the environment, handlers reached with
+lambda.invoke."""
 
 from __future__ import annotations
 
@@ -12,8 +14,6 @@ import sys
 from pathlib import Path
 
 from beamjobs import aws, runtime
-from beamjobs.embedded import local_settings, start_embedded, use_offline_credentials
-from beamjobs.provision import provision
 from beamjobs.settings import Settings
 from beamjobs.shim.invoker import Handler
 
@@ -54,6 +54,29 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
     await serve_until_signalled(shim)
 
 
+async def _serve_deployed(host: str, port: int) -> None:
+    from beamjobs.shim.invoker import LambdaInvoker
+    from beamjobs.shim.server import serve_until_signalled, start_shim
+
+    settings = Settings.from_env()
+    functions = {}
+    for function in ("control", "query"):
+        variable = f"BEAMJOBS_{function.upper()}_FUNCTION"
+        if not os.environ.get(variable):
+            raise SystemExit(f"{variable} must name the deployed {function} function")
+        functions[function] = os.environ[variable]
+    shim = await start_shim(
+        LambdaInvoker(aws.client("lambda", settings), functions),
+        runtime.stores(settings),
+        aws.client("dynamodbstreams", settings),
+        host=host,
+        port=port,
+        advertised_endpoint=settings.advertised_endpoint,
+    )
+    print(f"Beamjobs Job API on {host}:{shim.port} (functions {functions})", flush=True)
+    await serve_until_signalled(shim)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="beamjobs")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("BEAMJOBS_AWS_ENDPOINT"),
         help="use this AWS endpoint (another embedded AWS, LocalStack) instead of starting one",
     )
+    deployed = commands.add_parser("shim", help="serve the Job API as deployed on AWS")
+    deployed.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a container's service)
+    deployed.add_argument("--port", type=int, default=8099)
     aws_only = commands.add_parser("aws", help="run the embedded AWS alone")
     aws_only.add_argument("--port", type=int, default=5000)
     aws_only.add_argument("--template", type=Path, default=Path("template.yaml"))
@@ -74,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     # One line per request to the embedded AWS would drown everything else.
     for noisy in ("werkzeug", "botocore.credentials"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    if args.command == "shim":
+        asyncio.run(_serve_deployed(args.host, args.port))
+        return 0
+    # Local mode only (its image has no moto): the embedded AWS and provisioning from the file.
+    from beamjobs.embedded import local_settings, start_embedded, use_offline_credentials
+    from beamjobs.provision import provision
 
     if args.command == "aws":
         embedded, settings = start_embedded(args.template, args.port)

@@ -115,8 +115,9 @@ class RunningShim:
 
 
 @contextmanager
-def running_shim(settings: Settings) -> Iterator[RunningShim]:
-    """The shim on a free port of 127.0.0.1, with the real handlers in process."""
+def running_shim(settings: Settings, invoker: Any = None) -> Iterator[RunningShim]:
+    """The shim on a free port of 127.0.0.1, with the real handlers in process (or behind
+    `invoker`)."""
     from beamjobs_functions.control.app import lambda_handler as control
     from beamjobs_functions.query.app import lambda_handler as query
 
@@ -124,7 +125,7 @@ def running_shim(settings: Settings) -> Iterator[RunningShim]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     start = start_shim(
-        InProcessInvoker({"control": control, "query": query}),
+        invoker or InProcessInvoker({"control": control, "query": query}),
         runtime.stores(settings),
         aws.client("dynamodbstreams", settings),
         host="127.0.0.1",

@@ -16,6 +16,7 @@ import copy
 import io
 import json
 import time
+import tomllib
 import zipfile
 
 import boto3
@@ -361,3 +362,11 @@ def test_a_cancelled_job_stops_its_execution_and_ends_cancelled(deployed, monkey
         "settled": {job_id: "CANCELLED"}
     }
     assert jobs.get(job_id).state is JobState.CANCELLED
+
+
+def test_samconfig_names_the_default_dev_and_prod_environments():
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert {"default", "dev", "prod"} <= set(config)
+    for environment in ("default", "dev", "prod"):
+        deploy = config[environment]["deploy"]["parameters"]
+        assert "CAPABILITY_IAM" in deploy["capabilities"] and deploy["resolve_s3"]

@@ -1,6 +1,7 @@
 """Every function invoked with its events/ file (as `sam local invoke -e` would), on moto."""
 
 import json
+import time
 
 import pytest
 
@@ -243,3 +244,57 @@ def test_record_staging_makes_a_preparation_with_unstaged_artifacts_runnable(sto
     # Once run, the preparation's artifacts are settled.
     late = _invoke(control, event)
     assert late["error"]["code"] == "FAILED_PRECONDITION"
+
+
+def _reconcile(event):
+    from beamjobs_functions.reconcile import app
+
+    app._settings.cache_clear()
+    return _invoke(app.lambda_handler, event)
+
+
+def test_reconcile_on_schedule_fails_jobs_whose_worker_went_silent(stores, executor, monkeypatch):
+    job_id = _event("control_run")["request"]["preparation_id"]
+    stores.jobs.create(make_job(job_id))
+    stores.jobs.transition(job_id, JobState.STARTING)
+    monkeypatch.setenv("BEAMJOBS_LEASE_SECONDS", "0.01")
+    time.sleep(0.05)
+    assert _reconcile(_event("reconcile_schedule")) == {"settled": {job_id: "FAILED"}}
+    [cause] = [m.text for e in stores.jobs.events(job_id) for m in e.messages]
+    assert cause.startswith("worker lost: no heartbeat since")
+
+
+def test_reconcile_from_the_state_machine_catch_fails_the_job_with_the_cause(stores, executor):
+    event = _event("reconcile_worker_task_failed")
+    stores.jobs.create(make_job(event["job_id"]))
+    stores.jobs.transition(event["job_id"], JobState.STARTING)
+    assert _reconcile(event) == {"settled": {event["job_id"]: "FAILED"}}
+    [cause] = [m.text for e in stores.jobs.events(event["job_id"]) for m in e.messages]
+    assert cause == (
+        "the worker's task failed: States.TaskFailed: Essential container in task exited"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "before", "after"),
+    [
+        ("FAILED", JobState.RUNNING, JobState.FAILED),
+        ("TIMED_OUT", JobState.RUNNING, JobState.FAILED),
+        ("ABORTED", JobState.CANCELLING, JobState.CANCELLED),
+        ("SUCCEEDED", JobState.DONE, JobState.DONE),  # the worker recorded it: it stands
+    ],
+)
+def test_reconcile_of_an_execution_status_change(stores, executor, status, before, after):
+    event = _event("reconcile_execution_status_change")
+    event["detail"]["status"] = status
+    job_id = event["detail"]["name"]
+    stores.jobs.create(make_job(job_id))
+    path = {
+        JobState.RUNNING: [JobState.STARTING, JobState.RUNNING],
+        JobState.CANCELLING: [JobState.STARTING, JobState.RUNNING, JobState.CANCELLING],
+        JobState.DONE: [JobState.STARTING, JobState.RUNNING, JobState.DONE],
+    }[before]
+    for state in path:
+        stores.jobs.transition(job_id, state)
+    assert _reconcile(event) == {"settled": {job_id: after.value}}
+    assert stores.jobs.get(job_id).state is after

@@ -1,0 +1,25 @@
+"""The control plane (shim, handlers, executors) must run where neither apache-beam (the
+worker's) nor moto (local mode's) is installed: the shim image and the Lambda layer."""
+
+import subprocess
+import sys
+
+CONTROL_PLANE = [
+    "beamjobs.cli",
+    "beamjobs.shim.server",
+    "beamjobs.stepfunctions",
+    "beamjobs_functions.control.app",
+    "beamjobs_functions.query.app",
+    "beamjobs_functions.reconcile.app",
+]
+
+
+def test_the_control_plane_imports_neither_beam_nor_moto():
+    probe = (
+        f"import importlib, sys\nfor m in {CONTROL_PLANE!r}: importlib.import_module(m)\n"
+        "print(sorted({n.split('.')[0] for n in sys.modules} & {'apache_beam', 'moto'}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"
