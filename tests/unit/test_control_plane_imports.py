@@ -3,6 +3,8 @@ worker's) nor moto (local mode's) is installed: the shim image and the Lambda la
 
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 CONTROL_PLANE = [
     "beamjobs.cli",
@@ -26,9 +28,6 @@ def test_the_control_plane_imports_neither_beam_nor_moto():
 
 
 def test_the_layer_installs_the_core_dependencies():
-    import tomllib
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[2]
     core = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
     layer = [
