@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 PORT ?= 8099
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint proto bench clean
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
+SAM_CLI_VERSION := 1.170.0
+
+.PHONY: run test test-fast lint proto bench clean sam-validate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +23,19 @@ run: $(STAMP)
 
 ## Unit, integration and end-to-end tests. The Beam SDK and our wire classes declare the same
 ## protobuf names, so the suites that import apache_beam run in their own interpreter.
-test: $(STAMP)
+test: $(STAMP) sam-validate
 	$(BIN)/pytest tests/unit tests/integration
 	$(BIN)/pytest tests/e2e
+
+## `sam validate --lint` on template.yaml. The SAM CLI pins its own boto3 and cfn-lint, so it
+## lives in a virtualenv of its own.
+$(SAM_STAMP):
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	touch $(SAM_STAMP)
+
+sam-validate: $(SAM_STAMP)
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check layers functions tests bench
@@ -40,4 +54,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache
