@@ -59,6 +59,7 @@ def _new_executor(settings: Settings, jobs: JobStore) -> Executor:
             aws.client("stepfunctions", settings),
             settings.state_machine_arn,
             BlobStore(aws.client("s3", settings), settings.bucket_name),
+            max_job_seconds=settings.max_job_seconds,
         )
     from beamjobs.local_executor import ProcessExecutor
 

@@ -36,6 +36,8 @@ class Settings:
     max_artifact_bytes: int = 2 * 1024**3
     # Worker: downloaded artifacts, by sha256, shared by the jobs of one machine or task.
     artifact_cache_dir: str | None = None
+    # AWS executor: no job runs longer than this, whatever its --job_timeout_seconds says.
+    max_job_seconds: int = 86_400
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -66,6 +68,7 @@ class Settings:
             advertised_endpoint=env.get("BEAMJOBS_ADVERTISED_ENDPOINT") or None,
             max_artifact_bytes=int(env.get("BEAMJOBS_MAX_ARTIFACT_BYTES", str(2 * 1024**3))),
             artifact_cache_dir=env.get("BEAMJOBS_ARTIFACT_CACHE") or None,
+            max_job_seconds=int(env.get("BEAMJOBS_MAX_JOB_SECONDS", "86400")),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -80,6 +83,7 @@ class Settings:
             "BEAMJOBS_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
             "BEAMJOBS_LEASE_SECONDS": str(self.lease_seconds),
             "BEAMJOBS_MAX_ARTIFACT_BYTES": str(self.max_artifact_bytes),
+            "BEAMJOBS_MAX_JOB_SECONDS": str(self.max_job_seconds),
         }
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url

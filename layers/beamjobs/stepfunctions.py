@@ -30,13 +30,17 @@ def execution_arn(state_machine_arn: str, job_id: str) -> str:
 
 
 class StepFunctionsExecutor:
-    def __init__(self, sfn: Any, state_machine_arn: str, blobs: BlobStore) -> None:
+    def __init__(
+        self, sfn: Any, state_machine_arn: str, blobs: BlobStore, *, max_job_seconds: int
+    ) -> None:
         self._sfn = sfn
         self._state_machine_arn = state_machine_arn
         self._blobs = blobs
+        self._max_job_seconds = max_job_seconds
 
     def execution_input(self, job: Job) -> dict[str, Any]:
-        """What the state machine needs: the job, its task's overrides, its time limit."""
+        """What the state machine needs: the job, its task's overrides, its time limit (the
+        job's --job_timeout_seconds, at most the deployment's maximum)."""
         options = json.loads(job.options_json or self._blobs.get(job.options_ref))
         try:
             return {
@@ -44,7 +48,9 @@ class StepFunctionsExecutor:
                 "overrides": _step_functions_casing(
                     worker_task_overrides(job.job_id, options, with_sdk_sidecar=False)
                 ),
-                "timeout_seconds": int(read_option(options, JOB_TIMEOUT_SECONDS)),
+                "timeout_seconds": min(
+                    int(read_option(options, JOB_TIMEOUT_SECONDS)), self._max_job_seconds
+                ),
             }
         except InvalidArgument as invalid:
             raise ExecutorError(invalid.message) from invalid
