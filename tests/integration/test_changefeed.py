@@ -20,10 +20,10 @@ from beamjobs.states import JobState
 from beamjobs.store import Message
 from tests.integration.conftest import make_job, running_shim
 
-JOBS = 100
-SUBSCRIBERS = 300
+JOBS = 200
+SUBSCRIBERS = 400
 # About how long the writes take: subscribers join at random moments within it.
-WRITE_SECONDS = 20
+WRITE_SECONDS = 40
 TERMINAL = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 ENDINGS = ([JobState.DONE], [JobState.FAILED], [JobState.CANCELLING, JobState.CANCELLED])
 
