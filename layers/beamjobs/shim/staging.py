@@ -27,7 +27,6 @@ from beamjobs.states import JobState
 
 logger = logging.getLogger(__name__)
 Request = artifact_api_pb2.ArtifactRequestWrapper
-Response = artifact_api_pb2.ArtifactResponseWrapper
 
 
 class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServicer):
