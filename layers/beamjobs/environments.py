@@ -6,6 +6,8 @@ EMBEDDED = "beam:env:embedded_python:v1"
 # LOOPBACK arrives as EXTERNAL: the SDK rewrites it to point at its own worker pool.
 EXTERNAL = "beam:env:external:v1"
 PROCESS = "beam:env:process:v1"
+# The SDK's default: its container image (run as a worker-pool sidecar on AWS).
+DOCKER = "beam:env:docker:v1"
 # Multi-process execution (--direct_running_mode=multi_processing) runs harnesses this way.
 SUBPROCESS = "beam:env:harness_subprocess_python:v1"
 SUPPORTED_URNS = frozenset({EMBEDDED, EXTERNAL, PROCESS, SUBPROCESS})

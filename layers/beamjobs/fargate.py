@@ -20,6 +20,9 @@ from beamjobs.options import WORKER_MEMORY_MB, WORKER_VCPU, read_option
 WORKER_CONTAINER = "worker"
 SDK_CONTAINER = "sdk"
 SDK_WORKER_POOL_PORT = 50000
+# A soft reservation for the sidecar (the worker's is in template.yaml): together they fit the
+# smallest Fargate task (512 MiB), and either may use all of the task's memory.
+SDK_MEMORY_RESERVATION_MB = 128
 # The worker's setting (Settings.worker_pool) that says where the sidecar's pool listens.
 WORKER_POOL_ENV = "BEAMJOBS_WORKER_POOL"
 
@@ -87,6 +90,7 @@ def task_definition_with_sdk(base: dict[str, Any], sdk_image: str) -> dict[str, 
             "name": SDK_CONTAINER,
             "image": sdk_image,
             "essential": False,
+            "memoryReservation": SDK_MEMORY_RESERVATION_MB,
             "command": ["--worker_pool"],
             "portMappings": [{"containerPort": SDK_WORKER_POOL_PORT, "protocol": "tcp"}],
             "logConfiguration": next(

@@ -9,6 +9,7 @@ from google.protobuf.message import DecodeError
 from beamjobs.api import pipeline_pb2
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.dependencies import unstaged
+from beamjobs.environments import DOCKER
 from beamjobs.errors import InvalidArgument
 
 
@@ -44,3 +45,14 @@ def summarize(pipeline_bytes: bytes, artifacts: ArtifactLocation) -> PipelineSum
         ),
         unstaged=tuple(unstaged(artifacts, pipeline)),
     )
+
+
+def docker_images(pipeline_bytes: bytes) -> list[str]:
+    """The container images of the pipeline's DOCKER environments, each once."""
+    pipeline = parse(pipeline_bytes)
+    images = {
+        pipeline_pb2.DockerPayload.FromString(env.payload).container_image: None
+        for env in pipeline.components.environments.values()
+        if env.urn == DOCKER
+    }
+    return list(images)

@@ -54,11 +54,14 @@ def _new_executor(settings: Settings, jobs: JobStore) -> Executor:
     if settings.executor == "stepfunctions":
         from beamjobs.stepfunctions import StepFunctionsExecutor
 
-        assert settings.state_machine_arn is not None  # Settings.from_env checks it
+        # Settings.from_env checks both.
+        assert settings.state_machine_arn and settings.worker_task_definition
         return StepFunctionsExecutor(
             aws.client("stepfunctions", settings),
+            aws.client("ecs", settings),
             settings.state_machine_arn,
             BlobStore(aws.client("s3", settings), settings.bucket_name),
+            worker_task_definition=settings.worker_task_definition,
             max_job_seconds=settings.max_job_seconds,
         )
     from beamjobs.local_executor import ProcessExecutor

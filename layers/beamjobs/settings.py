@@ -38,6 +38,8 @@ class Settings:
     artifact_cache_dir: str | None = None
     # AWS executor: no job runs longer than this, whatever its --job_timeout_seconds says.
     max_job_seconds: int = 86_400
+    # AWS executor: the worker's task definition (revisions with SDK sidecars derive from it).
+    worker_task_definition: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -50,9 +52,12 @@ class Settings:
             raise InvalidArgument(
                 f"BEAMJOBS_EXECUTOR must be local or stepfunctions, not {executor!r}"
             )
-        if executor == "stepfunctions" and not env.get("BEAMJOBS_STATE_MACHINE_ARN"):
+        if executor == "stepfunctions" and not (
+            env.get("BEAMJOBS_STATE_MACHINE_ARN") and env.get("BEAMJOBS_WORKER_TASK_DEFINITION")
+        ):
             raise InvalidArgument(
-                "BEAMJOBS_EXECUTOR=stepfunctions needs BEAMJOBS_STATE_MACHINE_ARN"
+                "BEAMJOBS_EXECUTOR=stepfunctions needs BEAMJOBS_STATE_MACHINE_ARN and "
+                "BEAMJOBS_WORKER_TASK_DEFINITION"
             )
         return cls(
             table_name=env["BEAMJOBS_TABLE"],
@@ -69,6 +74,7 @@ class Settings:
             max_artifact_bytes=int(env.get("BEAMJOBS_MAX_ARTIFACT_BYTES", str(2 * 1024**3))),
             artifact_cache_dir=env.get("BEAMJOBS_ARTIFACT_CACHE") or None,
             max_job_seconds=int(env.get("BEAMJOBS_MAX_JOB_SECONDS", "86400")),
+            worker_task_definition=env.get("BEAMJOBS_WORKER_TASK_DEFINITION") or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -91,6 +97,8 @@ class Settings:
             env["BEAMJOBS_WORKER_POOL"] = self.worker_pool
         if self.state_machine_arn:
             env["BEAMJOBS_STATE_MACHINE_ARN"] = self.state_machine_arn
+        if self.worker_task_definition:
+            env["BEAMJOBS_WORKER_TASK_DEFINITION"] = self.worker_task_definition
         if self.advertised_endpoint:
             env["BEAMJOBS_ADVERTISED_ENDPOINT"] = self.advertised_endpoint
         if self.artifact_cache_dir:

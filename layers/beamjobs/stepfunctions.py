@@ -2,9 +2,11 @@
 (statemachine/run_job.asl.json), which runs the job's worker as a Fargate task.
 
 The execution is named by the job id, so a retried Run starts nothing new; Cancel and Drain
-stop the execution, which stops the task. How a job ends when its worker could not record it is
-settled by the reconcile function (beamjobs.reconcile), from the state machine's Catch and from
-the execution's status change.
+stop the execution, which stops the task. A pipeline whose environment is DOCKER runs with its
+SDK image as a worker-pool sidecar: a revision of the worker's task definition is registered
+per image (beamjobs.fargate), once per image and process. How a job ends when its worker could
+not record it is settled by the reconcile function (beamjobs.reconcile), from the state
+machine's Catch and from the execution's status change.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from beamjobs.aws import error_code
 from beamjobs.blobs import BlobStore
 from beamjobs.errors import InvalidArgument
 from beamjobs.executor import ExecutorError
-from beamjobs.fargate import worker_task_overrides
+from beamjobs.fargate import task_definition_with_sdk, worker_task_overrides
 from beamjobs.options import JOB_TIMEOUT_SECONDS, read_option
+from beamjobs.pipelines import docker_images
 from beamjobs.store import Job
 
 
@@ -31,22 +34,44 @@ def execution_arn(state_machine_arn: str, job_id: str) -> str:
 
 class StepFunctionsExecutor:
     def __init__(
-        self, sfn: Any, state_machine_arn: str, blobs: BlobStore, *, max_job_seconds: int
+        self,
+        sfn: Any,
+        ecs: Any,
+        state_machine_arn: str,
+        blobs: BlobStore,
+        *,
+        worker_task_definition: str,
+        max_job_seconds: int,
     ) -> None:
         self._sfn = sfn
+        self._ecs = ecs
         self._state_machine_arn = state_machine_arn
         self._blobs = blobs
+        self._worker_task_definition = worker_task_definition
         self._max_job_seconds = max_job_seconds
+        # SDK image → the worker task definition revision with that image as its sidecar.
+        self._with_sdk: dict[str, str] = {}
 
     def execution_input(self, job: Job) -> dict[str, Any]:
-        """What the state machine needs: the job, its task's overrides, its time limit (the
-        job's --job_timeout_seconds, at most the deployment's maximum)."""
+        """What the state machine needs: the job, its task definition and overrides, its time
+        limit (the job's --job_timeout_seconds, at most the deployment's maximum)."""
         options = json.loads(job.options_json or self._blobs.get(job.options_ref))
+        images = docker_images(self._blobs.get(job.pipeline_ref))
+        if len(images) > 1:
+            raise ExecutorError(
+                f"the pipeline's DOCKER environments use {len(images)} SDK images "
+                f"({', '.join(images)}); a job's worker runs one SDK image beside it"
+            )
         try:
             return {
                 "job_id": job.job_id,
+                "task_definition": (
+                    self._task_definition_with_sdk(images[0])
+                    if images
+                    else self._worker_task_definition
+                ),
                 "overrides": _step_functions_casing(
-                    worker_task_overrides(job.job_id, options, with_sdk_sidecar=False)
+                    worker_task_overrides(job.job_id, options, with_sdk_sidecar=bool(images))
                 ),
                 "timeout_seconds": min(
                     int(read_option(options, JOB_TIMEOUT_SECONDS)), self._max_job_seconds
@@ -54,6 +79,28 @@ class StepFunctionsExecutor:
             }
         except InvalidArgument as invalid:
             raise ExecutorError(invalid.message) from invalid
+
+    def _task_definition_with_sdk(self, image: str) -> str:
+        if image not in self._with_sdk:
+            try:
+                base = self._ecs.describe_task_definition(
+                    taskDefinition=self._worker_task_definition
+                )["taskDefinition"]
+                # What DescribeTaskDefinition adds (ARN, revision, status…) is not registrable.
+                accepted = self._ecs.meta.service_model.operation_model(
+                    "RegisterTaskDefinition"
+                ).input_shape.members
+                request = task_definition_with_sdk(
+                    {key: value for key, value in base.items() if key in accepted}, image
+                )
+                registered = self._ecs.register_task_definition(**request)["taskDefinition"]
+            except ClientError as error:
+                raise ExecutorError(
+                    f"could not register the worker task with SDK image {image}: "
+                    f"{error_code(error)}"
+                ) from error
+            self._with_sdk[image] = str(registered["taskDefinitionArn"])
+        return self._with_sdk[image]
 
     def start(self, job: Job) -> None:
         try:

@@ -29,6 +29,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service impor
 )
 from samtranslator.translator.transform import transform
 
+from beamjobs.api import pipeline_pb2
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
 from beamjobs.provision import load_template
@@ -235,17 +236,29 @@ def _outputs(cloudformation):
     return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
 
 
-def _control(outputs):
+def _control(cloudformation, outputs):
     jobs = JobStore(boto3.client("dynamodb", region_name=REGION), outputs["JobsTableName"])
     blobs = BlobStore(boto3.client("s3", region_name=REGION), outputs["ArtifactsBucketName"])
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    executor = StepFunctionsExecutor(sfn, outputs["StateMachineArn"], blobs, max_job_seconds=3600)
+    [worker_task] = [
+        r["PhysicalResourceId"]
+        for r in cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+        if r["LogicalResourceId"] == "WorkerTaskDefinition"
+    ]
+    executor = StepFunctionsExecutor(
+        sfn,
+        boto3.client("ecs", region_name=REGION),
+        outputs["StateMachineArn"],
+        blobs,
+        worker_task_definition=worker_task,
+        max_job_seconds=3600,
+    )
     control = JobControl(jobs, blobs, executor, ArtifactLocation(outputs["ArtifactsBucketName"]))
     return control, jobs, blobs, sfn
 
 
-def _prepare(control, blobs):
-    pipeline_ref = blobs.put_content("pipelines", pipeline_bytes())
+def _prepare(control, blobs, pipeline=None):
+    pipeline_ref = blobs.put_content("pipelines", pipeline or pipeline_bytes())
     return control.prepare(pipeline_ref=pipeline_ref, options={}, job_name="on-aws")
 
 
@@ -301,7 +314,7 @@ def _reconcile(event, outputs, monkeypatch):
 def test_a_worker_task_that_fails_fails_the_job_with_the_cause(deployed, monkeypatch):
     cloudformation, _ = deployed
     outputs = _outputs(cloudformation)
-    control, jobs, blobs, sfn = _control(outputs)
+    control, jobs, blobs, sfn = _control(cloudformation, outputs)
     job_id = _prepare(control, blobs)
     # The worker's task cannot start: its task definition is gone.
     ecs = boto3.client("ecs", region_name=REGION)
@@ -346,7 +359,7 @@ def test_a_worker_task_that_fails_fails_the_job_with_the_cause(deployed, monkeyp
 def test_a_cancelled_job_stops_its_execution_and_ends_cancelled(deployed, monkeypatch):
     cloudformation, _ = deployed
     outputs = _outputs(cloudformation)
-    control, jobs, blobs, sfn = _control(outputs)
+    control, jobs, blobs, sfn = _control(cloudformation, outputs)
     job_id = _prepare(control, blobs)
     control.run(job_id)
     arn = execution_arn(outputs["StateMachineArn"], job_id)
@@ -371,3 +384,50 @@ def test_samconfig_names_the_default_dev_and_prod_environments():
     for environment in ("default", "dev", "prod"):
         deploy = config[environment]["deploy"]["parameters"]
         assert "CAPABILITY_IAM" in deploy["capabilities"] and deploy["resolve_s3"]
+
+
+def test_a_docker_environment_runs_its_sdk_image_beside_the_worker(deployed, monkeypatch):
+    cloudformation, _ = deployed
+    outputs = _outputs(cloudformation)
+    control, jobs, blobs, sfn = _control(cloudformation, outputs)
+    image = "apache/beam_python3.11_sdk:2.77.0"
+    pipeline = pipeline_pb2.Pipeline.FromString(pipeline_bytes())
+    pipeline.components.environments["py"].urn = "beam:env:docker:v1"
+    pipeline.components.environments["py"].payload = pipeline_pb2.DockerPayload(
+        container_image=image
+    ).SerializeToString()
+    first, second = (_prepare(control, blobs, pipeline.SerializeToString()) for _ in range(2))
+    control.run(first)
+    control.run(second)
+    inputs = [
+        json.loads(
+            sfn.describe_execution(executionArn=execution_arn(outputs["StateMachineArn"], job_id))[
+                "input"
+            ]
+        )
+        for job_id in (first, second)
+    ]
+    # One revision for the image, shared by both jobs, with the SDK as a worker-pool sidecar.
+    assert inputs[0]["task_definition"] == inputs[1]["task_definition"]
+    ecs = boto3.client("ecs", region_name=REGION)
+    revision = ecs.describe_task_definition(taskDefinition=inputs[0]["task_definition"])
+    containers = {c["name"]: c for c in revision["taskDefinition"]["containerDefinitions"]}
+    assert containers["sdk"]["image"] == image
+    assert containers["sdk"]["command"] == ["--worker_pool"]
+    environment = inputs[0]["overrides"]["ContainerOverrides"][0]["Environment"]
+    assert {"Name": "BEAMJOBS_WORKER_POOL", "Value": "localhost:50000"} in environment
+    # The state machine runs the job's task from that revision.
+    _wait_for_state(sfn, execution_arn(outputs["StateMachineArn"], first), "RunWorker")
+    deadline = time.monotonic() + 30
+    while True:
+        clusters = ecs.list_clusters()["clusterArns"]
+        tasks = [t for c in clusters for t in ecs.list_tasks(cluster=c)["taskArns"]]
+        described = [
+            t["taskDefinitionArn"]
+            for c in clusters
+            for t in (ecs.describe_tasks(cluster=c, tasks=tasks)["tasks"] if tasks else [])
+        ]
+        if inputs[0]["task_definition"] in described:
+            break
+        assert time.monotonic() < deadline, described
+        time.sleep(0.1)

@@ -59,6 +59,7 @@ def test_the_sdk_image_joins_the_task_as_a_worker_pool_sidecar():
     worker, sdk = definition["containerDefinitions"]
     assert sdk["name"] == SDK_CONTAINER and sdk["image"] == "apache/beam_python3.11_sdk:2.77.0"
     assert sdk["command"] == ["--worker_pool"] and not sdk["essential"]
+    assert sdk["memoryReservation"] == 128  # a reservation, never a limit
     assert sdk["portMappings"] == [{"containerPort": 50000, "protocol": "tcp"}]
     assert sdk["logConfiguration"] == worker["logConfiguration"]
     assert worker["dependsOn"] == [{"containerName": "sdk", "condition": "START"}]

@@ -110,3 +110,9 @@ class ArtifactStagingToRolePayload(_message.Message):
     STAGED_NAME_FIELD_NUMBER: _ClassVar[int]
     staged_name: str
     def __init__(self, staged_name: _Optional[str] = ...) -> None: ...
+
+class DockerPayload(_message.Message):
+    __slots__ = ("container_image",)
+    CONTAINER_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    container_image: str
+    def __init__(self, container_image: _Optional[str] = ...) -> None: ...
