@@ -256,6 +256,22 @@ def test_a_requirements_file_naming_a_local_package_installs_it(
     assert any("set up in the worker" in text for text in _messages(job_service, job_id))
 
 
+def test_a_setup_file_package_is_built_staged_and_installed(tmp_path, endpoint, job_service):
+    project = tmp_path / "project"
+    (project / "beamjobs_e2e_setuppkg").mkdir(parents=True)
+    (project / "beamjobs_e2e_setuppkg" / "__init__.py").write_text(
+        "def shout(word):\n    return word.upper() + '!'\n"
+    )
+    (project / "setup.py").write_text(
+        "import setuptools\n"
+        "setuptools.setup(name='beamjobs-e2e-setuppkg', version='0.1', "
+        "packages=['beamjobs_e2e_setuppkg'])\n"
+    )
+    script = SCRIPT.replace("beamjobs_e2e_tinypkg", "beamjobs_e2e_setuppkg")
+    job_id = _submit(tmp_path, script, endpoint, f"--setup_file={project / 'setup.py'}")
+    assert "workflow.tar.gz" in _staged_names(job_service, job_id)
+
+
 def test_the_main_session_reaches_the_worker(tmp_path, endpoint, job_service):
     job_id = _submit(tmp_path, MAIN_SESSION_SCRIPT, endpoint, "--save_main_session")
     assert "pickled_main_session" in _staged_names(job_service, job_id)
