@@ -47,6 +47,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             jobs, job_id, status, _detail(detail.get("error"), detail.get("cause"))
         )
         logger.info("execution ended", job_id=job_id, status=status, state=state.value)
+        metrics.add_metric(name="ExecutionsEnded", unit=MetricUnit.Count, value=1)
         return {"settled": {job_id: state.value}}
     if "job_id" in event:  # the state machine's Catch: the worker's task failed
         job_id = require_id(event["job_id"])
