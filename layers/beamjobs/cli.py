@@ -15,7 +15,7 @@ from pathlib import Path
 
 from beamjobs import aws, runtime
 from beamjobs.settings import Settings
-from beamjobs.shim.invoker import Handler
+from beamjobs.shim.invoker import Handler, Invoker
 
 
 def _handlers() -> dict[str, Handler]:
@@ -34,7 +34,6 @@ def _quiet_powertools() -> None:
 
 async def _serve(settings: Settings, host: str, port: int) -> None:
     from beamjobs.shim.invoker import InProcessInvoker
-    from beamjobs.shim.server import serve_until_signalled, start_shim
 
     # The handlers read their settings from the environment, as they do in Lambda.
     os.environ.update(settings.to_env())
@@ -42,21 +41,12 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
     stores = runtime.stores(settings)
     # Started now, so that its fork server has imported Beam before the first job arrives.
     runtime.executor(settings, stores.jobs)
-    shim = await start_shim(
-        InProcessInvoker(_handlers()),
-        stores,
-        aws.client("dynamodbstreams", settings),
-        host=host,
-        port=port,
-        advertised_endpoint=settings.advertised_endpoint,
-    )
-    print(f"Beamjobs Job API on {host}:{shim.port} (AWS at {settings.endpoint_url})", flush=True)
-    await serve_until_signalled(shim)
+    invoker = InProcessInvoker(_handlers())
+    await _run_shim(invoker, stores, settings, host, port, f"AWS at {settings.endpoint_url}")
 
 
 async def _serve_deployed(host: str, port: int) -> None:
     from beamjobs.shim.invoker import LambdaInvoker
-    from beamjobs.shim.server import serve_until_signalled, start_shim
 
     settings = Settings.from_env()
     functions = {}
@@ -65,15 +55,25 @@ async def _serve_deployed(host: str, port: int) -> None:
         if not os.environ.get(variable):
             raise SystemExit(f"{variable} must name the deployed {function} function")
         functions[function] = os.environ[variable]
+    invoker = LambdaInvoker(aws.client("lambda", settings), functions)
+    stores = runtime.stores(settings)
+    await _run_shim(invoker, stores, settings, host, port, f"functions {functions}")
+
+
+async def _run_shim(
+    invoker: Invoker, stores: runtime.Stores, settings: Settings, host: str, port: int, via: str
+) -> None:
+    from beamjobs.shim.server import serve_until_signalled, start_shim
+
     shim = await start_shim(
-        LambdaInvoker(aws.client("lambda", settings), functions),
-        runtime.stores(settings),
+        invoker,
+        stores,
         aws.client("dynamodbstreams", settings),
         host=host,
         port=port,
         advertised_endpoint=settings.advertised_endpoint,
     )
-    print(f"Beamjobs Job API on {host}:{shim.port} (functions {functions})", flush=True)
+    print(f"Beamjobs Job API on {host}:{shim.port} ({via})", flush=True)
     await serve_until_signalled(shim)
 
 

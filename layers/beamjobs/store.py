@@ -18,6 +18,7 @@ Listing uses the ``gsi1`` index (``gsi1pk = "jobs"``, ``gsi1sk = <created>#<id>`
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -217,15 +218,9 @@ class JobStore:
     def heartbeat(self, job_id: str) -> JobState:
         """Record that the job's worker is alive; return the job's state (as projected), so a
         worker learns that its job was cancelled or failed meanwhile."""
-        with aws_errors(f"job {job_id}"):
-            answer = self._db.update_item(
-                TableName=self._table,
-                Key=_to_item({"pk": _pk(job_id), "sk": JOB_SK}),
-                UpdateExpression="SET heartbeat_at = :t",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=_to_item({":t": _decimal(self._clock())}),
-                ReturnValues="ALL_NEW",
-            )
+        answer = self._update_record(
+            job_id, "SET heartbeat_at = :t", {":t": _decimal(self._clock())}, ReturnValues="ALL_NEW"
+        )
         return JobState(_from_item(answer["Attributes"])["state"])
 
     def _query_index(self, index: str, key: str, value: str, page_size: int) -> list[Job]:
@@ -246,14 +241,7 @@ class JobStore:
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def set_metrics_ref(self, job_id: str, metrics_ref: str) -> None:
-        with aws_errors(f"job {job_id}"):
-            self._db.update_item(
-                TableName=self._table,
-                Key=_to_item({"pk": _pk(job_id), "sk": JOB_SK}),
-                UpdateExpression="SET metrics_ref = :m",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=_to_item({":m": metrics_ref}),
-            )
+        self._update_record(job_id, "SET metrics_ref = :m", {":m": metrics_ref})
 
     def record_staging(self, job_id: str, pipeline_ref: str, unstaged: Sequence[str]) -> None:
         """Record a staging session's outcome on a preparation: the pipeline with its staged
@@ -266,15 +254,7 @@ class JobStore:
         else:
             update += " REMOVE unstaged"
         try:
-            with aws_errors(f"job {job_id}"):
-                self._db.update_item(
-                    TableName=self._table,
-                    Key=_to_item({"pk": _pk(job_id), "sk": JOB_SK}),
-                    UpdateExpression=update,
-                    ConditionExpression="attribute_exists(pk) AND #state = :stopped",
-                    ExpressionAttributeNames={"#state": "state"},
-                    ExpressionAttributeValues=_to_item(values),
-                )
+            self._update_record(job_id, update, values, condition="#state = :stopped")
         except Conflict as conflict:
             self.get(job_id)  # NotFound for an unknown job
             raise FailedPrecondition(
@@ -420,18 +400,33 @@ class JobStore:
             values[":a"] = ACTIVE_PARTITION
         else:
             update += " REMOVE active"
-        try:
-            with aws_errors(f"job {job_id}"):
-                self._db.update_item(
-                    TableName=self._table,
-                    Key=_to_item({"pk": _pk(job_id), "sk": JOB_SK}),
-                    UpdateExpression=update,
-                    ConditionExpression="attribute_exists(pk) AND seq < :n",
-                    ExpressionAttributeNames={"#state": "state"},
-                    ExpressionAttributeValues=_to_item(values),
-                )
-        except Conflict:
-            pass  # a later state was projected already
+        with contextlib.suppress(Conflict):  # a later state was projected already
+            self._update_record(job_id, update, values, condition="seq < :n")
+
+    def _update_record(
+        self,
+        job_id: str,
+        update: str,
+        values: dict[str, Any],
+        *,
+        condition: str | None = None,
+        **extra: Any,
+    ) -> Any:
+        """One update of the job's record, which must exist (and meet `condition`); `#state`
+        names the state attribute (a reserved word), declared only when used, as DynamoDB
+        requires. Conflict when a condition fails."""
+        expression = "attribute_exists(pk)" + (f" AND {condition}" if condition else "")
+        names = {"#state": "state"} if "#state" in update + expression else {}
+        with aws_errors(f"job {job_id}"):
+            return self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": _pk(job_id), "sk": JOB_SK}),
+                UpdateExpression=update,
+                ConditionExpression=expression,
+                ExpressionAttributeValues=_to_item(values),
+                **({"ExpressionAttributeNames": names} if names else {}),
+                **extra,
+            )
 
 
 def _cut(message: Message) -> Message:
