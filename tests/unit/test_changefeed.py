@@ -180,16 +180,23 @@ def _feed(streams: FakeStreams, log: Log, **options: Any) -> ChangeFeed:
     return ChangeFeed(streams, FakeStore(log), _blocking, **{**FAST, **options})
 
 
+async def _following(streams: FakeStreams, log: Log, subscribers: int = 1, **options: Any):
+    """A started feed and a follower of job "j" (prepared: STOPPED), once `subscribers` are
+    registered and the reader holds its iterators."""
+    feed = _feed(streams, log, **options)
+    feed.start()
+    log.append("j")
+    follower = asyncio.create_task(_collect(feed, log, "j"))
+    await _until(lambda: feed.subscriber_count == subscribers)
+    await asyncio.sleep(0.02)
+    return feed, follower
+
+
 def test_children_are_read_after_their_parent_and_every_record_arrives_once_in_order():
     async def scenario():
         log, streams = Log(), FakeStreams()
         parent = streams.add_shard("shard-1")
-        feed = _feed(streams, log)
-        feed.start()
-        log.append("j")  # STOPPED, stored before the subscription
-        follower = asyncio.create_task(_collect(feed, log, "j"))
-        await _until(lambda: feed.subscriber_count == 1)
-        await asyncio.sleep(0.02)  # the reader holds LATEST iterators on the open shard
+        feed, follower = await _following(streams, log)
         for _ in range(3):
             streams.put(parent, "j", log.append("j", text="in the parent"))
         # The parent closes and splits; the child's records come after the parent's.
@@ -213,12 +220,7 @@ def test_an_expired_iterator_resumes_after_the_last_record_read():
     async def scenario():
         log, streams = Log(), FakeStreams()
         shard = streams.add_shard("shard-1")
-        feed = _feed(streams, log)
-        feed.start()
-        log.append("j")
-        follower = asyncio.create_task(_collect(feed, log, "j"))
-        await _until(lambda: feed.subscriber_count == 1)
-        await asyncio.sleep(0.02)
+        feed, follower = await _following(streams, log)
         streams.put(shard, "j", log.append("j", text="one"))
         await _until(lambda: streams.iterator_requests.count(("shard-1", "LATEST")) >= 1)
         await asyncio.sleep(0.02)
@@ -242,12 +244,7 @@ def test_lost_records_are_caught_up_from_the_table(failure):
     async def scenario():
         log, streams = Log(), FakeStreams()
         streams.add_shard("shard-1")
-        feed = _feed(streams, log)
-        feed.start()
-        log.append("j")
-        follower = asyncio.create_task(_collect(feed, log, "j"))
-        await _until(lambda: feed.subscriber_count == 1)
-        await asyncio.sleep(0.02)
+        feed, follower = await _following(streams, log)
         # Written to the table only: the stream lost them.
         log.append("j", text="lost one")
         log.append("j", state=JobState.DONE)
@@ -263,13 +260,8 @@ def test_a_stalled_subscriber_delays_no_one_and_catches_up_without_loss():
     async def scenario():
         log, streams = Log(), FakeStreams()
         shard = streams.add_shard("shard-1")
-        feed = _feed(streams, log, capacity=5)
-        feed.start()
-        log.append("j")
+        feed, follower = await _following(streams, log, capacity=5)
         stalled = feed.subscribe("j")  # never reads while the job writes
-        follower = asyncio.create_task(_collect(feed, log, "j"))
-        await _until(lambda: feed.subscriber_count == 2)
-        await asyncio.sleep(0.02)
         for index in range(50):
             streams.put(shard, "j", log.append("j", text=f"message {index}"))
         streams.put(shard, "j", log.append("j", state=JobState.CANCELLED))
@@ -291,11 +283,7 @@ def test_closing_the_feed_ends_open_follows_with_unavailable_and_empties_the_reg
     async def scenario():
         log, streams = Log(), FakeStreams()
         streams.add_shard("shard-1")
-        feed = _feed(streams, log)
-        feed.start()
-        log.append("j")
-        follower = asyncio.create_task(_collect(feed, log, "j"))
-        await _until(lambda: feed.subscriber_count == 1)
+        feed, follower = await _following(streams, log)
         await feed.close()
         with pytest.raises(Unavailable):
             await follower
