@@ -13,7 +13,8 @@ from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
 from beamjobs.errors import FailedPrecondition, InvalidArgument, Unavailable
 from beamjobs.executor import Executor, ExecutorError
-from beamjobs.options import option_key
+from beamjobs.fargate import task_size
+from beamjobs.options import JOB_TIMEOUT_SECONDS, option_key, read_option
 from beamjobs.pipelines import summarize
 from beamjobs.states import JobState, is_terminal
 from beamjobs.store import Job, JobStore, Message, TransitionRejected
@@ -65,6 +66,10 @@ class JobControl:
             raise InvalidArgument("pipeline_options must be a Struct")
         if not isinstance(job_name, str) or len(job_name) > _MAX_NAME_LENGTH:
             raise InvalidArgument("job_name must be a string of at most 500 characters")
+        # The service's own options are checked now: a bad value is the client's mistake
+        # (INVALID_ARGUMENT), not a job that fails when it starts.
+        read_option(options, JOB_TIMEOUT_SECONDS)
+        task_size(options)
         summary = summarize(self._blobs.get(pipeline_ref), self._artifacts)
         # SDKs always send job_name "job"; the user's --job_name travels in the options.
         name = str(options.get(option_key("job_name")) or job_name or "job")

@@ -298,3 +298,21 @@ def test_reconcile_of_an_execution_status_change(stores, executor, status, befor
         stores.jobs.transition(job_id, state)
     assert _reconcile(event) == {"settled": {job_id: after.value}}
     assert stores.jobs.get(job_id).state is after
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("worker_vcpu", "3", "--worker_vcpu must be one of"),
+        ("worker_memory_mb", "100", "--worker_memory_mb for 1 vCPU must be"),
+        ("job_timeout_seconds", "soon", "--job_timeout_seconds must be a number"),
+    ],
+)
+def test_prepare_refuses_invalid_service_options(stores, executor, option, value, says):
+    event = _event("control_prepare")
+    stores.blobs.put(event["request"]["pipeline_ref"], pipeline_bytes())
+    event["request"]["pipeline_options"][f"beam:option:{option}:v1"] = value
+    answer = _invoke(control, event)
+    assert answer["error"]["code"] == "INVALID_ARGUMENT"
+    assert says in answer["error"]["message"]
+    assert stores.jobs.list_jobs() == []
