@@ -18,7 +18,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from beamjobs.aws import error_code
 from beamjobs.blobs import BlobStore
-from beamjobs.errors import InvalidArgument
 from beamjobs.executor import ExecutorError
 from beamjobs.fargate import task_definition_with_sdk, worker_task_overrides
 from beamjobs.options import JOB_TIMEOUT_SECONDS, read_option
@@ -62,23 +61,21 @@ class StepFunctionsExecutor:
                 f"the pipeline's DOCKER environments use {len(images)} SDK images "
                 f"({', '.join(images)}); a job's worker runs one SDK image beside it"
             )
-        try:
-            return {
-                "job_id": job.job_id,
-                "task_definition": (
-                    self._task_definition_with_sdk(images[0])
-                    if images
-                    else self._worker_task_definition
-                ),
-                "overrides": _step_functions_casing(
-                    worker_task_overrides(job.job_id, options, with_sdk_sidecar=bool(images))
-                ),
-                "timeout_seconds": min(
-                    int(read_option(options, JOB_TIMEOUT_SECONDS)), self._max_job_seconds
-                ),
-            }
-        except InvalidArgument as invalid:
-            raise ExecutorError(invalid.message) from invalid
+        # The options were validated at Prepare (JobControl.prepare).
+        return {
+            "job_id": job.job_id,
+            "task_definition": (
+                self._task_definition_with_sdk(images[0])
+                if images
+                else self._worker_task_definition
+            ),
+            "overrides": _step_functions_casing(
+                worker_task_overrides(job.job_id, options, with_sdk_sidecar=bool(images))
+            ),
+            "timeout_seconds": min(
+                int(read_option(options, JOB_TIMEOUT_SECONDS)), self._max_job_seconds
+            ),
+        }
 
     def _task_definition_with_sdk(self, image: str) -> str:
         if image not in self._with_sdk:
@@ -133,14 +130,11 @@ def _step_functions_casing(overrides: dict[str, Any]) -> dict[str, Any]:
     """RunTask's overrides as Step Functions passes them: PascalCase keys (the ECS API's
     JSON uses camelCase), values unchanged."""
 
-    def convert(value: Any, *, keys: bool) -> Any:
+    def convert(value: Any) -> Any:
         if isinstance(value, dict):
-            return {
-                (key[:1].upper() + key[1:] if keys else key): convert(item, keys=keys)
-                for key, item in value.items()
-            }
+            return {key[:1].upper() + key[1:]: convert(item) for key, item in value.items()}
         if isinstance(value, list):
-            return [convert(item, keys=keys) for item in value]
+            return [convert(item) for item in value]
         return value
 
-    return dict(convert(overrides, keys=True))
+    return dict(convert(overrides))
