@@ -1,0 +1,58 @@
+"""The embedded AWS's fast serialization answers exactly what moto's own serializer answers."""
+
+import json
+from collections import Counter
+
+from moto.core import responses
+
+from beamjobs import aws, moto_speedups
+from beamjobs.states import JobState
+from beamjobs.store import Message
+from tests.integration.conftest import make_job
+
+
+def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, stores):
+    compared: Counter[str] = Counter()
+
+    def both(handler, action_result):
+        fast = moto_speedups.plain_json(handler, action_result)
+        generic = moto_speedups.generic_serialized(handler, action_result)
+        if fast is not None:
+            assert json.loads(fast[2]) == json.loads(generic[2]), handler._get_action()
+            assert fast[:2] == (generic[0], {**generic[1], **fast[1]})
+            compared[handler._get_action()] += 1
+        return generic
+
+    monkeypatch.setattr(responses.BaseResponse, "serialized", both)
+    streams = aws.client("dynamodbstreams", settings)
+    shard = streams.describe_stream(StreamArn=stores.jobs.stream_arn())["StreamDescription"][
+        "Shards"
+    ][0]["ShardId"]
+    iterator = streams.get_shard_iterator(
+        StreamArn=stores.jobs.stream_arn(), ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+
+    stores.jobs.create(make_job("j1"))
+    stores.jobs.record_staging("j1", "pipelines/other", ["a.whl"])
+    stores.jobs.transition("j1", JobState.STARTING)
+    stores.jobs.heartbeat("j1")
+    stores.jobs.transition(
+        "j1", JobState.FAILED, messages=[Message("JOB_MESSAGE_ERROR", "boom ✗", 1.5)]
+    )
+    stores.jobs.events("j1")
+    stores.jobs.list_jobs()
+    db = aws.client("dynamodb", settings)
+    db.get_item(TableName=settings.table_name, Key={"pk": {"S": "job#j1"}, "sk": {"S": "job"}})
+    db.delete_item(TableName=settings.table_name, Key={"pk": {"S": "x"}, "sk": {"S": "y"}})
+    records = streams.get_records(ShardIterator=iterator)["Records"]
+
+    assert records and all("ApproximateCreationDateTime" in r["dynamodb"] for r in records)
+    assert set(compared) == {
+        "PutItem",
+        "UpdateItem",
+        "Query",
+        "GetItem",
+        "DeleteItem",
+        "GetShardIterator",
+        "GetRecords",
+    }
