@@ -12,10 +12,14 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from beamjobs import aws, runtime
 from beamjobs.settings import Settings
 from beamjobs.shim.invoker import Handler, Invoker
+
+if TYPE_CHECKING:
+    from beamjobs.embedded import EmbeddedAws
 
 
 def _handlers() -> dict[str, Handler]:
@@ -32,7 +36,9 @@ def _quiet_powertools() -> None:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 
-async def _serve(settings: Settings, host: str, port: int) -> None:
+async def _serve(
+    settings: Settings, host: str, port: int, embedded: EmbeddedAws | None = None
+) -> None:
     from beamjobs.shim.invoker import InProcessInvoker
 
     # The handlers read their settings from the environment, as they do in Lambda.
@@ -42,7 +48,9 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
     # Started now, so that its fork server has imported Beam before the first job arrives.
     runtime.executor(settings, stores.jobs)
     invoker = InProcessInvoker(_handlers())
-    await _run_shim(invoker, stores, settings, host, port, f"AWS at {settings.endpoint_url}")
+    await _run_shim(
+        invoker, stores, settings, host, port, f"AWS at {settings.endpoint_url}", embedded
+    )
 
 
 async def _serve_deployed(host: str, port: int) -> None:
@@ -61,7 +69,13 @@ async def _serve_deployed(host: str, port: int) -> None:
 
 
 async def _run_shim(
-    invoker: Invoker, stores: runtime.Stores, settings: Settings, host: str, port: int, via: str
+    invoker: Invoker,
+    stores: runtime.Stores,
+    settings: Settings,
+    host: str,
+    port: int,
+    via: str,
+    embedded: EmbeddedAws | None = None,
 ) -> None:
     from beamjobs.shim.server import serve_until_signalled, start_shim
 
@@ -73,6 +87,8 @@ async def _run_shim(
         port=port,
         advertised_endpoint=settings.advertised_endpoint,
     )
+    if embedded is not None:  # the embedded AWS is in this process: it knows when to read
+        embedded.on_table_write(shim.feed.wake)
     print(f"Beamjobs Job API on {host}:{shim.port} ({via})", flush=True)
     await serve_until_signalled(shim)
 
@@ -109,21 +125,22 @@ def main(argv: list[str] | None = None) -> int:
     from beamjobs.provision import provision
 
     if args.command == "aws":
-        embedded, settings = start_embedded(args.template, args.port)
+        alone, settings = start_embedded(args.template, args.port)
         print(f"Embedded AWS on {settings.endpoint_url}", flush=True)
         try:
             asyncio.run(_forever())
         except KeyboardInterrupt:
-            embedded.stop()
+            alone.stop()
         return 0
 
+    embedded: EmbeddedAws | None = None
     if args.aws_endpoint:
         use_offline_credentials()
         settings = local_settings(args.aws_endpoint)
         provision(settings, args.template)
     else:
-        _, settings = start_embedded(args.template)
-    asyncio.run(_serve(settings, args.host, args.port))
+        embedded, settings = start_embedded(args.template)
+    asyncio.run(_serve(settings, args.host, args.port, embedded))
     return 0
 
 

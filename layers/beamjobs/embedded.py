@@ -34,18 +34,31 @@ def use_offline_credentials() -> None:
         os.environ.setdefault(name, value)
 
 
+# DynamoDB operations that write items (and so add records to the table's stream).
+_TABLE_WRITES = frozenset(
+    f"DynamoDB_20120810.{operation}"
+    for operation in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
+)
+
+
 class _OneRequestAtATime:
     """moto's backends are not thread-safe: concurrent DynamoDB transactions on one table were
     seen to fail inside moto ("dictionary changed size during iteration"). Real DynamoDB
-    serializes them; so does this wrapper, while connections are still served by threads."""
+    serializes them; so does this wrapper, while connections are still served by threads.
+    After each table write it calls the write listeners."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self._app = app
         self._lock = threading.Lock()
+        self.write_listeners: list[Callable[[], None]] = []
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         with self._lock:
-            return list(self._app(environ, start_response))
+            answer = list(self._app(environ, start_response))
+        if environ.get("HTTP_X_AMZ_TARGET") in _TABLE_WRITES:
+            for listener in self.write_listeners:
+                listener()
+        return answer
 
 
 class EmbeddedAws:
@@ -54,20 +67,27 @@ class EmbeddedAws:
     def __init__(self, port: int = 0) -> None:
         self._port = port
         self._server: BaseWSGIServer | None = None
+        self._app: _OneRequestAtATime | None = None
         self.endpoint_url = ""
 
     def start(self) -> str:
         use_offline_credentials()
         moto_speedups.install()
-        app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
+        self._app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
-            "127.0.0.1", self._port, app, threaded=True, request_handler=MotoRequestHandler
+            "127.0.0.1", self._port, self._app, threaded=True, request_handler=MotoRequestHandler
         )
         threading.Thread(
             target=self._server.serve_forever, name="embedded-aws", daemon=True
         ).start()
         self.endpoint_url = f"http://127.0.0.1:{self._server.server_port}"
         return self.endpoint_url
+
+    def on_table_write(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (on a server thread) after every DynamoDB item write: a change feed
+        in the same process reads the new stream records at once instead of at its next poll."""
+        assert self._app is not None, "start() first"
+        self._app.write_listeners.append(listener)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -290,3 +290,24 @@ def test_closing_the_feed_ends_open_follows_with_unavailable_and_empties_the_reg
         return feed.subscriber_count
 
     assert _run(scenario()) == 0
+
+
+def test_a_woken_feed_reads_at_once_instead_of_at_its_next_poll():
+    async def scenario():
+        log, streams = Log(), FakeStreams()
+        shard = streams.add_shard("shard-1")
+        slow = {"busy_interval": 30.0, "max_idle_interval": 30.0, "describe_interval": 30.0}
+        feed, follower = await _following(streams, log, **slow)
+        streams.put(shard, "j", log.append("j", text="written"))
+        streams.put(shard, "j", log.append("j", state=JobState.DONE))
+        started = asyncio.get_running_loop().time()
+        feed.wake()
+        seqs = await asyncio.wait_for(follower, 2)
+        waited = asyncio.get_running_loop().time() - started
+        await feed.close()
+        return seqs, waited, log
+
+    seqs, waited, log = _run(scenario())
+    assert seqs == [1, 2, 3]
+    assert waited < 1.0
+    assert log.queries == 1  # from the stream, not from a catch-up

@@ -11,7 +11,8 @@ Shards are followed as DynamoDB Streams defines them: every shard of the stream,
 after its parent is exhausted, shards open at start-up from LATEST (the table holds what came
 before), shards found later from TRIM_HORIZON. GetRecords runs about every 0.2 s per shard while
 records flow (DynamoDB Streams allows about five per second; the time a call takes counts
-towards it) and backs off to 0.5 s when idle.
+towards it) and backs off to 0.5 s when idle. Whoever knows that the table was just written can
+`wake` the reader to read at once (the embedded AWS does; AWS itself has no such signal).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ Blocking = Callable[..., Awaitable[Any]]
 
 BUSY_INTERVAL_SECONDS = 0.2
 MAX_IDLE_INTERVAL_SECONDS = 0.5
+# Woken, the reader still leaves this long between the starts of rounds.
+WOKEN_INTERVAL_SECONDS = 0.01
 # Shards are listed again this often (and at once when one closes), to find new ones.
 DESCRIBE_INTERVAL_SECONDS = 10.0
 # Events waiting for one subscriber; beyond this it is told to catch up from the table.
@@ -110,6 +113,8 @@ class ChangeFeed:
         self._describe_interval = describe_interval
         self._subscribers: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._woken: asyncio.Event | None = None
         self._closed = False
 
     # -- subscribers ----------------------------------------------------------------------------
@@ -150,7 +155,27 @@ class ChangeFeed:
     # -- the reader -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="change-feed")
+        self._loop = asyncio.get_running_loop()
+        self._woken = asyncio.Event()
+        self._task = self._loop.create_task(self._run(), name="change-feed")
+
+    def wake(self) -> None:
+        """The table was just written: read the stream now rather than at the next poll.
+        Callable from any thread; wakes coalesce into one round."""
+        if self._loop is not None and self._woken is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
+                self._loop.call_soon_threadsafe(self._woken.set)
+
+    async def _pause(self, round_started: float, interval: float) -> None:
+        """Wait until `interval` after the round started; woken, until the (shorter) woken
+        interval after it."""
+        assert self._woken is not None
+        remaining = interval - (time.monotonic() - round_started)
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), remaining)
+        self._woken.clear()
+        await asyncio.sleep(max(0.0, WOKEN_INTERVAL_SECONDS - (time.monotonic() - round_started)))
 
     async def close(self) -> None:
         """Stop reading; every open subscription ends (its stream answers UNAVAILABLE)."""
@@ -207,7 +232,7 @@ class ChangeFeed:
             interval = self._busy if got_any else min(interval * 1.5, self._max_idle)
             # The interval is between the starts of rounds: a slow GetRecords is not followed
             # by a full pause as well.
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - round_started)))
+            await self._pause(round_started, interval)
 
     async def _discover(self, stream_arn: str, shards: dict[str, _Shard], *, initial: bool) -> None:
         request: dict[str, Any] = {"StreamArn": stream_arn}

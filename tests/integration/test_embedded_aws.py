@@ -1,4 +1,5 @@
-"""The embedded AWS's fast serialization answers exactly what moto's own serializer answers."""
+"""The embedded AWS: its fast serialization answers exactly what moto's own serializer answers,
+and it tells listeners about table writes."""
 
 import json
 from collections import Counter
@@ -56,3 +57,19 @@ def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, store
         "GetShardIterator",
         "GetRecords",
     }
+
+
+def test_table_writes_and_only_writes_ring_the_write_listeners(
+    monkeypatch, embedded_aws, settings, stores
+):
+    monkeypatch.setattr(embedded_aws._app, "write_listeners", [])  # this test's listener only
+    writes: list[None] = []
+    embedded_aws.on_table_write(lambda: writes.append(None))
+    stores.jobs.create(make_job("j1"))  # the first event and the record
+    assert len(writes) == 2
+    stores.jobs.get("j1")
+    stores.jobs.events("j1")
+    stores.blobs.put_content("pipeline", b"not a table")
+    assert len(writes) == 2
+    stores.jobs.transition("j1", JobState.STARTING)  # the event and the record's projection
+    assert len(writes) == 4
