@@ -1,6 +1,6 @@
-"""The local executor: each job runs in a worker process of its own on this machine, forked from
-a fork server that has imported Beam already (see beamjobs.worker.forkserver), so a job starts in
-milliseconds instead of paying Beam's import.
+"""The local executor: each job runs in a worker process of its own on this machine, one of the
+fork server's warm workers (see beamjobs.worker.forkserver), so a job starts in milliseconds
+instead of paying Beam's import.
 
 A watcher per job waits for its worker to exit (or for the job's timeout) and then `settle`s the
 job, so a worker that crashed or was stopped still ends in a terminal state. A reconciler thread
@@ -25,7 +25,7 @@ from beamjobs.executor import ExecutorError, settle
 from beamjobs.options import JOB_TIMEOUT_SECONDS, read_option
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.settings import Settings
-from beamjobs.store import Job, JobStore
+from beamjobs.store import Job, JobStore, job_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +60,15 @@ class ForkServer:
         with self._lock:
             self._ensure_running()
 
-    def fork(self, job_id: str) -> Worker:
+    def fork(self, job: Job) -> Worker:
+        """Hand the started job to a warm worker."""
+        job_id = job.job_id
         with self._lock:
             process = self._ensure_running()
             self._started[job_id] = None
             try:
                 assert process.stdin is not None
-                process.stdin.write(f"run {job_id}\n")
+                process.stdin.write(f"run {job_to_json(job)}\n")
                 process.stdin.flush()
             except OSError as error:
                 del self._started[job_id]
@@ -139,7 +141,7 @@ class ProcessExecutor:
     def start(self, job: Job) -> None:
         options = json.loads(job.options_json) if job.options_json else {}
         timeout = read_option(options, JOB_TIMEOUT_SECONDS)
-        worker = self._forks.fork(job.job_id)
+        worker = self._forks.fork(job)
         with self._lock:
             self._workers[job.job_id] = worker
         threading.Thread(

@@ -40,6 +40,8 @@ class Settings:
     max_job_seconds: int = 86_400
     # AWS executor: the worker's task definition (revisions with SDK sidecars derive from it).
     worker_task_definition: str | None = None
+    # Local executor: workers kept forked and ready, each waiting for a job.
+    warm_workers: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +61,9 @@ class Settings:
                 "BEAMJOBS_EXECUTOR=stepfunctions needs BEAMJOBS_STATE_MACHINE_ARN and "
                 "BEAMJOBS_WORKER_TASK_DEFINITION"
             )
+        warm_workers = int(env.get("BEAMJOBS_WARM_WORKERS", "2"))
+        if warm_workers < 0:
+            raise InvalidArgument("BEAMJOBS_WARM_WORKERS must be 0 or more")
         return cls(
             table_name=env["BEAMJOBS_TABLE"],
             bucket_name=env["BEAMJOBS_BUCKET"],
@@ -75,6 +80,7 @@ class Settings:
             artifact_cache_dir=env.get("BEAMJOBS_ARTIFACT_CACHE") or None,
             max_job_seconds=int(env.get("BEAMJOBS_MAX_JOB_SECONDS", "86400")),
             worker_task_definition=env.get("BEAMJOBS_WORKER_TASK_DEFINITION") or None,
+            warm_workers=warm_workers,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -90,6 +96,7 @@ class Settings:
             "BEAMJOBS_LEASE_SECONDS": str(self.lease_seconds),
             "BEAMJOBS_MAX_ARTIFACT_BYTES": str(self.max_artifact_bytes),
             "BEAMJOBS_MAX_JOB_SECONDS": str(self.max_job_seconds),
+            "BEAMJOBS_WARM_WORKERS": str(self.warm_workers),
         }
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url

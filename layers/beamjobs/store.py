@@ -19,9 +19,10 @@ Listing uses the ``gsi1`` index (``gsi1pk = "jobs"``, ``gsi1sk = <created>#<id>`
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -95,6 +96,23 @@ class Job:
     heartbeat_at: float | None = None
     # Artifacts the pipeline depends on that were not staged yet: a job runs only without any.
     unstaged: tuple[str, ...] = ()
+
+
+def job_to_json(job: Job) -> str:
+    """The job as one line of JSON (a started job handed to a local worker)."""
+    return json.dumps({**asdict(job), "state": job.state.value})
+
+
+def job_from_json(text: str) -> Job:
+    values = json.loads(text)
+    return Job(
+        **{
+            **values,
+            "state": JobState(values["state"]),
+            "environment_urns": tuple(values["environment_urns"]),
+            "unstaged": tuple(values["unstaged"]),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -280,14 +298,19 @@ class JobStore:
         only_from: Iterable[JobState] | None = None,
         messages: Sequence[Message] = (),
         require: Callable[[Job], None] | None = None,
+        known: Job | None = None,
     ) -> Job:
         """Move a job to `to`, after appending `messages` (e.g. a failure's cause). Raises
         TransitionRejected when the current state forbids it or is not in `only_from`, and
-        whatever `require` raises when it refuses the job as read."""
+        whatever `require` raises when it refuses the job as read.
+
+        `known` is the job as the caller last saw it (e.g. a worker handed its job as it was
+        started): the first attempt appends after it without reading the job; if the log has
+        moved on since, the job is read and the transition decided again."""
         allowed_from = frozenset(only_from) if only_from is not None else None
         self.append_messages(job_id, messages)
         for _ in range(_MAX_RACE_RETRIES):
-            job = self.get(job_id)
+            job, known = (known, None) if known is not None else (self.get(job_id), None)
             if not can_transition(job.state, to) or (
                 allowed_from is not None and job.state not in allowed_from
             ):

@@ -5,7 +5,13 @@ import pytest
 from beamjobs import aws
 from beamjobs.errors import NotFound
 from beamjobs.states import JobState
-from beamjobs.store import MAX_MESSAGE_CHARS, Message, TransitionRejected
+from beamjobs.store import (
+    MAX_MESSAGE_CHARS,
+    Message,
+    TransitionRejected,
+    job_from_json,
+    job_to_json,
+)
 from tests.integration.conftest import make_job
 
 
@@ -139,3 +145,31 @@ def test_the_state_is_read_from_the_log_even_when_the_record_lags(stores, settin
     )
     job = stores.jobs.get("j1")
     assert (job.state, job.seq) == (JobState.STARTING, 3)
+
+
+def test_a_known_tail_is_appended_after_without_reading_and_a_stale_one_is_decided_again(
+    monkeypatch, stores
+):
+    stores.jobs.create(make_job("j1", environment_urns=("beam:env:embedded_python:v1",)))
+    started = stores.jobs.transition("j1", JobState.STARTING)
+    handed_over = job_from_json(job_to_json(started))
+    assert handed_over == started
+
+    reads = []
+    real_get = stores.jobs.get
+    monkeypatch.setattr(stores.jobs, "get", lambda job_id: reads.append(job_id) or real_get(job_id))
+    running = stores.jobs.transition(
+        "j1", JobState.RUNNING, only_from=[JobState.STARTING], known=handed_over
+    )
+    assert reads == []
+    assert (running.state, running.seq, running.pipeline_ref) == (JobState.RUNNING, 3, "p")
+
+    # Cancelled meanwhile: the stale tail loses the slot, the job is read, RUNNING is refused.
+    stores.jobs.create(make_job("j2"))
+    started = stores.jobs.transition("j2", JobState.STARTING)
+    stores.jobs.transition("j2", JobState.CANCELLING)
+    reads.clear()
+    with pytest.raises(TransitionRejected, match="CANCELLING"):
+        stores.jobs.transition("j2", JobState.RUNNING, only_from=[JobState.STARTING], known=started)
+    assert reads == ["j2"]
+    assert [e.state for e in stores.jobs.events("j2")][-1] is JobState.CANCELLING

@@ -1,13 +1,16 @@
-"""The fork server: one process that imports Beam once, then forks a fresh worker per job.
+"""The fork server: one process that imports Beam once and keeps a few workers forked from it
+ahead of need (the warm pool), each waiting for a job.
 
-Importing apache_beam costs about a second; a fork costs milliseconds. The server itself never
-runs a job, opens a connection or starts a thread (forking is only safe that way), so every
-child starts from the same pristine state: nothing of one job (modules it imported, environment
-variables, temporary files, threads) can reach another. Each child runs in a session of its own,
-so stopping a job stops its whole process group.
+Importing apache_beam costs about a second; a fork costs milliseconds, and a warm worker has
+made its set-up and its first AWS calls before its job arrives, so a job starts at once. The
+server itself never runs a job, opens a connection or starts a thread (forking is only safe that
+way), and a worker runs one job and exits: every worker starts from the same pristine state, so
+nothing of one job (modules it imported, environment variables, temporary files, threads) can
+reach another. Each worker runs in a session of its own, so stopping a job stops its whole
+process group. A warm worker that dies while waiting is replaced, as is each one handed a job.
 
-Protocol (one line each): stdin `run <job id>`; stdout `started <job id> <pid>` and
-`exited <pid> <exit code, negative for a signal>`.
+Protocol (one line each): stdin `run <the started job as JSON>`; stdout
+`started <job id> <pid>` and `exited <pid> <exit code, negative for a signal>`.
 """
 
 from __future__ import annotations
@@ -16,32 +19,99 @@ import os
 import select
 import signal
 import sys
+from typing import TextIO
 
 from beamjobs import runtime
 from beamjobs.settings import Settings
+from beamjobs.store import job_from_json
 
-# Imports Beam and FnApiRunner: children inherit them already imported.
-from beamjobs.worker.run import run_job
+# Imports Beam and FnApiRunner: workers inherit them already imported.
+from beamjobs.worker.run import JobRunner
 
 _REAP_INTERVAL_SECONDS = 0.1
 
 
-def _child(job_id: str) -> None:
-    """In the forked child: leave the server's session and pipes, run the job, exit."""
+def _read_line(fd: int) -> bytes:
+    """Bytes up to a newline, or what came before end of file."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.strip()
+
+
+def _worker(job_pipe: int, inherited: list[int]) -> None:
+    """In a forked worker: leave the server's session and pipes, get ready, wait for the job,
+    run it, exit. End of file instead of a job means the server is gone: exit."""
     os.setsid()
+    for fd in inherited:  # other workers' job pipes: their end of file must not wait for us
+        os.close(fd)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # stdout is the server's protocol pipe: the job's output goes to stderr
     code = 1
     try:
-        code = run_job(job_id)
+        runner = JobRunner()
+        runner.warm_up()
+        line = _read_line(job_pipe)
+        if not line:
+            code = 0
+            return
+        job = job_from_json(line.decode())
+        code = runner.run(job.job_id, known=job)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
 
 
-def _reap(out) -> None:  # type: ignore[no-untyped-def]
+class WarmPool:
+    """Workers forked and waiting, by pid, with the pipe each waits on for its job."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._waiting: dict[int, int] = {}
+
+    def refill(self) -> None:
+        while len(self._waiting) < self._size:
+            pid, pipe = self._fork()
+            self._waiting[pid] = pipe
+
+    def hand_over(self, job_json: str) -> int:
+        """Give the job to a waiting worker (a new one if none waits); return its pid."""
+        while True:
+            if self._waiting:
+                pid = next(iter(self._waiting))
+                pipe = self._waiting.pop(pid)
+            else:
+                pid, pipe = self._fork()
+            try:
+                os.write(pipe, job_json.encode() + b"\n")
+                return pid
+            except BrokenPipeError:
+                continue  # it died while waiting: the next one
+            finally:
+                os.close(pipe)
+
+    def forget(self, pid: int) -> None:
+        """A worker exited; if it was still waiting, it will be replaced."""
+        pipe = self._waiting.pop(pid, None)
+        if pipe is not None:
+            os.close(pipe)
+
+    def _fork(self) -> tuple[int, int]:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(write_end)
+            _worker(read_end, list(self._waiting.values()))
+        os.close(read_end)
+        return pid, write_end
+
+
+def _reap(pool: WarmPool, out: TextIO) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -49,36 +119,38 @@ def _reap(out) -> None:  # type: ignore[no-untyped-def]
             return
         if pid == 0:
             return
+        pool.forget(pid)
         out.write(f"exited {pid} {os.waitstatus_to_exitcode(status)}\n")
         out.flush()
 
 
 def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the shim's Ctrl-C is for the shim
-    # Building AWS clients loads their service models (~0.3 s each); children inherit them.
+    settings = Settings.from_env()
+    # Building AWS clients loads their service models (~0.3 s each); workers inherit them.
     # Nothing is sent here, so no connection exists yet to be shared across a fork.
-    runtime.stores(Settings.from_env())
+    runtime.stores(settings)
+    pool = WarmPool(settings.warm_workers)
+    pool.refill()
     out = sys.stdout
     pending = b""
     while True:
         ready, _, _ = select.select([0], [], [], _REAP_INTERVAL_SECONDS)
-        _reap(out)
-        if not ready:
-            continue
-        chunk = os.read(0, 4096)
-        if not chunk:
-            return  # the executor is gone; running jobs go on in their own sessions
-        pending += chunk
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
-            command, _, job_id = line.decode().partition(" ")
-            if command != "run" or not job_id:
-                continue
-            pid = os.fork()
-            if pid == 0:
-                _child(job_id)
-            out.write(f"started {job_id} {pid}\n")
-            out.flush()
+        _reap(pool, out)
+        if ready:
+            chunk = os.read(0, 65536)
+            if not chunk:
+                return  # the executor is gone; running jobs go on in their own sessions
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                command, _, job_json = line.decode().partition(" ")
+                if command != "run" or not job_json:
+                    continue
+                pid = pool.hand_over(job_json)
+                out.write(f"started {job_from_json(job_json).job_id} {pid}\n")
+                out.flush()
+        pool.refill()
 
 
 if __name__ == "__main__":

@@ -13,13 +13,15 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_provision_api_pb2, beam_runner_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
+from botocore.exceptions import ClientError
 from google.protobuf import struct_pb2
 
 from beamjobs import runtime
+from beamjobs.errors import BeamjobsError, NotFound
 from beamjobs.runtime import Stores
 from beamjobs.settings import Settings
 from beamjobs.states import JobState
-from beamjobs.store import Message, TransitionRejected
+from beamjobs.store import Job, Message, TransitionRejected
 from beamjobs.worker import environments, packages, process_environment
 from beamjobs.worker.artifacts import ArtifactCache, default_cache_directory, localize
 from beamjobs.worker.harness_logs import HarnessLogFormatter
@@ -55,24 +57,51 @@ def _provision_info(job_id: str, job_name: str, options: dict[str, Any]) -> Any:
     )
 
 
-def run_job(job_id: str) -> int:
-    """A worker process's whole life: settings from the environment, one job, exit code 0 (the
-    job's outcome is recorded in the store, not in the exit code)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings.from_env()
-    stores = runtime.stores(settings)
-    cache_directory = settings.artifact_cache_dir
-    execute(
-        job_id,
-        stores,
-        heartbeat_seconds=settings.heartbeat_seconds,
-        worker_pool=settings.worker_pool,
-        cache=ArtifactCache(
-            stores.artifacts,
+class JobRunner:
+    """A worker process's set-up, which needs no job: settings from the environment, clients,
+    the artifact cache. A warm worker makes it, and warms up, while it waits for its job."""
+
+    def __init__(self) -> None:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        self._settings = Settings.from_env()
+        self._stores = runtime.stores(self._settings)
+        cache_directory = self._settings.artifact_cache_dir
+        self._cache = ArtifactCache(
+            self._stores.artifacts,
             Path(cache_directory) if cache_directory else default_cache_directory(),
-        ),
-    )
-    return 0
+        )
+
+    def warm_up(self) -> None:
+        """One cheap read per AWS client (of things that do not exist), so that the first
+        calls of the job find their connections open and the clients' own first-call set-up
+        done. Best effort: a failure here only means a colder start."""
+        for read in (self._stores.jobs.get, self._stores.blobs.get):
+            try:
+                read("warm-up")
+            except NotFound:
+                pass
+            except (BeamjobsError, ClientError):
+                logger.warning("warming up failed", exc_info=True)
+
+    def run(self, job_id: str, *, known: Job | None = None) -> int:
+        """Run one job; exit code 0 (the job's outcome is recorded in the store, not in the
+        exit code). `known`: the job as it was started, when the starter handed it over."""
+        execute(
+            job_id,
+            self._stores,
+            heartbeat_seconds=self._settings.heartbeat_seconds,
+            worker_pool=self._settings.worker_pool,
+            cache=self._cache,
+            known=known,
+        )
+        return 0
+
+
+def run_job(job_id: str) -> int:
+    """A worker process's whole life when started for one job (a worker container)."""
+    return JobRunner().run(job_id)
 
 
 def execute(
@@ -82,10 +111,13 @@ def execute(
     heartbeat_seconds: float,
     cache: ArtifactCache,
     worker_pool: str | None = None,
+    known: Job | None = None,
 ) -> JobState:
     """Run the job to its end and record the outcome; return the state recorded."""
     try:
-        job = stores.jobs.transition(job_id, JobState.RUNNING, only_from=[JobState.STARTING])
+        job = stores.jobs.transition(
+            job_id, JobState.RUNNING, only_from=[JobState.STARTING], known=known
+        )
     except TransitionRejected as rejected:
         logger.info("job %s is %s: not running it", job_id, rejected.job.state.value)
         return rejected.job.state
