@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from beamjobs import aws, runtime
 from beamjobs.settings import Settings
 from beamjobs.shim.invoker import Handler, Invoker
-
-if TYPE_CHECKING:
-    from beamjobs.embedded import EmbeddedAws
 
 
 def _handlers() -> dict[str, Handler]:
@@ -36,9 +34,7 @@ def _quiet_powertools() -> None:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 
-async def _serve(
-    settings: Settings, host: str, port: int, embedded: EmbeddedAws | None = None
-) -> None:
+async def _serve(settings: Settings, host: str, port: int, doorbell: int | None = None) -> None:
     from beamjobs.shim.invoker import InProcessInvoker
 
     # The handlers read their settings from the environment, as they do in Lambda.
@@ -49,7 +45,7 @@ async def _serve(
     runtime.executor(settings, stores.jobs)
     invoker = InProcessInvoker(_handlers())
     await _run_shim(
-        invoker, stores, settings, host, port, f"AWS at {settings.endpoint_url}", embedded
+        invoker, stores, settings, host, port, f"AWS at {settings.endpoint_url}", doorbell
     )
 
 
@@ -75,7 +71,7 @@ async def _run_shim(
     host: str,
     port: int,
     via: str,
-    embedded: EmbeddedAws | None = None,
+    doorbell: int | None = None,
 ) -> None:
     from beamjobs.shim.server import serve_until_signalled, start_shim
 
@@ -87,8 +83,8 @@ async def _run_shim(
         port=port,
         advertised_endpoint=settings.advertised_endpoint,
     )
-    if embedded is not None:  # the embedded AWS is in this process: it knows when to read
-        embedded.on_table_write(shim.feed.wake)
+    if doorbell is not None:  # the embedded AWS rings it after each table write
+        asyncio.get_running_loop().add_reader(doorbell, _answer, doorbell, shim.feed.wake)
     print(f"Beamjobs Job API on {host}:{shim.port} ({via})", flush=True)
     await serve_until_signalled(shim)
 
@@ -111,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     aws_only = commands.add_parser("aws", help="run the embedded AWS alone")
     aws_only.add_argument("--port", type=int, default=5000)
     aws_only.add_argument("--template", type=Path, default=Path("template.yaml"))
+    aws_only.add_argument(
+        "--doorbell-fd",
+        type=int,
+        help="write a byte to this file descriptor after every table write, and exit with "
+        "the parent process (how `serve` runs it)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # One line per request to the embedded AWS would drown everything else.
@@ -121,27 +123,49 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve_deployed(args.host, args.port))
         return 0
     # Local mode only (its image has no moto): the embedded AWS and provisioning from the file.
-    from beamjobs.embedded import local_settings, start_embedded, use_offline_credentials
+    from beamjobs.embedded import (
+        EmbeddedAwsProcess,
+        exit_with_parent,
+        local_settings,
+        ring_on_table_writes,
+        start_embedded,
+        use_offline_credentials,
+    )
     from beamjobs.provision import provision
 
     if args.command == "aws":
         alone, settings = start_embedded(args.template, args.port)
         print(f"Embedded AWS on {settings.endpoint_url}", flush=True)
+        if args.doorbell_fd is not None:
+            ring_on_table_writes(alone, args.doorbell_fd)
+            exit_with_parent()
+            os.dup2(2, 1)  # serve reads only that announcement: anything else goes to stderr
         try:
             asyncio.run(_forever())
         except KeyboardInterrupt:
             alone.stop()
         return 0
 
-    embedded: EmbeddedAws | None = None
     if args.aws_endpoint:
         use_offline_credentials()
         settings = local_settings(args.aws_endpoint)
         provision(settings, args.template)
-    else:
-        embedded, settings = start_embedded(args.template)
-    asyncio.run(_serve(settings, args.host, args.port, embedded))
+        asyncio.run(_serve(settings, args.host, args.port))
+        return 0
+    embedded = EmbeddedAwsProcess(args.template)
+    try:
+        settings = local_settings(embedded.start())
+        asyncio.run(_serve(settings, args.host, args.port, embedded.doorbell))
+    finally:
+        embedded.stop()
     return 0
+
+
+def _answer(doorbell: int, wake: Callable[[], None]) -> None:
+    """Empty the doorbell pipe (the rings coalesce) and wake the change feed."""
+    with contextlib.suppress(BlockingIOError):
+        os.read(doorbell, 65536)
+    wake()
 
 
 async def _forever() -> None:

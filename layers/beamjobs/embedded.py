@@ -1,9 +1,17 @@
-"""The embedded AWS: moto's server on localhost, shaped like a deployment by template.yaml."""
+"""The embedded AWS: moto's server on localhost, shaped like a deployment by template.yaml.
+
+`beamjobs serve` runs it in a process of its own (EmbeddedAwsProcess): moto and the shim then
+run on separate cores instead of sharing one interpreter lock, which measurably shortens every
+call; a doorbell pipe tells the shim's change feed when the table was written."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -92,6 +100,70 @@ class EmbeddedAws:
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
+
+
+def ring_on_table_writes(aws: EmbeddedAws, doorbell_fd: int) -> None:
+    """Write a byte to `doorbell_fd` after every table write. A full pipe already holds an
+    unanswered ring, so a ring that does not fit is dropped."""
+    os.set_blocking(doorbell_fd, False)
+
+    def ring() -> None:
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(doorbell_fd, b".")
+
+    aws.on_table_write(ring)
+
+
+def exit_with_parent() -> None:
+    """End this process once the process that started it is gone (it cannot stop us itself if
+    it was killed)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+class EmbeddedAwsProcess:
+    """`beamjobs aws` as a child process, provisioned from the template, with a doorbell: a
+    pipe that receives a byte after every table write."""
+
+    def __init__(self, template: Path) -> None:
+        self._template = template
+        self._process: subprocess.Popen[str] | None = None
+        self.doorbell = -1
+        self.endpoint_url = ""
+
+    def start(self) -> str:
+        use_offline_credentials()
+        self.doorbell, ring_end = os.pipe()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "beamjobs.cli", "aws", "--port", "0"]
+            + ["--template", str(self._template), "--doorbell-fd", str(ring_end)],
+            pass_fds=[ring_end],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        os.close(ring_end)
+        assert self._process.stdout is not None
+        # Its first line announces where it serves: "Embedded AWS on <url>".
+        announced = self._process.stdout.readline().split()
+        if not announced:
+            raise RuntimeError(f"the embedded AWS exited with {self._process.wait()}")
+        self.endpoint_url = announced[-1]
+        return self.endpoint_url
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
 
 
 def local_settings(endpoint_url: str) -> Settings:

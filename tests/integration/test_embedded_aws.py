@@ -2,14 +2,21 @@
 and it tells listeners about table writes."""
 
 import json
+import os
+import select
+import subprocess
+import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 from moto.core import responses
 
-from beamjobs import aws, moto_speedups
+from beamjobs import aws, moto_speedups, runtime
+from beamjobs.embedded import EmbeddedAwsProcess, local_settings
 from beamjobs.states import JobState
 from beamjobs.store import Message
-from tests.integration.conftest import make_job
+from tests.integration.conftest import TEMPLATE, make_job
 
 
 def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, stores):
@@ -73,3 +80,53 @@ def test_table_writes_and_only_writes_ring_the_write_listeners(
     assert len(writes) == 2
     stores.jobs.transition("j1", JobState.STARTING)  # the event and the record's projection
     assert len(writes) == 4
+
+
+def test_the_embedded_aws_process_rings_its_doorbell_on_table_writes(tmp_path):
+    process = EmbeddedAwsProcess(TEMPLATE)
+    settings = local_settings(process.start())
+    try:
+        jobs = runtime.stores(settings).jobs
+        jobs.create(make_job("j1"))
+        ready, _, _ = select.select([process.doorbell], [], [], 5)
+        assert ready and os.read(process.doorbell, 100)
+        jobs.get("j1")
+        ready, _, _ = select.select([process.doorbell], [], [], 0.5)
+        assert not ready, "a read rang the doorbell"
+    finally:
+        process.stop()
+
+
+def test_the_embedded_aws_process_ends_with_the_process_that_started_it(tmp_path):
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from beamjobs.embedded import EmbeddedAwsProcess\n"
+            f"EmbeddedAwsProcess(Path({str(TEMPLATE)!r})).start()\n"
+            "print('up', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert starter.stdout.readline().strip() == "up"
+    [child] = [
+        int(pid)
+        for pid in Path(f"/proc/{starter.pid}/task/{starter.pid}/children").read_text().split()
+    ]
+    starter.kill()  # it cannot stop its child itself
+    starter.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and "Z" not in _state(child):
+        assert time.monotonic() < deadline, "the embedded AWS outlived its parent"
+        time.sleep(0.1)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "Z"

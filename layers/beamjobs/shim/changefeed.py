@@ -160,9 +160,9 @@ class ChangeFeed:
         self._task = self._loop.create_task(self._run(), name="change-feed")
 
     def wake(self) -> None:
-        """The table was just written: read the stream now rather than at the next poll.
-        Callable from any thread; wakes coalesce into one round."""
-        if self._loop is not None and self._woken is not None:
+        """The table was just written: read the stream now rather than at the next poll, if
+        anyone is waiting for events. Callable from any thread; wakes coalesce into one round."""
+        if self._subscribers and self._loop is not None and self._woken is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
                 self._loop.call_soon_threadsafe(self._woken.set)
 

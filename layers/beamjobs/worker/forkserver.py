@@ -7,7 +7,8 @@ server itself never runs a job, opens a connection or starts a thread (forking i
 way), and a worker runs one job and exits: every worker starts from the same pristine state, so
 nothing of one job (modules it imported, environment variables, temporary files, threads) can
 reach another. Each worker runs in a session of its own, so stopping a job stops its whole
-process group. A warm worker that dies while waiting is replaced, as is each one handed a job.
+process group. A warm worker that dies while waiting is replaced, as is each one handed a job,
+once the server has been idle for a moment.
 
 Protocol (one line each): stdin `run <the started job as JSON>`; stdout
 `started <job id> <pid>` and `exited <pid> <exit code, negative for a signal>`.
@@ -137,7 +138,11 @@ def serve() -> None:
     while True:
         ready, _, _ = select.select([0], [], [], _REAP_INTERVAL_SECONDS)
         _reap(pool, out)
-        if ready:
+        if not ready:
+            # Idle: refill now, so that a new worker's fork and warm-up do not compete with
+            # the job just handed over while it starts.
+            pool.refill()
+        else:
             chunk = os.read(0, 65536)
             if not chunk:
                 return  # the executor is gone; running jobs go on in their own sessions
@@ -150,7 +155,6 @@ def serve() -> None:
                 pid = pool.hand_over(job_json)
                 out.write(f"started {job_from_json(job_json).job_id} {pid}\n")
                 out.flush()
-        pool.refill()
 
 
 if __name__ == "__main__":
