@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -162,13 +163,25 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
+def _client_cpu_seconds() -> float:
+    """CPU used by this process (the SDK clients) and its waited-for children (the SDK's `pip
+    freeze` of every submission); the servers are not waited for, so they do not count."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
     port = _free_port()
     endpoint = f"localhost:{port}"
     server = _start(name, port)
     try:
         _run_trivial_pipeline(endpoint)  # warm-up: first-use costs on both sides
+        client_cpu = _client_cpu_seconds()
         runs = [_run_trivial_pipeline(endpoint) for _ in range(args.jobs)]
+        client_cpu = (_client_cpu_seconds() - client_cpu) / args.jobs
         job_id = runs[-1][1]
         with grpc.insecure_channel(endpoint) as channel:
             stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
@@ -193,6 +206,7 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
         f"jobs_per_s_{args.clients}_clients": throughput,
         "run_to_running_median_ms": statistics.median(run_to_running) * 1000,
         "cpu_heavy_speedup_2_vs_1": one_worker / two_workers,
+        "client_cpu_s_per_job": client_cpu,
     }
 
 
@@ -398,6 +412,14 @@ def compare_jobs(args: argparse.Namespace) -> None:
     for metric in ours:
         ratio = ours[metric] / peer[metric]
         print(f"{metric:<28}{ours[metric]:>12.3f}{peer[metric]:>18.3f}{ratio:>11.2f}")
+    cores = os.cpu_count() or 1
+    ceiling = cores / min(ours["client_cpu_s_per_job"], peer["client_cpu_s_per_job"])
+    print(
+        f"\nThe SDK client alone (its process and its pip freeze) uses at least "
+        f"{min(ours['client_cpu_s_per_job'], peer['client_cpu_s_per_job']):.2f} CPU s per job: "
+        f"on this machine's {cores} cores, clients and servers together cannot exceed "
+        f"{ceiling:.2f} jobs/s, whatever the server."
+    )
     print(
         "\n(lower is better for times and latencies, higher for jobs/s; "
         f"{args.jobs} sequential jobs, {args.get_state_calls} GetState calls, "

@@ -130,3 +130,54 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return "Z"
+
+
+def test_partition_queries_answer_what_moto_answers_from_the_whole_table(
+    monkeypatch, settings, stores
+):
+    from moto.dynamodb.models.table import Table
+
+    for job in ("j1", "j2", "j3"):
+        stores.jobs.create(make_job(job))
+        for n in range(4):
+            stores.jobs.append_messages(job, [Message("JOB_MESSAGE_BASIC", f"{job} {n}", 1.0)])
+    db = aws.client("dynamodb", settings)
+
+    def answers():
+        pages = []
+        for job in ("j1", "j2", "j3", "missing"):
+            for forward in (True, False):
+                query = {
+                    "TableName": settings.table_name,
+                    "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
+                    "ExpressionAttributeValues": {
+                        ":pk": {"S": f"job#{job}"},
+                        ":lo": {"S": "ev#000000000002"},
+                        ":hi": {"S": "ev#~"},
+                    },
+                    "ScanIndexForward": forward,
+                    "Limit": 2,
+                }
+                while True:  # every page, as JobStore.events reads them
+                    page = db.query(**query)
+                    pages.append((page["Items"], page.get("LastEvaluatedKey")))
+                    if "LastEvaluatedKey" not in page:
+                        break
+                    query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        pages.append(db.query(**_list_query(settings))["Items"])  # an index: unchanged path
+        return pages
+
+    assert Table.query is moto_speedups.partition_query
+    fast = answers()
+    monkeypatch.setattr(Table, "query", moto_speedups.generic_query)
+    assert fast == answers()
+    assert any(items for items, _ in fast[:-1]) and fast[-1]
+
+
+def _list_query(settings):
+    return {
+        "TableName": settings.table_name,
+        "IndexName": "gsi1",
+        "KeyConditionExpression": "gsi1pk = :p",
+        "ExpressionAttributeValues": {":p": {"S": "jobs"}},
+    }
