@@ -23,7 +23,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from beamjobs import moto_speedups
+from beamjobs import moto_tuning
 from beamjobs.provision import provision
 from beamjobs.settings import Settings
 
@@ -80,7 +80,7 @@ class EmbeddedAws:
 
     def start(self) -> str:
         use_offline_credentials()
-        moto_speedups.install()
+        moto_tuning.install()
         self._app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
             "127.0.0.1", self._port, self._app, threaded=True, request_handler=MotoRequestHandler

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from moto.core import responses
 
-from beamjobs import aws, moto_speedups, runtime
+from beamjobs import aws, moto_tuning, runtime
 from beamjobs.embedded import EmbeddedAwsProcess, local_settings
 from beamjobs.states import JobState
 from beamjobs.store import Message
@@ -23,8 +23,8 @@ def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, store
     compared: Counter[str] = Counter()
 
     def both(handler, action_result):
-        fast = moto_speedups.plain_json(handler, action_result)
-        generic = moto_speedups.generic_serialized(handler, action_result)
+        fast = moto_tuning.plain_json(handler, action_result)
+        generic = moto_tuning.generic_serialized(handler, action_result)
         if fast is not None:
             assert json.loads(fast[2]) == json.loads(generic[2]), handler._get_action()
             assert fast[:2] == (generic[0], {**generic[1], **fast[1]})
@@ -167,9 +167,9 @@ def test_partition_queries_answer_what_moto_answers_from_the_whole_table(
         pages.append(db.query(**_list_query(settings))["Items"])  # an index: unchanged path
         return pages
 
-    assert Table.query is moto_speedups.partition_query
+    assert Table.query is moto_tuning.partition_query
     fast = answers()
-    monkeypatch.setattr(Table, "query", moto_speedups.generic_query)
+    monkeypatch.setattr(Table, "query", moto_tuning.generic_query)
     assert fast == answers()
     assert any(items for items, _ in fast[:-1]) and fast[-1]
 
@@ -181,3 +181,28 @@ def _list_query(settings):
         "KeyConditionExpression": "gsi1pk = :p",
         "ExpressionAttributeValues": {":p": {"S": "jobs"}},
     }
+
+
+def test_only_the_newest_shard_iterators_are_kept(monkeypatch, settings, stores):
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+    monkeypatch.setattr(moto_tuning, "MAX_SHARD_ITERATORS", 5)
+    streams = aws.client("dynamodbstreams", settings)
+    arn = stores.jobs.stream_arn()
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    stores.jobs.create(make_job("j1"))
+    read = []
+    for _ in range(20):  # a feed polling: each answer's iterator is the next call's
+        page = streams.get_records(ShardIterator=iterator)
+        read.extend(page["Records"])
+        iterator = page["NextShardIterator"]
+    stores.jobs.transition("j1", JobState.STARTING)
+    read.extend(streams.get_records(ShardIterator=iterator)["Records"])
+
+    backend = dynamodbstreams_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    assert len(backend.shard_iterators) == 5
+    assert len(read) == 4  # the two items of create, then the event and the projection
