@@ -1,12 +1,14 @@
 """`make bench`: Beamjobs against Beam's own LocalJobServicer, driven by the same client (the
 Beam Python SDK's PortableRunner) in one run, on this machine.
 
-Prints, for each server: the median submit→DONE of a trivial pipeline, GetState p50/p99, and
-jobs/s with 4 concurrent clients; then the ratios ours/peer. Then, for each server, how much its
-resident memory grows while an SDK stages one 200 MB artifact to it. Then Beamjobs alone (Beam's
-server has no comparable feed): 1,000 GetStateStream subscribers on one shim, to jobs that then
-run — delay from each terminal state's write to its delivery, the shim's peak RSS and CPU.
-"""
+Prints, for each server (both running side by side, measured alternately): the median
+submit→DONE of a trivial pipeline, GetState p50/p99, jobs/s with 4 concurrent clients, the median
+Run→RUNNING, the speedup of a CPU-heavy pipeline on 2 SDK workers over 1, and the client's own
+CPU per job (which bounds jobs/s on this machine whatever the server); then the ratios ours/peer.
+Then, for each server, how much its resident memory grows while an SDK stages one 200 MB
+artifact to it. Then Beamjobs alone (Beam's server has no comparable feed): 1,000 GetStateStream
+subscribers on one shim, to jobs that then run — delay from each terminal state's write to its
+delivery, the shim's peak RSS and CPU."""
 
 from __future__ import annotations
 
@@ -124,6 +126,7 @@ def _run_to_running(endpoint: str) -> float:
         stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
         prepared = stub.Prepare(api.PrepareJobRequest(pipeline=proto, job_name="run-to-running"))
         states = stub.GetStateStream(api.GetJobStateRequest(job_id=prepared.preparation_id))
+        next(states)  # as the SDK does: the stream is open (and answered) before Run
         started = time.time()
         stub.Run(api.RunJobRequest(preparation_id=prepared.preparation_id))
         for event in states:
@@ -173,41 +176,85 @@ def _client_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
-    port = _free_port()
-    endpoint = f"localhost:{port}"
-    server = _start(name, port)
+SERVERS = ("beamjobs", "LocalJobServicer")
+
+
+def measure_side_by_side(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Both servers run side by side and every measurement alternates between them, so that
+    this machine's speed, which drifts by tens of percent within minutes, weighs on both
+    alike."""
+    endpoints, servers = {}, []
     try:
-        _run_trivial_pipeline(endpoint)  # warm-up: first-use costs on both sides
-        client_cpu = _client_cpu_seconds()
-        runs = [_run_trivial_pipeline(endpoint) for _ in range(args.jobs)]
-        client_cpu = (_client_cpu_seconds() - client_cpu) / args.jobs
-        job_id = runs[-1][1]
-        with grpc.insecure_channel(endpoint) as channel:
-            stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
-            latencies = []
-            for _ in range(args.get_state_calls):
+        for name in SERVERS:
+            port = _free_port()
+            servers.append(_start(name, port))
+            endpoints[name] = f"localhost:{port}"
+        figures: dict[str, dict[str, float]] = {name: {} for name in SERVERS}
+        runs: dict[str, list[tuple[float, str]]] = {name: [] for name in SERVERS}
+        client_cpu = dict.fromkeys(SERVERS, 0.0)
+        for endpoint in endpoints.values():
+            _run_trivial_pipeline(endpoint)  # warm-up: first-use costs on both sides
+        for _ in range(args.jobs):
+            for name, endpoint in endpoints.items():
+                before = _client_cpu_seconds()
+                runs[name].append(_run_trivial_pipeline(endpoint))
+                client_cpu[name] += _client_cpu_seconds() - before
+        for name in SERVERS:
+            figures[name]["submit_to_done_median_s"] = statistics.median(t for t, _ in runs[name])
+        for name, latencies in _get_state_latencies(endpoints, runs, args.get_state_calls).items():
+            figures[name]["get_state_p50_ms"] = _percentile(latencies, 0.50) * 1000
+            figures[name]["get_state_p99_ms"] = _percentile(latencies, 0.99) * 1000
+        busy = dict.fromkeys(SERVERS, 0.0)
+        for _ in range(2):  # two rounds each, alternating
+            for name, endpoint in endpoints.items():
                 started = time.perf_counter()
-                stub.GetState(api.GetJobStateRequest(job_id=job_id))
-                latencies.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
-            list(pool.map(lambda _: _run_trivial_pipeline(endpoint), range(args.concurrent_jobs)))
-        throughput = args.concurrent_jobs / (time.perf_counter() - started)
-        run_to_running = [_run_to_running(endpoint) for _ in range(args.jobs)]
-        one_worker = _cpu_heavy_pipeline(endpoint, 1)
-        two_workers = _cpu_heavy_pipeline(endpoint, 2)
+                with ThreadPoolExecutor(args.clients) as pool:
+                    jobs = range(args.concurrent_jobs // 2)
+                    list(pool.map(lambda _, e=endpoint: _run_trivial_pipeline(e), jobs))
+                busy[name] += time.perf_counter() - started
+        to_running: dict[str, list[float]] = {name: [] for name in SERVERS}
+        for _ in range(args.jobs):
+            for name, endpoint in endpoints.items():
+                to_running[name].append(_run_to_running(endpoint))
+        heavy: dict[str, dict[int, float]] = {name: {} for name in SERVERS}
+        for workers in (1, 2):
+            for name, endpoint in endpoints.items():
+                heavy[name][workers] = _cpu_heavy_pipeline(endpoint, workers)
+        for name in SERVERS:
+            figures[name].update(
+                {
+                    f"jobs_per_s_{args.clients}_clients": 2
+                    * (args.concurrent_jobs // 2)
+                    / busy[name],
+                    "run_to_running_median_ms": statistics.median(to_running[name]) * 1000,
+                    "cpu_heavy_speedup_2_vs_1": heavy[name][1] / heavy[name][2],
+                    "client_cpu_s_per_job": client_cpu[name] / args.jobs,
+                }
+            )
+        return figures
     finally:
-        _stop(server)
-    return {
-        "submit_to_done_median_s": statistics.median(t for t, _ in runs),
-        "get_state_p50_ms": _percentile(latencies, 0.50) * 1000,
-        "get_state_p99_ms": _percentile(latencies, 0.99) * 1000,
-        f"jobs_per_s_{args.clients}_clients": throughput,
-        "run_to_running_median_ms": statistics.median(run_to_running) * 1000,
-        "cpu_heavy_speedup_2_vs_1": one_worker / two_workers,
-        "client_cpu_s_per_job": client_cpu,
-    }
+        for server in servers:
+            _stop(server)
+
+
+def _get_state_latencies(
+    endpoints: dict[str, str], runs: dict[str, list[tuple[float, str]]], calls: int
+) -> dict[str, list[float]]:
+    """GetState of each server's last job, alternating call by call."""
+    channels = {name: grpc.insecure_channel(endpoint) for name, endpoint in endpoints.items()}
+    latencies: dict[str, list[float]] = {name: [] for name in endpoints}
+    try:
+        stubs = {name: beam_job_api_pb2_grpc.JobServiceStub(c) for name, c in channels.items()}
+        for _ in range(calls):
+            for name, stub in stubs.items():
+                request = api.GetJobStateRequest(job_id=runs[name][-1][1])
+                started = time.perf_counter()
+                stub.GetState(request)
+                latencies[name].append(time.perf_counter() - started)
+    finally:
+        for channel in channels.values():
+            channel.close()
+    return latencies
 
 
 def _memory_kib(pid: int, field: str) -> int:
@@ -406,7 +453,7 @@ def main() -> None:
 
 
 def compare_jobs(args: argparse.Namespace) -> None:
-    results = {name: measure(name, args) for name in ("beamjobs", "LocalJobServicer")}
+    results = measure_side_by_side(args)
     ours, peer = results["beamjobs"], results["LocalJobServicer"]
     print(f"\n{'metric':<28}{'beamjobs':>12}{'LocalJobServicer':>18}{'ours/peer':>11}")
     for metric in ours:
@@ -424,7 +471,7 @@ def compare_jobs(args: argparse.Namespace) -> None:
         "\n(lower is better for times and latencies, higher for jobs/s; "
         f"{args.jobs} sequential jobs, {args.get_state_calls} GetState calls, "
         f"{args.concurrent_jobs} jobs over {args.clients} concurrent clients; trivial pipeline, "
-        "EMBEDDED environment, both servers on this machine)"
+        "EMBEDDED environment, both servers on this machine, measured alternately)"
     )
 
 
