@@ -60,7 +60,7 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int, timeout: float =
     raise TimeoutError(f"port {port} never opened")
 
 
-def _start(name: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+def _start(name: str, port: int) -> subprocess.Popen[bytes]:
     if name == "beamjobs":
         command = [
             "-m",
@@ -70,7 +70,6 @@ def _start(name: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
             str(port),
             "--template",
             "template.yaml",
-            *extra,
         ]
     else:
         command = [
@@ -307,34 +306,15 @@ def _stage_one_artifact(endpoint: str, server_pid: int, size_mb: int) -> tuple[f
     return (_memory_kib(server_pid, "VmHWM") - before) / 1024, elapsed
 
 
-def _start_embedded_aws() -> tuple[subprocess.Popen[bytes], list[str]]:
-    """An embedded AWS in a process of its own, so that the shim's memory and CPU figures
-    count the shim alone; returns it and the flags that point a shim at it."""
-    port = _free_port()
-    aws = subprocess.Popen(
-        [sys.executable, "-m", "beamjobs.cli", "aws", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    _wait_for_port(aws, port)
-    return aws, ["--aws-endpoint", f"http://127.0.0.1:{port}"]
-
-
 def staging_memory(name: str, size_mb: int) -> tuple[float, float]:
-    aws: subprocess.Popen[bytes] | None = None
-    extra: list[str] = []
-    if name == "beamjobs":
-        aws, extra = _start_embedded_aws()
+    """The server's figures while staging; Beamjobs' are its shim's alone (`serve` runs the
+    embedded AWS and the workers in processes of their own)."""
     port = _free_port()
-    server = _start(name, port, *extra)
+    server = _start(name, port)
     try:
         return _stage_one_artifact(f"localhost:{port}", server.pid, size_mb)
     finally:
         _stop(server)
-        if aws is not None:
-            _stop(aws)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -379,9 +359,8 @@ async def _fan_out(endpoint: str, job_ids: list[str], subscribers: int) -> list[
 
 
 def fan_out(subscribers: int, jobs: int) -> dict[str, float]:
-    aws, extra = _start_embedded_aws()
     port = _free_port()
-    server = _start("beamjobs", port, *extra)
+    server = _start("beamjobs", port)
     endpoint = f"localhost:{port}"
     try:
         pipeline = beam.Pipeline()
@@ -412,7 +391,6 @@ def fan_out(subscribers: int, jobs: int) -> dict[str, float]:
         }
     finally:
         _stop(server)
-        _stop(aws)
 
 
 def main() -> None:

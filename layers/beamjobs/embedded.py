@@ -92,8 +92,8 @@ class EmbeddedAws:
         return self.endpoint_url
 
     def on_table_write(self, listener: Callable[[], None]) -> None:
-        """Call `listener` (on a server thread) after every DynamoDB item write: a change feed
-        in the same process reads the new stream records at once instead of at its next poll."""
+        """Call `listener` (on a server thread) after every DynamoDB item write (how the
+        doorbell of `ring_on_table_writes` is rung)."""
         assert self._app is not None, "start() first"
         self._app.write_listeners.append(listener)
 
