@@ -1,24 +1,37 @@
 """The blob store: pipelines, options and metrics in S3, content-addressed where the content
-is shared (the same pipeline bytes are stored once), referenced from DynamoDB items."""
+is shared (the same pipeline bytes are stored once), referenced from DynamoDB items.
+
+Content-addressed blobs never change, so the ones a process wrote or read most recently are
+kept in memory (up to CACHE_BYTES): reading back what was just written, as Prepare, staging and
+its record do in turn with a pipeline, costs no request."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from beamjobs.aws import aws_errors
+
+CACHE_BYTES = 64 * 1024 * 1024
+_CONTENT_ADDRESS = "/sha256/"
 
 
 class BlobStore:
     def __init__(self, s3: Any, bucket: str) -> None:
         self._s3 = s3
         self._bucket = bucket
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cached_bytes = 0
+        self._lock = threading.Lock()
 
     def put_content(self, kind: str, data: bytes) -> str:
         """Store `data` under its sha256 and return the key. Rewriting the same bytes is
         harmless, so no existence check is spent first."""
-        key = f"{kind}/sha256/{hashlib.sha256(data).hexdigest()}"
+        key = f"{kind}{_CONTENT_ADDRESS}{hashlib.sha256(data).hexdigest()}"
         self.put(key, data)
+        self._remember(key, data)
         return key
 
     def put(self, key: str, data: bytes) -> None:
@@ -26,5 +39,25 @@ class BlobStore:
             self._s3.put_object(Bucket=self._bucket, Key=key, Body=data)
 
     def get(self, key: str) -> bytes:
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         with aws_errors(f"blob {key}"):
-            return bytes(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())
+            data = bytes(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())
+        if _CONTENT_ADDRESS in key:
+            self._remember(key, data)
+        return data
+
+    def _remember(self, key: str, data: bytes) -> None:
+        if len(data) > CACHE_BYTES:
+            return
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return
+            self._cache[key] = data
+            self._cached_bytes += len(data)
+            while self._cached_bytes > CACHE_BYTES:
+                _, evicted = self._cache.popitem(last=False)
+                self._cached_bytes -= len(evicted)

@@ -10,7 +10,6 @@ fails jobs whose workers went silent (e.g. started by a shim that has since rest
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -20,9 +19,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from beamjobs.blobs import BlobStore
 from beamjobs.errors import BeamjobsError
 from beamjobs.executor import ExecutorError, settle
-from beamjobs.options import JOB_TIMEOUT_SECONDS, read_option
+from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, read_option
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.settings import Settings
 from beamjobs.store import Job, JobStore, job_to_json
@@ -123,8 +123,9 @@ class ForkServer:
 
 
 class ProcessExecutor:
-    def __init__(self, settings: Settings, store: JobStore) -> None:
+    def __init__(self, settings: Settings, store: JobStore, blobs: BlobStore) -> None:
         self._store = store
+        self._blobs = blobs
         self._forks = ForkServer(settings)
         self._forks.start()
         self._workers: dict[str, Worker] = {}
@@ -139,8 +140,7 @@ class ProcessExecutor:
         ).start()
 
     def start(self, job: Job) -> None:
-        options = json.loads(job.options_json) if job.options_json else {}
-        timeout = read_option(options, JOB_TIMEOUT_SECONDS)
+        timeout = read_option(job_options(job, self._blobs), JOB_TIMEOUT_SECONDS)
         worker = self._forks.fork(job)
         with self._lock:
             self._workers[job.job_id] = worker

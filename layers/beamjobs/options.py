@@ -3,10 +3,15 @@ options a client submits are read."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beamjobs.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from beamjobs.blobs import BlobStore
+    from beamjobs.store import Job
 
 
 @dataclass(frozen=True)
@@ -57,3 +62,9 @@ def read_option(options: dict[str, Any], descriptor: OptionDescriptor) -> float:
     if value <= 0:
         raise InvalidArgument(f"--{descriptor.name} must be positive, not {raw!r}")
     return value
+
+
+def job_options(job: Job, blobs: BlobStore) -> dict[str, Any]:
+    """A job's pipeline options (Beam's Struct in JSON form): inline on its record when small
+    enough, else from S3."""
+    return dict(json.loads(job.options_json or blobs.get(job.options_ref)))

@@ -66,7 +66,9 @@ def _new_executor(settings: Settings, jobs: JobStore) -> Executor:
         )
     from beamjobs.local_executor import ProcessExecutor
 
-    return ProcessExecutor(settings, jobs)
+    return ProcessExecutor(
+        settings, jobs, BlobStore(aws.client("s3", settings), settings.bucket_name)
+    )
 
 
 def install_executor(settings: Settings, chosen: Executor) -> None:

@@ -14,7 +14,7 @@ from beamjobs.blobs import BlobStore
 from beamjobs.errors import FailedPrecondition, InvalidArgument, Unavailable
 from beamjobs.executor import Executor, ExecutorError
 from beamjobs.fargate import task_size
-from beamjobs.options import JOB_TIMEOUT_SECONDS, option_key, read_option
+from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, option_key, read_option
 from beamjobs.pipelines import summarize
 from beamjobs.states import JobState, is_terminal
 from beamjobs.store import Job, JobStore, Message, TransitionRejected
@@ -191,10 +191,6 @@ class JobQueries:
 
     def list_jobs(self) -> list[JobInfo]:
         return [
-            JobInfo(job.job_id, job.job_name, job.state, self._options(job))
+            JobInfo(job.job_id, job.job_name, job.state, job_options(job, self._blobs))
             for job in self._store.list_jobs()
         ]
-
-    def _options(self, job: Job) -> dict[str, Any]:
-        raw = job.options_json or self._blobs.get(job.options_ref).decode()
-        return dict(json.loads(raw))

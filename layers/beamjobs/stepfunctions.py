@@ -20,7 +20,7 @@ from beamjobs.aws import error_code
 from beamjobs.blobs import BlobStore
 from beamjobs.executor import ExecutorError
 from beamjobs.fargate import task_definition_with_sdk, worker_task_overrides
-from beamjobs.options import JOB_TIMEOUT_SECONDS, read_option
+from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, read_option
 from beamjobs.pipelines import docker_images
 from beamjobs.store import Job
 
@@ -54,7 +54,7 @@ class StepFunctionsExecutor:
     def execution_input(self, job: Job) -> dict[str, Any]:
         """What the state machine needs: the job, its task definition and overrides, its time
         limit (the job's --job_timeout_seconds, at most the deployment's maximum)."""
-        options = json.loads(job.options_json or self._blobs.get(job.options_ref))
+        options = job_options(job, self._blobs)
         images = docker_images(self._blobs.get(job.pipeline_ref))
         if len(images) > 1:
             raise ExecutorError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from google.protobuf import struct_pb2
 
 from beamjobs import runtime
 from beamjobs.errors import BeamjobsError, NotFound
+from beamjobs.options import job_options
 from beamjobs.runtime import Stores
 from beamjobs.settings import Settings
 from beamjobs.states import JobState
@@ -129,7 +129,7 @@ def execute(
     with Heartbeat(stores.jobs, job_id, heartbeat_seconds), messages:
         try:
             pipeline = beam_runner_api_pb2.Pipeline.FromString(stores.blobs.get(job.pipeline_ref))
-            options = json.loads(stores.blobs.get(job.options_ref))
+            options = job_options(job, stores.blobs)
             beam_options = _beam_options(options)
             notes = [
                 Message("JOB_MESSAGE_WARNING", w, stores.jobs.now())
