@@ -98,6 +98,10 @@ class Job:
     unstaged: tuple[str, ...] = ()
 
 
+def unknown_job(job_id: str) -> NotFound:
+    return NotFound(f"job {job_id!r} does not exist")
+
+
 def job_to_json(job: Job) -> str:
     """The job as one line of JSON (a started job handed to a local worker)."""
     return json.dumps({**asdict(job), "state": job.state.value})
@@ -216,7 +220,7 @@ class JobStore:
             )
         items = [_from_item(item) for item in page.get("Items", [])]
         if not items or items[0]["sk"] != JOB_SK:
-            raise NotFound(f"job {job_id!r} does not exist")
+            raise unknown_job(job_id)
         record, tail = items[0], (items[1] if len(items) > 1 else None)
         job = _job_from_record(record)
         if tail is not None:

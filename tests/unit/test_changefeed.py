@@ -52,9 +52,6 @@ class Log:
     def stream_arn(self) -> str:
         return "arn:stream"
 
-    def get(self, job_id: str) -> None:
-        assert job_id in self.events
-
     def events_after(self, job_id: str, after_seq: int = 0, limit: int = 500) -> list[Event]:
         self.queries += 1
         return [e for e in self.events[job_id] if e.seq > after_seq][:limit]
@@ -64,7 +61,6 @@ class FakeStore:
     def __init__(self, log: Log) -> None:
         self._log = log
         self.stream_arn = log.stream_arn
-        self.get = log.get
 
     def events(self, job_id: str, *, after_seq: int = 0, limit: int = 500) -> list[Event]:
         return self._log.events_after(job_id, after_seq, limit)

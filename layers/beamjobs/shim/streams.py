@@ -15,7 +15,7 @@ from typing import Any
 from beamjobs.errors import Unavailable
 from beamjobs.shim.changefeed import ChangeFeed, Closed
 from beamjobs.states import is_terminal
-from beamjobs.store import EVENTS_PAGE, Event, JobStore
+from beamjobs.store import EVENTS_PAGE, Event, JobStore, unknown_job
 
 Blocking = Callable[..., Awaitable[Any]]
 
@@ -36,12 +36,13 @@ async def follow(
     Raises NotFound (before yielding) for an unknown job, Unavailable when the feed closes."""
     subscription = feed.subscribe(job_id)
     try:
-        await blocking(store.get, job_id)
         last_seq = 0
         catch_up = True
         while True:
             if catch_up:
                 events: list[Event] = await blocking(store.events, job_id, after_seq=last_seq)
+                if not events and last_seq == 0:
+                    raise unknown_job(job_id)  # every job has its first state from the start
                 for event in events:
                     last_seq = event.seq
                     yield event
