@@ -55,7 +55,8 @@ def _worker(job_pipe: int, inherited: list[int]) -> None:
     code = 1
     try:
         runner = JobRunner()
-        runner.warm_up()
+        if not select.select([job_pipe], [], [], 0)[0]:  # forked for a job already waiting: go
+            runner.warm_up()
         line = _read_line(job_pipe)
         if not line:
             code = 0
