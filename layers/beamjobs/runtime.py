@@ -3,6 +3,7 @@ their dependencies here, once per process."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -21,7 +22,10 @@ class Stores:
     artifacts: ArtifactStore
 
 
+@functools.cache
 def stores(settings: Settings) -> Stores:
+    """The stores for these settings, made once per process: the shim and the handlers it runs
+    in process share them (and so the blob store's memory of what was just written)."""
     return Stores(
         jobs=JobStore(
             aws.client("dynamodb", settings),

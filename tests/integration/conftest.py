@@ -73,6 +73,7 @@ def settings(monkeypatch, embedded_aws) -> Settings:
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)
     provision(settings, TEMPLATE)
+    runtime.stores.cache_clear()  # the stores remember blobs of the AWS just reset
     return settings
 
 
