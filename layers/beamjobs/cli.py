@@ -83,7 +83,7 @@ async def _run_shim(
         port=port,
         advertised_endpoint=settings.advertised_endpoint,
     )
-    if doorbell is not None:  # the embedded AWS rings it after each table write
+    if doorbell is not None:  # the embedded AWS rings it after each item put
         asyncio.get_running_loop().add_reader(doorbell, _answer, doorbell, shim.feed.wake)
     print(f"Beamjobs Job API on {host}:{shim.port} ({via})", flush=True)
     await serve_until_signalled(shim)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     aws_only.add_argument(
         "--doorbell-fd",
         type=int,
-        help="write a byte to this file descriptor after every table write, and exit with "
+        help="write a byte to this file descriptor after every item put, and exit with "
         "the parent process (how `serve` runs it)",
     )
     args = parser.parse_args(argv)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         EmbeddedAwsProcess,
         exit_with_parent,
         local_settings,
-        ring_on_table_writes,
+        ring_on_item_puts,
         start_embedded,
         use_offline_credentials,
     )
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         alone, settings = start_embedded(args.template, args.port)
         print(f"Embedded AWS on {settings.endpoint_url}", flush=True)
         if args.doorbell_fd is not None:
-            ring_on_table_writes(alone, args.doorbell_fd)
+            ring_on_item_puts(alone, args.doorbell_fd)
             exit_with_parent()
             os.dup2(2, 1)  # serve reads only that announcement: anything else goes to stderr
         try:

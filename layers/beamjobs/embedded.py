@@ -42,10 +42,11 @@ def use_offline_credentials() -> None:
         os.environ.setdefault(name, value)
 
 
-# DynamoDB operations that write items (and so add records to the table's stream).
-_TABLE_WRITES = frozenset(
+# DynamoDB operations that put items. A job's events are only ever put (the change feed reads
+# nothing else from the stream), so updates and deletes need not wake it.
+_ITEM_PUTS = frozenset(
     f"DynamoDB_20120810.{operation}"
-    for operation in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
+    for operation in ("PutItem", "BatchWriteItem", "TransactWriteItems")
 )
 
 
@@ -53,18 +54,18 @@ class _OneRequestAtATime:
     """moto's backends are not thread-safe: concurrent DynamoDB transactions on one table were
     seen to fail inside moto ("dictionary changed size during iteration"). Real DynamoDB
     serializes them; so does this wrapper, while connections are still served by threads.
-    After each table write it calls the write listeners."""
+    After each item put it calls the put listeners."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self._app = app
         self._lock = threading.Lock()
-        self.write_listeners: list[Callable[[], None]] = []
+        self.put_listeners: list[Callable[[], None]] = []
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         with self._lock:
             answer = list(self._app(environ, start_response))
-        if environ.get("HTTP_X_AMZ_TARGET") in _TABLE_WRITES:
-            for listener in self.write_listeners:
+        if environ.get("HTTP_X_AMZ_TARGET") in _ITEM_PUTS:
+            for listener in self.put_listeners:
                 listener()
         return answer
 
@@ -91,19 +92,19 @@ class EmbeddedAws:
         self.endpoint_url = f"http://127.0.0.1:{self._server.server_port}"
         return self.endpoint_url
 
-    def on_table_write(self, listener: Callable[[], None]) -> None:
+    def on_item_put(self, listener: Callable[[], None]) -> None:
         """Call `listener` (on a server thread) after every DynamoDB item write (how the
-        doorbell of `ring_on_table_writes` is rung)."""
+        doorbell of `ring_on_item_puts` is rung)."""
         assert self._app is not None, "start() first"
-        self._app.write_listeners.append(listener)
+        self._app.put_listeners.append(listener)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
 
 
-def ring_on_table_writes(aws: EmbeddedAws, doorbell_fd: int) -> None:
-    """Write a byte to `doorbell_fd` after every table write. A full pipe already holds an
+def ring_on_item_puts(aws: EmbeddedAws, doorbell_fd: int) -> None:
+    """Write a byte to `doorbell_fd` after every item put. A full pipe already holds an
     unanswered ring, so a ring that does not fit is dropped."""
     os.set_blocking(doorbell_fd, False)
 
@@ -111,7 +112,7 @@ def ring_on_table_writes(aws: EmbeddedAws, doorbell_fd: int) -> None:
         with contextlib.suppress(BlockingIOError, BrokenPipeError):
             os.write(doorbell_fd, b".")
 
-    aws.on_table_write(ring)
+    aws.on_item_put(ring)
 
 
 def exit_with_parent() -> None:
@@ -129,7 +130,7 @@ def exit_with_parent() -> None:
 
 class EmbeddedAwsProcess:
     """`beamjobs aws` as a child process, provisioned from the template, with a doorbell: a
-    pipe that receives a byte after every table write."""
+    pipe that receives a byte after every item put."""
 
     def __init__(self, template: Path) -> None:
         self._template = template

@@ -1,5 +1,5 @@
 """The embedded AWS: its fast serialization answers exactly what moto's own serializer answers,
-and it tells listeners about table writes."""
+and it tells listeners about item puts."""
 
 import json
 import os
@@ -66,23 +66,24 @@ def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, store
     }
 
 
-def test_table_writes_and_only_writes_ring_the_write_listeners(
+def test_item_puts_and_only_puts_ring_the_put_listeners(
     monkeypatch, embedded_aws, settings, stores
 ):
-    monkeypatch.setattr(embedded_aws._app, "write_listeners", [])  # this test's listener only
-    writes: list[None] = []
-    embedded_aws.on_table_write(lambda: writes.append(None))
+    monkeypatch.setattr(embedded_aws._app, "put_listeners", [])  # this test's listener only
+    puts: list[None] = []
+    embedded_aws.on_item_put(lambda: puts.append(None))
     stores.jobs.create(make_job("j1"))  # the first event and the record
-    assert len(writes) == 2
+    assert len(puts) == 2
     stores.jobs.get("j1")
     stores.jobs.events("j1")
+    stores.jobs.heartbeat("j1")  # an update
     stores.blobs.put_content("pipeline", b"not a table")
-    assert len(writes) == 2
-    stores.jobs.transition("j1", JobState.STARTING)  # the event and the record's projection
-    assert len(writes) == 4
+    assert len(puts) == 2
+    stores.jobs.transition("j1", JobState.STARTING)  # the event; the projection is an update
+    assert len(puts) == 3
 
 
-def test_the_embedded_aws_process_rings_its_doorbell_on_table_writes(tmp_path):
+def test_the_embedded_aws_process_rings_its_doorbell_on_item_puts(tmp_path):
     process = EmbeddedAwsProcess(TEMPLATE)
     settings = local_settings(process.start())
     try:
