@@ -2,7 +2,7 @@
 
 `beamjobs serve` runs it in a process of its own (EmbeddedAwsProcess): moto and the shim then
 run on separate cores instead of sharing one interpreter lock, which measurably shortens every
-call; a doorbell pipe tells the shim's change feed when the table was written."""
+call; a doorbell pipe tells the shim's change feed when an item was put."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class EmbeddedAws:
         return self.endpoint_url
 
     def on_item_put(self, listener: Callable[[], None]) -> None:
-        """Call `listener` (on a server thread) after every DynamoDB item write (how the
+        """Call `listener` (on a server thread) after every DynamoDB item put (how the
         doorbell of `ring_on_item_puts` is rung)."""
         assert self._app is not None, "start() first"
         self._app.put_listeners.append(listener)

@@ -55,6 +55,7 @@ def executor(settings: Settings, jobs: JobStore) -> Executor:
 
 
 def _new_executor(settings: Settings, jobs: JobStore) -> Executor:
+    blobs = stores(settings).blobs
     if settings.executor == "stepfunctions":
         from beamjobs.stepfunctions import StepFunctionsExecutor
 
@@ -64,15 +65,13 @@ def _new_executor(settings: Settings, jobs: JobStore) -> Executor:
             aws.client("stepfunctions", settings),
             aws.client("ecs", settings),
             settings.state_machine_arn,
-            BlobStore(aws.client("s3", settings), settings.bucket_name),
+            blobs,
             worker_task_definition=settings.worker_task_definition,
             max_job_seconds=settings.max_job_seconds,
         )
     from beamjobs.local_executor import ProcessExecutor
 
-    return ProcessExecutor(
-        settings, jobs, BlobStore(aws.client("s3", settings), settings.bucket_name)
-    )
+    return ProcessExecutor(settings, jobs, blobs)
 
 
 def install_executor(settings: Settings, chosen: Executor) -> None:
