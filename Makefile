@@ -5,11 +5,18 @@ BIN := $(VENV)/bin
 PORT ?= 8099
 STAMP := $(VENV)/.installed
 
+# The workers' own environment: what Beam's Python SDK image has (worker/requirements.txt).
+WORKER_VENV := .venv-worker
+WORKER_STAMP := $(WORKER_VENV)/.installed
+WORKER_PYTHON := $(abspath $(WORKER_VENV))/bin/python
+# Keep equal to pyproject.toml's `worker` extra (the SDK the tests submit with).
+BEAM_VERSION := 2.77.0
+
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
 
-.PHONY: run test test-fast lint proto bench clean sam-validate
+.PHONY: run test test-fast lint proto bench clean sam-validate worker-lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,13 +24,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[shim,local,worker,dev]'
 	touch $(STAMP)
 
+## The workers' virtualenv: the SDK image's distributions, pinned, plus Beamjobs itself
+## constrained to them (so nothing of the image's changes version).
+$(WORKER_STAMP): worker/requirements.txt pyproject.toml
+	test -x $(WORKER_VENV)/bin/python || $(PYTHON) -m venv $(WORKER_VENV)
+	$(WORKER_VENV)/bin/pip install --quiet --upgrade pip
+	$(WORKER_VENV)/bin/pip install --quiet -r worker/requirements.txt
+	$(WORKER_VENV)/bin/pip install --quiet -c worker/requirements.txt -e .
+	touch $(WORKER_STAMP)
+
 ## Serve the Job API on localhost:$(PORT) with the embedded AWS and the local executor.
-run: $(STAMP)
-	$(BIN)/beamjobs serve --port $(PORT) --template template.yaml
+run: $(STAMP) $(WORKER_STAMP)
+	$(BIN)/beamjobs serve --port $(PORT) --template template.yaml --worker-python $(WORKER_PYTHON)
+
+## Re-pin worker/requirements.txt: resolve what the SDK image of $(BEAM_VERSION) installs.
+worker-lock: $(STAMP)
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet \
+		$$($(BIN)/python -m beamjobs.worker.image_environments $(BEAM_VERSION))
+	{ sed -n '/^#/p' worker/requirements.txt; .venv-lock/bin/pip freeze; } > worker/requirements.new
+	mv worker/requirements.new worker/requirements.txt && rm -rf .venv-lock
 
 ## Unit, integration and end-to-end tests. The Beam SDK and our wire classes declare the same
 ## protobuf names, so the suites that import apache_beam run in their own interpreter.
-test: $(STAMP) sam-validate
+test: $(STAMP) $(WORKER_STAMP) sam-validate
 	$(BIN)/pytest tests/unit tests/integration
 	$(BIN)/pytest tests/e2e
 
@@ -50,8 +74,8 @@ proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
 		--grpc_python_out=$(PROTO_OUT) proto/beamjobs/api/*.proto
 
-bench: $(STAMP)
-	$(BIN)/python bench/bench.py
+bench: $(STAMP) $(WORKER_STAMP)
+	BEAMJOBS_WORKER_PYTHON=$(WORKER_PYTHON) $(BIN)/python bench/bench.py
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .pytest_cache
+	rm -rf $(VENV) $(WORKER_VENV) $(SAM_VENV) .pytest_cache .cache

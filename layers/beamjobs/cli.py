@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -101,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("BEAMJOBS_AWS_ENDPOINT"),
         help="use this AWS endpoint (another embedded AWS, LocalStack) instead of starting one",
     )
+    serve.add_argument(
+        "--worker-python",
+        default=os.environ.get("BEAMJOBS_WORKER_PYTHON"),
+        help="the interpreter of the workers' virtualenv (make run: .venv-worker/bin/python); "
+        "by default this one",
+    )
     deployed = commands.add_parser("shim", help="serve the Job API as deployed on AWS")
     deployed.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a container's service)
     deployed.add_argument("--port", type=int, default=8099)
@@ -146,15 +153,18 @@ def main(argv: list[str] | None = None) -> int:
             alone.stop()
         return 0
 
+    def settings_at(endpoint_url: str) -> Settings:
+        return dataclasses.replace(local_settings(endpoint_url), worker_python=args.worker_python)
+
     if args.aws_endpoint:
         use_offline_credentials()
-        settings = local_settings(args.aws_endpoint)
+        settings = settings_at(args.aws_endpoint)
         provision(settings, args.template)
         asyncio.run(_serve(settings, args.host, args.port))
         return 0
     embedded = EmbeddedAwsProcess(args.template)
     try:
-        settings = local_settings(embedded.start())
+        settings = settings_at(embedded.start())
         asyncio.run(_serve(settings, args.host, args.port, embedded.doorbell))
     finally:
         embedded.stop()

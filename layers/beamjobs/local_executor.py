@@ -50,6 +50,7 @@ class ForkServer:
 
     def __init__(self, settings: Settings) -> None:
         self._env = {**os.environ, **settings.to_env()}
+        self._python = settings.worker_python or sys.executable
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
         self._started: dict[str, Worker | None] = {}
@@ -85,7 +86,7 @@ class ForkServer:
     def _ensure_running(self) -> subprocess.Popen[str]:
         if self._process is None or self._process.poll() is not None:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "beamjobs.worker.forkserver"],
+                [self._python, "-m", "beamjobs.worker.forkserver"],
                 env=self._env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

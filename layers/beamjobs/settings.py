@@ -36,6 +36,11 @@ class Settings:
     max_artifact_bytes: int = 2 * 1024**3
     # Worker: downloaded artifacts, by sha256, shared by the jobs of one machine or task.
     artifact_cache_dir: str | None = None
+    # Worker: the environments standing in for Beam SDK images of other versions (locally).
+    environment_cache_dir: str | None = None
+    # Local executor: the interpreter workers run with, the worker's own virtualenv (whose
+    # packages are the Beam SDK image's); the control plane's when unset.
+    worker_python: str | None = None
     # AWS executor: no job runs longer than this, whatever its --job_timeout_seconds says.
     max_job_seconds: int = 86_400
     # AWS executor: the worker's task definition (revisions with SDK sidecars derive from it).
@@ -78,6 +83,8 @@ class Settings:
             advertised_endpoint=env.get("BEAMJOBS_ADVERTISED_ENDPOINT") or None,
             max_artifact_bytes=int(env.get("BEAMJOBS_MAX_ARTIFACT_BYTES", str(2 * 1024**3))),
             artifact_cache_dir=env.get("BEAMJOBS_ARTIFACT_CACHE") or None,
+            environment_cache_dir=env.get("BEAMJOBS_ENVIRONMENT_CACHE") or None,
+            worker_python=env.get("BEAMJOBS_WORKER_PYTHON") or None,
             max_job_seconds=int(env.get("BEAMJOBS_MAX_JOB_SECONDS", "86400")),
             worker_task_definition=env.get("BEAMJOBS_WORKER_TASK_DEFINITION") or None,
             warm_workers=warm_workers,
@@ -110,4 +117,8 @@ class Settings:
             env["BEAMJOBS_ADVERTISED_ENDPOINT"] = self.advertised_endpoint
         if self.artifact_cache_dir:
             env["BEAMJOBS_ARTIFACT_CACHE"] = self.artifact_cache_dir
+        if self.environment_cache_dir:
+            env["BEAMJOBS_ENVIRONMENT_CACHE"] = self.environment_cache_dir
+        if self.worker_python:
+            env["BEAMJOBS_WORKER_PYTHON"] = self.worker_python
         return env

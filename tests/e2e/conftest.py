@@ -18,6 +18,10 @@ from apache_beam.portability.api import beam_job_api_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED = "beam:env:embedded_python:v1"
+# Servers run their workers from the workers' own virtualenv (the SDK image's packages), as
+# `make run` does, and build stand-ins for other SDK images once per clone.
+WORKER_PYTHON = os.environ.get("BEAMJOBS_WORKER_PYTHON") or str(ROOT / ".venv-worker/bin/python")
+ENVIRONMENT_CACHE = ROOT / ".cache" / "environments"
 
 
 def free_port() -> int:
@@ -29,7 +33,7 @@ def free_port() -> int:
 class Process:
     """A Beamjobs command running in the background, with its output in a log file."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         self._file = log.open("w")
         self.popen = subprocess.Popen(
@@ -37,7 +41,13 @@ class Process:
             cwd=ROOT,
             stdout=self._file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "BEAMJOBS_WORKER_PYTHON": WORKER_PYTHON,
+                "BEAMJOBS_ENVIRONMENT_CACHE": str(ENVIRONMENT_CACHE),
+                **(env or {}),
+            },
         )
 
     def wait_for_port(self, port: int, timeout: float = 60) -> None:
@@ -62,7 +72,9 @@ class Process:
         self._file.close()
 
 
-def serve(tmp: Path, name: str, port: int, *extra: str) -> Process:
+def serve(
+    tmp: Path, name: str, port: int, *extra: str, env: dict[str, str] | None = None
+) -> Process:
     server = Process(
         [
             "serve",
@@ -75,6 +87,7 @@ def serve(tmp: Path, name: str, port: int, *extra: str) -> Process:
             *extra,
         ],
         tmp / f"{name}.log",
+        env,
     )
     server.wait_for_port(port)
     return server

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import re
 import sys
 
 import apache_beam as beam
@@ -54,40 +53,6 @@ def test_a_failing_dofn_fails_the_job_with_its_exception_text(endpoint, environm
     _ = pipeline | beam.Create(["bad"]) | beam.ParDo(Explode())
     with pytest.raises(RuntimeError, match="cannot digest 'bad': the user's own words"):
         pipeline.run().wait_until_finish()
-
-
-@pytest.mark.parametrize(
-    ("image", "expected"),
-    [
-        ("apache/beam_java11_sdk:2.77.0", "cannot run containers; use --environment_type=LOOPBACK"),
-        (
-            "apache/beam_python3.11_sdk:2.60.0",
-            f"is Beam 2.60.0, but this worker runs Beam {beam.__version__}",
-        ),
-    ],
-)
-def test_a_docker_image_the_worker_cannot_run_fails_with_what_to_use_instead(
-    endpoint, image, expected
-):
-    pipeline = beam.Pipeline(options=options(endpoint, "DOCKER", f"--environment_config={image}"))
-    _ = pipeline | beam.Create([1])
-    with pytest.raises(RuntimeError, match=re.escape(expected)):
-        pipeline.run().wait_until_finish()
-
-
-def test_a_docker_python_sdk_image_of_this_beam_version_runs_in_process_with_a_warning(
-    endpoint, job_service
-):
-    pipeline = beam.Pipeline(options=options(endpoint, "DOCKER"))
-    assert_that(pipeline | beam.Create([1, 2]) | beam.Map(lambda x: x * 10), equal_to([10, 20]))
-    result = pipeline.run()
-    assert result.wait_until_finish() == PipelineState.DONE
-    warnings = [
-        m.message_text
-        for m in _messages(job_service, result._job_id)
-        if m.importance == api.JobMessage.JOB_MESSAGE_WARNING
-    ]
-    assert any("runs in the worker's own Python" in w and beam.__version__ in w for w in warnings)
 
 
 def test_a_process_environment_runs_with_the_shipped_boot_command(endpoint, job_service):

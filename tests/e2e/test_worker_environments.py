@@ -8,6 +8,7 @@ from apache_beam.portability import common_urns, python_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
 from beamjobs.worker import environments
+from beamjobs.worker.image_environments import THIS_PYTHON, ImageEnvironments
 from beamjobs.worker.process_environment import boot_command
 
 
@@ -24,26 +25,36 @@ def _docker(image: str) -> beam_runner_api_pb2.Environment:
     )
 
 
-def test_a_python_sdk_image_of_this_version_runs_embedded_with_a_warning():
-    pipeline = _pipeline_with(_docker(f"gcr.io/x/beam_python3.11_sdk:{beam.__version__}"))
-    [warning] = environments.prepare(pipeline)
-    assert pipeline.components.environments["env"].urn == python_urns.EMBEDDED_PYTHON
-    assert beam.__version__ in warning and "no container is started" in warning
+def _prepare(pipeline, tmp_path, worker_pool=None):
+    """Prepare with a stand-in cache whose builds only make the interpreter's path."""
+    reports = []
+    images = ImageEnvironments(tmp_path, lambda target, interpreter, image: None)
+    environments.prepare(pipeline, images=images, report=reports.append, worker_pool=worker_pool)
+    return reports
 
 
-def test_another_beam_version_names_both_versions_and_the_remedy():
-    pipeline = _pipeline_with(_docker("apache/beam_python3.11_sdk:2.50.0"))
-    with pytest.raises(environments.UnrunnableEnvironment) as raised:
-        environments.prepare(pipeline)
-    message = str(raised.value)
-    assert "Beam 2.50.0" in message and f"runs Beam {beam.__version__}" in message
-    assert f"apache-beam=={beam.__version__}" in message and "LOOPBACK" in message
+def test_the_sdk_image_of_this_beam_and_python_runs_in_process(tmp_path):
+    image = f"gcr.io/x/apache/beam_python{THIS_PYTHON}_sdk:{beam.__version__}"
+    reports = _prepare(_pipeline_with(_docker(image)), tmp_path)
+    assert not any(tmp_path.iterdir()), "nothing is built for it"
+    assert image in reports[0] and "no container is started" in reports[0]
 
 
-def test_an_unknown_environment_is_refused_with_what_to_use():
+def test_the_sdk_image_of_another_beam_runs_as_a_process_of_its_stand_in(tmp_path):
+    pipeline = _pipeline_with(_docker(f"apache/beam_python{THIS_PYTHON}_sdk:2.50.0"))
+    reports = _prepare(pipeline, tmp_path)
+    env = pipeline.components.environments["env"]
+    assert env.urn == common_urns.environments.PROCESS.urn
+    python = tmp_path / f"python{THIS_PYTHON}-beam2.50.0" / "bin" / "python"
+    payload = beam_runner_api_pb2.ProcessPayload.FromString(env.payload)
+    assert payload.command == f"{python} -m beamjobs.worker.boot"
+    assert [r.split(" ")[0] for r in reports] == ["building", "built", "the"]
+
+
+def test_an_unknown_environment_is_refused_with_what_to_use(tmp_path):
     pipeline = _pipeline_with(beam_runner_api_pb2.Environment(urn="beam:env:go:v1"))
     with pytest.raises(environments.UnrunnableEnvironment, match="--environment_type=LOOPBACK"):
-        environments.prepare(pipeline)
+        _prepare(pipeline, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -82,9 +93,9 @@ def test_process_environments_get_beams_standard_boot_flags():
     ]
 
 
-def test_on_fargate_docker_environments_use_the_sdk_sidecars_worker_pool():
+def test_on_fargate_docker_environments_use_the_sdk_sidecars_worker_pool(tmp_path):
     pipeline = _pipeline_with(_docker("apache/beam_python3.11_sdk:2.50.0"))
-    assert environments.prepare(pipeline, "localhost:50000") == []
+    assert _prepare(pipeline, tmp_path, worker_pool="localhost:50000") == []
     env = pipeline.components.environments["env"]
     assert env.urn == common_urns.environments.EXTERNAL.urn
     payload = beam_runner_api_pb2.ExternalPayload.FromString(env.payload)

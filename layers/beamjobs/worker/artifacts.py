@@ -13,10 +13,18 @@ import os
 import tempfile
 from pathlib import Path
 
+from apache_beam.internal import pickler
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
 from beamjobs.artifacts import ArtifactStore
+from beamjobs.worker.packages import (
+    IN_PROCESS_URNS,
+    StagedFiles,
+    activate,
+    install,
+    staged_file_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,19 +32,9 @@ URL = common_urns.artifact_types.URL.urn
 FILE = common_urns.artifact_types.FILE.urn
 
 
-def default_cache_directory() -> Path:
-    return Path(tempfile.gettempdir()) / "beamjobs-artifacts"
-
-
-def staged_file_name(artifact: beam_runner_api_pb2.ArtifactInformation) -> str:
-    """The file name an artifact is materialized under, as Beam's boot names it."""
-    if artifact.role_urn == common_urns.artifact_roles.STAGING_TO.urn:
-        payload = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(artifact.role_payload)
-        return payload.staged_name
-    digest = hashlib.sha256(artifact.SerializeToString(deterministic=True)).hexdigest()
-    if artifact.role_urn == common_urns.artifact_roles.PIP_REQUIREMENTS_FILE.urn:
-        return f"requirements-{digest[:16]}.txt"
-    return digest
+def default_cache_directory(kind: str = "artifacts") -> Path:
+    """Where a worker caches things of this kind when its settings do not say."""
+    return Path(tempfile.gettempdir()) / f"beamjobs-{kind}"
 
 
 class ArtifactCache:
@@ -98,3 +96,24 @@ def link_files(
             os.symlink(source, target)
         linked.append(artifact)
     return linked
+
+
+def set_up_in_process(pipeline: beam_runner_api_pb2.Pipeline, workspace: Path) -> str | None:
+    """For harnesses in this process: install the staged packages of their environments and
+    load the pickled main session, as a harness's boot would. Returns a note for the user
+    (None when nothing was staged). Call after the pipeline was localized."""
+    artifacts: dict[bytes, beam_runner_api_pb2.ArtifactInformation] = {}
+    for env in pipeline.components.environments.values():
+        if env.urn in IN_PROCESS_URNS:
+            for artifact in env.dependencies:
+                artifacts.setdefault(artifact.SerializeToString(deterministic=True), artifact)
+    linked = link_files(list(artifacts.values()), workspace / "staged")
+    if not linked:
+        return None
+    staged = StagedFiles.of(workspace / "staged", linked)
+    site_dir = install(staged, workspace / "packages")
+    if site_dir is not None:
+        activate(site_dir)
+    if staged.main_session is not None:
+        pickler.load_session(str(staged.main_session))
+    return f"staged artifacts set up in the worker: {staged.describe()}"

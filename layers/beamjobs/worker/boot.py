@@ -30,8 +30,7 @@ from apache_beam.portability.api import (
 from apache_beam.runners.worker import sdk_worker_main
 from google.protobuf import json_format
 
-from beamjobs.worker.artifacts import staged_file_name
-from beamjobs.worker.packages import StagedFiles, activate, install
+from beamjobs.worker.packages import StagedFiles, activate, install, staged_file_name
 
 
 def _descriptor(url: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import re
 import sys
 
 from apache_beam import version as beam_version
@@ -13,48 +12,66 @@ from apache_beam.portability import common_urns, python_urns
 from apache_beam.portability.api import beam_runner_api_pb2, endpoints_pb2
 
 from beamjobs.environments import unsupported_environments_message
+from beamjobs.worker import sdk_images
+from beamjobs.worker.image_environments import (
+    THIS_PYTHON,
+    ImageEnvironments,
+    Report,
+    UnrunnableEnvironment,
+)
 
 logger = logging.getLogger(__name__)
 
 DOCKER = common_urns.environments.DOCKER.urn
-# Beam's Python SDK images: apache/beam_python3.11_sdk:2.77.0 (any registry prefix).
-_PYTHON_SDK_IMAGE = re.compile(r"beam_python(?P<python>\d+\.\d+)_sdk:(?P<beam>[^@\s]+)$")
+PROCESS = common_urns.environments.PROCESS.urn
 
 
-class UnrunnableEnvironment(Exception):
-    """An environment this worker cannot run; the message says what to use instead."""
-
-
-def run_docker_in_process(pipeline: beam_runner_api_pb2.Pipeline) -> list[str]:
-    """Without Docker, a DOCKER environment whose image is Beam's Python SDK at this worker's
-    Beam version runs in the worker's own Python. Returns the warnings to tell the user; raises
-    UnrunnableEnvironment for any other image."""
-    warnings = []
+def run_docker_here(
+    pipeline: beam_runner_api_pb2.Pipeline, images: ImageEnvironments, report: Report
+) -> None:
+    """Without a container runtime, DOCKER environments of Beam's Python SDK images run
+    anyway: the image of this worker's own Beam and Python in the worker's process (whose
+    environment is that image's), any other from a stand-in of that image as a PROCESS
+    environment. Raises UnrunnableEnvironment for any other image."""
     for env_id, env in pipeline.components.environments.items():
         if env.urn != DOCKER:
             continue
-        image = beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image
-        match = _PYTHON_SDK_IMAGE.search(image)
-        if match is None:
-            raise UnrunnableEnvironment(
-                f"the environment {env_id} needs the container image {image}, and this worker "
-                "cannot run containers; use --environment_type=LOOPBACK"
-            )
-        if match["beam"] != beam_version.__version__:
-            raise UnrunnableEnvironment(
-                f"the pipeline's SDK image {image} is Beam {match['beam']}, but this worker "
-                f"runs Beam {beam_version.__version__} and cannot run containers: submit with "
-                f"apache-beam=={beam_version.__version__}, or use --environment_type=LOOPBACK"
-            )
-        env.urn = python_urns.EMBEDDED_PYTHON
-        env.payload = b""
-        here = "{}.{}".format(*sys.version_info[:2])
-        python = "" if match["python"] == here else f" (the image has Python {match['python']})"
-        warnings.append(
-            f"the DOCKER environment {env_id} ({image}) runs in the worker's own Python "
-            f"{here}, Beam {beam_version.__version__}{python}: no container is started"
+        image = sdk_images.classify(
+            beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image
         )
-    return warnings
+        if isinstance(image, sdk_images.OtherSdkImage):
+            raise UnrunnableEnvironment(
+                f"the environment {env_id} needs {image.image}, the image of Beam's "
+                f"{image.language} SDK, and this worker runs Python SDK harnesses only, "
+                "without containers: submit with --environment_type=LOOPBACK (your SDK "
+                "process runs the user code)"
+            )
+        if isinstance(image, sdk_images.CustomImage):
+            raise UnrunnableEnvironment(
+                f"the environment {env_id} needs the container image {image.image}, which is "
+                "not one of Beam's Python SDK images (apache/beam_python3.X_sdk:VERSION), and "
+                "this worker cannot run containers. If that image is built FROM a Beam SDK "
+                "image, submit with --environment_type=LOOPBACK (your SDK process runs the "
+                "user code), or use Beam's SDK image with --requirements_file listing the "
+                "packages your image adds"
+            )
+        if image.beam == beam_version.__version__ and image.python == THIS_PYTHON:
+            env.urn, env.payload = python_urns.EMBEDDED_PYTHON, b""
+            report(
+                f"the DOCKER environment {env_id} ({image.image}) runs in the worker's own "
+                f"process, whose Python environment is that image's: no container is started"
+            )
+            continue
+        python = images.python_for(image, report)
+        env.urn = PROCESS
+        env.payload = beam_runner_api_pb2.ProcessPayload(
+            command=f"{python} -m beamjobs.worker.boot"
+        ).SerializeToString()
+        report(
+            f"the DOCKER environment {env_id} ({image.image}) runs its SDK harness in "
+            f"processes of that image's environment (Beam {image.beam}, Python "
+            f"{image.python}): no container is started"
+        )
 
 
 def use_worker_pool(pipeline: beam_runner_api_pb2.Pipeline, address: str) -> None:
@@ -68,20 +85,24 @@ def use_worker_pool(pipeline: beam_runner_api_pb2.Pipeline, address: str) -> Non
             env.urn, env.payload = common_urns.environments.EXTERNAL.urn, payload
 
 
-def prepare(pipeline: beam_runner_api_pb2.Pipeline, worker_pool: str | None = None) -> list[str]:
-    """Rewrite what can run here, refuse what cannot; return warnings for the user. With a
-    worker pool (an SDK sidecar), DOCKER environments run there; without, in process."""
+def prepare(
+    pipeline: beam_runner_api_pb2.Pipeline,
+    *,
+    images: ImageEnvironments,
+    report: Report,
+    worker_pool: str | None = None,
+) -> None:
+    """Rewrite what can run here, refuse what cannot, and report what the user should know.
+    With a worker pool (an SDK sidecar), DOCKER environments run there; without, here."""
     if worker_pool:
         use_worker_pool(pipeline, worker_pool)
-        warnings = []
     else:
-        warnings = run_docker_in_process(pipeline)
+        run_docker_here(pipeline, images, report)
     message = unsupported_environments_message(
         {env.urn for env in pipeline.components.environments.values()}
     )
     if message is not None:
         raise UnrunnableEnvironment(message)
-    return warnings
 
 
 def parallelism(pipeline: beam_runner_api_pb2.Pipeline, options: PipelineOptions) -> int:

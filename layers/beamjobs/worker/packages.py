@@ -3,12 +3,16 @@ extra packages (forced, so the user's staged code wins), then the setup package,
 requirements files (first offline from what was staged, then with the package index for whatever
 is still missing).
 
+It imports nothing of Beamjobs beyond this module, so that `beamjobs.worker.boot` runs in the
+environment of any Beam release (see beamjobs.worker.image_environments).
+
 Everything goes under a per-job prefix that is put first on sys.path and PYTHONPATH; the
 worker's own environment is never modified, so one job's packages cannot reach another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import os
@@ -20,11 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apache_beam.internal import pickler
 from apache_beam.portability import common_urns, python_urns
 from apache_beam.portability.api import beam_runner_api_pb2
-
-from beamjobs.worker.artifacts import link_files, staged_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,17 @@ _PIP_TIMEOUT_SECONDS = 900
 IN_PROCESS_URNS = frozenset(
     {python_urns.EMBEDDED_PYTHON, python_urns.EMBEDDED_PYTHON_GRPC, python_urns.SUBPROCESS_SDK}
 )
+
+
+def staged_file_name(artifact: beam_runner_api_pb2.ArtifactInformation) -> str:
+    """The file name an artifact is materialized under, as Beam's boot names it."""
+    if artifact.role_urn == common_urns.artifact_roles.STAGING_TO.urn:
+        payload = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(artifact.role_payload)
+        return payload.staged_name
+    digest = hashlib.sha256(artifact.SerializeToString(deterministic=True)).hexdigest()
+    if artifact.role_urn == common_urns.artifact_roles.PIP_REQUIREMENTS_FILE.urn:
+        return f"requirements-{digest[:16]}.txt"
+    return digest
 
 
 class InstallFailed(Exception):
@@ -122,27 +134,6 @@ def activate(site_dir: Path) -> None:
         [str(site_dir), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     importlib.invalidate_caches()
-
-
-def set_up_in_process(pipeline: beam_runner_api_pb2.Pipeline, workspace: Path) -> str | None:
-    """For harnesses in this process: install the staged packages of their environments and
-    load the pickled main session, as a harness's boot would. Returns a note for the user
-    (None when nothing was staged). Call after the pipeline was localized."""
-    artifacts: dict[bytes, beam_runner_api_pb2.ArtifactInformation] = {}
-    for env in pipeline.components.environments.values():
-        if env.urn in IN_PROCESS_URNS:
-            for artifact in env.dependencies:
-                artifacts.setdefault(artifact.SerializeToString(deterministic=True), artifact)
-    linked = link_files(list(artifacts.values()), workspace / "staged")
-    if not linked:
-        return None
-    staged = StagedFiles.of(workspace / "staged", linked)
-    site_dir = install(staged, workspace / "packages")
-    if site_dir is not None:
-        activate(site_dir)
-    if staged.main_session is not None:
-        pickler.load_session(str(staged.main_session))
-    return f"staged artifacts set up in the worker: {staged.describe()}"
 
 
 def _each(flag: str, values: list[str]) -> list[str]:

@@ -23,9 +23,15 @@ from beamjobs.settings import Settings
 from beamjobs.states import JobState
 from beamjobs.store import Job, Message, TransitionRejected
 from beamjobs.worker import environments, packages, process_environment
-from beamjobs.worker.artifacts import ArtifactCache, default_cache_directory, localize
+from beamjobs.worker.artifacts import (
+    ArtifactCache,
+    default_cache_directory,
+    localize,
+    set_up_in_process,
+)
 from beamjobs.worker.harness_logs import HarnessLogFormatter
 from beamjobs.worker.heartbeat import Heartbeat
+from beamjobs.worker.image_environments import ImageEnvironments
 from beamjobs.worker.messages import MessageForwarder
 from beamjobs.worker.metrics import MetricsPublisher, PublishingRunner
 
@@ -72,6 +78,10 @@ class JobRunner:
             self._stores.artifacts,
             Path(cache_directory) if cache_directory else default_cache_directory(),
         )
+        images_directory = self._settings.environment_cache_dir
+        self._images = ImageEnvironments(
+            Path(images_directory) if images_directory else default_cache_directory("environments")
+        )
 
     def warm_up(self) -> None:
         """One cheap read per AWS client (of things that do not exist), so that the first
@@ -94,6 +104,7 @@ class JobRunner:
             heartbeat_seconds=self._settings.heartbeat_seconds,
             worker_pool=self._settings.worker_pool,
             cache=self._cache,
+            images=self._images,
             known=known,
         )
         return 0
@@ -110,6 +121,7 @@ def execute(
     *,
     heartbeat_seconds: float,
     cache: ArtifactCache,
+    images: ImageEnvironments,
     worker_pool: str | None = None,
     known: Job | None = None,
 ) -> JobState:
@@ -131,15 +143,17 @@ def execute(
             pipeline = beam_runner_api_pb2.Pipeline.FromString(stores.blobs.get(job.pipeline_ref))
             options = job_options(job, stores.blobs)
             beam_options = _beam_options(options)
-            notes = [
-                Message("JOB_MESSAGE_WARNING", w, stores.jobs.now())
-                for w in environments.prepare(pipeline, worker_pool)
-            ]
+
+            def report(text: str) -> None:
+                stores.jobs.append_messages(
+                    job_id, [Message("JOB_MESSAGE_BASIC", text, stores.jobs.now())]
+                )
+
+            environments.prepare(pipeline, images=images, report=report, worker_pool=worker_pool)
             localize(pipeline, cache)
-            set_up = packages.set_up_in_process(pipeline, workspace)
+            set_up = set_up_in_process(pipeline, workspace)
             if set_up is not None:
-                notes.append(Message("JOB_MESSAGE_BASIC", set_up, stores.jobs.now()))
-            stores.jobs.append_messages(job_id, notes)
+                report(set_up)
             runner = PublishingRunner(
                 publisher, provision_info=_provision_info(job_id, job.job_name, options)
             )
