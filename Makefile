@@ -12,6 +12,10 @@ WORKER_PYTHON := $(abspath $(WORKER_VENV))/bin/python
 # Keep equal to pyproject.toml's `worker` extra (the SDK the tests submit with).
 BEAM_VERSION := 2.77.0
 
+# The Beam TypeScript SDK, from npm, as a client of the end-to-end tests.
+TS_CLIENT := tests/e2e/typescript
+TS_STAMP := $(TS_CLIENT)/node_modules/.installed
+
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
@@ -26,9 +30,10 @@ $(STAMP): pyproject.toml
 
 ## The workers' virtualenv: the SDK image's distributions, pinned, plus Beamjobs itself
 ## constrained to them (so nothing of the image's changes version).
-$(WORKER_STAMP): worker/requirements.txt pyproject.toml
+$(WORKER_STAMP): $(STAMP) worker/requirements.txt
 	test -x $(WORKER_VENV)/bin/python || $(PYTHON) -m venv $(WORKER_VENV)
-	$(WORKER_VENV)/bin/pip install --quiet --upgrade pip
+	$(WORKER_VENV)/bin/pip install --quiet --upgrade pip \
+		$$($(BIN)/python -m beamjobs.worker.image_environments tools)
 	$(WORKER_VENV)/bin/pip install --quiet -r worker/requirements.txt
 	$(WORKER_VENV)/bin/pip install --quiet -c worker/requirements.txt -e .
 	touch $(WORKER_STAMP)
@@ -41,15 +46,19 @@ run: $(STAMP) $(WORKER_STAMP)
 worker-lock: $(STAMP)
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet \
-		$$($(BIN)/python -m beamjobs.worker.image_environments $(BEAM_VERSION))
+		$$($(BIN)/python -m beamjobs.worker.image_environments requirements $(BEAM_VERSION))
 	{ sed -n '/^#/p' worker/requirements.txt; .venv-lock/bin/pip freeze; } > worker/requirements.new
 	mv worker/requirements.new worker/requirements.txt && rm -rf .venv-lock
 
 ## Unit, integration and end-to-end tests. The Beam SDK and our wire classes declare the same
 ## protobuf names, so the suites that import apache_beam run in their own interpreter.
-test: $(STAMP) $(WORKER_STAMP) sam-validate
-	$(BIN)/pytest tests/unit tests/integration
+test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) sam-validate
+	$(BIN)/pytest tests/unit tests/integration tests/faults
 	$(BIN)/pytest tests/e2e
+
+$(TS_STAMP): $(TS_CLIENT)/package.json $(TS_CLIENT)/package-lock.json
+	npm ci --prefix $(TS_CLIENT) --no-audit --no-fund --loglevel=error
+	touch $(TS_STAMP)
 
 ## `sam validate --lint` on template.yaml. The SAM CLI pins its own boto3 and cfn-lint, so it
 ## lives in a virtualenv of its own.

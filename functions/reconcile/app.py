@@ -58,7 +58,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {"settled": {job_id: state.value}}
     if event.get("detail-type") != "Scheduled Event":
         raise InvalidArgument(f"unexpected event: {sorted(event)}")
-    settled = fail_lost_jobs(jobs, lease_seconds=settings.lease_seconds)
+    settled = fail_lost_jobs(
+        jobs, lease_seconds=settings.lease_seconds, start_lease_seconds=settings.start_lease_seconds
+    )
     metrics.add_metric(name="WorkersLost", unit=MetricUnit.Count, value=len(settled))
     for job_id, state in settled.items():
         logger.warning("settled a job whose worker went silent", job_id=job_id, state=state.value)

@@ -135,7 +135,7 @@ class ProcessExecutor:
         # a schedule on AWS runs here too.
         threading.Thread(
             target=self._reconcile_periodically,
-            args=(settings.lease_seconds,),
+            args=(settings.lease_seconds, settings.start_lease_seconds),
             name="reconcile",
             daemon=True,
         ).start()
@@ -175,11 +175,15 @@ class ProcessExecutor:
         except Exception:  # a watcher thread has no caller to raise to: log it, loudly
             logger.exception("could not record the end of job %s (%s)", worker.job_id, cause)
 
-    def _reconcile_periodically(self, lease_seconds: float) -> None:
+    def _reconcile_periodically(self, lease_seconds: float, start_lease_seconds: float) -> None:
         while True:
             time.sleep(max(1.0, lease_seconds / 3))
             try:
-                fail_lost_jobs(self._store, lease_seconds=lease_seconds)
+                fail_lost_jobs(
+                    self._store,
+                    lease_seconds=lease_seconds,
+                    start_lease_seconds=start_lease_seconds,
+                )
             except BeamjobsError:
                 logger.warning("reconciling lost workers failed", exc_info=True)
 

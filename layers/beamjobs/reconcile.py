@@ -11,18 +11,28 @@ from beamjobs.states import JobState
 from beamjobs.store import JobStore
 
 
-def fail_lost_jobs(store: JobStore, *, lease_seconds: float) -> dict[str, JobState]:
-    """Settle every active job whose worker has not been heard from for longer than the lease
-    (a job never heard from counts from its last state change). Returns each settled job's
-    final state: FAILED with "worker lost", or CANCELLED / DRAINED if it was being stopped."""
+def fail_lost_jobs(
+    store: JobStore, *, lease_seconds: float, start_lease_seconds: float
+) -> dict[str, JobState]:
+    """Settle every active job whose worker has not been heard from for longer than its lease.
+    A job still STARTING whose worker never spoke gets the start lease, counted from STARTING:
+    a Fargate task takes minutes to start (longer with a large SDK sidecar image), and is not
+    lost meanwhile. Any other job counts the lease from its last heartbeat or state change.
+    Returns each settled job's final state: FAILED with "worker lost", or CANCELLED / DRAINED
+    if it was being stopped."""
     now = store.now()
     settled: dict[str, JobState] = {}
     for job in store.active_jobs():
+        starting = job.state is JobState.STARTING and job.heartbeat_at is None
+        lease = start_lease_seconds if starting else lease_seconds
         last_seen = max(job.heartbeat_at or 0.0, job.state_time)
-        if now - last_seen <= lease_seconds:
+        if now - last_seen <= lease:
             continue
         since = datetime.fromtimestamp(last_seen, UTC).isoformat(timespec="seconds")
-        cause = f"worker lost: no heartbeat since {since} (lease {lease_seconds:g} s)"
+        if starting:
+            cause = f"worker lost: it never started after STARTING at {since} (lease {lease:g} s)"
+        else:
+            cause = f"worker lost: no heartbeat since {since} (lease {lease:g} s)"
         settled[job.job_id] = settle(store, job.job_id, cause)
     return settled
 

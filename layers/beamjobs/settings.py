@@ -27,6 +27,9 @@ class Settings:
     # longer than the lease is failed as "worker lost".
     heartbeat_seconds: float = 5.0
     lease_seconds: float = 30.0
+    # A job whose worker has not started yet is lost only after this long in STARTING (a
+    # Fargate task may take minutes to start).
+    start_lease_seconds: float = 900.0
     # Worker: where an SDK worker pool sidecar listens (Fargate tasks with a DOCKER environment).
     worker_pool: str | None = None
     # Shim: the address SDKs are told to stage artifacts to (behind a load balancer it differs
@@ -79,6 +82,7 @@ class Settings:
             retention_days=int(env.get("BEAMJOBS_RETENTION_DAYS", "30")),
             heartbeat_seconds=float(env.get("BEAMJOBS_HEARTBEAT_SECONDS", "5")),
             lease_seconds=float(env.get("BEAMJOBS_LEASE_SECONDS", "30")),
+            start_lease_seconds=float(env.get("BEAMJOBS_START_LEASE_SECONDS", "900")),
             worker_pool=env.get("BEAMJOBS_WORKER_POOL") or None,
             advertised_endpoint=env.get("BEAMJOBS_ADVERTISED_ENDPOINT") or None,
             max_artifact_bytes=int(env.get("BEAMJOBS_MAX_ARTIFACT_BYTES", str(2 * 1024**3))),
@@ -101,6 +105,7 @@ class Settings:
             "BEAMJOBS_RETENTION_DAYS": str(self.retention_days),
             "BEAMJOBS_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
             "BEAMJOBS_LEASE_SECONDS": str(self.lease_seconds),
+            "BEAMJOBS_START_LEASE_SECONDS": str(self.start_lease_seconds),
             "BEAMJOBS_MAX_ARTIFACT_BYTES": str(self.max_artifact_bytes),
             "BEAMJOBS_MAX_JOB_SECONDS": str(self.max_job_seconds),
             "BEAMJOBS_WARM_WORKERS": str(self.warm_workers),

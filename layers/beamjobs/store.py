@@ -21,18 +21,22 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
 
 from beamjobs.aws import aws_errors
 from beamjobs.errors import Conflict, FailedPrecondition, NotFound, Unavailable
 from beamjobs.states import JobState, can_transition, is_terminal
 
 JOB_SK = "job"
+# The attribute holding a write's writer token (see JobStore._put_new).
+WRITER = "writer"
 EVENT_PREFIX = "ev#"
 LIST_INDEX = "gsi1"
 LIST_PARTITION = "jobs"
@@ -44,12 +48,12 @@ _ACTIVE_STATES = frozenset(
 )
 # Appends lose races only to other writers of the same job; re-reading settles it quickly.
 _MAX_RACE_RETRIES = 50
-# DynamoDB items are at most 400 KB: a message longer than this is cut (and says so), and a
-# batch of messages holds at most this many characters.
-MAX_MESSAGE_CHARS = 100_000
+# DynamoDB items are at most 400 KB, measured in UTF-8 bytes as stored: a message longer than
+# this is cut (and says so), and a batch of messages holds at most this many bytes of text.
+MAX_MESSAGE_BYTES = 100_000
 # Events read per call of JobStore.events: fewer means there were no more.
 EVENTS_PAGE = 500
-_MAX_BATCH_CHARS = 300_000
+_MAX_BATCH_BYTES = 300_000
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -200,12 +204,7 @@ class JobStore:
             "gsi1sk": f"{job.created_at:017.6f}#{job.job_id}",
             "expires_at": expires_at,
         }
-        with aws_errors(f"job {job.job_id}"):
-            self._db.put_item(
-                TableName=self._table,
-                Item=_to_item(record),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
+        self._put_new(record, "attribute_not_exists(pk)", f"job {job.job_id}")
 
     def get(self, job_id: str) -> Job:
         """The job with its current state, read from the log's tail (strongly consistent)."""
@@ -410,12 +409,26 @@ class JobStore:
             "expires_at": expires_at,
             **values,
         }
-        with aws_errors(f"job {job_id}"):
-            self._db.put_item(
-                TableName=self._table,
-                Item=_to_item(item),
-                ConditionExpression="attribute_not_exists(sk)",
-            )
+        self._put_new(item, "attribute_not_exists(sk)", f"job {job_id}")
+
+    def _put_new(self, item: dict[str, Any], condition: str, what: str) -> None:
+        """Put an item whose condition says its key is free; Conflict when another writer's
+        item is there. The item carries a writer token: when botocore retries a put that was
+        applied but whose response was lost, the condition fails on the writer's own item,
+        which is recognised by its token (and is a success, not a rival's write)."""
+        writer = uuid.uuid4().hex
+        try:
+            with aws_errors(what):
+                self._db.put_item(
+                    TableName=self._table,
+                    Item=_to_item({**item, WRITER: writer}),
+                    ConditionExpression=condition,
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except Conflict as conflict:
+            if _written_by(conflict.__cause__, writer):
+                return
+            raise
 
     def _project_state(self, job_id: str, state: JobState, at: float, seq: int) -> None:
         """Copy a new state onto the record (for listing). Only ever moves forward; a newer
@@ -456,22 +469,45 @@ class JobStore:
             )
 
 
+def _written_by(error: BaseException | None, writer: str) -> bool:
+    """Whether a failed conditional put found the item that `writer` itself put."""
+    if not isinstance(error, ClientError):
+        return False
+    existing = error.response.get("Item", {}).get(WRITER, {})
+    return bool(existing.get("S") == writer)
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def _cut(message: Message) -> Message:
-    if len(message.text) <= MAX_MESSAGE_CHARS:
+    size = _utf8_size(message.text)
+    if size <= MAX_MESSAGE_BYTES:
         return message
-    text = message.text[:MAX_MESSAGE_CHARS] + f"\n… [cut: {len(message.text)} characters in all]"
-    return Message(message.importance, text, message.time)
+    # Cut at a byte bound (dropping a character the bound splits) that leaves room for the
+    # note, so a cut message is within the bound and is never cut again.
+    note = f"\n… [cut: {size} bytes in all]"
+    room = MAX_MESSAGE_BYTES - _utf8_size(note)
+    kept = message.text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
+    return Message(message.importance, kept + note, message.time)
+
+
+def message_batches(messages: Sequence[Message]) -> list[list[Message]]:
+    """The messages (cut to size) in the batches append_messages stores, one event each."""
+    return _batches([_cut(m) for m in messages])
 
 
 def _batches(messages: list[Message]) -> list[list[Message]]:
     batches: list[list[Message]] = []
-    size = _MAX_BATCH_CHARS
+    size = _MAX_BATCH_BYTES
     for message in messages:
-        if size + len(message.text) > _MAX_BATCH_CHARS:
+        length = _utf8_size(message.text)
+        if size + length > _MAX_BATCH_BYTES:
             batches.append([])
             size = 0
         batches[-1].append(message)
-        size += len(message.text)
+        size += length
     return batches
 
 

@@ -257,6 +257,7 @@ def test_reconcile_on_schedule_fails_jobs_whose_worker_went_silent(stores, execu
     job_id = _event("control_run")["request"]["preparation_id"]
     stores.jobs.create(make_job(job_id))
     stores.jobs.transition(job_id, JobState.STARTING)
+    stores.jobs.transition(job_id, JobState.RUNNING)  # its worker started, then went silent
     monkeypatch.setenv("BEAMJOBS_LEASE_SECONDS", "0.01")
     time.sleep(0.05)
     assert _reconcile(_event("reconcile_schedule")) == {"settled": {job_id: "FAILED"}}

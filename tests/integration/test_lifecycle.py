@@ -48,7 +48,9 @@ def test_a_job_whose_worker_went_silent_fails_as_worker_lost(jobs, clock):
     clock.now += 20
     jobs.heartbeat("alive")
     clock.now += 15  # "silent" was last heard of 35 s ago, "alive" 15 s ago
-    assert fail_lost_jobs(jobs, lease_seconds=30) == {"silent": JobState.FAILED}
+    assert fail_lost_jobs(jobs, lease_seconds=30, start_lease_seconds=600) == {
+        "silent": JobState.FAILED
+    }
     assert jobs.get("alive").state is JobState.RUNNING
     assert jobs.get("never-run").state is JobState.STOPPED
     *_, cause, failed = jobs.events("silent")
@@ -60,7 +62,9 @@ def test_a_lost_worker_of_a_cancelling_job_ends_it_cancelled(jobs, clock):
     _running(jobs, "stopping")
     jobs.transition("stopping", JobState.CANCELLING)
     clock.now += 100
-    assert fail_lost_jobs(jobs, lease_seconds=30) == {"stopping": JobState.CANCELLED}
+    assert fail_lost_jobs(jobs, lease_seconds=30, start_lease_seconds=600) == {
+        "stopping": JobState.CANCELLED
+    }
 
 
 def test_finished_jobs_leave_the_active_index(jobs, clock):
@@ -68,7 +72,7 @@ def test_finished_jobs_leave_the_active_index(jobs, clock):
     jobs.transition("done", JobState.DONE)
     assert [j.job_id for j in jobs.active_jobs()] == []
     clock.now += 100
-    assert fail_lost_jobs(jobs, lease_seconds=30) == {}
+    assert fail_lost_jobs(jobs, lease_seconds=30, start_lease_seconds=600) == {}
 
 
 def test_a_heartbeat_tells_the_worker_its_jobs_state(jobs):

@@ -163,3 +163,21 @@ def test_describe_pipeline_options(stub):
     options = stub.DescribePipelineOptions(api.DescribePipelineOptionsRequest()).options
     by_name = {o.name: o for o in options}
     assert by_name["job_timeout_seconds"].type == api.PipelineOptionType.INTEGER
+
+
+def test_a_stream_with_a_deadline_before_run_is_refused_so_the_sdk_reopens_it_after(stub):
+    # Given a prepared job, and streams opened as Beam's Python SDK opens them before Run
+    job_id = _prepare(stub)
+    request = api.GetJobStateRequest(job_id=job_id)
+    messages = api.JobMessagesRequest(job_id=job_id)
+    # Then with its deadline (--job_server_timeout) they are refused: they would end there
+    assert _code(lambda: next(stub.GetStateStream(request, timeout=60))) == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert _code(lambda: next(stub.GetMessageStream(messages, timeout=60))) == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    # And without a deadline they replay at once, as they do with one once the job has run
+    assert next(stub.GetStateStream(request)).state == Enum.STOPPED
+    stub.Run(api.RunJobRequest(preparation_id=job_id))
+    assert next(stub.GetStateStream(request, timeout=60)).state == Enum.STOPPED

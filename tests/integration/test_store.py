@@ -6,7 +6,7 @@ from beamjobs import aws
 from beamjobs.errors import NotFound
 from beamjobs.states import JobState
 from beamjobs.store import (
-    MAX_MESSAGE_CHARS,
+    MAX_MESSAGE_BYTES,
     Message,
     TransitionRejected,
     job_from_json,
@@ -103,8 +103,8 @@ def test_messages_longer_than_an_item_allows_are_cut_and_say_so(stores):
     stores.jobs.append_messages("j1", [Message("JOB_MESSAGE_ERROR", "x" * 500_000, 1.0)])
     [message] = stores.jobs.events("j1")[-1].messages
     text = message.text
-    assert len(text) < MAX_MESSAGE_CHARS + 100
-    assert "500000 characters" in text
+    assert len(text) < MAX_MESSAGE_BYTES + 100
+    assert "500000 bytes" in text
 
 
 def test_jobs_are_listed_oldest_first_across_pages(stores):

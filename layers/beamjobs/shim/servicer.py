@@ -11,10 +11,12 @@ from typing import Any
 from google.protobuf import json_format, timestamp_pb2
 
 from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
+from beamjobs.errors import FailedPrecondition
 from beamjobs.service import require_id
 from beamjobs.shim import streams
 from beamjobs.shim.backend import Backend, guarded
 from beamjobs.shim.changefeed import ChangeFeed
+from beamjobs.states import JobState as States
 from beamjobs.store import Event
 
 JobState = job_api_pb2.JobState
@@ -146,6 +148,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     @guarded
     async def GetStateStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
+        await self._refuse_a_deadline_before_run(job_id, context)
         async with contextlib.aclosing(self._follow(job_id)) as events:
             async for event in events:
                 if event.state is not None:
@@ -159,6 +162,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     @guarded
     async def GetMessageStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
+        await self._refuse_a_deadline_before_run(job_id, context)
         async with contextlib.aclosing(self._follow(job_id)) as events:
             async for event in events:
                 if event.state is not None:
@@ -167,6 +171,21 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
                     )
                 for response in _messages(event):
                     yield response
+
+    async def _refuse_a_deadline_before_run(self, job_id: str, context: Any) -> None:
+        """Beam's Python SDK opens both streams before Run with its --job_server_timeout (60 s
+        up to 2.5x, 300 s since) as their deadline, so any job that outlasts it would fail at
+        the client. Refused, the SDK opens them again after Run without a deadline, as it does
+        with job servers whose job ids differ from preparation ids; nothing is lost, as every
+        stream replays the job's history."""
+        if context.time_remaining() is None:
+            return
+        job = await self._blocking(self._stores.jobs.get, job_id)
+        if job.state is States.STOPPED:
+            raise FailedPrecondition(
+                f"job {job_id} has not been run: a stream with a deadline, opened now, would "
+                "end at that deadline rather than at the job's end; open it after Run"
+            )
 
     def _follow(self, job_id: str) -> Any:
         return streams.follow(self._stores.jobs, self._feed, job_id, self._blocking)

@@ -37,6 +37,10 @@ class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServic
 
     @guarded
     async def ReverseArtifactRetrievalService(self, request_iterator: Any, context: Any) -> None:
+        # Headers first: a session with nothing to stage would otherwise end trailers-only,
+        # and the TypeScript SDK's client (protobuf-ts over grpc-js) then waits forever for
+        # the response headers it never gets.
+        await context.send_initial_metadata(())
         session = _Session(self._backend, context)
         first = await session.read()
         job_id = require_id(first.staging_token, "staging_token")

@@ -43,6 +43,10 @@ IMAGE_MANUAL_PACKAGES = (
     "scikit-learn",
     "build>=1.0,<2",
 )
+# Staged packages are built without build isolation (beamjobs.worker.packages): setuptools
+# older than 70.1 cannot build wheels without the `wheel` package, which no virtualenv has, and
+# from 80 on it lacks pkg_resources, which Beam releases before 2.60 import.
+BUILD_TOOLS = ("setuptools>=70.1,<80",)
 _COMPLETE = ".beamjobs-complete"
 # The boot command needs only this package's boot modules, never the worker's own packages.
 _BOOT_PATH = "beamjobs-boot"
@@ -146,7 +150,17 @@ def build_virtualenv(target: Path, interpreter: str, image: PythonSdkImage) -> N
     _run([interpreter, "-m", "venv", str(target)], image, "creating its virtualenv")
     python = str(target / "bin" / "python")
     _run(
-        [python, "-m", "pip", "install", "--no-input", "--retries", "2", *requirements],
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--no-input",
+            "--retries",
+            "2",
+            *requirements,
+            *BUILD_TOOLS,
+        ],
         image,
         f"installing {' '.join(requirements)} from the package index",
     )
@@ -157,13 +171,13 @@ def build_virtualenv(target: Path, interpreter: str, image: PythonSdkImage) -> N
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         image,
         "finding its site-packages",
-    ).strip()
+    ).splitlines()[-1]
     Path(site_packages, "beamjobs-boot.pth").write_text(f"{boot_path}\n")
     version = _run(
-        [python, "-c", "import apache_beam; print(apache_beam.__version__)"],
+        [python, "-W", "ignore", "-c", "import apache_beam; print(apache_beam.__version__)"],
         image,
         "importing apache_beam",
-    ).strip()
+    ).splitlines()[-1]
     if version != image.beam:
         raise UnrunnableEnvironment(
             f"the environment built for {image.image} has Beam {version}, not {image.beam}"
@@ -171,6 +185,7 @@ def build_virtualenv(target: Path, interpreter: str, image: PythonSdkImage) -> N
 
 
 def _run(command: list[str], image: PythonSdkImage, doing: str) -> str:
+    """The command's output (stdout and stderr, as one); UnrunnableEnvironment if it fails."""
     # The worker's PYTHONPATH may hold a job's packages: the stand-in must not see them.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     with tempfile.TemporaryFile("w+") as output:
@@ -202,6 +217,10 @@ def _run(command: list[str], image: PythonSdkImage, doing: str) -> str:
 
 
 if __name__ == "__main__":
-    # `python -m beamjobs.worker.image_environments 2.77.0`: the requirements of that release's
-    # image, one per line (how `make worker-lock` re-pins the worker's own environment).
-    print("\n".join(image_requirements(sys.argv[1])))
+    # `python -m beamjobs.worker.image_environments requirements 2.77.0`: the requirements of
+    # that release's image, one per line (how `make worker-lock` re-pins the worker's own
+    # environment); `... tools`: the build tools every worker environment gets.
+    if sys.argv[1:2] == ["tools"]:
+        print("\n".join(BUILD_TOOLS))
+    else:
+        print("\n".join(image_requirements(sys.argv[2])))

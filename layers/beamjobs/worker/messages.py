@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from types import TracebackType
 
-from beamjobs.store import JobStore, Message
+from beamjobs.errors import BeamjobsError
+from beamjobs.store import JobStore, Message, message_batches
+
+logger = logging.getLogger(__name__)
 
 # Beam's mapping from Python log levels to message importance (as its own job servers do).
 _IMPORTANCE = (
@@ -20,6 +24,10 @@ _IMPORTANCE = (
 _IGNORED_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "beamjobs")
 _FLUSH_SECONDS = 0.2
 _BATCH = 50
+# Messages waiting to be stored, at most (then new ones are dropped, and counted).
+QUEUE_LIMIT = 10_000
+# Once the job's work ended, the store has this many more tries for what is still unstored.
+_FAILURES_AFTER_END = 20
 
 
 def importance_of(levelno: int) -> str:
@@ -31,7 +39,12 @@ def importance_of(levelno: int) -> str:
 
 class MessageForwarder(logging.Handler):
     """A logging handler that queues records; a thread appends them to the job in batches.
-    Leaving the context flushes everything, so messages precede the final state."""
+    Leaving the context flushes everything, so messages precede the final state.
+
+    A batch whose append failed (botocore already retried it: DynamoDB throttles a job that
+    logs heavily) stays first in line and is tried again at the next flush, so nothing is lost
+    and the order holds. The queue is bounded: past QUEUE_LIMIT waiting messages, new ones are
+    dropped and counted, and a warning saying how many follows once there is room again."""
 
     def __init__(
         self,
@@ -39,12 +52,16 @@ class MessageForwarder(logging.Handler):
         job_id: str,
         level: int = logging.INFO,
         formatter: logging.Formatter | None = None,
+        *,
+        flush_seconds: float = _FLUSH_SECONDS,
     ) -> None:
         super().__init__(level)
         self.setFormatter(formatter)
         self._store = store
         self._job_id = job_id
-        self._queue: queue.Queue[Message | None] = queue.Queue()
+        self._flush_seconds = flush_seconds
+        self._queue: queue.Queue[Message | None] = queue.Queue(QUEUE_LIMIT)
+        self._dropped = 0
         self._thread = threading.Thread(target=self._drain, name="messages", daemon=True)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -55,7 +72,10 @@ class MessageForwarder(logging.Handler):
         except Exception:  # a broken log call must not break the pipeline
             self.handleError(record)
             return
-        self._queue.put(Message(importance_of(record.levelno), text, record.created))
+        try:
+            self._queue.put_nowait(Message(importance_of(record.levelno), text, record.created))
+        except queue.Full:
+            self._dropped += 1  # only the draining thread reads and resets it, under the GIL
 
     def __enter__(self) -> MessageForwarder:
         self._thread.start()
@@ -73,20 +93,55 @@ class MessageForwarder(logging.Handler):
         self._thread.join()
 
     def _drain(self) -> None:
+        pending: list[Message] = []
         done = False
-        while not done:
-            batch: list[Message] = []
+        failures = 0
+        while True:
+            if not pending:  # a new batch: what was dropped is said first
+                if self._dropped:
+                    dropped, self._dropped = self._dropped, 0
+                    pending.append(
+                        Message(
+                            "JOB_MESSAGE_WARNING",
+                            f"{dropped} log messages were dropped: the job logged faster "
+                            "than they could be stored",
+                            self._store.now(),
+                        )
+                    )
+                if not done:
+                    done = self._collect(pending)
+            # One event per call, so a failure leaves exactly the unstored ones pending.
+            for batch in message_batches(pending):
+                try:
+                    self._store.append_messages(self._job_id, batch)
+                except BeamjobsError:
+                    failures += 1
+                    if done and failures > _FAILURES_AFTER_END:
+                        logger.error("messages of job %s could not be stored", self._job_id)
+                        return
+                    logger.warning("storing messages of job %s failed: retrying", self._job_id)
+                    time.sleep(self._flush_seconds)
+                    break
+                failures = 0
+                pending = pending[len(batch) :]
+            else:
+                pending = []
+            if done and not pending and not self._dropped:
+                return
+
+    def _collect(self, batch: list[Message]) -> bool:
+        """Add what waits in the queue (waiting a flush interval for something) to `batch`, up
+        to a batch's worth; return whether the end of the stream was reached."""
+        try:
+            item = self._queue.get(timeout=self._flush_seconds)
+        except queue.Empty:
+            return False
+        while item is not None:
+            batch.append(item)
+            if len(batch) >= _BATCH:
+                return False
             try:
-                item = self._queue.get(timeout=_FLUSH_SECONDS)
+                item = self._queue.get_nowait()
             except queue.Empty:
-                continue
-            while True:
-                if item is None:
-                    done = True
-                    break
-                batch.append(item)
-                if len(batch) >= _BATCH or self._queue.empty():
-                    break
-                item = self._queue.get()
-            if batch:
-                self._store.append_messages(self._job_id, batch)
+                return False
+        return True

@@ -1,0 +1,24 @@
+"""Fault tests run on the embedded AWS, as the integration tests do, with the harness attached
+to the process's own AWS clients (the ones the stores, handlers and shim use)."""
+
+import pytest
+
+from beamjobs import aws
+from tests.faults.harness import Faults
+from tests.integration.conftest import (  # noqa: F401 (fixtures shared with the integration tests)
+    channel,
+    embedded_aws,
+    executor,
+    fresh_handlers,
+    settings,
+    stores,
+)
+
+
+@pytest.fixture
+def faults(request):
+    configured = request.getfixturevalue("settings")
+    clients = [aws.client(service, configured) for service in ("dynamodb", "s3")]
+    harness = Faults().attach(*clients)
+    yield harness
+    harness.detach(*clients)

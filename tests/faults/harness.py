@@ -1,0 +1,130 @@
+"""A fault harness: AWS's behaviour, played on real boto3 clients talking to the embedded AWS.
+
+It hooks each client's `before-send` event (the last step before the HTTP request leaves), so
+botocore's own retries, error parsing and our error mapping all run as they would against AWS.
+Per call, the first matching rule decides what happens:
+
+- `throttle`: AWS answers 400 ThrottlingException (botocore retries it, then gives up);
+- `lose_response`: the request is sent and applied, and its response is lost (a read timeout),
+  so botocore retries a call whose side effect already happened;
+- `latency`: the call is delayed, then sent;
+- `fail`: AWS answers 500 InternalServerError.
+
+And limits AWS enforces and moto does not: `enforce_item_limit()` refuses a DynamoDB item over
+400 KB (its UTF-8 size as stored, estimated from the request) with AWS's ValidationException.
+
+Rules match the operation (e.g. "PutItem") and optionally a predicate on the request body, and
+fire a bounded number of times, so a test says exactly which call misbehaves and how often.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ReadTimeoutError
+from botocore.httpsession import URLLib3Session
+
+# DynamoDB's item size limit.
+ITEM_LIMIT_BYTES = 400 * 1024
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self._data
+
+
+def _answer(url: str, status: int, error_type: str, message: str) -> AWSResponse:
+    body = json.dumps(
+        {"__type": f"com.amazonaws.dynamodb.v20120810#{error_type}", "message": message}
+    )
+    headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-ErrorType": error_type}
+    return AWSResponse(url, status, headers, _Body(body.encode()))
+
+
+@dataclass
+class Rule:
+    operation: str
+    action: str
+    times: int = 1
+    when: Callable[[dict[str, Any]], bool] | None = None
+    seconds: float = 0.0
+    fired: int = 0
+
+
+@dataclass
+class Faults:
+    rules: list[Rule] = field(default_factory=list)
+    # (operation, action) of every call a rule fired on, in order.
+    fired: list[tuple[str, str]] = field(default_factory=list)
+    item_limit: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _http: URLLib3Session = field(default_factory=URLLib3Session)
+
+    def attach(self, *clients: Any) -> Faults:
+        for client in clients:
+            client.meta.events.register_first("before-send", self._before_send)
+        return self
+
+    def detach(self, *clients: Any) -> None:
+        for client in clients:
+            client.meta.events.unregister("before-send", self._before_send)
+
+    def enforce_item_limit(self, limit: int = ITEM_LIMIT_BYTES) -> None:
+        self.item_limit = limit
+
+    def add(self, operation: str, action: str, **options: Any) -> Rule:
+        rule = Rule(operation, action, **options)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def _rule_for(self, operation: str, body: dict[str, Any]) -> Rule | None:
+        with self._lock:
+            for rule in self.rules:
+                if rule.operation != operation or rule.fired >= rule.times:
+                    continue
+                if rule.when is not None and not rule.when(body):
+                    continue
+                rule.fired += 1
+                self.fired.append((operation, rule.action))
+                return rule
+        return None
+
+    def _before_send(self, request: Any, event_name: str = "", **_: Any) -> AWSResponse | None:
+        operation = event_name.rsplit(".", 1)[-1]
+        body: dict[str, Any] = {}
+        if isinstance(request.body, bytes | str) and request.body:
+            with contextlib.suppress(ValueError, UnicodeDecodeError):  # not JSON: S3's bytes
+                body = json.loads(request.body)
+        if self.item_limit is not None and operation == "PutItem":
+            size = len(json.dumps(body.get("Item", {}), ensure_ascii=False).encode())
+            if size > self.item_limit:
+                with self._lock:
+                    self.fired.append((operation, "item_limit"))
+                return _answer(
+                    request.url, 400, "ValidationException", "Item size has exceeded the maximum"
+                )
+        rule = self._rule_for(operation, body)
+        if rule is None:
+            return None
+        if rule.action == "throttle":
+            return _answer(request.url, 400, "ThrottlingException", "Rate of requests exceeds")
+        if rule.action == "fail":
+            return _answer(request.url, 500, "InternalServerError", "Internal server error")
+        if rule.action == "latency":
+            time.sleep(rule.seconds)
+            return None
+        if rule.action == "lose_response":
+            self._http.send(request)  # applied by AWS...
+            raise ReadTimeoutError(endpoint_url=request.url)  # ...and its answer never arrives
+        raise ValueError(f"unknown fault {rule.action!r}")

@@ -1,0 +1,56 @@
+"""A worker's messages under throttling: DynamoDB throttles a job that logs heavily, and
+botocore's retries give up; the forwarder keeps what it could not store and stores it later,
+in order, once, and a flood beyond its bound is counted instead of growing without limit."""
+
+import logging
+
+from beamjobs.store import Message
+from beamjobs.worker.messages import QUEUE_LIMIT, MessageForwarder
+from tests.integration.conftest import make_job
+
+log = logging.getLogger("user.pipeline")
+
+
+def _texts(stores, job_id):
+    return [m.text for e in stores.jobs.events(job_id) for m in e.messages]
+
+
+def test_throttled_message_writes_lose_and_repeat_nothing(stores, faults):
+    # Given a job, and DynamoDB throttling its first 8 message puts (beyond botocore's 5
+    # attempts: the first append fails outright)
+    stores.jobs.create(make_job("chatty"))
+    faults.add("PutItem", "throttle", times=8, when=lambda b: "messages" in b.get("Item", {}))
+    # When the pipeline logs 120 lines through the forwarder
+    with MessageForwarder(stores.jobs, "chatty", logging.WARNING, flush_seconds=0.05):
+        for i in range(120):
+            log.warning("line %d", i)
+    # Then every line is stored, once, in order
+    assert [f for f in faults.fired if f[1] == "throttle"] == [("PutItem", "throttle")] * 8
+    assert _texts(stores, "chatty") == [f"line {i}" for i in range(120)]
+
+
+def test_a_flood_beyond_the_bound_is_counted_not_queued_without_limit(stores, faults):
+    # Given a store that refuses every message put for a while
+    stores.jobs.create(make_job("flood"))
+    rule = faults.add("PutItem", "throttle", times=10**9, when=lambda b: "messages" in b["Item"])
+    forwarder = MessageForwarder(stores.jobs, "flood", logging.WARNING, flush_seconds=0.05)
+    with forwarder:
+        # When the job logs far more than the bound meanwhile
+        for i in range(QUEUE_LIMIT + 5_000):
+            log.warning("flood %d", i)
+        rule.times = 0  # the throttling ends
+    # Then what fitted is stored in order, and a warning says how many were dropped
+    texts = _texts(stores, "flood")
+    warnings = [t for t in texts if "log messages were dropped" in t]
+    assert len(warnings) == 1
+    dropped = int(warnings[0].split()[0])
+    stored = [t for t in texts if t.startswith("flood ")]
+    assert stored == [f"flood {i}" for i in range(len(stored))]
+    assert len(stored) + dropped == QUEUE_LIMIT + 5_000
+
+
+def test_a_cut_message_is_within_the_bound_and_is_not_cut_twice(stores):
+    stores.jobs.create(make_job("long"))
+    stores.jobs.append_messages("long", [Message("JOB_MESSAGE_ERROR", "€" * 200_000, 1.0)])
+    [text] = _texts(stores, "long")
+    assert text.count("[cut:") == 1 and len(text.encode()) <= 100_000
