@@ -32,6 +32,9 @@ _UNPROVISIONED_CODES = frozenset({"ResourceNotFoundException", "NoSuchBucket"})
 
 # Adaptive retries absorb throttling; a call that still fails surfaces as Unavailable.
 _CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 5}, max_pool_connections=64)
+# For the one write that must not be lost to a passing throttle, a job's outcome once its work
+# is done: botocore retries it for minutes rather than seconds (backoff capped at 20 s).
+_PATIENT_CONFIG = _CLIENT_CONFIG.merge(Config(retries={"mode": "adaptive", "max_attempts": 15}))
 
 
 _session_lock = threading.Lock()
@@ -43,15 +46,16 @@ def _session() -> boto3.session.Session:
 
 
 @functools.cache
-def client(service: str, settings: Settings) -> Any:
+def client(service: str, settings: Settings, *, patient: bool = False) -> Any:
     """A boto3 client for `service` with the settings' endpoint and region, made once per
-    process (building one loads the service model: ~0.3 s). Clients are thread-safe."""
+    process (building one loads the service model: ~0.3 s). Clients are thread-safe. A
+    `patient` one retries for minutes."""
     with _session_lock:
         return _session().client(
             service,
             region_name=settings.region,
             endpoint_url=settings.endpoint_url,
-            config=_CLIENT_CONFIG,
+            config=_PATIENT_CONFIG if patient else _CLIENT_CONFIG,
         )
 
 

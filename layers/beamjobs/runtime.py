@@ -20,6 +20,9 @@ class Stores:
     jobs: JobStore
     blobs: BlobStore
     artifacts: ArtifactStore
+    # The same table through a patient client: for recording a job's outcome once its work is
+    # done, which a passing throttle must not turn into "worker lost".
+    outcomes: JobStore
 
 
 @functools.cache
@@ -29,6 +32,11 @@ def stores(settings: Settings) -> Stores:
     return Stores(
         jobs=JobStore(
             aws.client("dynamodb", settings),
+            settings.table_name,
+            retention_days=settings.retention_days,
+        ),
+        outcomes=JobStore(
+            aws.client("dynamodb", settings, patient=True),
             settings.table_name,
             retention_days=settings.retention_days,
         ),

@@ -117,3 +117,31 @@ def options(endpoint: str, environment: str = EMBEDDED, *extra: str) -> Pipeline
             *extra,
         ]
     )
+
+
+def started_job(stores, job_id: str, pipeline) -> None:
+    """Record `pipeline` (a beam.Pipeline, run in the worker's own process) as job `job_id`,
+    STARTING, as Prepare and Run would: for tests that run a worker themselves."""
+    from apache_beam.transforms import environments as beam_environments
+
+    from beamjobs.states import JobState
+    from beamjobs.store import Job
+
+    proto = pipeline.to_runner_api(
+        default_environment=beam_environments.EmbeddedPythonEnvironment.default()
+    )
+    now = stores.jobs.now()
+    stores.jobs.create(
+        Job(
+            job_id=job_id,
+            job_name=job_id,
+            state=JobState.STOPPED,
+            state_time=now,
+            seq=1,
+            created_at=now,
+            pipeline_ref=stores.blobs.put_content("pipelines", proto.SerializeToString()),
+            options_ref=stores.blobs.put_content("options", b"{}"),
+            options_json="{}",
+        )
+    )
+    stores.jobs.transition(job_id, JobState.STARTING)

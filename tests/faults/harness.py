@@ -13,7 +13,8 @@ Per call, the first matching rule decides what happens:
 And limits AWS enforces and moto does not: `enforce_item_limit()` refuses a DynamoDB item over
 400 KB (its UTF-8 size as stored, estimated from the request) with AWS's ValidationException.
 
-Rules match the operation (e.g. "PutItem") and optionally a predicate on the request body, and
+Rules match the operation (e.g. "PutItem") and optionally a predicate on the request (its JSON
+body as a dict, with the request's URL under "_url", which names S3's bucket and key), and
 fire a bounded number of times, so a test says exactly which call misbehaves and how often.
 """
 
@@ -43,12 +44,21 @@ class _Body:
         yield self._data
 
 
-def _answer(url: str, status: int, error_type: str, message: str) -> AWSResponse:
+def _answer(service: str, url: str, status: int, error_type: str, message: str) -> AWSResponse:
+    """An error answer in the service's own format (S3's XML, DynamoDB's JSON)."""
+    if service == "s3":
+        body = f"<Error><Code>{error_type}</Code><Message>{message}</Message></Error>"
+        return AWSResponse(url, status, {"Content-Type": "application/xml"}, _Body(body.encode()))
     body = json.dumps(
         {"__type": f"com.amazonaws.dynamodb.v20120810#{error_type}", "message": message}
     )
     headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-ErrorType": error_type}
     return AWSResponse(url, status, headers, _Body(body.encode()))
+
+
+# What each service answers for a throttle, and for an internal error.
+_THROTTLE = {"s3": (503, "SlowDown"), "dynamodb": (400, "ThrottlingException")}
+_FAILURE = {"s3": (500, "InternalError"), "dynamodb": (500, "InternalServerError")}
 
 
 @dataclass
@@ -101,26 +111,26 @@ class Faults:
         return None
 
     def _before_send(self, request: Any, event_name: str = "", **_: Any) -> AWSResponse | None:
-        operation = event_name.rsplit(".", 1)[-1]
+        service, operation = event_name.split(".")[-2:]
         body: dict[str, Any] = {}
         if isinstance(request.body, bytes | str) and request.body:
             with contextlib.suppress(ValueError, UnicodeDecodeError):  # not JSON: S3's bytes
                 body = json.loads(request.body)
+        body = {**body, "_url": request.url}
         if self.item_limit is not None and operation == "PutItem":
             size = len(json.dumps(body.get("Item", {}), ensure_ascii=False).encode())
             if size > self.item_limit:
                 with self._lock:
                     self.fired.append((operation, "item_limit"))
                 return _answer(
-                    request.url, 400, "ValidationException", "Item size has exceeded the maximum"
+                    service, request.url, 400, "ValidationException", "Item size exceeded"
                 )
         rule = self._rule_for(operation, body)
         if rule is None:
             return None
-        if rule.action == "throttle":
-            return _answer(request.url, 400, "ThrottlingException", "Rate of requests exceeds")
-        if rule.action == "fail":
-            return _answer(request.url, 500, "InternalServerError", "Internal server error")
+        if rule.action in ("throttle", "fail"):
+            status, code = (_THROTTLE if rule.action == "throttle" else _FAILURE)[service]
+            return _answer(service, request.url, status, code, f"injected: {rule.action}")
         if rule.action == "latency":
             time.sleep(rule.seconds)
             return None

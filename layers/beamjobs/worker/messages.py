@@ -77,6 +77,13 @@ class MessageForwarder(logging.Handler):
         except queue.Full:
             self._dropped += 1  # only the draining thread reads and resets it, under the GIL
 
+    def say(self, importance: str, text: str) -> None:
+        """Queue a message of the worker's own (e.g. progress), stored like the job's logs."""
+        try:
+            self._queue.put_nowait(Message(importance, text, self._store.now()))
+        except queue.Full:
+            self._dropped += 1
+
     def __enter__(self) -> MessageForwarder:
         self._thread.start()
         logging.getLogger().addHandler(self)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import signal
 import tempfile
 import traceback
 from pathlib import Path
@@ -21,7 +24,7 @@ from beamjobs.options import job_options
 from beamjobs.runtime import Stores
 from beamjobs.settings import Settings
 from beamjobs.states import JobState
-from beamjobs.store import Job, Message, TransitionRejected
+from beamjobs.store import Job, JobStore, Message, TransitionRejected
 from beamjobs.worker import environments, packages, process_environment
 from beamjobs.worker.artifacts import (
     ArtifactCache,
@@ -112,7 +115,25 @@ class JobRunner:
 
 def run_job(job_id: str) -> int:
     """A worker process's whole life when started for one job (a worker container)."""
+    _stop_on_sigterm()
     return JobRunner().run(job_id)
+
+
+def _stop_on_sigterm() -> None:
+    """A container's PID 1 has no default action for SIGTERM: without a handler, ECS's stop (a
+    Cancel's StopExecution stops the task) would be ignored while the work went on, until the
+    SIGKILL 30 s later. Stop at once instead: the SDK harnesses (the worker's process group),
+    then the worker. The job's end is settled by whoever stopped it (the execution's ABORTED)."""
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group's signal reaches us too
+        if os.getpgid(0) == os.getpid():  # never the group of whoever started us by hand
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(0, signal.SIGTERM)
+        logging.shutdown()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def execute(
@@ -135,6 +156,7 @@ def execute(
         return rejected.job.state
 
     failure: str | None = None
+    infos: list[Any] = []
     publisher = MetricsPublisher(stores, job_id)
     messages = MessageForwarder(stores.jobs, job_id, formatter=HarnessLogFormatter())
     workspace = Path(tempfile.mkdtemp(prefix=f"beamjobs-{job_id[:40]}-"))
@@ -145,9 +167,7 @@ def execute(
             beam_options = _beam_options(options)
 
             def report(text: str) -> None:
-                stores.jobs.append_messages(
-                    job_id, [Message("JOB_MESSAGE_BASIC", text, stores.jobs.now())]
-                )
+                messages.say("JOB_MESSAGE_BASIC", text)
 
             environments.prepare(pipeline, images=images, report=report, worker_pool=worker_pool)
             localize(pipeline, cache)
@@ -162,7 +182,6 @@ def execute(
             result = runner.run_via_runner_api(pipeline, beam_options)
             result.wait_until_finish()
             infos = list(result.monitoring_infos())
-            publisher.finish(attempted=infos, committed=infos)
         except (environments.UnrunnableEnvironment, packages.InstallFailed) as unrunnable:
             failure = str(unrunnable)
         except Exception:  # the user's pipeline failed: its traceback is the job's cause
@@ -171,16 +190,35 @@ def execute(
         finally:
             publisher.abandon()
             shutil.rmtree(workspace, ignore_errors=True)
+        if failure is None:
+            _record_final_metrics(publisher, infos, messages)
 
+    # Recorded through the patient store: the work is done, and only this write says how.
     if failure is None:
-        return _finish(stores, job_id, JobState.DONE, [])
+        return _finish(stores.outcomes, job_id, JobState.DONE, [])
     error = Message("JOB_MESSAGE_ERROR", failure, stores.jobs.now())
-    return _finish(stores, job_id, JobState.FAILED, [error])
+    return _finish(stores.outcomes, job_id, JobState.FAILED, [error])
 
 
-def _finish(stores: Stores, job_id: str, to: JobState, messages: list[Message]) -> JobState:
+def _record_final_metrics(
+    publisher: MetricsPublisher, infos: list[Any], messages: MessageForwarder
+) -> None:
+    """Bookkeeping after a pipeline that succeeded: a failure here is said, and the job is
+    still DONE (a user told FAILED would rerun it and duplicate its outputs)."""
     try:
-        return stores.jobs.transition(job_id, to, messages=messages).state
+        publisher.finish(attempted=infos, committed=infos)
+    except BeamjobsError as error:
+        logger.warning("final metrics not recorded", exc_info=True)
+        messages.say(
+            "JOB_MESSAGE_WARNING",
+            f"the pipeline succeeded, but its final metrics could not be recorded ({error}): "
+            "GetJobMetrics shows the last ones published while it ran",
+        )
+
+
+def _finish(outcomes: JobStore, job_id: str, to: JobState, messages: list[Message]) -> JobState:
+    try:
+        return outcomes.transition(job_id, to, messages=messages).state
     except TransitionRejected as rejected:
         # Cancelled meanwhile, and the cancel already won: keep its outcome.
         return rejected.job.state
