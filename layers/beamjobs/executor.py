@@ -24,10 +24,13 @@ class ExecutorError(Exception):
 def settle(store: JobStore, job_id: str, cause: str) -> JobState:
     """Record the end of a job whose work has stopped: CANCELLED after CANCELLING, DRAINED after
     DRAINING, and FAILED with `cause` for a job that was not being stopped. A terminal state
-    the worker already recorded is kept (conditional writes pick one winner)."""
+    the worker already recorded is kept (conditional writes pick one winner), and so is a job
+    that was never run."""
     while True:
         job = store.get(job_id)
-        if is_terminal(job.state):
+        # A job never run (STOPPED) has no work to have ended: an execution ending for it (a
+        # stale or replayed event) leaves it as it is.
+        if is_terminal(job.state) or job.state is JobState.STOPPED:
             return job.state
         if job.state is JobState.CANCELLING:
             to, messages = JobState.CANCELLED, list[Message]()

@@ -132,7 +132,12 @@ class JobControl:
         job_id = require_id(job_id)
         while True:
             job = self._store.get(job_id)
-            if is_terminal(job.state) or job.state is JobState.CANCELLING:
+            if is_terminal(job.state):
+                return job.state
+            if job.state is JobState.CANCELLING:
+                # Stop again: the Cancel that wrote CANCELLING may have died before it stopped
+                # the work (stopping is idempotent), and a retried Cancel must finish its job.
+                self._stop(job_id)
                 return job.state
             to = JobState.CANCELLED if job.state is JobState.STOPPED else JobState.CANCELLING
             try:
@@ -153,6 +158,7 @@ class JobControl:
                 "pipelines only; use Cancel to stop it"
             )
         if job.state is JobState.DRAINING:
+            self._stop(job_id)  # again, as for a retried Cancel
             return job.state
         try:
             self._store.transition(job_id, JobState.DRAINING, only_from=[JobState.RUNNING])

@@ -97,7 +97,13 @@ def test_cancel_of_a_running_job_stops_its_work(prepared, stores, executor):
     stores.jobs.transition(prepared, JobState.RUNNING)
     assert _invoke(control, _event("control_cancel")) == {"result": {"state": "CANCELLING"}}
     assert executor.stopped == [prepared]
-    # Asked again, it answers the same and stops nothing twice.
+
+
+def test_a_cancel_retried_after_a_crash_before_the_stop_stops_the_work(prepared, stores, executor):
+    # Given a Cancel that wrote CANCELLING and died before it stopped the work
+    stores.jobs.transition(prepared, JobState.STARTING)
+    stores.jobs.transition(prepared, JobState.CANCELLING)
+    # When the Cancel is retried, it answers the same and stops the work (stopping is idempotent)
     assert _invoke(control, _event("control_cancel")) == {"result": {"state": "CANCELLING"}}
     assert executor.stopped == [prepared]
 

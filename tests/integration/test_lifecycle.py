@@ -126,3 +126,11 @@ def test_racing_cancels_and_completions_agree_on_one_terminal_state(jobs, stores
         outcomes.add(terminal[0])
     # Both sides won some races (else the test raced nothing).
     assert outcomes == {JobState.DONE, JobState.CANCELLED}
+
+
+def test_settling_a_job_never_run_leaves_it_stopped(jobs):
+    # Given a preparation, and an execution ending reported for it (stale, or replayed)
+    jobs.create(make_job("prepared"))
+    # Then settling it ends at once, and it stays as it was
+    assert settle(jobs, "prepared", "the job's execution was stopped") is JobState.STOPPED
+    assert [e.state for e in jobs.events("prepared")] == [JobState.STOPPED]
