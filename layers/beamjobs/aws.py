@@ -30,7 +30,8 @@ _MISSING_CODES = frozenset({"NoSuchKey", "404"})
 # A missing table or bucket is a deployment problem, not a missing job.
 _UNPROVISIONED_CODES = frozenset({"ResourceNotFoundException", "NoSuchBucket"})
 
-# Adaptive retries absorb throttling; a call that still fails surfaces as Unavailable.
+# Adaptive retries absorb throttling (botocore makes max_attempts + 1 attempts in all); a call
+# that still fails surfaces as Unavailable.
 _CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 5}, max_pool_connections=64)
 # For the one write that must not be lost to a passing throttle, a job's outcome once its work
 # is done: botocore retries it for minutes rather than seconds (backoff capped at 20 s).

@@ -35,7 +35,10 @@ def _quiet_powertools() -> None:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 
-async def _serve(settings: Settings, host: str, port: int, doorbell: int | None = None) -> None:
+async def _serve(
+    settings: Settings, host: str, port: int, doorbell: int | None = None, *, owns_aws: bool
+) -> None:
+    from beamjobs.local_executor import ProcessExecutor
     from beamjobs.shim.invoker import InProcessInvoker
 
     # The handlers read their settings from the environment, as they do in Lambda.
@@ -43,11 +46,17 @@ async def _serve(settings: Settings, host: str, port: int, doorbell: int | None 
     _quiet_powertools()
     stores = runtime.stores(settings)
     # Started now, so that its fork server has imported Beam before the first job arrives.
-    runtime.executor(settings, stores.jobs)
+    executor = runtime.executor(settings, stores.jobs)
     invoker = InProcessInvoker(_handlers())
-    await _run_shim(
-        invoker, stores, settings, host, port, f"AWS at {settings.endpoint_url}", doorbell
-    )
+    try:
+        await _run_shim(
+            invoker, stores, settings, host, port, f"AWS at {settings.endpoint_url}", doorbell
+        )
+    finally:
+        # Workers outlive a shim whose AWS outlives it too (another serve takes over). With an
+        # embedded AWS that goes away now, they would have nothing left to report to.
+        if owns_aws and isinstance(executor, ProcessExecutor):
+            executor.stop_all()
 
 
 async def _serve_deployed(host: str, port: int) -> None:
@@ -160,12 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         use_offline_credentials()
         settings = settings_at(args.aws_endpoint)
         provision(settings, args.template)
-        asyncio.run(_serve(settings, args.host, args.port))
+        asyncio.run(_serve(settings, args.host, args.port, owns_aws=False))
         return 0
     embedded = EmbeddedAwsProcess(args.template)
     try:
         settings = settings_at(embedded.start())
-        asyncio.run(_serve(settings, args.host, args.port, embedded.doorbell))
+        asyncio.run(_serve(settings, args.host, args.port, embedded.doorbell, owns_aws=True))
     finally:
         embedded.stop()
     return 0

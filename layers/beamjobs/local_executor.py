@@ -159,6 +159,18 @@ class ProcessExecutor:
         _signal_group(worker.pid, signal.SIGTERM)
         threading.Timer(_STOP_GRACE_SECONDS, _kill_unless_exited, (worker,)).start()
 
+    def stop_all(self) -> None:
+        """Stop every worker this executor started (their whole process groups) and wait for
+        them to end, killing those that outlast the grace period."""
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            _signal_group(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        for worker in workers:
+            if not worker.exited.wait(max(0.0, deadline - time.monotonic())):
+                _signal_group(worker.pid, signal.SIGKILL)
+
     def _watch(self, worker: Worker, timeout: float) -> None:
         if worker.exited.wait(timeout):
             cause = _exit_cause(worker.code)

@@ -18,8 +18,8 @@ Listing uses the ``gsi1`` index (``gsi1pk = "jobs"``, ``gsi1sk = <created>#<id>`
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -31,8 +31,10 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from beamjobs.aws import aws_errors
-from beamjobs.errors import Conflict, FailedPrecondition, NotFound, Unavailable
+from beamjobs.errors import BeamjobsError, Conflict, FailedPrecondition, NotFound, Unavailable
 from beamjobs.states import JobState, can_transition, is_terminal
+
+logger = logging.getLogger(__name__)
 
 JOB_SK = "job"
 # The attribute holding a write's writer token (see JobStore._put_new).
@@ -223,9 +225,15 @@ class JobStore:
         record, tail = items[0], (items[1] if len(items) > 1 else None)
         job = _job_from_record(record)
         if tail is not None:
+            projected = job.seq
             job = _replace_state(
                 job, JobState(tail["job_state"]), float(tail["job_state_time"]), int(tail["seq"])
             )
+            if job.seq > projected:
+                # The projection of a state onto the record was lost (a kill or throttle between
+                # the two writes): whoever reads the job repairs it, and so the listing, the
+                # active index and the reconciler see the log's state again.
+                self._project_state(job_id, job.state, job.state_time, job.seq)
         return job
 
     def list_jobs(self, *, page_size: int = 100) -> list[Job]:
@@ -440,8 +448,14 @@ class JobStore:
             values[":a"] = ACTIVE_PARTITION
         else:
             update += " REMOVE active"
-        with contextlib.suppress(Conflict):  # a later state was projected already
+        try:
             self._update_record(job_id, update, values, condition="seq < :n")
+        except Conflict:
+            pass  # a later state was projected already
+        except BeamjobsError:
+            # The event is written, and it is the truth: the next reader of the job repairs the
+            # record (see get), rather than the writer failing a transition that happened.
+            logger.warning("projecting %s of job %s failed", state.value, job_id, exc_info=True)
 
     def _update_record(
         self,

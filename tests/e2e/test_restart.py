@@ -1,11 +1,16 @@
-"""Restarting the shim against the same embedded AWS loses nothing."""
+"""Restarting the shim against the same embedded AWS loses nothing; stopping one that owns its
+embedded AWS leaves no worker behind."""
+
+import time
+from pathlib import Path
 
 import apache_beam as beam
 import grpc
 from apache_beam.portability.api import beam_job_api_pb2 as api
 from apache_beam.portability.api import beam_job_api_pb2_grpc
 
-from tests.e2e.conftest import Process, free_port, options, serve
+from tests.e2e import user_code
+from tests.e2e.conftest import EMBEDDED, Process, free_port, options, serve
 
 
 def _observe(endpoint, job_id):
@@ -60,3 +65,46 @@ def test_a_restarted_shim_serves_the_same_jobs_and_history(tmp_path):
         api.JobState.DONE,
     ]
     assert messages  # the message stream replays (at least the states) after the restart too
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+    return [d for c in map(int, children) for d in (c, *_descendants(c))]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_stopping_serve_with_its_embedded_aws_stops_its_running_workers(tmp_path):
+    # Given `serve` with the embedded AWS it started, running a job that sleeps for minutes
+    port = free_port()
+    server = serve(tmp_path, "owner", port)
+    endpoint = f"localhost:{port}"
+    try:
+        pipeline = beam.Pipeline(options=options(endpoint, EMBEDDED))
+        _ = pipeline | beam.Create([1]) | beam.Map(user_code.sleep_long)
+        result = pipeline.run()
+        with grpc.insecure_channel(endpoint) as channel:
+            stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+            request = api.GetJobStateRequest(job_id=result._job_id)
+            deadline = time.monotonic() + 60
+            while stub.GetState(request).state != api.JobState.RUNNING:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        workers = _descendants(server.popen.pid)
+        assert workers
+    finally:
+        # When it stops (as Ctrl-C or SIGTERM stops `make run`)
+        server.stop()
+    # Then no worker of it is left running its job with nothing to report to
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, [p for p in workers if _alive(p)]
+        time.sleep(0.2)

@@ -77,8 +77,8 @@ def test_throttled_final_metrics_leave_a_succeeded_pipeline_done(settings, fault
 
 
 def test_a_throttled_done_write_is_still_recorded_done(settings, faults, tmp_path):
-    # Given DynamoDB throttling the put of the job's DONE event 6 times (past botocore's
-    # ordinary 5 attempts)
+    # Given DynamoDB throttling the put of the job's DONE event 6 times (all the attempts an
+    # ordinary client makes: it would give up)
     stores = runtime.stores(settings)
     started_job(stores, "done-throttled", _squares())
     faults.add(

@@ -16,8 +16,8 @@ def _texts(stores, job_id):
 
 
 def test_throttled_message_writes_lose_and_repeat_nothing(stores, faults):
-    # Given a job, and DynamoDB throttling its first 8 message puts (beyond botocore's 5
-    # attempts: the first append fails outright)
+    # Given a job, and DynamoDB throttling its first 8 message puts (past the 6 attempts
+    # botocore makes of a call: the first append fails outright)
     stores.jobs.create(make_job("chatty"))
     faults.add("PutItem", "throttle", times=8, when=lambda b: "messages" in b.get("Item", {}))
     # When the pipeline logs 120 lines through the forwarder

@@ -1,0 +1,65 @@
+"""A state is two writes: the event (the truth) and its projection onto the job's record (for
+listing and the active index). A throttle, timeout or kill between them must neither fail the
+transition that happened nor leave the record behind for good: the next reader repairs it."""
+
+from beamjobs import aws
+from beamjobs.api import job_api_pb2 as api
+from beamjobs.api import job_api_pb2_grpc
+from beamjobs.reconcile import fail_lost_jobs
+from beamjobs.states import JobState
+from beamjobs.store import JobStore
+from tests.integration.conftest import make_job, pipeline_bytes
+
+
+def _projection_of(state):
+    return lambda body: body.get("ExpressionAttributeValues", {}).get(":s") == {"S": state}
+
+
+def test_a_lost_projection_of_starting_still_starts_the_job_and_is_repaired(
+    channel, executor, faults
+):
+    # Given a prepared job, and all 6 attempts botocore makes to project its STARTING onto the
+    # record failing
+    stub = job_api_pb2_grpc.JobServiceStub(channel)
+    job_id = stub.Prepare(
+        api.PrepareJobRequest(pipeline=pipeline_bytes(), job_name="job")
+    ).preparation_id
+    faults.add("UpdateItem", "fail", times=6, when=_projection_of("STARTING"))
+    # When it is run, Run succeeds and starts the work (the event is written: it happened)
+    stub.Run(api.RunJobRequest(preparation_id=job_id))
+    assert faults.fired.count(("UpdateItem", "fail")) == 6
+    assert executor.started == [job_id]
+    # Then a reader of the job sees STARTING, and repairs the record for the listing
+    assert stub.GetState(api.GetJobStateRequest(job_id=job_id)).state == api.JobState.STARTING
+    [listed] = [j for j in stub.GetJobs(api.GetJobsRequest()).job_info if j.job_id == job_id]
+    assert listed.state == api.JobState.STARTING
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_lost_projection_of_done_is_repaired_by_the_reconciler_never_failed(settings, faults):
+    # Given a running job whose DONE is written but never projected (the record says RUNNING,
+    # and the job stays in the active index)
+    clock = Clock(1000.0)
+    jobs = JobStore(aws.client("dynamodb", settings), settings.table_name, clock=clock)
+    jobs.create(make_job("finished"))
+    jobs.transition("finished", JobState.STARTING)
+    jobs.transition("finished", JobState.RUNNING)
+    faults.add("UpdateItem", "fail", times=6, when=_projection_of("DONE"))
+    jobs.transition("finished", JobState.DONE)
+    assert [j.job_id for j in jobs.active_jobs()] == ["finished"]
+    # When the reconciler finds it silent past its lease
+    clock.now += 100
+    settled = fail_lost_jobs(jobs, lease_seconds=30, start_lease_seconds=900)
+    # Then it stays DONE, its one terminal state, everywhere; and it left the active index
+    assert settled == {"finished": JobState.DONE}
+    terminal = [e.state for e in jobs.events("finished") if e.state is not None][-1]
+    assert terminal is JobState.DONE
+    assert [j.state for j in jobs.list_jobs() if j.job_id == "finished"] == [JobState.DONE]
+    assert jobs.active_jobs() == []
