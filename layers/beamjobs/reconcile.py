@@ -22,10 +22,13 @@ def fail_lost_jobs(
     if it was being stopped."""
     now = store.now()
     settled: dict[str, JobState] = {}
-    for job in store.active_jobs():
-        starting = job.state is JobState.STARTING and job.heartbeat_at is None
+    active = store.active_jobs()
+    beats = store.heartbeats([job.job_id for job in active])
+    for job in active:
+        beat = beats.get(job.job_id)
+        starting = job.state is JobState.STARTING and beat is None
         lease = start_lease_seconds if starting else lease_seconds
-        last_seen = max(job.heartbeat_at or 0.0, job.state_time)
+        last_seen = max(beat or 0.0, job.state_time)
         if now - last_seen <= lease:
             continue
         since = datetime.fromtimestamp(last_seen, UTC).isoformat(timespec="seconds")

@@ -10,6 +10,10 @@ Items of a job, all under the partition key ``job#<id>``:
 - ``sk = "job"``: the job record (name, timestamps, blob references, and a projection of the
   state for listing). It sorts after every event, so one descending Query of two items reads the
   record and the log's tail together.
+- ``sk = "beat"``: when the job's worker last said it was alive. An item of its own, outside
+  every index, so a heartbeat writes one small item, not the record into two indexes whose
+  partition keys are constants (which hundreds of running jobs would saturate). It sorts before
+  every event.
 
 No transactions: each write is a single conditional item write (TransactWriteItems would also
 work on DynamoDB, but the embedded AWS copies a whole table per transaction).
@@ -37,6 +41,7 @@ from beamjobs.states import JobState, can_transition, is_terminal
 logger = logging.getLogger(__name__)
 
 JOB_SK = "job"
+BEAT_SK = "beat"
 # The attribute holding a write's writer token (see JobStore._put_new).
 WRITER = "writer"
 EVENT_PREFIX = "ev#"
@@ -55,6 +60,8 @@ _MAX_RACE_RETRIES = 50
 MAX_MESSAGE_BYTES = 100_000
 # Events read per call of JobStore.events: fewer means there were no more.
 EVENTS_PAGE = 500
+# Keys per BatchGetItem, DynamoDB's most.
+_BATCH_GET_KEYS = 100
 _MAX_BATCH_BYTES = 300_000
 
 _serializer = TypeSerializer()
@@ -98,8 +105,6 @@ class Job:
     bounded: bool = True
     environment_urns: tuple[str, ...] = ()
     metrics_ref: str | None = None
-    # When the job's worker last said it was alive (None before its first heartbeat).
-    heartbeat_at: float | None = None
     # Artifacts the pipeline depends on that were not staged yet: a job runs only without any.
     unstaged: tuple[str, ...] = ()
 
@@ -245,12 +250,41 @@ class JobStore:
         return self._query_index(ACTIVE_INDEX, "active", ACTIVE_PARTITION, page_size)
 
     def heartbeat(self, job_id: str) -> JobState:
-        """Record that the job's worker is alive; return the job's state (as projected), so a
-        worker learns that its job was cancelled or failed meanwhile."""
-        answer = self._update_record(
-            job_id, "SET heartbeat_at = :t", {":t": _decimal(self._clock())}, ReturnValues="ALL_NEW"
-        )
-        return JobState(_from_item(answer["Attributes"])["state"])
+        """Record that the job's worker is alive; return the job's state (from its log, the
+        truth), so a worker learns that its job was cancelled or failed meanwhile."""
+        job = self.get(job_id)
+        now = self._clock()
+        with aws_errors(f"heartbeat of job {job_id}"):
+            self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": _pk(job_id), "sk": BEAT_SK}),
+                UpdateExpression="SET beat_at = :t, expires_at = :e",
+                ExpressionAttributeValues=_to_item(
+                    {":t": _decimal(now), ":e": self._expiry(job.created_at)}
+                ),
+            )
+        return job.state
+
+    def heartbeats(self, job_ids: Sequence[str]) -> dict[str, float]:
+        """When each job's worker last said it was alive; jobs never heard of are absent."""
+        beats: dict[str, float] = {}
+        for start in range(0, len(job_ids), _BATCH_GET_KEYS):
+            keys = [
+                _to_item({"pk": _pk(job_id), "sk": BEAT_SK})
+                for job_id in job_ids[start : start + _BATCH_GET_KEYS]
+            ]
+            request: dict[str, Any] = {
+                self._table: {"Keys": keys, "ProjectionExpression": "pk, beat_at"}
+            }
+            # DynamoDB may answer part of a batch (UnprocessedKeys): ask for the rest.
+            while request:
+                with aws_errors("heartbeats"):
+                    answer = self._db.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self._table, []):
+                    values = _from_item(item)
+                    beats[str(values["pk"])[len("job#") :]] = float(values["beat_at"])
+                request = answer.get("UnprocessedKeys") or {}
+        return beats
 
     def _query_index(self, index: str, key: str, value: str, page_size: int) -> list[Job]:
         jobs: list[Job] = []
@@ -539,7 +573,6 @@ def _job_from_record(values: dict[str, Any]) -> Job:
         bounded=bool(values.get("bounded", True)),
         environment_urns=tuple(values.get("environment_urns") or ()),
         metrics_ref=values.get("metrics_ref"),
-        heartbeat_at=float(values["heartbeat_at"]) if "heartbeat_at" in values else None,
         unstaged=tuple(values.get("unstaged") or ()),
     )
 

@@ -63,3 +63,15 @@ def test_a_lost_projection_of_done_is_repaired_by_the_reconciler_never_failed(se
     assert terminal is JobState.DONE
     assert [j.state for j in jobs.list_jobs() if j.job_id == "finished"] == [JobState.DONE]
     assert jobs.active_jobs() == []
+
+
+def test_a_heartbeat_tells_a_cancel_whose_projection_was_lost(settings, faults):
+    # Given a running job whose CANCELLING is written but never projected onto its record
+    jobs = JobStore(aws.client("dynamodb", settings), settings.table_name)
+    jobs.create(make_job("cancelled"))
+    jobs.transition("cancelled", JobState.STARTING)
+    jobs.transition("cancelled", JobState.RUNNING)
+    faults.add("UpdateItem", "fail", times=6, when=_projection_of("CANCELLING"))
+    jobs.transition("cancelled", JobState.CANCELLING)
+    # Then its worker's next heartbeat learns of the cancel (and stops its work)
+    assert jobs.heartbeat("cancelled") is JobState.CANCELLING

@@ -134,3 +134,18 @@ def test_settling_a_job_never_run_leaves_it_stopped(jobs):
     # Then settling it ends at once, and it stays as it was
     assert settle(jobs, "prepared", "the job's execution was stopped") is JobState.STOPPED
     assert [e.state for e in jobs.events("prepared")] == [JobState.STOPPED]
+
+
+def test_a_heartbeat_writes_only_an_item_of_its_own_outside_every_index(jobs, settings):
+    _running(jobs, "beating")
+    db = runtime.aws.client("dynamodb", settings)
+
+    def item(sk):
+        key = {"pk": {"S": "job#beating"}, "sk": {"S": sk}}
+        return db.get_item(TableName=settings.table_name, Key=key, ConsistentRead=True)["Item"]
+
+    record = item("job")
+    jobs.heartbeat("beating")
+    assert item("job") == record  # the record, and so both indexes, untouched
+    assert not {"gsi1pk", "gsi1sk", "active"} & item("beat").keys()
+    assert jobs.heartbeats(["beating", "never-beat"]) == {"beating": 1000.0}
