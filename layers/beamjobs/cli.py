@@ -49,8 +49,16 @@ async def _serve(
     executor = runtime.executor(settings, stores.jobs)
     invoker = InProcessInvoker(_handlers())
     try:
+        # A shim whose AWS goes with it has nothing to drain for: its workers stop too.
         await _run_shim(
-            invoker, stores, settings, host, port, f"AWS at {settings.endpoint_url}", doorbell
+            invoker,
+            stores,
+            settings,
+            host,
+            port,
+            f"AWS at {settings.endpoint_url}",
+            doorbell,
+            drain=0.0 if owns_aws else settings.drain_seconds,
         )
     finally:
         # Workers outlive a shim whose AWS outlives it too (another serve takes over). With an
@@ -71,7 +79,8 @@ async def _serve_deployed(host: str, port: int) -> None:
         functions[function] = os.environ[variable]
     invoker = LambdaInvoker(aws.client("lambda", settings), functions)
     stores = runtime.stores(settings)
-    await _run_shim(invoker, stores, settings, host, port, f"functions {functions}")
+    via = f"functions {functions}"
+    await _run_shim(invoker, stores, settings, host, port, via, drain=settings.drain_seconds)
 
 
 async def _run_shim(
@@ -82,6 +91,8 @@ async def _run_shim(
     port: int,
     via: str,
     doorbell: int | None = None,
+    *,
+    drain: float,
 ) -> None:
     from beamjobs.shim.server import serve_until_signalled, start_shim
 
@@ -96,7 +107,7 @@ async def _run_shim(
     if doorbell is not None:  # the embedded AWS rings it after each item put
         asyncio.get_running_loop().add_reader(doorbell, _answer, doorbell, shim.feed.wake)
     print(f"Beamjobs Job API on {host}:{shim.port} ({via})", flush=True)
-    await serve_until_signalled(shim)
+    await serve_until_signalled(shim, drain)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,8 @@ class Settings:
     worker_task_definition: str | None = None
     # Local executor: workers kept forked and ready, each waiting for a job.
     warm_workers: int = 2
+    # Shim: how long open streams may follow their jobs once the shim is told to stop.
+    drain_seconds: float = 110.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +94,7 @@ class Settings:
             max_job_seconds=int(env.get("BEAMJOBS_MAX_JOB_SECONDS", "86400")),
             worker_task_definition=env.get("BEAMJOBS_WORKER_TASK_DEFINITION") or None,
             warm_workers=warm_workers,
+            drain_seconds=float(env.get("BEAMJOBS_DRAIN_SECONDS", "110")),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -109,6 +112,7 @@ class Settings:
             "BEAMJOBS_MAX_ARTIFACT_BYTES": str(self.max_artifact_bytes),
             "BEAMJOBS_MAX_JOB_SECONDS": str(self.max_job_seconds),
             "BEAMJOBS_WARM_WORKERS": str(self.warm_workers),
+            "BEAMJOBS_DRAIN_SECONDS": str(self.drain_seconds),
         }
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url

@@ -1,6 +1,7 @@
 """Restarting the shim against the same embedded AWS loses nothing; stopping one that owns its
 embedded AWS leaves no worker behind."""
 
+import signal
 import time
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import apache_beam as beam
 import grpc
 from apache_beam.portability.api import beam_job_api_pb2 as api
 from apache_beam.portability.api import beam_job_api_pb2_grpc
+from apache_beam.runners.runner import PipelineState
 
 from tests.e2e import user_code
 from tests.e2e.conftest import EMBEDDED, Process, free_port, options, serve
@@ -108,3 +110,52 @@ def test_stopping_serve_with_its_embedded_aws_stops_its_running_workers(tmp_path
     while any(_alive(pid) for pid in workers):
         assert time.monotonic() < deadline, [p for p in workers if _alive(p)]
         time.sleep(0.2)
+
+
+def test_a_shim_replaced_while_the_sdk_waits_lets_the_sdk_see_its_job_done(tmp_path):
+    # Given two shims on one embedded AWS, the first serving an SDK that waits on a job
+    aws_port, port = free_port(), free_port()
+    aws = Process(
+        ["aws", "--port", str(aws_port), "--template", "template.yaml"], tmp_path / "aws.log"
+    )
+    aws.wait_for_port(aws_port)
+    aws_endpoint = ["--aws-endpoint", f"http://127.0.0.1:{aws_port}"]
+    old = serve(tmp_path, "old", port, *aws_endpoint)
+    new = None
+    try:
+        endpoint = f"localhost:{port}"
+        pipeline = beam.Pipeline(options=options(endpoint, "LOOPBACK", "--job_name=replaced"))
+        _ = pipeline | beam.Create([1]) | beam.Map(user_code.sleep_briefly)
+        result = pipeline.run()
+        with grpc.insecure_channel(endpoint) as channel:
+            stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+            request = api.GetJobStateRequest(job_id=result._job_id)
+            deadline = time.monotonic() + 60
+            while stub.GetState(request).state != api.JobState.RUNNING:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        # When a new shim takes the port over (as a deploy's new task takes the balancer's
+        # traffic) and the old one is told to stop mid-job
+        new = serve(tmp_path, "new", port, *aws_endpoint)
+        _wait_for_line(new.log, "Beamjobs Job API on")
+        old.popen.send_signal(signal.SIGTERM)
+        # Then the SDK's wait ends DONE: the old shim's streams followed the job to its end
+        assert result.wait_until_finish() == PipelineState.DONE
+        old.popen.wait(30)
+        assert old.popen.returncode == 0
+        # And the new shim serves the job
+        with grpc.insecure_channel(endpoint) as channel:
+            stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+            assert stub.GetState(request).state == api.JobState.DONE
+    finally:
+        old.stop()
+        if new is not None:
+            new.stop()
+        aws.stop()
+
+
+def _wait_for_line(log: Path, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)

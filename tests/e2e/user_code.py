@@ -11,3 +11,8 @@ def sleep_long(x):
 
 def square(x):
     return x * x
+
+
+def sleep_briefly(x):
+    time.sleep(8)
+    return x

@@ -112,7 +112,9 @@ class RunningShim:
         self._loop = loop
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._shim.stop(grace=0), self._loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(self._shim.stop(grace=0, drain=0), self._loop).result(
+            timeout=10
+        )
 
 
 @contextmanager
@@ -144,7 +146,7 @@ def running_shim(settings: Settings, invoker: Any = None) -> Iterator[RunningShi
             running = RunningShim(shim, loop, channel)
             yield running
     finally:
-        asyncio.run_coroutine_threadsafe(shim.stop(grace=0), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(shim.stop(grace=0, drain=0), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
 

@@ -19,7 +19,7 @@ from beamjobs.runtime import Stores
 from beamjobs.shim.backend import Backend
 from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.shim.invoker import Invoker
-from beamjobs.shim.servicer import JobServicer
+from beamjobs.shim.servicer import JobServicer, OpenStreams
 from beamjobs.shim.staging import ArtifactStagingServicer
 
 logger = logging.getLogger(__name__)
@@ -64,19 +64,26 @@ class Shim:
         health_servicer: health.HealthServicer,
         staging: ArtifactStagingServicer,
         feed: ChangeFeed,
+        streams: OpenStreams,
     ):
         self.server = server
         self.port = port
         self._health = health_servicer
         self._staging = staging
         self.feed = feed
+        self.streams = streams
 
-    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        # Tell load balancers first; end open streams (UNAVAILABLE: clients subscribe again,
-        # elsewhere); then let in-flight calls finish.
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS, drain: float = 0.0) -> None:
+        """Tell load balancers first and take no new calls (clients reconnect elsewhere, or to
+        the shim that took this port over); let open streams follow their jobs to the end for
+        up to `drain` seconds, then end the rest with UNAVAILABLE; let in-flight calls finish
+        within `grace`. Beam's SDKs never resubscribe: a stream ended early fails the user's
+        wait_until_finish."""
         await self._health.enter_graceful_shutdown()
+        stopping = asyncio.ensure_future(self.server.stop(drain + grace))
+        await self.streams.drained(drain)
         await self.feed.close()
-        await self.server.stop(grace)
+        await stopping
         await self._staging.settle()
 
 
@@ -122,8 +129,10 @@ async def start_shim(
     pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="shim-blocking")
     backend = Backend(invoker, stores, pool)
     feed = ChangeFeed(streams_client, stores.jobs, backend.blocking)
+    streams = OpenStreams()
     job_api_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(backend, feed, staging_endpoint(host, bound, advertised_endpoint)), server
+        JobServicer(backend, feed, staging_endpoint(host, bound, advertised_endpoint), streams),
+        server,
     )
     staging = ArtifactStagingServicer(backend)
     artifact_api_pb2_grpc.add_ArtifactStagingServiceServicer_to_server(staging, server)
@@ -143,15 +152,16 @@ async def start_shim(
     for service in ("", JOB_SERVICE, STAGING_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info("Job API listening on %s:%d", host, bound)
-    return Shim(server, bound, health_servicer, staging, feed)
+    return Shim(server, bound, health_servicer, staging, feed, streams)
 
 
-async def serve_until_signalled(shim: Shim) -> None:
-    """Serve until SIGINT or SIGTERM, then drain gracefully."""
+async def serve_until_signalled(shim: Shim, drain: float) -> None:
+    """Serve until SIGINT or SIGTERM, then stop gracefully, draining open streams for up to
+    `drain` seconds."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    logger.info("stopping: draining in-flight calls")
-    await shim.stop()
+    logger.info("stopping: draining in-flight calls, and open streams for up to %g s", drain)
+    await shim.stop(drain=drain)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,32 @@ from beamjobs.store import Event
 JobState = job_api_pb2.JobState
 STATE_STREAM_END_PAUSE_SECONDS = 2.0
 JobMessage = job_api_pb2.JobMessage
+
+
+class OpenStreams:
+    """The state and message streams open now, so that a stopping shim can let them end."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[None]:
+        self._count += 1
+        self._none.clear()
+        try:
+            yield
+        finally:
+            self._count -= 1
+            if self._count == 0:
+                self._none.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no stream is open, for at most `timeout` seconds; whether none is."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._none.wait(), timeout)
+        return self._none.is_set()
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -51,9 +78,12 @@ def _messages(event: Event) -> list[job_api_pb2.JobMessagesResponse]:
 
 
 class JobServicer(job_api_pb2_grpc.JobServiceServicer):
-    def __init__(self, backend: Backend, feed: ChangeFeed, staging_endpoint: str) -> None:
+    def __init__(
+        self, backend: Backend, feed: ChangeFeed, staging_endpoint: str, streams: OpenStreams
+    ) -> None:
         self._stores = backend.stores
         self._feed = feed
+        self._streams = streams
         self._blocking = backend.blocking
         self._call = backend.call
         # Where SDKs stage artifacts: this shim's ArtifactStagingService, as clients reach it.
@@ -149,28 +179,30 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     async def GetStateStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
         await self._refuse_a_deadline_before_run(job_id, context)
-        async with contextlib.aclosing(self._follow(job_id)) as events:
-            async for event in events:
-                if event.state is not None:
-                    yield _state_event(event.state.value, event.time)
-        # Nothing follows the terminal state. The stream still ends a moment later, not at once:
-        # Beam's Python SDK stops reading at the terminal state without cancelling, and a
-        # server-side end racing that was seen to hang the SDK process's exit inside grpcio
-        # (about 1 run in 10; never with this pause, which the SDK cancels at exit).
-        await asyncio.sleep(STATE_STREAM_END_PAUSE_SECONDS)
+        with self._streams.open():
+            async with contextlib.aclosing(self._follow(job_id)) as events:
+                async for event in events:
+                    if event.state is not None:
+                        yield _state_event(event.state.value, event.time)
+            # Nothing follows the terminal state. The stream still ends a moment later, not at
+            # once: Beam's Python SDK stops reading at the terminal state without cancelling,
+            # and a server-side end racing that was seen to hang the SDK process's exit inside
+            # grpcio (about 1 run in 10; never with this pause, which the SDK cancels at exit).
+            await asyncio.sleep(STATE_STREAM_END_PAUSE_SECONDS)
 
     @guarded
     async def GetMessageStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
         await self._refuse_a_deadline_before_run(job_id, context)
-        async with contextlib.aclosing(self._follow(job_id)) as events:
-            async for event in events:
-                if event.state is not None:
-                    yield job_api_pb2.JobMessagesResponse(
-                        state_response=_state_event(event.state.value, event.time)
-                    )
-                for response in _messages(event):
-                    yield response
+        with self._streams.open():
+            async with contextlib.aclosing(self._follow(job_id)) as events:
+                async for event in events:
+                    if event.state is not None:
+                        yield job_api_pb2.JobMessagesResponse(
+                            state_response=_state_event(event.state.value, event.time)
+                        )
+                    for response in _messages(event):
+                        yield response
 
     async def _refuse_a_deadline_before_run(self, job_id: str, context: Any) -> None:
         """Beam's Python SDK opens both streams before Run with its --job_server_timeout (60 s
