@@ -93,13 +93,7 @@ def test_stopping_serve_with_its_embedded_aws_stops_its_running_workers(tmp_path
         pipeline = beam.Pipeline(options=options(endpoint, EMBEDDED))
         _ = pipeline | beam.Create([1]) | beam.Map(user_code.sleep_long)
         result = pipeline.run()
-        with grpc.insecure_channel(endpoint) as channel:
-            stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
-            request = api.GetJobStateRequest(job_id=result._job_id)
-            deadline = time.monotonic() + 60
-            while stub.GetState(request).state != api.JobState.RUNNING:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        _wait_until_running(endpoint, result._job_id)
         workers = _descendants(server.popen.pid)
         assert workers
     finally:
@@ -127,13 +121,7 @@ def test_a_shim_replaced_while_the_sdk_waits_lets_the_sdk_see_its_job_done(tmp_p
         pipeline = beam.Pipeline(options=options(endpoint, "LOOPBACK", "--job_name=replaced"))
         _ = pipeline | beam.Create([1]) | beam.Map(user_code.sleep_briefly)
         result = pipeline.run()
-        with grpc.insecure_channel(endpoint) as channel:
-            stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
-            request = api.GetJobStateRequest(job_id=result._job_id)
-            deadline = time.monotonic() + 60
-            while stub.GetState(request).state != api.JobState.RUNNING:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        _wait_until_running(endpoint, result._job_id)
         # When a new shim takes the port over (as a deploy's new task takes the balancer's
         # traffic) and the old one is told to stop mid-job
         new = serve(tmp_path, "new", port, *aws_endpoint)
@@ -146,12 +134,23 @@ def test_a_shim_replaced_while_the_sdk_waits_lets_the_sdk_see_its_job_done(tmp_p
         # And the new shim serves the job
         with grpc.insecure_channel(endpoint) as channel:
             stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+            request = api.GetJobStateRequest(job_id=result._job_id)
             assert stub.GetState(request).state == api.JobState.DONE
     finally:
         old.stop()
         if new is not None:
             new.stop()
         aws.stop()
+
+
+def _wait_until_running(endpoint: str, job_id: str) -> None:
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+        request = api.GetJobStateRequest(job_id=job_id)
+        deadline = time.monotonic() + 60
+        while stub.GetState(request).state != api.JobState.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
 
 
 def _wait_for_line(log: Path, text: str, timeout: float = 60) -> None:

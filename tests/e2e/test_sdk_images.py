@@ -59,6 +59,15 @@ def test_user_code_has_the_sdk_images_packages(endpoint, job_service, environmen
         )
 
 
+def _failure_of_docker_job(endpoint, image):
+    """The exception text of a job with a DOCKER environment of `image`, which must fail."""
+    pipeline = beam.Pipeline(options=options(endpoint, "DOCKER", f"--environment_config={image}"))
+    _ = pipeline | beam.Create([1])
+    with pytest.raises(RuntimeError) as raised:
+        pipeline.run().wait_until_finish()
+    return str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("image", "expected"),
     [
@@ -72,11 +81,7 @@ def test_user_code_has_the_sdk_images_packages(endpoint, job_service, environmen
     ],
 )
 def test_an_image_the_worker_cannot_stand_in_for_fails_with_what_to_do(endpoint, image, expected):
-    pipeline = beam.Pipeline(options=options(endpoint, "DOCKER", f"--environment_config={image}"))
-    _ = pipeline | beam.Create([1])
-    with pytest.raises(RuntimeError) as raised:
-        pipeline.run().wait_until_finish()
-    message = str(raised.value)
+    message = _failure_of_docker_job(endpoint, image)
     assert image in message and expected in message
     assert "--environment_type=LOOPBACK" in message
     if "example.com" in image:  # a custom image may be built FROM an SDK image
@@ -108,13 +113,7 @@ def isolated_endpoint(tmp_path_factory):
 
 def test_an_sdk_image_of_a_python_this_machine_lacks_fails_naming_it(isolated_endpoint):
     image = "apache/beam_python3.12_sdk:2.77.0"
-    pipeline = beam.Pipeline(
-        options=options(isolated_endpoint, "DOCKER", f"--environment_config={image}")
-    )
-    _ = pipeline | beam.Create([1])
-    with pytest.raises(RuntimeError) as raised:
-        pipeline.run().wait_until_finish()
-    message = str(raised.value)
+    message = _failure_of_docker_job(isolated_endpoint, image)
     assert image in message and "this machine has no python3.12" in message
     assert "LOOPBACK" in message
 
@@ -123,13 +122,7 @@ def test_an_sdk_image_whose_packages_the_index_cannot_provide_fails_naming_it(
     isolated_endpoint,
 ):
     image = "apache/beam_python3.11_sdk:2.51.0"
-    pipeline = beam.Pipeline(
-        options=options(isolated_endpoint, "DOCKER", f"--environment_config={image}")
-    )
-    _ = pipeline | beam.Create([1])
-    with pytest.raises(RuntimeError) as raised:
-        pipeline.run().wait_until_finish()
-    message = str(raised.value)
+    message = _failure_of_docker_job(isolated_endpoint, image)
     assert f"building the environment of {image} failed" in message
     assert re.search(r"apache-beam\[gcp,test,dataframe\]==2\.51\.0", message)
     assert "package index" in message and "LOOPBACK" in message

@@ -8,7 +8,7 @@ from beamjobs.api import job_api_pb2_grpc
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.states import JobState
 from beamjobs.store import JobStore
-from tests.integration.conftest import make_job, pipeline_bytes
+from tests.integration.conftest import Clock, make_job, pipeline_bytes
 
 
 def _projection_of(state):
@@ -33,14 +33,6 @@ def test_a_lost_projection_of_starting_still_starts_the_job_and_is_repaired(
     assert stub.GetState(api.GetJobStateRequest(job_id=job_id)).state == api.JobState.STARTING
     [listed] = [j for j in stub.GetJobs(api.GetJobsRequest()).job_info if j.job_id == job_id]
     assert listed.state == api.JobState.STARTING
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_lost_projection_of_done_is_repaired_by_the_reconciler_never_failed(settings, faults):

@@ -8,17 +8,9 @@ from beamjobs import aws
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.states import JobState
 from beamjobs.store import JobStore
-from tests.integration.conftest import make_job
+from tests.integration.conftest import Clock, make_job
 
 LEASE, START_LEASE = 30.0, 900.0
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

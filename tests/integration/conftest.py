@@ -29,6 +29,16 @@ TEMPLATE = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
 
 
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class RecordingExecutor:
     """Records which jobs were started and stopped; runs nothing."""
 

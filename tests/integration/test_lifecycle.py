@@ -14,15 +14,7 @@ from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.service import JobControl
 from beamjobs.states import TERMINAL_STATES, JobState
 from beamjobs.store import JobStore, TransitionRejected
-from tests.integration.conftest import make_job
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.integration.conftest import Clock, make_job
 
 
 @pytest.fixture
