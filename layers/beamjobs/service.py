@@ -21,6 +21,10 @@ from beamjobs.store import Job, JobStore, Message, TransitionRejected
 
 # Options larger than this stay only in S3; the record keeps the reference.
 _MAX_INLINE_OPTIONS = 32_000
+# GetJobs answers with at most this many jobs, newest first, in at most this many bytes (a
+# Lambda response is at most 6 MB; the rest is room for the answer's envelope).
+GET_JOBS_LIMIT = 1000
+GET_JOBS_MAX_BYTES = 5 * 1024 * 1024
 _MAX_ID_LENGTH = 200
 _MAX_NAME_LENGTH = 500
 
@@ -196,7 +200,15 @@ class JobQueries:
         return self._store.get(require_id(job_id))
 
     def list_jobs(self) -> list[JobInfo]:
-        return [
-            JobInfo(job.job_id, job.job_name, job.state, job_options(job, self._blobs))
-            for job in self._store.list_jobs()
-        ]
+        """Beam's GetJobs, bounded: the newest GET_JOBS_LIMIT jobs, as many of them as fit in
+        GET_JOBS_MAX_BYTES (measured as the JSON they are answered in), so the answer stays
+        within a Lambda response's 6 MB whatever the number of jobs stored."""
+        infos: list[JobInfo] = []
+        size = 0
+        for job in self._store.recent_jobs(GET_JOBS_LIMIT):
+            info = JobInfo(job.job_id, job.job_name, job.state, job_options(job, self._blobs))
+            size += len(json.dumps([info.job_id, info.job_name, info.options]).encode())
+            if size > GET_JOBS_MAX_BYTES:
+                break
+            infos.append(info)
+        return infos

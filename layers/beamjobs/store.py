@@ -245,6 +245,12 @@ class JobStore:
         """Every job, oldest first, with the state of its record's projection."""
         return self._query_index(LIST_INDEX, "gsi1pk", LIST_PARTITION, page_size)
 
+    def recent_jobs(self, limit: int) -> list[Job]:
+        """The `limit` newest jobs, newest first (by their records' projections)."""
+        return self._query_index(
+            LIST_INDEX, "gsi1pk", LIST_PARTITION, min(limit, 1000), newest_first=True, limit=limit
+        )
+
     def active_jobs(self, *, page_size: int = 100) -> list[Job]:
         """Jobs that started and have not ended (by their records' projections)."""
         return self._query_index(ACTIVE_INDEX, "active", ACTIVE_PARTITION, page_size)
@@ -286,7 +292,16 @@ class JobStore:
                 request = answer.get("UnprocessedKeys") or {}
         return beats
 
-    def _query_index(self, index: str, key: str, value: str, page_size: int) -> list[Job]:
+    def _query_index(
+        self,
+        index: str,
+        key: str,
+        value: str,
+        page_size: int,
+        *,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> list[Job]:
         jobs: list[Job] = []
         query: dict[str, Any] = {
             "TableName": self._table,
@@ -294,13 +309,14 @@ class JobStore:
             "KeyConditionExpression": f"{key} = :p",
             "ExpressionAttributeValues": _to_item({":p": value}),
             "Limit": page_size,
+            "ScanIndexForward": not newest_first,
         }
         while True:
             with aws_errors("job list"):
                 page = self._db.query(**query)
             jobs.extend(_job_from_record(_from_item(item)) for item in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return jobs
+            if "LastEvaluatedKey" not in page or (limit is not None and len(jobs) >= limit):
+                return jobs[:limit]
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def set_metrics_ref(self, job_id: str, metrics_ref: str) -> None:

@@ -1,7 +1,13 @@
 """The limits AWS enforces and moto does not, measured as AWS measures them."""
 
+import json
+
+from beamjobs.shim.invoker import LocalContext
 from beamjobs.store import Message
-from tests.integration.conftest import make_job
+from tests.integration.conftest import EVENTS, make_job
+
+# What a Lambda function may answer with, at most.
+LAMBDA_RESPONSE_BYTES = 6 * 1024 * 1024
 
 
 def test_message_batches_fit_dynamodbs_item_limit_in_utf8_bytes(stores, faults):
@@ -24,3 +30,20 @@ def test_a_message_over_the_item_limit_in_bytes_is_cut_and_says_so(stores, fault
     [message] = stores.jobs.events("huge")[-1].messages
     assert message.text.startswith("€" * 1000) and "600000 bytes in all" in message.text
     assert ("PutItem", "item_limit") not in faults.fired
+
+
+def test_get_jobs_fits_a_lambda_response_whatever_the_number_of_jobs(stores, executor):
+    # Given 1,800 jobs with 3.5 KB of options each (6.3 MB in all: past Lambda's 6 MB answer)
+    options = json.dumps({"beam:option:job_name:v1": "x" * 3500})
+    for i in range(1800):
+        stores.jobs.create(make_job(f"job-{i:04d}", created=1000.0 + i, options_json=options))
+    # When GetJobs is answered by the query function
+    from beamjobs_functions.query.app import lambda_handler
+
+    event = json.loads((EVENTS / "query_get_jobs.json").read_text())
+    answer = lambda_handler(event, LocalContext(function_name="query"))
+    # Then the answer fits, and holds the newest jobs, newest first
+    assert len(json.dumps(answer).encode()) < LAMBDA_RESPONSE_BYTES
+    ids = [job["job_id"] for job in answer["result"]["jobs"]]
+    assert 1000 >= len(ids) > 900
+    assert ids == [f"job-{i:04d}" for i in range(1799, 1799 - len(ids), -1)]
