@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8099
 STAMP := $(VENV)/.installed
+# Editable installs write the project's own egg-info: one at a time, even under make -j.
+EDITABLE := flock .editable-install.lock
 
 # The workers' own environment: what Beam's Python SDK image has (worker/requirements.txt).
 WORKER_VENV := .venv-worker
@@ -20,23 +22,26 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
 
-.PHONY: run test test-fast lint proto bench clean sam-validate worker-lock
+.PHONY: run setup test test-fast lint proto bench clean sam-validate worker-lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[shim,local,worker,dev]'
+	$(EDITABLE) $(BIN)/pip install --quiet -e '.[shim,local,worker,dev]'
 	touch $(STAMP)
 
 ## The workers' virtualenv: the SDK image's distributions, pinned, plus Beamjobs itself
 ## constrained to them (so nothing of the image's changes version).
-$(WORKER_STAMP): $(STAMP) worker/requirements.txt
+$(WORKER_STAMP): worker/requirements.txt pyproject.toml
 	test -x $(WORKER_VENV)/bin/python || $(PYTHON) -m venv $(WORKER_VENV)
 	$(WORKER_VENV)/bin/pip install --quiet --upgrade pip \
-		$$($(BIN)/python -m beamjobs.worker.image_environments tools)
+		$$(PYTHONPATH=layers $(PYTHON) -m beamjobs.worker.image_environments tools)
 	$(WORKER_VENV)/bin/pip install --quiet -r worker/requirements.txt
-	$(WORKER_VENV)/bin/pip install --quiet -c worker/requirements.txt -e .
+	$(EDITABLE) $(WORKER_VENV)/bin/pip install --quiet -c worker/requirements.txt -e .
 	touch $(WORKER_STAMP)
+
+## Everything the tests need (`make -j4 setup` builds the environments side by side).
+setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(SAM_STAMP)
 
 ## Serve the Job API on localhost:$(PORT) with the embedded AWS and the local executor.
 run: $(STAMP) $(WORKER_STAMP)

@@ -10,6 +10,9 @@ Per call, the first matching rule decides what happens:
 - `latency`: the call is delayed, then sent;
 - `fail`: AWS answers 500 InternalServerError.
 
+And `kill_at_write(n)`: the process is SIGKILLed just before its n-th write to AWS leaves (a
+task killed at that point of its work).
+
 And limits AWS enforces and moto does not: `enforce_item_limit()` refuses a DynamoDB item over
 400 KB (its UTF-8 size as stored, estimated from the request) with AWS's ValidationException.
 
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +37,20 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 
+# The operations that change something in AWS (the kill points of kill_at_write).
+WRITES = frozenset(
+    {
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "BatchWriteItem",
+        "PutObject",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+        "CopyObject",
+    }
+)
 # DynamoDB's item size limit.
 ITEM_LIMIT_BYTES = 400 * 1024
 
@@ -77,6 +96,8 @@ class Faults:
     # (operation, action) of every call a rule fired on, in order.
     fired: list[tuple[str, str]] = field(default_factory=list)
     item_limit: int | None = None
+    kill_at: int | None = None
+    writes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _http: URLLib3Session = field(default_factory=URLLib3Session)
 
@@ -88,6 +109,9 @@ class Faults:
     def detach(self, *clients: Any) -> None:
         for client in clients:
             client.meta.events.unregister("before-send", self._before_send)
+
+    def kill_at_write(self, n: int) -> None:
+        self.kill_at = n
 
     def enforce_item_limit(self, limit: int = ITEM_LIMIT_BYTES) -> None:
         self.item_limit = limit
@@ -112,6 +136,11 @@ class Faults:
 
     def _before_send(self, request: Any, event_name: str = "", **_: Any) -> AWSResponse | None:
         service, operation = event_name.split(".")[-2:]
+        if self.kill_at is not None and operation in WRITES:
+            with self._lock:
+                self.writes += 1
+                if self.writes == self.kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
         body: dict[str, Any] = {}
         if isinstance(request.body, bytes | str) and request.body:
             with contextlib.suppress(ValueError, UnicodeDecodeError):  # not JSON: S3's bytes
