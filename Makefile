@@ -22,7 +22,7 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
 
-.PHONY: run setup test test-fast lint proto bench clean sam-validate worker-lock
+.PHONY: run setup stand-ins test test-fast lint proto bench clean sam-validate worker-lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,7 +41,14 @@ $(WORKER_STAMP): worker/requirements.txt pyproject.toml
 	touch $(WORKER_STAMP)
 
 ## Everything the tests need (`make -j4 setup` builds the environments side by side).
-setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(SAM_STAMP)
+setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(SAM_STAMP) stand-ins
+
+## The stand-in of Beam 2.50's SDK image that the e2e tests' DOCKER jobs run in (it takes
+## minutes to build): built ahead, into the cache the tests' workers use, as a worker builds it.
+## At once when it is there already.
+stand-ins:
+	PYTHONPATH=layers $(PYTHON) -m beamjobs.worker.image_environments build \
+		apache/beam_python3.11_sdk:2.50.0 .cache/environments
 
 ## Serve the Job API on localhost:$(PORT) with the embedded AWS and the local executor.
 run: $(STAMP) $(WORKER_STAMP)
@@ -57,7 +64,7 @@ worker-lock: $(STAMP)
 
 ## Unit, integration and end-to-end tests. The Beam SDK and our wire classes declare the same
 ## protobuf names, so the suites that import apache_beam run in their own interpreter.
-test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) sam-validate
+test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) stand-ins sam-validate
 	$(BIN)/pytest tests/unit tests/integration tests/faults
 	$(BIN)/pytest tests/e2e
 

@@ -119,6 +119,14 @@ def options(endpoint: str, environment: str = EMBEDDED, *extra: str) -> Pipeline
     )
 
 
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def started_job(stores, job_id: str, pipeline) -> None:
     """Record `pipeline` (a beam.Pipeline, run in the worker's own process) as job `job_id`,
     STARTING, as Prepare and Run would: for tests that run a worker themselves."""

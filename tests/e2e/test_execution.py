@@ -12,9 +12,10 @@ import pytest
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.portability.api import beam_job_api_pb2 as api
+from apache_beam.portability.api import beam_job_api_pb2_grpc
 from apache_beam.runners.runner import PipelineState
 
-from tests.e2e.conftest import options
+from tests.e2e.conftest import alive, free_port, options, serve
 
 
 class LoopForever(beam.DoFn):
@@ -157,3 +158,44 @@ def test_unknown_job_metrics_are_not_found(job_service):
     with pytest.raises(grpc.RpcError) as raised:
         job_service.GetJobMetrics(api.GetJobMetricsRequest(job_id="nope"))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.fixture(scope="module")
+def short_lease_endpoint(tmp_path_factory):
+    """A server whose workers' leases are 3 s (heartbeats every 0.5 s)."""
+    port = free_port()
+    server = serve(
+        tmp_path_factory.mktemp("short-lease"),
+        "short-lease",
+        port,
+        env={"BEAMJOBS_LEASE_SECONDS": "3", "BEAMJOBS_HEARTBEAT_SECONDS": "0.5"},
+    )
+    yield f"localhost:{port}"
+    server.stop()
+
+
+def test_a_worker_paused_past_its_lease_is_lost_and_stops_when_it_resumes(
+    short_lease_endpoint, tmp_path
+):
+    # Given a running job whose worker is paused (SIGSTOP) for longer than its lease
+    result = _start_looping_job(short_lease_endpoint, tmp_path)
+    pid = int((tmp_path / "pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # Then the job fails as "worker lost"
+        with pytest.raises(RuntimeError, match="worker lost: no heartbeat since"):
+            result.wait_until_finish()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # And the resumed worker learns it from its next heartbeat and stops its work
+    deadline = time.monotonic() + 10
+    while alive(pid):
+        assert time.monotonic() < deadline, "the resumed worker went on"
+        time.sleep(0.1)
+    # And the job keeps its one terminal state
+    with grpc.insecure_channel(short_lease_endpoint) as channel:
+        stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+        request = api.GetJobStateRequest(job_id=result._job_id)
+        states = [e.state for e in stub.GetStateStream(request)]
+    assert states[-1] == api.JobState.FAILED
+    assert sum(s in (api.JobState.DONE, api.JobState.FAILED) for s in states) == 1

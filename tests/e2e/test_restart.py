@@ -12,7 +12,7 @@ from apache_beam.portability.api import beam_job_api_pb2_grpc
 from apache_beam.runners.runner import PipelineState
 
 from tests.e2e import user_code
-from tests.e2e.conftest import EMBEDDED, Process, free_port, options, serve
+from tests.e2e.conftest import EMBEDDED, Process, alive, free_port, options, serve
 
 
 def _observe(endpoint, job_id):
@@ -77,13 +77,6 @@ def _descendants(pid: int) -> list[int]:
     return [d for c in map(int, children) for d in (c, *_descendants(c))]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_stopping_serve_with_its_embedded_aws_stops_its_running_workers(tmp_path):
     # Given `serve` with the embedded AWS it started, running a job that sleeps for minutes
     port = free_port()
@@ -101,8 +94,8 @@ def test_stopping_serve_with_its_embedded_aws_stops_its_running_workers(tmp_path
         server.stop()
     # Then no worker of it is left running its job with nothing to report to
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers):
-        assert time.monotonic() < deadline, [p for p in workers if _alive(p)]
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, [p for p in workers if alive(p)]
         time.sleep(0.2)
 
 

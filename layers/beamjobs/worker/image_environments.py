@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from beamjobs.worker.sdk_images import PythonSdkImage
+from beamjobs.worker.sdk_images import PythonSdkImage, classify
 
 # What Beam's Python SDK images install (sdks/python/container in apache/beam): apache-beam
 # with these extras, plus the manual list of packages the containers add.
@@ -216,11 +216,26 @@ def _run(command: list[str], image: PythonSdkImage, doing: str) -> str:
     return text
 
 
-if __name__ == "__main__":
-    # `python -m beamjobs.worker.image_environments requirements 2.77.0`: the requirements of
-    # that release's image, one per line (how `make worker-lock` re-pins the worker's own
-    # environment); `... tools`: the build tools every worker environment gets.
-    if sys.argv[1:2] == ["tools"]:
+def main(argv: list[str]) -> None:
+    """`python -m beamjobs.worker.image_environments` with
+    - `requirements 2.77.0`: that release's image requirements, one per line (how
+      `make worker-lock` re-pins the workers' own environment);
+    - `tools`: the build tools every worker environment gets;
+    - `build IMAGE DIRECTORY`: the stand-in of a Beam Python SDK image, built into the cache
+      at DIRECTORY ahead of the jobs that will need it, exactly as a worker builds it."""
+    command, *args = argv
+    if command == "tools":
         print("\n".join(BUILD_TOOLS))
+    elif command == "requirements":
+        print("\n".join(image_requirements(args[0])))
+    elif command == "build":
+        image = classify(args[0])
+        if not isinstance(image, PythonSdkImage):
+            raise SystemExit(f"{args[0]} is not one of Beam's Python SDK images")
+        print(ImageEnvironments(Path(args[1])).python_for(image, print))
     else:
-        print("\n".join(image_requirements(sys.argv[2])))
+        raise SystemExit(f"unknown command {command!r}: requirements, tools or build")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
