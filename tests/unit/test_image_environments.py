@@ -3,6 +3,7 @@ time, never a partial one), with a scripted build (no pip, no sockets)."""
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -123,6 +124,12 @@ def test_a_build_killed_midway_is_removed_and_made_again(tmp_path):
     build = ScriptedBuild()
     ImageEnvironments(tmp_path, build).python_for(IMAGE, lambda _: None)
     assert build.calls == 1 and not (partial / "bin").exists()
+
+
+def test_a_cache_named_relatively_builds_where_it_says_by_an_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    python = ImageEnvironments(Path("cache"), ScriptedBuild()).python_for(IMAGE, lambda _: None)
+    assert python.is_absolute() and python.is_relative_to(tmp_path / "cache")
 
 
 def test_an_image_of_a_python_this_machine_lacks_is_refused_before_building(tmp_path):

@@ -96,7 +96,8 @@ class ImageEnvironments:
     `build` makes one into an empty directory (tests replace it)."""
 
     def __init__(self, directory: Path, build: Build | None = None) -> None:
-        self._directory = directory
+        # Absolute: the stand-ins record paths inside themselves (their boot path).
+        self._directory = directory.resolve()
         self._build = build or build_virtualenv
 
     def python_for(self, image: PythonSdkImage, report: Report) -> Path:
