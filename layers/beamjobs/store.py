@@ -396,7 +396,7 @@ class JobStore:
 
     def append_messages(self, job_id: str, messages: Sequence[Message]) -> None:
         """Append messages in order (in as few events as the item size allows)."""
-        for batch in _batches([_cut(m) for m in messages]):
+        for batch in message_batches(messages):
             values = {
                 "messages": [
                     {"importance": m.importance, "text": m.text, "time": _decimal(m.time)}
@@ -559,13 +559,9 @@ def _cut(message: Message) -> Message:
 
 def message_batches(messages: Sequence[Message]) -> list[list[Message]]:
     """The messages (cut to size) in the batches append_messages stores, one event each."""
-    return _batches([_cut(m) for m in messages])
-
-
-def _batches(messages: list[Message]) -> list[list[Message]]:
     batches: list[list[Message]] = []
     size = _MAX_BATCH_BYTES
-    for message in messages:
+    for message in map(_cut, messages):
         length = _utf8_size(message.text)
         if size + length > _MAX_BATCH_BYTES:
             batches.append([])

@@ -44,11 +44,10 @@ class OpenStreams:
             if self._count == 0:
                 self._none.set()
 
-    async def drained(self, timeout: float) -> bool:
-        """Wait until no stream is open, for at most `timeout` seconds; whether none is."""
+    async def drained(self, timeout: float) -> None:
+        """Wait until no stream is open, for at most `timeout` seconds."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._none.wait(), timeout)
-        return self._none.is_set()
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:

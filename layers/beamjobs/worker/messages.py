@@ -72,17 +72,17 @@ class MessageForwarder(logging.Handler):
         except Exception:  # a broken log call must not break the pipeline
             self.handleError(record)
             return
-        try:
-            self._queue.put_nowait(Message(importance_of(record.levelno), text, record.created))
-        except queue.Full:
-            self._dropped += 1  # only the draining thread reads and resets it, under the GIL
+        self._enqueue(Message(importance_of(record.levelno), text, record.created))
 
     def say(self, importance: str, text: str) -> None:
         """Queue a message of the worker's own (e.g. progress), stored like the job's logs."""
+        self._enqueue(Message(importance, text, self._store.now()))
+
+    def _enqueue(self, message: Message) -> None:
         try:
-            self._queue.put_nowait(Message(importance, text, self._store.now()))
+            self._queue.put_nowait(message)
         except queue.Full:
-            self._dropped += 1
+            self._dropped += 1  # only the draining thread reads and resets it, under the GIL
 
     def __enter__(self) -> MessageForwarder:
         self._thread.start()
