@@ -97,6 +97,7 @@ proto: $(STAMP)
 
 bench: $(STAMP) $(WORKER_STAMP)
 	BEAMJOBS_WORKER_PYTHON=$(WORKER_PYTHON) $(BIN)/python bench/bench.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) $(WORKER_VENV) $(SAM_VENV) .pytest_cache .cache

@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from beamjobs import aws, runtime
 from beamjobs.errors import InvalidArgument
 from beamjobs.handlers import Route, dispatch
+from beamjobs.jobs import Jobs
 from beamjobs.service import JobControl
 from beamjobs.settings import Settings
 
@@ -35,7 +36,7 @@ def _routes() -> dict[str, Route]:
     settings = Settings.from_env()
     stores = runtime.stores(settings)
     service = JobControl(
-        stores.jobs,
+        Jobs(stores.jobs),
         stores.blobs,
         runtime.executor(settings, stores.jobs),
         stores.artifacts.location,

@@ -30,12 +30,15 @@ _MISSING_CODES = frozenset({"NoSuchKey", "404"})
 # A missing table or bucket is a deployment problem, not a missing job.
 _UNPROVISIONED_CODES = frozenset({"ResourceNotFoundException", "NoSuchBucket"})
 
-# Adaptive retries absorb throttling (botocore makes max_attempts + 1 attempts in all); a call
-# that still fails surfaces as Unavailable.
-_CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 5}, max_pool_connections=64)
+# botocore's standard retries absorb throttling and 5xx errors, with jittered exponential
+# backoff (max_attempts retries after the first attempt); a call that still fails surfaces as
+# Unavailable. Not the adaptive mode: its client-side rate limiter slows every caller of a
+# client once any call is throttled, so one chatty job's throttled messages would starve the
+# heartbeats and outcomes that share the client.
+_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=64)
 # For the one write that must not be lost to a passing throttle, a job's outcome once its work
 # is done: botocore retries it for minutes rather than seconds (backoff capped at 20 s).
-_PATIENT_CONFIG = _CLIENT_CONFIG.merge(Config(retries={"mode": "adaptive", "max_attempts": 15}))
+_PATIENT_CONFIG = _CLIENT_CONFIG.merge(Config(retries={"mode": "standard", "max_attempts": 15}))
 
 
 _session_lock = threading.Lock()

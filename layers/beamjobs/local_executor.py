@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from beamjobs.blobs import BlobStore
 from beamjobs.errors import BeamjobsError
-from beamjobs.executor import ExecutorError, settle
+from beamjobs.executor import ExecutorError
+from beamjobs.jobs import Jobs
 from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, read_option
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.settings import Settings
@@ -126,10 +127,13 @@ class ForkServer:
 class ProcessExecutor:
     def __init__(self, settings: Settings, store: JobStore, blobs: BlobStore) -> None:
         self._store = store
+        self._jobs = Jobs(store)
+        self._max_job_seconds = settings.max_job_seconds
         self._blobs = blobs
         self._forks = ForkServer(settings)
         self._forks.start()
         self._workers: dict[str, Worker] = {}
+        self._forking: set[str] = set()
         self._lock = threading.Lock()
         # Workers outlive a restarted shim, and a worker can hang: the same check that runs on
         # a schedule on AWS runs here too.
@@ -141,10 +145,22 @@ class ProcessExecutor:
         ).start()
 
     def start(self, job: Job) -> None:
-        timeout = read_option(job_options(job, self._blobs), JOB_TIMEOUT_SECONDS)
-        worker = self._forks.fork(job)
         with self._lock:
-            self._workers[job.job_id] = worker
+            if job.job_id in self._workers or job.job_id in self._forking:
+                return  # a retried Run: its worker is under way
+            self._forking.add(job.job_id)
+        try:
+            # As on AWS, no job runs longer than the deployment's maximum.
+            timeout = min(
+                read_option(job_options(job, self._blobs), JOB_TIMEOUT_SECONDS),
+                self._max_job_seconds,
+            )
+            worker = self._forks.fork(job)
+            with self._lock:
+                self._workers[job.job_id] = worker
+        finally:
+            with self._lock:
+                self._forking.discard(job.job_id)
         threading.Thread(
             target=self._watch, args=(worker, timeout), name=f"watch-{job.job_id}", daemon=True
         ).start()
@@ -154,7 +170,7 @@ class ProcessExecutor:
             worker = self._workers.get(job_id)
         if worker is None:
             # Not ours (started before a restart) or already gone: settle from the store.
-            settle(self._store, job_id, "the worker is gone")
+            self._jobs.settle(job_id, "the worker is gone")
             return
         _signal_group(worker.pid, signal.SIGTERM)
         threading.Timer(_STOP_GRACE_SECONDS, _kill_unless_exited, (worker,)).start()
@@ -183,7 +199,7 @@ class ProcessExecutor:
         with self._lock:
             self._workers.pop(worker.job_id, None)
         try:
-            settle(self._store, worker.job_id, cause)
+            self._jobs.settle(worker.job_id, cause)
         except Exception:  # a watcher thread has no caller to raise to: log it, loudly
             logger.exception("could not record the end of job %s (%s)", worker.job_id, cause)
 

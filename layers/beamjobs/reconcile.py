@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from beamjobs.executor import settle
+from beamjobs.jobs import Jobs
 from beamjobs.states import JobState
 from beamjobs.store import JobStore
 
@@ -36,7 +36,7 @@ def fail_lost_jobs(
             cause = f"worker lost: it never started after STARTING at {since} (lease {lease:g} s)"
         else:
             cause = f"worker lost: no heartbeat since {since} (lease {lease:g} s)"
-        settled[job.job_id] = settle(store, job.job_id, cause)
+        settled[job.job_id] = Jobs(store).settle(job.job_id, cause).state
     return settled
 
 
@@ -54,4 +54,4 @@ def settle_execution(store: JobStore, job_id: str, status: str, detail: str = ""
     stands; a job being cancelled (or drained) ends CANCELLED (DRAINED); any other ends FAILED
     with a cause naming the status and `detail` (the execution's error and cause)."""
     cause = _EXECUTION_ENDINGS.get(status, f"the job's execution ended {status}")
-    return settle(store, job_id, f"{cause}: {detail}" if detail else cause)
+    return Jobs(store).settle(job_id, f"{cause}: {detail}" if detail else cause).state

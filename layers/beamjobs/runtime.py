@@ -10,35 +10,38 @@ from dataclasses import dataclass
 from beamjobs import aws
 from beamjobs.artifacts import ArtifactStore
 from beamjobs.blobs import BlobStore
+from beamjobs.dynamodb_store import DynamoJobStore
 from beamjobs.executor import Executor
+from beamjobs.jobs import item_lifetime
 from beamjobs.settings import Settings
-from beamjobs.store import JobStore
 
 
 @dataclass(frozen=True)
 class Stores:
-    jobs: JobStore
+    jobs: DynamoJobStore
     blobs: BlobStore
     artifacts: ArtifactStore
     # The same table through a patient client: for recording a job's outcome once its work is
     # done, which a passing throttle must not turn into "worker lost".
-    outcomes: JobStore
+    outcomes: DynamoJobStore
 
 
 @functools.cache
 def stores(settings: Settings) -> Stores:
     """The stores for these settings, made once per process: the shim and the handlers it runs
     in process share them (and so the blob store's memory of what was just written)."""
+    lifetime = item_lifetime(
+        retention_seconds=settings.retention_days * 86_400,
+        max_job_seconds=settings.max_job_seconds,
+    )
     return Stores(
-        jobs=JobStore(
-            aws.client("dynamodb", settings),
-            settings.table_name,
-            retention_days=settings.retention_days,
+        jobs=DynamoJobStore(
+            aws.client("dynamodb", settings), settings.table_name, item_lifetime=lifetime
         ),
-        outcomes=JobStore(
+        outcomes=DynamoJobStore(
             aws.client("dynamodb", settings, patient=True),
             settings.table_name,
-            retention_days=settings.retention_days,
+            item_lifetime=lifetime,
         ),
         blobs=BlobStore(aws.client("s3", settings), settings.bucket_name),
         artifacts=ArtifactStore(
@@ -53,7 +56,7 @@ _executors: dict[Settings, Executor] = {}
 _executors_lock = threading.Lock()
 
 
-def executor(settings: Settings, jobs: JobStore) -> Executor:
+def executor(settings: Settings, jobs: DynamoJobStore) -> Executor:
     """The executor for these settings, shared by everything in the process: the local one owns
     the worker processes it started, so there must be only one."""
     with _executors_lock:
@@ -62,7 +65,7 @@ def executor(settings: Settings, jobs: JobStore) -> Executor:
         return _executors[settings]
 
 
-def _new_executor(settings: Settings, jobs: JobStore) -> Executor:
+def _new_executor(settings: Settings, jobs: DynamoJobStore) -> Executor:
     blobs = stores(settings).blobs
     if settings.executor == "stepfunctions":
         from beamjobs.stepfunctions import StepFunctionsExecutor

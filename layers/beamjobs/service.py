@@ -11,13 +11,14 @@ from typing import Any
 
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
-from beamjobs.errors import FailedPrecondition, InvalidArgument, Unavailable
+from beamjobs.errors import InvalidArgument, Unavailable
 from beamjobs.executor import Executor, ExecutorError
 from beamjobs.fargate import task_size
+from beamjobs.jobs import Jobs
 from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, option_key, read_option
 from beamjobs.pipelines import summarize
-from beamjobs.states import JobState, is_terminal
-from beamjobs.store import Job, JobStore, Message, TransitionRejected
+from beamjobs.states import JobState
+from beamjobs.store import Job, JobStore
 
 # Options larger than this stay only in S3; the record keeps the reference.
 _MAX_INLINE_OPTIONS = 32_000
@@ -53,12 +54,13 @@ def new_job_id(job_name: str) -> str:
 
 
 class JobControl:
-    """Prepare, Run, Cancel, Drain: the operations that write jobs and start or stop work."""
+    """Prepare, Run, Cancel, Drain: the operations that write jobs and start or stop work. The
+    job aggregate decides; this starts and stops the work its decisions call for."""
 
     def __init__(
-        self, store: JobStore, blobs: BlobStore, executor: Executor, artifacts: ArtifactLocation
+        self, jobs: Jobs, blobs: BlobStore, executor: Executor, artifacts: ArtifactLocation
     ) -> None:
-        self._store = store
+        self._jobs = jobs
         self._blobs = blobs
         self._executor = executor
         self._artifacts = artifacts
@@ -79,7 +81,7 @@ class JobControl:
         name = str(options.get(option_key("job_name")) or job_name or "job")
         options_json = json.dumps(options, sort_keys=True, separators=(",", ":"))
         options_ref = self._blobs.put_content("options", options_json.encode())
-        now = self._store.now()
+        now = self._jobs.store.now()
         job = Job(
             job_id=new_job_id(name),
             job_name=name,
@@ -94,7 +96,7 @@ class JobControl:
             environment_urns=summary.environment_urns,
             unstaged=summary.unstaged,
         )
-        self._store.create(job)
+        self._jobs.prepare(job)
         return job.job_id
 
     def record_staging(self, preparation_id: str, pipeline_ref: str) -> list[str]:
@@ -103,90 +105,42 @@ class JobControl:
         the session completed), which Run refuses to start with."""
         job_id = require_id(preparation_id, "preparation_id")
         unstaged = summarize(self._blobs.get(pipeline_ref), self._artifacts).unstaged
-        self._store.record_staging(job_id, pipeline_ref, unstaged)
+        self._jobs.stage(job_id, pipeline_ref, unstaged)
         return list(unstaged)
 
     def run(self, preparation_id: str) -> str:
-        """Start a prepared job exactly once. A second Run answers FAILED_PRECONDITION."""
-        job_id = require_id(preparation_id, "preparation_id")
-        try:  # an unknown preparation raises NotFound here
-            job = self._store.transition(
-                job_id, JobState.STARTING, only_from=[JobState.STOPPED], require=_fully_staged
-            )
-        except TransitionRejected as rejected:
-            raise FailedPrecondition(
-                f"preparation {job_id} was already run (the job is {rejected.job.state.value}); "
-                "prepare the pipeline again to run it again"
-            ) from rejected
-        try:
-            self._executor.start(job)
-        except ExecutorError as error:
-            cause = f"the job could not be started: {error}"
-            self._store.transition(
-                job_id,
-                JobState.FAILED,
-                messages=[Message("JOB_MESSAGE_ERROR", cause, self._store.now())],
-            )
-            raise Unavailable(cause) from error
-        return job_id
+        """Start a prepared job, once: a Run retried while the job is STARTING starts its work
+        again (which is idempotent), and one after that answers the job's id."""
+        job = self._jobs.start(require_id(preparation_id, "preparation_id"))
+        if job.state is JobState.STARTING:
+            try:
+                self._executor.start(job)
+            except ExecutorError as error:
+                cause = f"the job could not be started: {error}"
+                self._jobs.fail(job.job_id, cause)
+                raise Unavailable(cause) from error
+        return job.job_id
 
     def cancel(self, job_id: str) -> JobState:
         """Cancel: a job never run is CANCELLED at once; a starting or running one becomes
         CANCELLING and its work is stopped; a finished one answers with its final state."""
-        job_id = require_id(job_id)
-        while True:
-            job = self._store.get(job_id)
-            if is_terminal(job.state):
-                return job.state
-            if job.state is JobState.CANCELLING:
-                # Stop again: the Cancel that wrote CANCELLING may have died before it stopped
-                # the work (stopping is idempotent), and a retried Cancel must finish its job.
-                self._stop(job_id)
-                return job.state
-            to = JobState.CANCELLED if job.state is JobState.STOPPED else JobState.CANCELLING
-            try:
-                self._store.transition(job_id, to, only_from=[job.state])
-            except TransitionRejected:
-                continue  # the state moved meanwhile: decide again
-            if to is JobState.CANCELLING:
-                self._stop(job_id)
-            return to
+        job = self._jobs.cancel(require_id(job_id))
+        if job.state is JobState.CANCELLING:
+            self._stop(job.job_id)
+        return job.state
 
     def drain(self, job_id: str) -> JobState:
-        """Drain a streaming job: stop reading, finish in-flight work. Batch pipelines finish on
-        their own, so draining one is refused (as Dataflow does) in favour of Cancel."""
-        job = self._store.get(require_id(job_id))
-        if job.bounded:
-            raise FailedPrecondition(
-                f"job {job_id} is a batch (bounded) pipeline: drain applies to streaming "
-                "pipelines only; use Cancel to stop it"
-            )
+        """Drain a streaming job: stop reading, finish in-flight work."""
+        job = self._jobs.drain(require_id(job_id))
         if job.state is JobState.DRAINING:
-            self._stop(job_id)  # again, as for a retried Cancel
-            return job.state
-        try:
-            self._store.transition(job_id, JobState.DRAINING, only_from=[JobState.RUNNING])
-        except TransitionRejected as rejected:
-            raise FailedPrecondition(
-                f"job {job_id} is {rejected.job.state.value}: only a RUNNING job can be drained"
-            ) from rejected
-        self._stop(job_id)
-        return JobState.DRAINING
+            self._stop(job.job_id)
+        return job.state
 
     def _stop(self, job_id: str) -> None:
         try:
             self._executor.stop(job_id)
         except ExecutorError as error:
             raise Unavailable(f"could not stop job {job_id}: {error}") from error
-
-
-def _fully_staged(job: Job) -> None:
-    if job.unstaged:
-        raise FailedPrecondition(
-            f"preparation {job.job_id} cannot run: these artifacts were never staged: "
-            f"{', '.join(job.unstaged)} (the artifact staging session did not complete); "
-            "prepare the pipeline again and let the SDK stage its artifacts"
-        )
 
 
 class JobQueries:

@@ -16,6 +16,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_job_api_pb2_grpc
 
+from tests.jobstates import advance
+
 ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED = "beam:env:embedded_python:v1"
 # Servers run their workers from the workers' own virtualenv (the SDK image's packages), as
@@ -152,4 +154,4 @@ def started_job(stores, job_id: str, pipeline) -> None:
             options_json="{}",
         )
     )
-    stores.jobs.transition(job_id, JobState.STARTING)
+    advance(stores.jobs, job_id, JobState.STARTING)

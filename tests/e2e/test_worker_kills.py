@@ -11,10 +11,10 @@ import apache_beam as beam
 import pytest
 
 from beamjobs import aws, runtime
+from beamjobs.dynamodb_store import DynamoJobStore
 from beamjobs.embedded import start_embedded, use_offline_credentials
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.states import TERMINAL_STATES, JobState
-from beamjobs.store import JobStore
 from tests.e2e import user_code
 from tests.e2e.conftest import ROOT, WORKER_PYTHON, started_job
 
@@ -33,8 +33,11 @@ def settings():
 
 def test_a_worker_killed_at_every_write_point_leaves_one_true_outcome(settings, tmp_path):
     stores = runtime.stores(settings)
-    later = JobStore(
-        aws.client("dynamodb", settings), settings.table_name, clock=lambda: stores.jobs.now() + 900
+    later = DynamoJobStore(
+        aws.client("dynamodb", settings),
+        settings.table_name,
+        item_lifetime=86_400,
+        clock=lambda: stores.jobs.now() + 900,
     )
     outcomes = {}
     for n in range(1, MOST_WRITES + 1):

@@ -16,9 +16,10 @@ task killed at that point of its work).
 And limits AWS enforces and moto does not: `enforce_item_limit()` refuses a DynamoDB item over
 400 KB (its UTF-8 size as stored, estimated from the request) with AWS's ValidationException.
 
-Rules match the operation (e.g. "PutItem") and optionally a predicate on the request (its JSON
-body as a dict, with the request's URL under "_url", which names S3's bucket and key), and
-fire a bounded number of times, so a test says exactly which call misbehaves and how often.
+Rules match the operation (e.g. "PutItem", or "*" for any) and optionally a predicate on the
+request (its JSON body as a dict, with the request's URL under "_url", which names S3's bucket
+and key), and fire a bounded number of times, so a test says exactly which call misbehaves and
+how often; or, with a `rate`, on that fraction of matching calls (a soak's steady weather).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import threading
 import time
@@ -87,6 +89,8 @@ class Rule:
     times: int = 1
     when: Callable[[dict[str, Any]], bool] | None = None
     seconds: float = 0.0
+    # The fraction of matching calls the rule fires on (drawn from the harness's seeded random).
+    rate: float = 1.0
     fired: int = 0
 
 
@@ -98,8 +102,13 @@ class Faults:
     item_limit: int | None = None
     kill_at: int | None = None
     writes: int = 0
+    seed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _random: random.Random = field(init=False)
     _http: URLLib3Session = field(default_factory=URLLib3Session)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
 
     def attach(self, *clients: Any) -> Faults:
         for client in clients:
@@ -125,9 +134,11 @@ class Faults:
     def _rule_for(self, operation: str, body: dict[str, Any]) -> Rule | None:
         with self._lock:
             for rule in self.rules:
-                if rule.operation != operation or rule.fired >= rule.times:
+                if rule.operation not in (operation, "*") or rule.fired >= rule.times:
                     continue
                 if rule.when is not None and not rule.when(body):
+                    continue
+                if rule.rate < 1.0 and self._random.random() >= rule.rate:
                     continue
                 rule.fired += 1
                 self.fired.append((operation, rule.action))

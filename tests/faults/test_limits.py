@@ -2,6 +2,7 @@
 
 import json
 
+from beamjobs.jobs import Jobs
 from beamjobs.shim.invoker import LocalContext
 from beamjobs.store import Message
 from tests.integration.conftest import EVENTS, make_job
@@ -16,7 +17,7 @@ def test_message_batches_fit_dynamodbs_item_limit_in_utf8_bytes(stores, faults):
     stores.jobs.create(make_job("euros"))
     messages = [Message("JOB_MESSAGE_BASIC", "€" * 6000, float(i)) for i in range(50)]
     # When they are appended
-    stores.jobs.append_messages("euros", messages)
+    Jobs(stores.jobs).say("euros", messages)
     # Then all of them are stored, in order, and no item was refused
     stored = [m for e in stores.jobs.events("euros") for m in e.messages]
     assert [m.time for m in stored] == [float(i) for i in range(50)]
@@ -26,7 +27,7 @@ def test_message_batches_fit_dynamodbs_item_limit_in_utf8_bytes(stores, faults):
 def test_a_message_over_the_item_limit_in_bytes_is_cut_and_says_so(stores, faults):
     faults.enforce_item_limit()
     stores.jobs.create(make_job("huge"))
-    stores.jobs.append_messages("huge", [Message("JOB_MESSAGE_ERROR", "€" * 200_000, 1.0)])
+    Jobs(stores.jobs).say("huge", [Message("JOB_MESSAGE_ERROR", "€" * 200_000, 1.0)])
     [message] = stores.jobs.events("huge")[-1].messages
     assert message.text.startswith("€" * 1000) and "600000 bytes in all" in message.text
     assert ("PutItem", "item_limit") not in faults.fired

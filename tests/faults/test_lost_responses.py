@@ -3,9 +3,11 @@ then fails on the writer's own item, and the writer must know it as its own (not
 
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
+from beamjobs.jobs import Jobs
 from beamjobs.states import JobState
 from beamjobs.store import Message
 from tests.integration.conftest import make_job, pipeline_bytes
+from tests.jobstates import advance
 
 
 def _puts(state=None, sk=None, messages=False):
@@ -44,7 +46,7 @@ def test_lost_response_on_a_message_batch_stores_it_once(stores, faults):
     stores.jobs.create(make_job("lost-messages"))
     faults.add("PutItem", "lose_response", when=_puts(messages=True))
     # When messages are appended
-    stores.jobs.append_messages("lost-messages", [Message("JOB_MESSAGE_BASIC", "once", 1.0)])
+    Jobs(stores.jobs).say("lost-messages", [Message("JOB_MESSAGE_BASIC", "once", 1.0)])
     # Then they are stored once
     texts = [m.text for e in stores.jobs.events("lost-messages") for m in e.messages]
     assert faults.fired and texts == ["once"]
@@ -65,11 +67,11 @@ def test_lost_response_on_prepares_record_put_prepares_the_job(channel, faults):
 def test_lost_response_on_a_final_state_write_keeps_that_state(stores, faults):
     # Given a running job, and AWS losing the response to the put of its DONE event
     stores.jobs.create(make_job("lost-done"))
-    stores.jobs.transition("lost-done", JobState.STARTING)
-    stores.jobs.transition("lost-done", JobState.RUNNING)
+    advance(stores.jobs, "lost-done", JobState.STARTING)
+    advance(stores.jobs, "lost-done", JobState.RUNNING)
     faults.add("PutItem", "lose_response", when=_puts(state="DONE"))
     # When the worker records DONE
-    done = stores.jobs.transition("lost-done", JobState.DONE)
+    done = advance(stores.jobs, "lost-done", JobState.DONE)
     # Then DONE is the job's one terminal state, recorded once
     assert faults.fired and done.state is JobState.DONE
     states = [e.state for e in stores.jobs.events("lost-done") if e.state is not None]

@@ -4,11 +4,15 @@ in order, once, and a flood beyond its bound is counted instead of growing witho
 
 import logging
 
+from beamjobs.jobs import Jobs
 from beamjobs.store import Message
-from beamjobs.worker.messages import QUEUE_LIMIT, MessageForwarder
+from beamjobs.worker.messages import QUEUE_LIMIT_BYTES, MessageForwarder
 from tests.integration.conftest import make_job
 
 log = logging.getLogger("user.pipeline")
+PADDING = "x" * 10_000
+# Lines of the flood: half as many again as the forwarder's bound holds.
+LINES = QUEUE_LIMIT_BYTES * 3 // 2 // len(PADDING)
 
 
 def _texts(stores, job_id):
@@ -21,7 +25,7 @@ def test_throttled_message_writes_lose_and_repeat_nothing(stores, faults):
     stores.jobs.create(make_job("chatty"))
     faults.add("PutItem", "throttle", times=8, when=lambda b: "messages" in b.get("Item", {}))
     # When the pipeline logs 120 lines through the forwarder
-    with MessageForwarder(stores.jobs, "chatty", logging.WARNING, flush_seconds=0.05):
+    with MessageForwarder(Jobs(stores.jobs), "chatty", logging.WARNING, flush_seconds=0.05):
         for i in range(120):
             log.warning("line %d", i)
     # Then every line is stored, once, in order
@@ -33,11 +37,11 @@ def test_a_flood_beyond_the_bound_is_counted_not_queued_without_limit(stores, fa
     # Given a store that refuses every message put for a while
     stores.jobs.create(make_job("flood"))
     rule = faults.add("PutItem", "throttle", times=10**9, when=lambda b: "messages" in b["Item"])
-    forwarder = MessageForwarder(stores.jobs, "flood", logging.WARNING, flush_seconds=0.05)
+    forwarder = MessageForwarder(Jobs(stores.jobs), "flood", logging.WARNING, flush_seconds=0.05)
     with forwarder:
-        # When the job logs far more than the bound meanwhile
-        for i in range(QUEUE_LIMIT + 5_000):
-            log.warning("flood %d", i)
+        # When the job logs far more bytes than the bound meanwhile (lines of 10 KB)
+        for i in range(LINES):
+            log.warning("flood %d %s", i, PADDING)
         rule.times = 0  # the throttling ends
     # Then what fitted is stored in order, and a warning says how many were dropped
     texts = _texts(stores, "flood")
@@ -45,12 +49,14 @@ def test_a_flood_beyond_the_bound_is_counted_not_queued_without_limit(stores, fa
     assert len(warnings) == 1
     dropped = int(warnings[0].split()[0])
     stored = [t for t in texts if t.startswith("flood ")]
-    assert stored == [f"flood {i}" for i in range(len(stored))]
-    assert len(stored) + dropped == QUEUE_LIMIT + 5_000
+    assert stored == [f"flood {i} {PADDING}" for i in range(len(stored))]
+    assert len(stored) + dropped == LINES
+    # (what waited in the queue, and one batch the forwarder held while the store refused it)
+    assert len(stored) * len(PADDING) <= QUEUE_LIMIT_BYTES + 50 * len(PADDING)
 
 
 def test_a_cut_message_is_within_the_bound_and_is_not_cut_twice(stores):
     stores.jobs.create(make_job("long"))
-    stores.jobs.append_messages("long", [Message("JOB_MESSAGE_ERROR", "€" * 200_000, 1.0)])
+    Jobs(stores.jobs).say("long", [Message("JOB_MESSAGE_ERROR", "€" * 200_000, 1.0)])
     [text] = _texts(stores, "long")
     assert text.count("[cut:") == 1 and len(text.encode()) <= 100_000

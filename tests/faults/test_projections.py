@@ -5,14 +5,16 @@ transition that happened nor leave the record behind for good: the next reader r
 from beamjobs import aws
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
+from beamjobs.dynamodb_store import DynamoJobStore
+from beamjobs.jobs import Jobs
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.states import JobState
-from beamjobs.store import JobStore
 from tests.integration.conftest import Clock, make_job, pipeline_bytes
+from tests.jobstates import advance
 
 
 def _projection_of(state):
-    return lambda body: body.get("ExpressionAttributeValues", {}).get(":s") == {"S": state}
+    return lambda body: body.get("ExpressionAttributeValues", {}).get(":state") == {"S": state}
 
 
 def test_a_lost_projection_of_starting_still_starts_the_job_and_is_repaired(
@@ -39,12 +41,14 @@ def test_a_lost_projection_of_done_is_repaired_by_the_reconciler_never_failed(se
     # Given a running job whose DONE is written but never projected (the record says RUNNING,
     # and the job stays in the active index)
     clock = Clock(1000.0)
-    jobs = JobStore(aws.client("dynamodb", settings), settings.table_name, clock=clock)
+    jobs = DynamoJobStore(
+        aws.client("dynamodb", settings), settings.table_name, item_lifetime=86_400, clock=clock
+    )
     jobs.create(make_job("finished"))
-    jobs.transition("finished", JobState.STARTING)
-    jobs.transition("finished", JobState.RUNNING)
+    advance(jobs, "finished", JobState.STARTING)
+    advance(jobs, "finished", JobState.RUNNING)
     faults.add("UpdateItem", "fail", times=6, when=_projection_of("DONE"))
-    jobs.transition("finished", JobState.DONE)
+    advance(jobs, "finished", JobState.DONE)
     assert [j.job_id for j in jobs.active_jobs()] == ["finished"]
     # When the reconciler finds it silent past its lease
     clock.now += 100
@@ -59,11 +63,13 @@ def test_a_lost_projection_of_done_is_repaired_by_the_reconciler_never_failed(se
 
 def test_a_heartbeat_tells_a_cancel_whose_projection_was_lost(settings, faults):
     # Given a running job whose CANCELLING is written but never projected onto its record
-    jobs = JobStore(aws.client("dynamodb", settings), settings.table_name)
+    jobs = DynamoJobStore(
+        aws.client("dynamodb", settings), settings.table_name, item_lifetime=86_400
+    )
     jobs.create(make_job("cancelled"))
-    jobs.transition("cancelled", JobState.STARTING)
-    jobs.transition("cancelled", JobState.RUNNING)
+    advance(jobs, "cancelled", JobState.STARTING)
+    advance(jobs, "cancelled", JobState.RUNNING)
     faults.add("UpdateItem", "fail", times=6, when=_projection_of("CANCELLING"))
-    jobs.transition("cancelled", JobState.CANCELLING)
+    advance(jobs, "cancelled", JobState.CANCELLING)
     # Then its worker's next heartbeat learns of the cancel (and stops its work)
-    assert jobs.heartbeat("cancelled") is JobState.CANCELLING
+    assert Jobs(jobs).beat("cancelled") is JobState.CANCELLING

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -167,8 +168,10 @@ def channel(settings, stores, executor) -> Iterator[grpc.Channel]:
         yield shim.channel
 
 
-def make_job(job_id: str, *, created: float = 1000.0, **fields: Any) -> Job:
-    """A STOPPED job record as Prepare would make it (fields override the defaults)."""
+def make_job(job_id: str, *, created: float | None = None, **fields: Any) -> Job:
+    """A STOPPED job record as Prepare would make it now, or at `created` (fields override the
+    defaults)."""
+    created = time.time() if created is None else created
     values: dict[str, Any] = {
         "job_name": "name",
         "state": JobState.STOPPED,

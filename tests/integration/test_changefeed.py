@@ -14,11 +14,13 @@ import grpc
 from beamjobs import aws
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
+from beamjobs.jobs import Jobs
 from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.shim.streams import follow
 from beamjobs.states import JobState
 from beamjobs.store import Message
 from tests.integration.conftest import make_job, running_shim
+from tests.jobstates import advance
 
 JOBS = 200
 SUBSCRIBERS = 400
@@ -63,11 +65,11 @@ def test_every_subscriber_gets_exactly_the_stored_sequence(settings, stores):
         kind, value = step
         if kind == "messages":
             now = stores.jobs.now()
-            stores.jobs.append_messages(
+            Jobs(stores.jobs).say(
                 job_id, [Message("JOB_MESSAGE_BASIC", f"{job_id} {i}", now) for i in range(value)]
             )
         else:
-            stores.jobs.transition(job_id, value)
+            advance(stores.jobs, job_id, value)
 
     def writer():
         # Three writers, each owning a third of the jobs, so each job's writes stay in order

@@ -32,12 +32,13 @@ from samtranslator.translator.transform import transform
 from beamjobs.api import pipeline_pb2
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
+from beamjobs.dynamodb_store import DynamoJobStore
+from beamjobs.jobs import Jobs
 from beamjobs.provision import load_template
 from beamjobs.service import JobControl
 from beamjobs.shim.invoker import LocalContext
 from beamjobs.states import JobState
 from beamjobs.stepfunctions import StepFunctionsExecutor, execution_arn
-from beamjobs.store import JobStore
 from tests.integration.conftest import EVENTS, ROOT, TEMPLATE, pipeline_bytes
 
 REGION = "us-east-1"
@@ -237,7 +238,9 @@ def _outputs(cloudformation):
 
 
 def _control(cloudformation, outputs):
-    jobs = JobStore(boto3.client("dynamodb", region_name=REGION), outputs["JobsTableName"])
+    jobs = DynamoJobStore(
+        boto3.client("dynamodb", region_name=REGION), outputs["JobsTableName"], item_lifetime=86_400
+    )
     blobs = BlobStore(boto3.client("s3", region_name=REGION), outputs["ArtifactsBucketName"])
     sfn = boto3.client("stepfunctions", region_name=REGION)
     [worker_task] = [
@@ -253,7 +256,9 @@ def _control(cloudformation, outputs):
         worker_task_definition=worker_task,
         max_job_seconds=3600,
     )
-    control = JobControl(jobs, blobs, executor, ArtifactLocation(outputs["ArtifactsBucketName"]))
+    control = JobControl(
+        Jobs(jobs), blobs, executor, ArtifactLocation(outputs["ArtifactsBucketName"])
+    )
     return control, jobs, blobs, sfn
 
 
@@ -431,3 +436,22 @@ def test_a_docker_environment_runs_its_sdk_image_beside_the_worker(deployed, mon
             break
         assert time.monotonic() < deadline, described
         time.sleep(0.1)
+
+
+def test_no_deploy_runs_more_shims_than_a_stream_shard_has_readers():
+    # DynamoDB Streams serves at most two readers per shard, and every shim is one.
+    template = load_template(TEMPLATE)
+    count = template["Parameters"]["ShimCount"]
+    deployment = template["Resources"]["ShimService"]["Properties"]["DeploymentConfiguration"]
+    for shims in range(count["MinValue"], count["MaxValue"] + 1):
+        one = shims == 1  # the OneShim condition
+
+        def resolve(value, one=one):
+            condition, when_true, when_false = value["Fn::If"]
+            assert condition == "OneShim"
+            return when_true if one else when_false
+
+        most = shims * resolve(deployment["MaximumPercent"]) // 100
+        least = -(-shims * resolve(deployment["MinimumHealthyPercent"]) // 100)
+        assert most <= 2, shims
+        assert most > least, shims  # a deploy can make progress

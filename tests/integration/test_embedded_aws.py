@@ -14,9 +14,11 @@ from moto.core import responses
 
 from beamjobs import aws, moto_tuning, runtime
 from beamjobs.embedded import EmbeddedAwsProcess, local_settings
+from beamjobs.jobs import Jobs
 from beamjobs.states import JobState
 from beamjobs.store import Message
 from tests.integration.conftest import TEMPLATE, make_job
+from tests.jobstates import advance
 
 
 def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, stores):
@@ -41,11 +43,11 @@ def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, store
     )["ShardIterator"]
 
     stores.jobs.create(make_job("j1"))
-    stores.jobs.record_staging("j1", "pipelines/other", ["a.whl"])
-    stores.jobs.transition("j1", JobState.STARTING)
-    stores.jobs.heartbeat("j1")
-    stores.jobs.transition(
-        "j1", JobState.FAILED, messages=[Message("JOB_MESSAGE_ERROR", "boom ✗", 1.5)]
+    Jobs(stores.jobs).stage("j1", "pipelines/other", ["a.whl"])
+    advance(stores.jobs, "j1", JobState.STARTING)
+    Jobs(stores.jobs).beat("j1")
+    advance(
+        stores.jobs, "j1", JobState.FAILED, messages=[Message("JOB_MESSAGE_ERROR", "boom ✗", 1.5)]
     )
     stores.jobs.events("j1")
     stores.jobs.list_jobs()
@@ -76,10 +78,10 @@ def test_item_puts_and_only_puts_ring_the_put_listeners(
     assert len(puts) == 2
     stores.jobs.get("j1")
     stores.jobs.events("j1")
-    stores.jobs.heartbeat("j1")  # an update
+    Jobs(stores.jobs).beat("j1")  # an update
     stores.blobs.put_content("pipeline", b"not a table")
     assert len(puts) == 2
-    stores.jobs.transition("j1", JobState.STARTING)  # the event; the projection is an update
+    advance(stores.jobs, "j1", JobState.STARTING)  # the event; the projection is an update
     assert len(puts) == 3
 
 
@@ -141,7 +143,7 @@ def test_partition_queries_answer_what_moto_answers_from_the_whole_table(
     for job in ("j1", "j2", "j3"):
         stores.jobs.create(make_job(job))
         for n in range(4):
-            stores.jobs.append_messages(job, [Message("JOB_MESSAGE_BASIC", f"{job} {n}", 1.0)])
+            Jobs(stores.jobs).say(job, [Message("JOB_MESSAGE_BASIC", f"{job} {n}", 1.0)])
     db = aws.client("dynamodb", settings)
 
     def answers():
@@ -201,7 +203,7 @@ def test_only_the_newest_shard_iterators_are_kept(monkeypatch, settings, stores)
         page = streams.get_records(ShardIterator=iterator)
         read.extend(page["Records"])
         iterator = page["NextShardIterator"]
-    stores.jobs.transition("j1", JobState.STARTING)
+    advance(stores.jobs, "j1", JobState.STARTING)
     read.extend(streams.get_records(ShardIterator=iterator)["Records"])
 
     backend = dynamodbstreams_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]

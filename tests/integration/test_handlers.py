@@ -13,6 +13,7 @@ from beamjobs.states import JobState
 from beamjobs_functions.control.app import lambda_handler as control
 from beamjobs_functions.query.app import lambda_handler as query
 from tests.integration.conftest import EVENTS, make_job, pipeline_bytes
+from tests.jobstates import advance
 
 
 def _event(name):
@@ -75,11 +76,23 @@ def test_run_starts_the_job_once(prepared, stores, executor):
     assert answer == {"result": {"job_id": prepared}}
     assert stores.jobs.get(prepared).state is JobState.STARTING
     assert executor.started == [prepared]
-    # A retry of the same call gets the same answer; a new call is refused.
+    # A retry of the same call gets the same answer from the idempotency record.
     assert _invoke(control, _event("control_run")) == answer
+    assert executor.started == [prepared]
+    # A Run retried with a new request id (the client's own retry, its first answer lost)
+    # answers the job too, and starts its work again while it is STARTING: starting is
+    # idempotent, and that heals a Run that died between STARTING and the start.
     again = _invoke(control, _with_request_id(_event("control_run"), "second-run"))
-    assert again["error"]["code"] == "FAILED_PRECONDITION"
-    assert "already run" in again["error"]["message"]
+    assert again == answer
+    assert executor.started == [prepared, prepared]
+    assert [e.state for e in stores.jobs.events(prepared)] == [JobState.STOPPED, JobState.STARTING]
+
+
+def test_a_run_after_the_job_moved_on_answers_its_id_and_starts_nothing(prepared, stores, executor):
+    _invoke(control, _event("control_run"))
+    advance(stores.jobs, prepared, JobState.RUNNING)
+    again = _invoke(control, _with_request_id(_event("control_run"), "late-retry"))
+    assert again == {"result": {"job_id": prepared}}
     assert executor.started == [prepared]
 
 
@@ -93,16 +106,16 @@ def test_cancel_of_a_job_never_run_cancels_it_at_once(prepared, stores, executor
 
 
 def test_cancel_of_a_running_job_stops_its_work(prepared, stores, executor):
-    stores.jobs.transition(prepared, JobState.STARTING)
-    stores.jobs.transition(prepared, JobState.RUNNING)
+    advance(stores.jobs, prepared, JobState.STARTING)
+    advance(stores.jobs, prepared, JobState.RUNNING)
     assert _invoke(control, _event("control_cancel")) == {"result": {"state": "CANCELLING"}}
     assert executor.stopped == [prepared]
 
 
 def test_a_cancel_retried_after_a_crash_before_the_stop_stops_the_work(prepared, stores, executor):
     # Given a Cancel that wrote CANCELLING and died before it stopped the work
-    stores.jobs.transition(prepared, JobState.STARTING)
-    stores.jobs.transition(prepared, JobState.CANCELLING)
+    advance(stores.jobs, prepared, JobState.STARTING)
+    advance(stores.jobs, prepared, JobState.CANCELLING)
     # When the Cancel is retried, it answers the same and stops the work (stopping is idempotent)
     assert _invoke(control, _event("control_cancel")) == {"result": {"state": "CANCELLING"}}
     assert executor.stopped == [prepared]
@@ -110,7 +123,7 @@ def test_a_cancel_retried_after_a_crash_before_the_stop_stops_the_work(prepared,
 
 def test_cancel_of_a_finished_job_answers_its_final_state(prepared, stores, executor):
     for state in (JobState.STARTING, JobState.RUNNING, JobState.DONE):
-        stores.jobs.transition(prepared, state)
+        advance(stores.jobs, prepared, state)
     assert _invoke(control, _event("control_cancel")) == {"result": {"state": "DONE"}}
 
 
@@ -124,8 +137,8 @@ def test_drain_of_a_running_streaming_pipeline_drains_it(stores, executor):
     job_id = _event("control_drain")["request"]["job_id"]
     stores.jobs.create(make_job(job_id, job_name="stream", bounded=False))
     assert _invoke(control, _event("control_drain"))["error"]["code"] == "FAILED_PRECONDITION"
-    stores.jobs.transition(job_id, JobState.STARTING)
-    stores.jobs.transition(job_id, JobState.RUNNING)
+    advance(stores.jobs, job_id, JobState.STARTING)
+    advance(stores.jobs, job_id, JobState.RUNNING)
     assert _invoke(control, _event("control_drain")) == {"result": {"state": "DRAINING"}}
     assert executor.stopped == [job_id]
 
@@ -141,7 +154,7 @@ def test_get_jobs_lists_names_states_and_options(prepared, stores):
 
 
 def test_get_state_answers_the_current_state_and_its_time(prepared, stores):
-    stores.jobs.transition(prepared, JobState.STARTING)
+    advance(stores.jobs, prepared, JobState.STARTING)
     result = _invoke(query, _event("query_get_state"))["result"]
     assert result["state"] == "STARTING"
     assert result["timestamp"] == pytest.approx(stores.jobs.get(prepared).state_time)
@@ -262,8 +275,8 @@ def _reconcile(event):
 def test_reconcile_on_schedule_fails_jobs_whose_worker_went_silent(stores, executor, monkeypatch):
     job_id = _event("control_run")["request"]["preparation_id"]
     stores.jobs.create(make_job(job_id))
-    stores.jobs.transition(job_id, JobState.STARTING)
-    stores.jobs.transition(job_id, JobState.RUNNING)  # its worker started, then went silent
+    advance(stores.jobs, job_id, JobState.STARTING)
+    advance(stores.jobs, job_id, JobState.RUNNING)  # its worker started, then went silent
     monkeypatch.setenv("BEAMJOBS_LEASE_SECONDS", "0.01")
     time.sleep(0.05)
     assert _reconcile(_event("reconcile_schedule")) == {"settled": {job_id: "FAILED"}}
@@ -274,7 +287,7 @@ def test_reconcile_on_schedule_fails_jobs_whose_worker_went_silent(stores, execu
 def test_reconcile_from_the_state_machine_catch_fails_the_job_with_the_cause(stores, executor):
     event = _event("reconcile_worker_task_failed")
     stores.jobs.create(make_job(event["job_id"]))
-    stores.jobs.transition(event["job_id"], JobState.STARTING)
+    advance(stores.jobs, event["job_id"], JobState.STARTING)
     assert _reconcile(event) == {"settled": {event["job_id"]: "FAILED"}}
     [cause] = [m.text for e in stores.jobs.events(event["job_id"]) for m in e.messages]
     assert cause == (
@@ -302,7 +315,7 @@ def test_reconcile_of_an_execution_status_change(stores, executor, status, befor
         JobState.DONE: [JobState.STARTING, JobState.RUNNING, JobState.DONE],
     }[before]
     for state in path:
-        stores.jobs.transition(job_id, state)
+        advance(stores.jobs, job_id, state)
     assert _reconcile(event) == {"settled": {job_id: after.value}}
     assert stores.jobs.get(job_id).state is after
 

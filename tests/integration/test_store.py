@@ -3,16 +3,21 @@ import threading
 import pytest
 
 from beamjobs import aws
-from beamjobs.errors import NotFound
+from beamjobs.errors import Conflict, NotFound
+from beamjobs.jobs import Jobs, start_rule
 from beamjobs.states import JobState
 from beamjobs.store import (
+    EVENT_PAGE_BYTES,
     MAX_MESSAGE_BYTES,
+    Change,
     Message,
-    TransitionRejected,
+    Staged,
+    event_bytes,
     job_from_json,
     job_to_json,
 )
 from tests.integration.conftest import make_job
+from tests.jobstates import advance
 
 
 def test_a_new_job_is_stopped_with_one_state_event(stores):
@@ -28,32 +33,40 @@ def test_an_unknown_job_is_not_found(stores):
         stores.jobs.get("nope")
 
 
-def test_transitions_append_state_events_in_order(stores):
+def test_appends_add_events_in_order_and_the_job_follows_its_tail(stores):
     stores.jobs.create(make_job("j1"))
-    for to in (JobState.STARTING, JobState.RUNNING, JobState.DONE):
-        stores.jobs.transition("j1", to)
+    job = advance(stores.jobs, "j1", JobState.STARTING, JobState.RUNNING, JobState.DONE)
     states = [e.state for e in stores.jobs.events("j1")]
     assert states == [JobState.STOPPED, JobState.STARTING, JobState.RUNNING, JobState.DONE]
+    assert stores.jobs.get("j1") == job
+    assert job.started_at is not None and job.state is JobState.DONE
 
 
-def test_a_forbidden_transition_is_rejected_and_changes_nothing(stores):
+def test_an_append_after_a_stale_tail_is_a_conflict_and_writes_nothing(stores):
     stores.jobs.create(make_job("j1"))
-    with pytest.raises(TransitionRejected, match="STOPPED"):
-        stores.jobs.transition("j1", JobState.DONE)
-    assert stores.jobs.get("j1").state is JobState.STOPPED
-    assert len(stores.jobs.events("j1")) == 1
+    stale = stores.jobs.get("j1")
+    advance(stores.jobs, "j1", JobState.STARTING)
+    with pytest.raises(Conflict):
+        stores.jobs.append(stale, Change(state=JobState.CANCELLED))
+    assert [e.state for e in stores.jobs.events("j1")] == [JobState.STOPPED, JobState.STARTING]
 
 
-def test_failed_is_final_and_keeps_its_cause(stores):
+def test_a_failed_event_holds_its_cause_and_its_state_together(stores):
     stores.jobs.create(make_job("j1"))
-    stores.jobs.transition("j1", JobState.STARTING)
     cause = Message("JOB_MESSAGE_ERROR", "ValueError: boom", 5.0)
-    stores.jobs.transition("j1", JobState.FAILED, messages=[cause])
-    with pytest.raises(TransitionRejected, match="final"):
-        stores.jobs.transition("j1", JobState.CANCELLING)
-    *_, error, failed = stores.jobs.events("j1")
-    assert error.messages == (cause,)
-    assert failed.state is JobState.FAILED and failed.seq == error.seq + 1
+    advance(stores.jobs, "j1", JobState.STARTING, JobState.FAILED, messages=[cause])
+    last = stores.jobs.events("j1")[-1]
+    assert (last.state, last.messages) == (JobState.FAILED, (cause,))
+
+
+def test_a_staging_outcome_is_an_event_and_the_record_follows_it(stores):
+    stores.jobs.create(make_job("j1", unstaged=("a.whl",)))
+    Jobs(stores.jobs).stage("j1", "pipelines/staged", [])
+    job = stores.jobs.get("j1")
+    assert (job.pipeline_ref, job.unstaged, job.state) == ("pipelines/staged", (), JobState.STOPPED)
+    [listed] = stores.jobs.recent_jobs(10)
+    assert (listed.pipeline_ref, listed.unstaged) == ("pipelines/staged", ())
+    assert stores.jobs.events("j1")[-1].staged == Staged("pipelines/staged", ())
 
 
 def test_concurrent_writers_leave_a_gap_free_total_order(stores):
@@ -61,9 +74,7 @@ def test_concurrent_writers_leave_a_gap_free_total_order(stores):
 
     def write(writer):
         for index in range(10):
-            stores.jobs.append_messages(
-                "j1", [Message("JOB_MESSAGE_BASIC", f"{writer}-{index}", 1.0)]
-            )
+            Jobs(stores.jobs).say("j1", [Message("JOB_MESSAGE_BASIC", f"{writer}-{index}", 1.0)])
 
     threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
     for thread in threads:
@@ -78,54 +89,51 @@ def test_concurrent_writers_leave_a_gap_free_total_order(stores):
         assert mine == [f"{writer}-{i}" for i in range(10)]
 
 
-def test_only_one_of_many_racing_transitions_wins(stores):
-    stores.jobs.create(make_job("j1"))
+def test_only_one_of_many_racing_starts_wins(stores):
+    stores.jobs.create(make_job("j1", created=stores.jobs.now()))
     outcomes = []
 
     def start():
-        try:
-            stores.jobs.transition("j1", JobState.STARTING, only_from=[JobState.STOPPED])
-            outcomes.append("won")
-        except TransitionRejected:
-            outcomes.append("rejected")
+        outcomes.append(Jobs(stores.jobs).apply("j1", start_rule).changed)
 
     threads = [threading.Thread(target=start) for _ in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(outcomes) == ["rejected"] * 19 + ["won"]
+    assert sorted(outcomes) == [False] * 19 + [True]
     assert [e.state for e in stores.jobs.events("j1")] == [JobState.STOPPED, JobState.STARTING]
 
 
 def test_messages_longer_than_an_item_allows_are_cut_and_say_so(stores):
     stores.jobs.create(make_job("j1"))
-    stores.jobs.append_messages("j1", [Message("JOB_MESSAGE_ERROR", "x" * 500_000, 1.0)])
+    Jobs(stores.jobs).say("j1", [Message("JOB_MESSAGE_ERROR", "x" * 500_000, 1.0)])
     [message] = stores.jobs.events("j1")[-1].messages
     text = message.text
     assert len(text) < MAX_MESSAGE_BYTES + 100
     assert "500000 bytes" in text
 
 
-def test_jobs_are_listed_oldest_first_across_pages(stores):
-    for index in range(7):
-        stores.jobs.create(make_job(f"j{index}", created=1000.0 + index))
-    assert [j.job_id for j in stores.jobs.list_jobs(page_size=3)] == [f"j{i}" for i in range(7)]
+def test_jobs_are_listed_across_index_pages(stores):
+    for index in range(250):
+        stores.jobs.create(make_job(f"j{index:03}", created=1000.0 + index))
+    assert [j.job_id for j in stores.jobs.list_jobs()] == [f"j{i:03}" for i in range(250)]
+    assert [j.job_id for j in stores.jobs.recent_jobs(120)] == [
+        f"j{i:03}" for i in range(249, 129, -1)
+    ]
 
 
-def test_events_are_read_after_a_sequence_number_across_pages(stores):
+def test_events_are_read_after_a_sequence_number(stores):
     stores.jobs.create(make_job("j1"))
     for index in range(30):
-        stores.jobs.append_messages("j1", [Message("JOB_MESSAGE_BASIC", str(index), 1.0)])
-    tail = stores.jobs.events("j1", after_seq=20, limit=4)
-    assert [e.seq for e in tail][:4] == [21, 22, 23, 24]
+        Jobs(stores.jobs).say("j1", [Message("JOB_MESSAGE_BASIC", str(index), 1.0)])
     assert [e.seq for e in stores.jobs.events("j1", after_seq=20)] == list(range(21, 32))
 
 
 def test_many_messages_go_in_few_items_and_keep_their_order(stores):
     stores.jobs.create(make_job("j1"))
     texts = [f"{i}:" + "y" * 10_000 for i in range(100)]
-    stores.jobs.append_messages("j1", [Message("JOB_MESSAGE_BASIC", t, 1.0) for t in texts])
+    Jobs(stores.jobs).say("j1", [Message("JOB_MESSAGE_BASIC", t, 1.0) for t in texts])
     events = stores.jobs.events("j1")[1:]
     assert 2 <= len(events) <= 5  # each item stays far below DynamoDB's 400 KB
     assert [m.text for e in events for m in e.messages] == texts
@@ -133,8 +141,8 @@ def test_many_messages_go_in_few_items_and_keep_their_order(stores):
 
 def test_the_state_is_read_from_the_log_even_when_the_record_lags(stores, settings):
     stores.jobs.create(make_job("j1"))
-    stores.jobs.transition("j1", JobState.STARTING)
-    stores.jobs.append_messages("j1", [Message("JOB_MESSAGE_BASIC", "hi", 1.0)])
+    advance(stores.jobs, "j1", JobState.STARTING)
+    Jobs(stores.jobs).say("j1", [Message("JOB_MESSAGE_BASIC", "hi", 1.0)])
     # As if the projection onto the record had been lost (a writer died between its writes):
     aws.client("dynamodb", settings).update_item(
         TableName=settings.table_name,
@@ -151,25 +159,44 @@ def test_a_known_tail_is_appended_after_without_reading_and_a_stale_one_is_decid
     monkeypatch, stores
 ):
     stores.jobs.create(make_job("j1", environment_urns=("beam:env:embedded_python:v1",)))
-    started = stores.jobs.transition("j1", JobState.STARTING)
+    started = advance(stores.jobs, "j1", JobState.STARTING)
     handed_over = job_from_json(job_to_json(started))
     assert handed_over == started
 
     reads = []
     real_get = stores.jobs.get
     monkeypatch.setattr(stores.jobs, "get", lambda job_id: reads.append(job_id) or real_get(job_id))
-    running = stores.jobs.transition(
-        "j1", JobState.RUNNING, only_from=[JobState.STARTING], known=handed_over
-    )
+    running = Jobs(stores.jobs).running("j1", known=handed_over)
     assert reads == []
     assert (running.state, running.seq, running.pipeline_ref) == (JobState.RUNNING, 3, "p")
 
     # Cancelled meanwhile: the stale tail loses the slot, the job is read, RUNNING is refused.
     stores.jobs.create(make_job("j2"))
-    started = stores.jobs.transition("j2", JobState.STARTING)
-    stores.jobs.transition("j2", JobState.CANCELLING)
+    started = advance(stores.jobs, "j2", JobState.STARTING)
+    advance(stores.jobs, "j2", JobState.CANCELLING)
     reads.clear()
-    with pytest.raises(TransitionRejected, match="CANCELLING"):
-        stores.jobs.transition("j2", JobState.RUNNING, only_from=[JobState.STARTING], known=started)
+    assert Jobs(stores.jobs).running("j2", known=started) is None
     assert reads == ["j2"]
     assert [e.state for e in stores.jobs.events("j2")][-1] is JobState.CANCELLING
+
+
+def test_a_catch_up_reads_one_page_of_about_a_megabyte_at_a_time(stores):
+    # Given a job with 12 MB of messages (the embedded AWS pages a Query at 1 MB, as DynamoDB)
+    stores.jobs.create(make_job("chatty"))
+    text = "m" * (MAX_MESSAGE_BYTES - 100)
+    for _ in range(4):
+        Jobs(stores.jobs).say("chatty", [Message("JOB_MESSAGE_BASIC", text, 1.0)] * 30)
+    # When a stream catches up page by page
+    pages, after = [], 0
+    while True:
+        page = stores.jobs.event_page("chatty", after)
+        pages.append(sum(event_bytes(e) for e in page.events))
+        after = page.events[-1].seq if page.events else after
+        if page.complete:
+            break
+    # Then each page holds about a megabyte (one Query page past the bound at most), and
+    # together they hold every message
+    assert len(pages) >= 6
+    assert max(pages) <= EVENT_PAGE_BYTES + 1024 * 1024
+    assert sum(pages) == 120 * len(text)
+    assert [e.seq for e in stores.jobs.events("chatty")] == list(range(1, after + 1))

@@ -14,7 +14,7 @@ from beamjobs.errors import Unavailable
 from beamjobs.shim.changefeed import RESYNC, ChangeFeed
 from beamjobs.shim.streams import follow
 from beamjobs.states import JobState
-from beamjobs.store import Event, Message
+from beamjobs.store import Event, EventPage, Message
 
 _serialize = TypeSerializer().serialize
 FAST = {"busy_interval": 0.001, "max_idle_interval": 0.005, "describe_interval": 0.01}
@@ -62,8 +62,9 @@ class FakeStore:
         self._log = log
         self.stream_arn = log.stream_arn
 
-    def events(self, job_id: str, *, after_seq: int = 0, limit: int = 500) -> list[Event]:
-        return self._log.events_after(job_id, after_seq, limit)
+    def event_page(self, job_id: str, after_seq: int, limit: int = 500) -> EventPage:
+        events = self._log.events_after(job_id, after_seq, limit)
+        return EventPage(events, complete=len(events) < limit)
 
 
 class Shard:
@@ -256,13 +257,18 @@ def test_a_stalled_subscriber_delays_no_one_and_catches_up_without_loss():
     async def scenario():
         log, streams = Log(), FakeStreams()
         shard = streams.add_shard("shard-1")
-        feed, follower = await _following(streams, log, capacity=5)
+        # A subscriber holds at most 1 MB; the job writes 50 events of 100 KB of text.
+        feed, follower = await _following(streams, log, capacity_bytes=1024 * 1024)
         stalled = feed.subscribe("j")  # never reads while the job writes
+        held = 0
         for index in range(50):
-            streams.put(shard, "j", log.append("j", text=f"message {index}"))
+            streams.put(shard, "j", log.append("j", text=f"message {index} " + "€" * 33_000))
+            await asyncio.sleep(0.01)
+            held = max(held, stalled.queued_bytes)
         streams.put(shard, "j", log.append("j", state=JobState.CANCELLED))
         seqs = await follower
-        # The stalled one was told to catch up, holding no more than its capacity.
+        # The stalled one was told to catch up, holding no more than its bytes meanwhile.
+        assert 0 < held <= 1024 * 1024
         first = await stalled.next(1)
         feed.unsubscribe(stalled)
         late = await _collect(feed, log, "j")

@@ -1,39 +1,53 @@
 import threading
 
 from beamjobs.errors import Unavailable
+from beamjobs.jobs import Jobs
+from beamjobs.memory_store import MemoryJobStore
 from beamjobs.states import JobState
 from beamjobs.worker.heartbeat import Heartbeat
+from tests.jobstates import advance
+from tests.unit.test_jobs import prepared
 
 
-class ScriptedStore:
-    """Answers heartbeats with the given states (or raises), in order."""
+class BlinkingStore(MemoryJobStore):
+    """Fails the heartbeats it is told to (by number, from 1)."""
 
-    def __init__(self, answers):
-        self._answers = list(answers)
+    def __init__(self, failing: set[int]) -> None:
+        super().__init__()
+        self._failing = failing
         self.beats = 0
 
-    def heartbeat(self, job_id):
+    def beat(self, job_id: str) -> None:
         self.beats += 1
-        answer = self._answers.pop(0) if len(self._answers) > 1 else self._answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+        if self.beats in self._failing:
+            raise Unavailable("blip")
+        super().beat(job_id)
 
 
-def test_a_worker_whose_job_was_cancelled_stops_its_work():
+def test_a_worker_whose_job_was_cancelled_stops_its_work_despite_a_failed_beat():
+    # Given a running job whose second heartbeat fails
+    store = BlinkingStore(failing={2})
+    prepared(store, "j")
+    advance(store, "j", JobState.STARTING, JobState.RUNNING)
     stopped = threading.Event()
-    store = ScriptedStore([JobState.RUNNING, Unavailable("blip"), JobState.CANCELLING])
-    with Heartbeat(store, "j", interval=0.01, on_stop=stopped.set):
+    with Heartbeat(Jobs(store), "j", interval=0.01, on_stop=stopped.set):
+        # When the job is cancelled after a few beats
+        while store.beats < 3:
+            threading.Event().wait(0.01)
+        Jobs(store).cancel("j")
+        # Then the worker is told to stop
         assert stopped.wait(5)
-    assert store.beats == 3
 
 
 def test_a_running_job_keeps_beating_until_the_worker_is_done():
+    store = BlinkingStore(failing=set())
+    prepared(store, "j")
+    advance(store, "j", JobState.STARTING, JobState.RUNNING)
     stopped = threading.Event()
-    store = ScriptedStore([JobState.RUNNING])
-    with Heartbeat(store, "j", interval=0.01, on_stop=stopped.set):
+    with Heartbeat(Jobs(store), "j", interval=0.01, on_stop=stopped.set):
         threading.Event().wait(0.1)
     beats = store.beats
     assert beats >= 3 and not stopped.is_set()
+    assert store.heartbeats(["j"])["j"] > 0
     threading.Event().wait(0.05)
     assert store.beats == beats  # no beat after the worker is done

@@ -28,8 +28,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from beamjobs.aws import error_code
+from beamjobs.dynamodb_store import DynamoJobStore, event_from_stream_image
 from beamjobs.errors import BeamjobsError
-from beamjobs.store import Event, JobStore, event_from_stream_image
+from beamjobs.store import Event, event_bytes
 
 logger = logging.getLogger(__name__)
 Blocking = Callable[..., Awaitable[Any]]
@@ -40,8 +41,10 @@ MAX_IDLE_INTERVAL_SECONDS = 0.5
 WOKEN_INTERVAL_SECONDS = 0.01
 # Shards are listed again this often (and at once when one closes), to find new ones.
 DESCRIBE_INTERVAL_SECONDS = 10.0
-# Events waiting for one subscriber; beyond this it is told to catch up from the table.
-SUBSCRIBER_CAPACITY = 1000
+# Bytes of events waiting for one subscriber (their messages' UTF-8 text, and a little for
+# each event); beyond this it is told to catch up from the table.
+SUBSCRIBER_CAPACITY_BYTES = 4 * 1024 * 1024
+_EVENT_OVERHEAD_BYTES = 100
 
 
 class Resync:
@@ -57,29 +60,44 @@ CLOSED = Closed()
 Item = Event | Resync | Closed
 
 
-class Subscription:
-    """One subscriber's bounded queue of events of one job. Only the event loop's thread
-    touches it. A full queue is emptied and replaced by RESYNC: the subscriber catches up from
-    the table, and the reader never waits for it."""
+def _size(item: Item) -> int:
+    return _EVENT_OVERHEAD_BYTES + (event_bytes(item) if isinstance(item, Event) else 0)
 
-    def __init__(self, job_id: str, capacity: int) -> None:
+
+class Subscription:
+    """One subscriber's queue of events of one job, bounded in bytes. Only the event loop's
+    thread touches it. A full queue is emptied and replaced by RESYNC: the subscriber catches
+    up from the table (a page at a time), and the reader never waits for it."""
+
+    def __init__(self, job_id: str, capacity_bytes: int) -> None:
         self.job_id = job_id
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(capacity)
+        self._capacity = capacity_bytes
+        self._queue: asyncio.Queue[Item] = asyncio.Queue()
+        self._bytes = 0
 
     def offer(self, item: Item) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        size = _size(item)
+        if self._bytes + size > self._capacity:
             while not self._queue.empty():
                 self._queue.get_nowait()
-            self._queue.put_nowait(CLOSED if isinstance(item, Closed) else RESYNC)
+            self._bytes = 0
+            item = CLOSED if isinstance(item, Closed) else RESYNC
+            size = _size(item)
+        self._bytes += size
+        self._queue.put_nowait(item)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
 
     async def next(self, timeout: float) -> Item | None:
         """The next item, or None when none came within `timeout` seconds."""
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
+            item = await asyncio.wait_for(self._queue.get(), timeout)
         except TimeoutError:
             return None
+        self._bytes -= _size(item)
+        return item
 
 
 @dataclass
@@ -96,10 +114,10 @@ class ChangeFeed:
     def __init__(
         self,
         streams: Any,
-        store: JobStore,
+        store: DynamoJobStore,
         blocking: Blocking,
         *,
-        capacity: int = SUBSCRIBER_CAPACITY,
+        capacity_bytes: int = SUBSCRIBER_CAPACITY_BYTES,
         busy_interval: float = BUSY_INTERVAL_SECONDS,
         max_idle_interval: float = MAX_IDLE_INTERVAL_SECONDS,
         describe_interval: float = DESCRIBE_INTERVAL_SECONDS,
@@ -107,7 +125,7 @@ class ChangeFeed:
         self._streams = streams
         self._store = store
         self._blocking = blocking
-        self._capacity = capacity
+        self._capacity = capacity_bytes
         self._busy = busy_interval
         self._max_idle = max_idle_interval
         self._describe_interval = describe_interval

@@ -196,12 +196,14 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
         with self._streams.open():
             async with contextlib.aclosing(self._follow(job_id)) as events:
                 async for event in events:
+                    # An event's messages come before its state: a FAILED job's cause is in
+                    # the FAILED event, and SDKs stop reading at the terminal state.
+                    for response in _messages(event):
+                        yield response
                     if event.state is not None:
                         yield job_api_pb2.JobMessagesResponse(
                             state_response=_state_event(event.state.value, event.time)
                         )
-                    for response in _messages(event):
-                        yield response
 
     async def _refuse_a_deadline_before_run(self, job_id: str, context: Any) -> None:
         """Beam's Python SDK opens both streams before Run with its --job_server_timeout (60 s

@@ -15,7 +15,7 @@ from typing import Any
 from beamjobs.errors import Unavailable
 from beamjobs.shim.changefeed import ChangeFeed, Closed
 from beamjobs.states import is_terminal
-from beamjobs.store import EVENTS_PAGE, Event, JobStore, unknown_job
+from beamjobs.store import Event, EventPage, JobStore, unknown_job
 
 Blocking = Callable[..., Awaitable[Any]]
 
@@ -40,16 +40,16 @@ async def follow(
         catch_up = True
         while True:
             if catch_up:
-                events: list[Event] = await blocking(store.events, job_id, after_seq=last_seq)
-                if not events and last_seq == 0:
+                page: EventPage = await blocking(store.event_page, job_id, last_seq)
+                if not page.events and last_seq == 0:
                     raise unknown_job(job_id)  # every job has its first state from the start
-                for event in events:
+                for event in page.events:
                     last_seq = event.seq
                     yield event
                     if event.state is not None and is_terminal(event.state):
                         return
-                # A page ends the catch-up only when it brought everything there was.
-                catch_up = len(events) >= EVENTS_PAGE
+                # One page at a time, so a catch-up holds one page's bytes, not the history.
+                catch_up = not page.complete
                 if catch_up:
                     continue
             item = await subscription.next(silence_check)

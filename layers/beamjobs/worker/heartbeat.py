@@ -11,8 +11,8 @@ from collections.abc import Callable
 from types import TracebackType
 
 from beamjobs.errors import BeamjobsError
+from beamjobs.jobs import Jobs
 from beamjobs.states import JobState, is_terminal
-from beamjobs.store import JobStore
 
 logger = logging.getLogger(__name__)
 _STOPPING = frozenset({JobState.CANCELLING, JobState.DRAINING})
@@ -26,12 +26,12 @@ def stop_own_work() -> None:
 class Heartbeat:
     def __init__(
         self,
-        store: JobStore,
+        jobs: Jobs,
         job_id: str,
         interval: float,
         on_stop: Callable[[], None] = stop_own_work,
     ) -> None:
-        self._store = store
+        self._jobs = jobs
         self._job_id = job_id
         self._interval = interval
         self._on_stop = on_stop
@@ -54,7 +54,7 @@ class Heartbeat:
     def _beat(self) -> None:
         while True:
             try:
-                state = self._store.heartbeat(self._job_id)
+                state = self._jobs.beat(self._job_id)
             except BeamjobsError:
                 # A missed beat is not fatal; missing many is what the lease is for.
                 logger.warning("heartbeat of job %s failed", self._job_id, exc_info=True)

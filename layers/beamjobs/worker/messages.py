@@ -9,7 +9,8 @@ import time
 from types import TracebackType
 
 from beamjobs.errors import BeamjobsError
-from beamjobs.store import JobStore, Message, message_batches
+from beamjobs.jobs import Jobs
+from beamjobs.store import Message, message_batches, utf8_size
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +25,8 @@ _IMPORTANCE = (
 _IGNORED_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "beamjobs")
 _FLUSH_SECONDS = 0.2
 _BATCH = 50
-# Messages waiting to be stored, at most (then new ones are dropped, and counted).
-QUEUE_LIMIT = 10_000
+# Bytes of messages waiting to be stored, at most (then new ones are dropped, and counted).
+QUEUE_LIMIT_BYTES = 16 * 1024 * 1024
 # Once the job's work ended, the store has this many more tries for what is still unstored.
 _FAILURES_AFTER_END = 20
 
@@ -43,12 +44,13 @@ class MessageForwarder(logging.Handler):
 
     A batch whose append failed (botocore already retried it: DynamoDB throttles a job that
     logs heavily) stays first in line and is tried again at the next flush, so nothing is lost
-    and the order holds. The queue is bounded: past QUEUE_LIMIT waiting messages, new ones are
-    dropped and counted, and a warning saying how many follows once there is room again."""
+    and the order holds. The queue is bounded in bytes: past QUEUE_LIMIT_BYTES waiting, new
+    messages are dropped and counted, and a warning saying how many follows once there is
+    room again."""
 
     def __init__(
         self,
-        store: JobStore,
+        jobs: Jobs,
         job_id: str,
         level: int = logging.INFO,
         formatter: logging.Formatter | None = None,
@@ -57,11 +59,13 @@ class MessageForwarder(logging.Handler):
     ) -> None:
         super().__init__(level)
         self.setFormatter(formatter)
-        self._store = store
+        self._jobs = jobs
         self._job_id = job_id
         self._flush_seconds = flush_seconds
-        self._queue: queue.Queue[Message | None] = queue.Queue(QUEUE_LIMIT)
+        self._queue: queue.Queue[Message | None] = queue.Queue()
+        self._queued_bytes = 0
         self._dropped = 0
+        self._counting = threading.Lock()
         self._thread = threading.Thread(target=self._drain, name="messages", daemon=True)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -76,13 +80,25 @@ class MessageForwarder(logging.Handler):
 
     def say(self, importance: str, text: str) -> None:
         """Queue a message of the worker's own (e.g. progress), stored like the job's logs."""
-        self._enqueue(Message(importance, text, self._store.now()))
+        self._enqueue(Message(importance, text, self._jobs.store.now()))
 
     def _enqueue(self, message: Message) -> None:
-        try:
-            self._queue.put_nowait(message)
-        except queue.Full:
-            self._dropped += 1  # only the draining thread reads and resets it, under the GIL
+        size = utf8_size(message.text)
+        with self._counting:
+            if self._queued_bytes + size > QUEUE_LIMIT_BYTES:
+                self._dropped += 1
+                return
+            self._queued_bytes += size
+        self._queue.put_nowait(message)
+
+    def _dequeued(self, message: Message) -> None:
+        with self._counting:
+            self._queued_bytes -= utf8_size(message.text)
+
+    def _take_dropped(self) -> int:
+        with self._counting:
+            dropped, self._dropped = self._dropped, 0
+            return dropped
 
     def __enter__(self) -> MessageForwarder:
         self._thread.start()
@@ -105,14 +121,14 @@ class MessageForwarder(logging.Handler):
         failures = 0
         while True:
             if not pending:  # a new batch: what was dropped is said first
-                if self._dropped:
-                    dropped, self._dropped = self._dropped, 0
+                dropped = self._take_dropped()
+                if dropped:
                     pending.append(
                         Message(
                             "JOB_MESSAGE_WARNING",
                             f"{dropped} log messages were dropped: the job logged faster "
                             "than they could be stored",
-                            self._store.now(),
+                            self._jobs.store.now(),
                         )
                     )
                 if not done:
@@ -120,7 +136,7 @@ class MessageForwarder(logging.Handler):
             # One event per call, so a failure leaves exactly the unstored ones pending.
             for batch in message_batches(pending):
                 try:
-                    self._store.append_messages(self._job_id, batch)
+                    self._jobs.say(self._job_id, batch)
                 except BeamjobsError:
                     failures += 1
                     if done and failures > _FAILURES_AFTER_END:
@@ -144,6 +160,7 @@ class MessageForwarder(logging.Handler):
         except queue.Empty:
             return False
         while item is not None:
+            self._dequeued(item)
             batch.append(item)
             if len(batch) >= _BATCH:
                 return False

@@ -20,11 +20,12 @@ from google.protobuf import struct_pb2
 
 from beamjobs import runtime
 from beamjobs.errors import BeamjobsError, NotFound
+from beamjobs.jobs import Jobs
 from beamjobs.options import job_options
 from beamjobs.runtime import Stores
 from beamjobs.settings import Settings
 from beamjobs.states import JobState
-from beamjobs.store import Job, JobStore, Message, TransitionRejected
+from beamjobs.store import Job
 from beamjobs.worker import environments, packages, process_environment
 from beamjobs.worker.artifacts import (
     ArtifactCache,
@@ -147,20 +148,20 @@ def execute(
     known: Job | None = None,
 ) -> JobState:
     """Run the job to its end and record the outcome; return the state recorded."""
-    try:
-        job = stores.jobs.transition(
-            job_id, JobState.RUNNING, only_from=[JobState.STARTING], known=known
-        )
-    except TransitionRejected as rejected:
-        logger.info("job %s is %s: not running it", job_id, rejected.job.state.value)
-        return rejected.job.state
+    jobs = Jobs(stores.jobs)
+    claimed = jobs.running(job_id, known=known)
+    if claimed is None:
+        state = jobs.get(job_id).state
+        logger.info("job %s is %s: not running it", job_id, state.value)
+        return state
+    job = claimed
 
     failure: str | None = None
     infos: list[Any] = []
     publisher = MetricsPublisher(stores, job_id)
-    messages = MessageForwarder(stores.jobs, job_id, formatter=HarnessLogFormatter())
+    messages = MessageForwarder(jobs, job_id, formatter=HarnessLogFormatter())
     workspace = Path(tempfile.mkdtemp(prefix=f"beamjobs-{job_id[:40]}-"))
-    with Heartbeat(stores.jobs, job_id, heartbeat_seconds), messages:
+    with Heartbeat(jobs, job_id, heartbeat_seconds), messages:
         try:
             pipeline = beam_runner_api_pb2.Pipeline.FromString(stores.blobs.get(job.pipeline_ref))
             options = job_options(job, stores.blobs)
@@ -193,11 +194,12 @@ def execute(
         if failure is None:
             _record_final_metrics(publisher, infos, messages)
 
-    # Recorded through the patient store: the work is done, and only this write says how.
+    # Recorded through the patient store: the work is done, and only this write says how. A
+    # final state written meanwhile (a cancel that won) stands.
+    outcomes = Jobs(stores.outcomes)
     if failure is None:
-        return _finish(stores.outcomes, job_id, JobState.DONE, [])
-    error = Message("JOB_MESSAGE_ERROR", failure, stores.jobs.now())
-    return _finish(stores.outcomes, job_id, JobState.FAILED, [error])
+        return outcomes.finish(job_id).state
+    return outcomes.fail(job_id, failure).state
 
 
 def _record_final_metrics(
@@ -214,11 +216,3 @@ def _record_final_metrics(
             f"the pipeline succeeded, but its final metrics could not be recorded ({error}): "
             "GetJobMetrics shows the last ones published while it ran",
         )
-
-
-def _finish(outcomes: JobStore, job_id: str, to: JobState, messages: list[Message]) -> JobState:
-    try:
-        return outcomes.transition(job_id, to, messages=messages).state
-    except TransitionRejected as rejected:
-        # Cancelled meanwhile, and the cancel already won: keep its outcome.
-        return rejected.job.state

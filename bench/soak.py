@@ -1,0 +1,298 @@
+"""`make bench` (its second part): a soak of the job lifecycle through AWS as it behaves, not as
+moto does. 200 jobs go through the real control plane (JobControl, the job aggregate, the
+DynamoDB store, the reconciler) on the embedded AWS, with the fault harness on every DynamoDB
+and S3 client: 5 % of calls throttled, 1 % applied with their answers lost. Their workers are
+the real worker's bookkeeping (heartbeat, message forwarder, outcome through the patient
+client) around a scripted pipeline, so 200 of them fit in one process; some start slowly (a
+Fargate task's 30 s to 10 min), some are killed, some fail, some are cancelled.
+
+Time is compressed about 15 times (the lease, the heartbeat, the start lease and the slow
+starts together), botocore's retries are not.
+
+Reports: jobs that ended in the right state (goal 100 %), false "worker lost" (goal 0), and
+messages lost or duplicated (goal 0). Beam's LocalJobServicer has no AWS to be faulty, so
+this part has no peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from beamjobs import aws, runtime
+from beamjobs.api import pipeline_pb2
+from beamjobs.embedded import start_embedded
+from beamjobs.jobs import Jobs
+from beamjobs.reconcile import fail_lost_jobs
+from beamjobs.service import JobControl
+from beamjobs.states import TERMINAL_STATES, JobState
+from beamjobs.store import Job
+from beamjobs.worker.heartbeat import Heartbeat
+from beamjobs.worker.messages import MessageForwarder
+from tests.faults.harness import Faults
+
+ROOT = Path(__file__).resolve().parents[1]
+# Compressed time: a lease of 30 s is 2 s here, a start lease of 15 min is 60 s.
+HEARTBEAT_SECONDS = 0.33
+LEASE_SECONDS = 2.0
+START_LEASE_SECONDS = 60.0
+RECONCILE_SECONDS = 2.0
+# A slow start: a Fargate task's 30 s to 10 min, compressed.
+SLOW_START_SECONDS = (2.0, 40.0)
+MESSAGES = 20
+
+
+class Killed(Exception):
+    """The worker's process dies here (nothing after this point happens)."""
+
+
+@dataclass
+class Plan:
+    """What a job's client and worker will do, and so the state it must end in."""
+
+    job_id: str
+    scenario: str  # succeed, fail, cancel, kill
+    start_delay: float
+    work_seconds: float
+    kill_after: int = 0  # messages logged before a kill
+    cancel_after: float = 0.0
+    # What happened: the Cancel's answer, the messages the worker logged, whether the work
+    # was done (before any stop reached it).
+    cancel_answer: JobState | None = None
+    logged: list[str] = field(default_factory=list)
+    work_done: bool = False
+
+
+class SoakExecutor:
+    """Starts each job's worker on a thread of its own, after its plan's start delay; a stop
+    (Cancel) ends the worker as a SIGTERM would, and the watcher settles the job."""
+
+    def __init__(self, jobs: Jobs, outcomes: Jobs, plans: dict[str, Plan]) -> None:
+        self._jobs = jobs
+        self._outcomes = outcomes
+        self._plans = plans
+        self._stops: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    def start(self, job: Job) -> None:
+        with self._lock:
+            if job.job_id in self._stops:
+                return
+            self._stops[job.job_id] = threading.Event()
+            thread = threading.Thread(target=self._life, args=(job,), daemon=True)
+            self.threads.append(thread)
+        thread.start()
+
+    def stop(self, job_id: str) -> None:
+        with self._lock:
+            stop = self._stops.get(job_id)
+        if stop is not None:
+            stop.set()
+
+    def _life(self, job: Job) -> None:
+        plan = self._plans[job.job_id]
+        stop = self._stops[job.job_id]
+        # The task starting: a stop meanwhile means the task never ran.
+        if stop.wait(plan.start_delay):
+            self._jobs.settle(job.job_id, "the worker's task was stopped before it started")
+            return
+        try:
+            self._work(job, plan, stop)
+        except Killed:
+            # Half the time the process's end is seen (the local executor's watcher, or Step
+            # Functions' Catch); else only the lease tells.
+            if random.random() < 0.5:
+                self._jobs.settle(job.job_id, "worker lost: the worker process was killed")
+            return
+        self._jobs.settle(job.job_id, "worker lost: the worker ended without an outcome")
+
+    def _work(self, job: Job, plan: Plan, stop: threading.Event) -> None:
+        claimed = self._jobs.running(job.job_id, known=job)
+        if claimed is None:
+            return
+        forwarder = MessageForwarder(self._jobs, job.job_id, flush_seconds=0.1)
+        with Heartbeat(self._jobs, job.job_id, HEARTBEAT_SECONDS, on_stop=stop.set), forwarder:
+            for i in range(MESSAGES):
+                if stop.wait(plan.work_seconds / MESSAGES):
+                    return  # stopped: the process ends, its watcher settles the job
+                if plan.scenario == "kill" and i == plan.kill_after:
+                    raise Killed
+                text = f"{job.job_id} message {i}"
+                plan.logged.append(text)
+                forwarder.say("JOB_MESSAGE_BASIC", text)
+            plan.work_done = True
+        if plan.scenario == "fail":
+            self._outcomes.fail(job.job_id, "Traceback: ValueError: the pipeline failed")
+        else:
+            self._outcomes.finish(job.job_id)
+
+
+def _pipeline() -> bytes:
+    pipeline = pipeline_pb2.Pipeline(root_transform_ids=["impulse"])
+    pipeline.components.pcollections["out"].is_bounded = pipeline_pb2.IsBounded.BOUNDED
+    pipeline.components.environments["py"].urn = "beam:env:embedded_python:v1"
+    return pipeline.SerializeToString()
+
+
+def _plan(job_id: str, rng: random.Random) -> Plan:
+    scenario = rng.choices(["succeed", "fail", "cancel", "kill"], [70, 10, 10, 10])[0]
+    slow = rng.random() < 0.2
+    return Plan(
+        job_id=job_id,
+        scenario=scenario,
+        start_delay=rng.uniform(*SLOW_START_SECONDS) if slow else rng.uniform(0.0, 0.5),
+        work_seconds=rng.uniform(1.0, 4.0),
+        kill_after=rng.randrange(MESSAGES),
+        cancel_after=rng.uniform(0.0, 3.0),
+    )
+
+
+def _verdict(plan: Plan, jobs: Jobs, listed: dict[str, JobState]) -> dict[str, bool]:
+    events = jobs.store.events(plan.job_id)
+    states = [e.state for e in events if e.state is not None]
+    terminal = [s for s in states if s in TERMINAL_STATES]
+    causes = [m.text for e in events if e.state in TERMINAL_STATES for m in e.messages]
+    worker_lost = any(c.startswith("worker lost") for c in causes)
+    final = terminal[-1] if terminal else None
+    if plan.scenario == "succeed":
+        right = final is JobState.DONE
+    elif plan.scenario == "fail":
+        right = final is JobState.FAILED and not worker_lost
+    elif plan.scenario == "kill":
+        right = final is JobState.FAILED and worker_lost
+    elif plan.cancel_answer in TERMINAL_STATES:  # the Cancel found the job ended
+        right = final is plan.cancel_answer
+    else:  # CANCELLED; or DONE if the work was done before the stop reached it
+        right = final is JobState.CANCELLED or (final is JobState.DONE and plan.work_done)
+    said = [
+        m.text for e in events for m in e.messages if m.text.startswith(f"{plan.job_id} message")
+    ]
+    complete = final in (JobState.DONE, JobState.FAILED) and plan.scenario != "kill"
+    return {
+        "one terminal state": len(terminal) == 1,
+        "same everywhere": final is not None
+        and final is jobs.get(plan.job_id).state is listed.get(plan.job_id),
+        "right state": right,
+        "false worker lost": worker_lost and plan.scenario != "kill",
+        "messages lost": complete and said != plan.logged,
+        "messages duplicated": len(said) != len(set(said)),
+    }
+
+
+def _explain(plan: Plan, jobs: Jobs) -> None:
+    """Say what a job that ended wrongly went through."""
+    print(
+        f"wrong: {plan.job_id} {plan.scenario} (start delay {plan.start_delay:.1f} s, "
+        f"Cancel answered {plan.cancel_answer})"
+    )
+    for event in jobs.store.events(plan.job_id):
+        if event.state is not None:
+            causes = "; ".join(m.text[:120] for m in event.messages)
+            print(f"  {event.time:.2f} {event.state.value} {causes}")
+    print(f"  heartbeats: {jobs.store.heartbeats([plan.job_id])}")
+
+
+def soak(jobs_count: int, seed: int) -> dict[str, int]:
+    rng = random.Random(seed)
+    random.seed(seed)
+    embedded, settings = start_embedded(ROOT / "template.yaml")
+    try:
+        stores = runtime.stores(settings)
+        clients = [aws.client("dynamodb", settings), aws.client("s3", settings)]
+        clients.append(aws.client("dynamodb", settings, patient=True))
+        faults = Faults(seed=seed).attach(*clients)
+        faults.add("*", "throttle", times=10**9, rate=0.05)
+        faults.add("*", "lose_response", times=10**9, rate=0.01)
+        jobs, outcomes = Jobs(stores.jobs), Jobs(stores.outcomes)
+        plans: dict[str, Plan] = {}
+        executor = SoakExecutor(jobs, outcomes, plans)
+        control = JobControl(jobs, stores.blobs, executor, stores.artifacts.location)
+        done = threading.Event()
+
+        def reconcile() -> None:
+            while not done.wait(RECONCILE_SECONDS):
+                try:
+                    fail_lost_jobs(
+                        stores.jobs,
+                        lease_seconds=LEASE_SECONDS,
+                        start_lease_seconds=START_LEASE_SECONDS,
+                    )
+                except Exception:  # a pass that failed is followed by the next one
+                    logging.getLogger(__name__).warning("reconcile failed", exc_info=True)
+
+        threading.Thread(target=reconcile, daemon=True).start()
+
+        def client(index: int) -> None:
+            pipeline_ref = stores.blobs.put_content("pipelines", _pipeline())
+            job_id = control.prepare(pipeline_ref=pipeline_ref, options={}, job_name=f"soak{index}")
+            plans[job_id] = plan = _plan(job_id, rng)
+            control.run(job_id)
+            if plan.scenario == "cancel":
+                time.sleep(plan.cancel_after)
+                plan.cancel_answer = control.cancel(job_id)
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(client, range(jobs_count)))
+        # Every job ends: its worker's outcome, its watcher's settle, or the reconciler.
+        deadline = time.monotonic() + SLOW_START_SECONDS[1] + START_LEASE_SECONDS + 120
+        while any(t.is_alive() for t in executor.threads) or stores.jobs.active_jobs():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        elapsed = time.monotonic() - started
+        done.set()
+        faults.detach(*clients)
+        listed = {job.job_id: job.state for job in stores.jobs.recent_jobs(jobs_count)}
+        verdicts = [_verdict(plan, jobs, listed) for plan in plans.values()]
+        for plan, verdict in zip(plans.values(), verdicts, strict=True):
+            if not verdict["right state"] or verdict["false worker lost"]:
+                _explain(plan, jobs)
+        totals = Counter(key for verdict in verdicts for key, value in verdict.items() if value)
+        fired = Counter(action for _, action in faults.fired)
+        return {
+            "jobs": len(plans),
+            "seconds": round(elapsed),
+            "scenarios": dict(Counter(p.scenario for p in plans.values())),
+            "slow starts": sum(p.start_delay > 1 for p in plans.values()),
+            "throttled calls": fired["throttle"],
+            "lost responses": fired["lose_response"],
+            **{key: totals[key] for key in verdicts[0]},
+        }
+    finally:
+        embedded.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    report = soak(args.jobs, args.seed)
+    jobs = report["jobs"]
+    print(f"\nsoak: {jobs} jobs in {report['seconds']} s through faulty AWS")
+    print(f"  scenarios {report['scenarios']}, {report['slow starts']} slow starts")
+    print(f"  {report['throttled calls']} calls throttled, {report['lost responses']} answers lost")
+    print(
+        f"  right state: {report['right state']}/{jobs} "
+        f"({100 * report['right state'] / jobs:.1f} %, goal 100 %)"
+    )
+    print(f"  one terminal state, the same everywhere: {report['same everywhere']}/{jobs}")
+    print(f"  false 'worker lost': {report['false worker lost']} (goal 0)")
+    print(
+        f"  jobs with messages lost: {report['messages lost']}, "
+        f"duplicated: {report['messages duplicated']} (goal 0)"
+    )
+
+
+if __name__ == "__main__":
+    main()

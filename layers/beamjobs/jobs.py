@@ -1,0 +1,248 @@
+"""The job aggregate: the one place that decides what happens to a job.
+
+Its verbs are those of Beam Prism's job handle: `start`, `running`, `finish`, `fail`, `cancel`,
+`drain`, `settle`, `say`, `stage`, `beat`. Each is a rule, a pure decision over the job as last
+read, that answers the change to append, nothing (the job is already where the verb would take
+it, or a final state stands), or a domain error. `Jobs` applies a rule: read, decide, append
+after the tail; when another writer appended first, read again and decide again. That loop is
+the only retry of a decision anywhere (botocore retries the calls themselves, and the store
+recognises its own write whose answer was lost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from beamjobs.errors import Conflict, FailedPrecondition
+from beamjobs.states import JobState, can_transition, is_terminal
+from beamjobs.store import Change, Job, JobStore, Message, Staged, message_batches
+
+# A preparation must be run within this long. With it, every item of a job can expire a fixed
+# time after it is written and still outlive the job (see item_lifetime).
+PREPARATION_WINDOW_SECONDS = 7 * 86_400
+# Appends lose races only to other writers of the same job; re-reading settles it quickly.
+_MAX_RACE_RETRIES = 50
+
+Rule = Callable[[Job, float], Change | None]
+
+
+def item_lifetime(*, retention_seconds: float, max_job_seconds: float) -> float:
+    """How long after it is written an item of a job may expire. An item is written at or
+    after Prepare; the job starts within PREPARATION_WINDOW_SECONDS of Prepare and runs for at
+    most max_job_seconds: so every item outlives its job's end by retention_seconds at least,
+    and an active job never loses its history (as TTL counted from Prepare would)."""
+    return retention_seconds + max_job_seconds + PREPARATION_WINDOW_SECONDS
+
+
+class TransitionRejected(FailedPrecondition):
+    """The job's current state does not allow the requested transition."""
+
+    def __init__(self, job: Job, to: JobState) -> None:
+        verb = "is final" if is_terminal(job.state) else f"cannot move to {to.value}"
+        super().__init__(f"job {job.job_id} is {job.state.value}: the state {verb}")
+        self.job = job
+        self.to = to
+
+
+# -- the rules: pure decisions -------------------------------------------------------------------
+
+
+def _move(job: Job, to: JobState, messages: Sequence[Message] = ()) -> Change | None:
+    """To `to`, unless a final state stands (then nothing). Other moves the state machine
+    forbids are refused."""
+    if is_terminal(job.state):
+        return None
+    if not can_transition(job.state, to):
+        raise TransitionRejected(job, to)
+    return Change(state=to, messages=tuple(messages))
+
+
+def start_rule(job: Job, now: float) -> Change | None:
+    """Run: STARTING, once. A Run retried (with any request id) after the job started answers
+    the job as it is; a preparation that was cancelled, is not fully staged, or is too old is
+    refused."""
+    if job.started_at is not None:
+        return None
+    if job.state is not JobState.STOPPED:
+        raise FailedPrecondition(
+            f"preparation {job.job_id} is {job.state.value} and never ran; "
+            "prepare the pipeline again to run it"
+        )
+    if job.unstaged:
+        raise FailedPrecondition(
+            f"preparation {job.job_id} cannot run: these artifacts were never staged: "
+            f"{', '.join(job.unstaged)} (the artifact staging session did not complete); "
+            "prepare the pipeline again and let the SDK stage its artifacts"
+        )
+    if now - job.created_at > PREPARATION_WINDOW_SECONDS:
+        raise FailedPrecondition(
+            f"preparation {job.job_id} expired: a preparation is run within "
+            f"{PREPARATION_WINDOW_SECONDS // 86_400} days; prepare the pipeline again"
+        )
+    return Change(state=JobState.STARTING)
+
+
+def running_rule(job: Job, now: float) -> Change | None:
+    """The worker began: RUNNING, only from STARTING (a job cancelled or failed meanwhile, or
+    claimed by another worker, is not run)."""
+    return Change(state=JobState.RUNNING) if job.state is JobState.STARTING else None
+
+
+def finish_rule(job: Job, now: float) -> Change | None:
+    """The pipeline succeeded: DONE, unless a final state (a cancel that won) stands."""
+    return _move(job, JobState.DONE)
+
+
+def fail_rule(cause: str) -> Rule:
+    """The job failed: FAILED, its cause in the same event, unless a final state stands."""
+
+    def rule(job: Job, now: float) -> Change | None:
+        return _move(job, JobState.FAILED, message_batches([_error(cause, now)])[0])
+
+    return rule
+
+
+def settle_rule(cause: str) -> Rule:
+    """The job's work has stopped, and its worker may not have said how: CANCELLED after
+    CANCELLING, DRAINED after DRAINING, FAILED with `cause` otherwise. A final state stands,
+    and a job never run (STOPPED) has no work to have ended (a stale or replayed report)."""
+
+    def rule(job: Job, now: float) -> Change | None:
+        if job.state is JobState.STOPPED:
+            return None
+        if job.state is JobState.CANCELLING:
+            return _move(job, JobState.CANCELLED)
+        if job.state is JobState.DRAINING:
+            return _move(job, JobState.DRAINED)
+        return fail_rule(cause)(job, now)
+
+    return rule
+
+
+def cancel_rule(job: Job, now: float) -> Change | None:
+    """Cancel: a job never run is CANCELLED at once; a starting, running or draining one is
+    CANCELLING (its work is then stopped); CANCELLING or final, it stays."""
+    if is_terminal(job.state) or job.state is JobState.CANCELLING:
+        return None
+    to = JobState.CANCELLED if job.state is JobState.STOPPED else JobState.CANCELLING
+    return _move(job, to)
+
+
+def drain_rule(job: Job, now: float) -> Change | None:
+    """Drain: a streaming job that is RUNNING becomes DRAINING. Batch pipelines finish on
+    their own, so draining one is refused (as Dataflow does) in favour of Cancel."""
+    if job.bounded:
+        raise FailedPrecondition(
+            f"job {job.job_id} is a batch (bounded) pipeline: drain applies to streaming "
+            "pipelines only; use Cancel to stop it"
+        )
+    if job.state is JobState.DRAINING:
+        return None
+    if job.state is not JobState.RUNNING:
+        raise FailedPrecondition(
+            f"job {job.job_id} is {job.state.value}: only a RUNNING job can be drained"
+        )
+    return Change(state=JobState.DRAINING)
+
+
+def stage_rule(staged: Staged) -> Rule:
+    """A staging session's outcome is recorded on a preparation that has not run: once a job
+    started, its artifacts can no longer change."""
+
+    def rule(job: Job, now: float) -> Change | None:
+        if job.started_at is not None or job.state is not JobState.STOPPED:
+            raise FailedPrecondition(
+                f"job {job.job_id} was already run: its artifacts can no longer change"
+            )
+        return Change(staged=staged)
+
+    return rule
+
+
+def say_rule(messages: tuple[Message, ...]) -> Rule:
+    """Messages are appended whatever the state."""
+    return lambda job, now: Change(messages=messages)
+
+
+def _error(cause: str, now: float) -> Message:
+    return Message("JOB_MESSAGE_ERROR", cause, now)
+
+
+# -- applying them -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A rule applied: the job after it, and whether this call appended its change."""
+
+    job: Job
+    changed: bool
+
+
+class Jobs:
+    """The verbs over one store."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def prepare(self, job: Job) -> None:
+        self.store.create(job)
+
+    def get(self, job_id: str) -> Job:
+        return self.store.get(job_id)
+
+    def start(self, job_id: str) -> Job:
+        """STARTING, or the job as it is if it started already (the caller starts its work
+        while it is STARTING: starting is idempotent, a retried Run's start included)."""
+        return self.apply(job_id, start_rule).job
+
+    def running(self, job_id: str, *, known: Job | None = None) -> Job | None:
+        """The job, RUNNING, when this call claimed it; None when it must not run."""
+        decided = self.apply(job_id, running_rule, known=known)
+        return decided.job if decided.changed else None
+
+    def finish(self, job_id: str) -> Job:
+        return self.apply(job_id, finish_rule).job
+
+    def fail(self, job_id: str, cause: str) -> Job:
+        return self.apply(job_id, fail_rule(cause)).job
+
+    def settle(self, job_id: str, cause: str) -> Job:
+        return self.apply(job_id, settle_rule(cause)).job
+
+    def cancel(self, job_id: str) -> Job:
+        """The job after Cancel; CANCELLING means its work is to be stopped (again, for a
+        retried Cancel: the first may have died before stopping it)."""
+        return self.apply(job_id, cancel_rule).job
+
+    def drain(self, job_id: str) -> Job:
+        return self.apply(job_id, drain_rule).job
+
+    def stage(self, job_id: str, pipeline_ref: str, unstaged: Sequence[str]) -> Job:
+        return self.apply(job_id, stage_rule(Staged(pipeline_ref, tuple(unstaged)))).job
+
+    def say(self, job_id: str, messages: Sequence[Message]) -> None:
+        """Append messages in order, in as few events as the bounds allow. A failure leaves
+        the batches before it stored; the caller retries the rest (see message_batches)."""
+        for batch in message_batches(messages):
+            self.apply(job_id, say_rule(batch))
+
+    def beat(self, job_id: str) -> JobState:
+        """The worker is alive; answers the job's state, so a worker learns of a cancel."""
+        self.store.beat(job_id)
+        return self.store.get(job_id).state
+
+    def apply(self, job_id: str, rule: Rule, *, known: Job | None = None) -> Decided:
+        """Decide with `rule` on the job (`known`: as the caller last saw it, to skip a read)
+        and append its change; on a rival's append, read and decide again."""
+        job = known if known is not None else self.store.get(job_id)
+        for _ in range(_MAX_RACE_RETRIES):
+            change = rule(job, self.store.now())
+            if change is None:
+                return Decided(job, changed=False)
+            try:
+                return Decided(self.store.append(job, change), changed=True)
+            except Conflict:
+                job = self.store.get(job_id)
+        raise Conflict(f"job {job_id}: too many concurrent writers")

@@ -1,0 +1,20 @@
+"""Test set-up: put a job in a state by appending to its log as its writers would, without the
+aggregate's rules (those are tested on their own, in tests/unit/test_jobs.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from beamjobs.states import JobState
+from beamjobs.store import Change, Job, JobStore, Message
+
+
+def advance(
+    store: JobStore, job_id: str, *states: JobState, messages: Sequence[Message] = ()
+) -> Job:
+    """Append each state in turn (the last with `messages`); return the job after them."""
+    job = store.get(job_id)
+    for index, state in enumerate(states):
+        last = index == len(states) - 1
+        job = store.append(job, Change(state=state, messages=tuple(messages) if last else ()))
+    return job

@@ -1,0 +1,384 @@
+"""Every rule of the job aggregate, on the in-memory store (sockets off)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beamjobs.errors import Conflict, FailedPrecondition
+from beamjobs.jobs import (
+    PREPARATION_WINDOW_SECONDS,
+    Jobs,
+    TransitionRejected,
+    item_lifetime,
+    start_rule,
+)
+from beamjobs.memory_store import MemoryJobStore
+from beamjobs.states import TERMINAL_STATES, JobState, can_transition
+from beamjobs.store import Change, Job, JobStore, Message
+from tests.jobstates import advance
+
+S = JobState
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def prepared(store: JobStore, job_id: str = "j", **fields: object) -> Job:
+    """Given a job as Prepare records it."""
+    now = store.now()
+    values: dict[str, object] = {
+        "job_name": job_id,
+        "state": S.STOPPED,
+        "state_time": now,
+        "seq": 1,
+        "created_at": now,
+        "pipeline_ref": "pipelines/p",
+        "options_ref": "options/o",
+        **fields,
+    }
+    job = Job(job_id=job_id, **values)  # type: ignore[arg-type]
+    store.create(job)
+    return job
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(clock: Clock) -> MemoryJobStore:
+    return MemoryJobStore(clock=clock)
+
+
+@pytest.fixture
+def jobs(store: MemoryJobStore) -> Jobs:
+    return Jobs(store)
+
+
+def states(store: JobStore, job_id: str = "j") -> list[JobState]:
+    return [e.state for e in store.events(job_id) if e.state is not None]
+
+
+def in_state(store: JobStore, state: JobState, job_id: str = "j", **fields: object) -> None:
+    """Given a job in `state`, reached the usual way."""
+    prepared(store, job_id, **fields)
+    path = {
+        S.STOPPED: [],
+        S.STARTING: [S.STARTING],
+        S.RUNNING: [S.STARTING, S.RUNNING],
+        S.CANCELLING: [S.STARTING, S.RUNNING, S.CANCELLING],
+        S.DRAINING: [S.STARTING, S.RUNNING, S.DRAINING],
+        S.DONE: [S.STARTING, S.RUNNING, S.DONE],
+        S.FAILED: [S.STARTING, S.RUNNING, S.FAILED],
+        S.CANCELLED: [S.STARTING, S.RUNNING, S.CANCELLING, S.CANCELLED],
+        S.DRAINED: [S.STARTING, S.RUNNING, S.DRAINING, S.DRAINED],
+    }[state]
+    if path:
+        advance(store, job_id, *path)
+
+
+# -- start ---------------------------------------------------------------------------------------
+
+
+def test_start_moves_a_preparation_to_starting_once_and_records_when(jobs, store, clock):
+    prepared(store)
+    clock.now += 3
+    job = jobs.start("j")
+    assert (job.state, job.started_at) == (S.STARTING, clock.now)
+    assert states(store) == [S.STOPPED, S.STARTING]
+
+
+@pytest.mark.parametrize("state", [S.STARTING, S.RUNNING, S.DONE, S.FAILED, S.CANCELLED])
+def test_a_retried_run_answers_the_started_job_and_writes_nothing(jobs, store, state):
+    # Given a job that was started (a Run whose answer was lost, retried with a new request id)
+    in_state(store, state)
+    before = store.events("j")
+    # When Run comes again, then it answers the job as it is
+    assert jobs.start("j").state is state
+    assert store.events("j") == before
+
+
+def test_a_preparation_cancelled_before_it_ran_cannot_run(jobs, store):
+    prepared(store)
+    jobs.cancel("j")
+    with pytest.raises(FailedPrecondition, match="never ran"):
+        jobs.start("j")
+    assert states(store) == [S.STOPPED, S.CANCELLED]
+
+
+def test_a_preparation_with_unstaged_artifacts_cannot_run(jobs, store):
+    prepared(store, unstaged=("extra_packages/a.tar.gz",))
+    with pytest.raises(FailedPrecondition, match="never staged: extra_packages/a.tar.gz"):
+        jobs.start("j")
+    assert states(store) == [S.STOPPED]
+
+
+def test_a_preparation_runs_within_its_window_and_not_after(jobs, store, clock):
+    prepared(store, "fresh")
+    prepared(store, "stale")
+    clock.now += PREPARATION_WINDOW_SECONDS
+    assert jobs.start("fresh").state is S.STARTING
+    clock.now += 1
+    with pytest.raises(FailedPrecondition, match="expired"):
+        jobs.start("stale")
+
+
+def test_racing_starts_start_once(jobs, store):
+    # Given a rival Run that appends STARTING between this one's read and its write
+    prepared(store)
+
+    def rival_starts(job_id: str) -> None:
+        store.before_append = None
+        Jobs(store).start(job_id)
+
+    store.before_append = rival_starts
+    # When this one writes, it loses the slot, reads again, and answers the started job
+    decided = jobs.apply("j", start_rule)
+    assert (decided.job.state, decided.changed) == (S.STARTING, False)
+    assert states(store) == [S.STOPPED, S.STARTING]
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def test_running_claims_a_starting_job_for_its_worker(jobs, store):
+    in_state(store, S.STARTING)
+    job = jobs.running("j")
+    assert job is not None and job.state is S.RUNNING
+
+
+@pytest.mark.parametrize("state", [S.RUNNING, S.CANCELLING, S.CANCELLED, S.FAILED])
+def test_a_worker_does_not_run_a_job_claimed_or_stopped_meanwhile(jobs, store, state):
+    in_state(store, state)
+    assert jobs.running("j") is None
+    assert states(store)[-1] is state
+
+
+def test_a_worker_handed_a_stale_job_reads_again_and_does_not_run_it(jobs, store):
+    in_state(store, S.STARTING)
+    handed = store.get("j")
+    jobs.cancel("j")
+    assert jobs.running("j", known=handed) is None
+    assert states(store)[-1] is S.CANCELLING
+
+
+# -- finish and fail -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", [S.RUNNING, S.CANCELLING, S.DRAINING])
+def test_a_pipeline_that_succeeded_is_done(jobs, store, state):
+    in_state(store, state)
+    assert jobs.finish("j").state is S.DONE
+
+
+@pytest.mark.parametrize("state", [S.CANCELLED, S.FAILED, S.DRAINED, S.DONE])
+def test_a_final_state_stands_against_a_late_outcome(jobs, store, state):
+    in_state(store, state)
+    assert jobs.finish("j").state is state
+    assert jobs.fail("j", "late").state is state
+    assert states(store).count(state) == 1
+
+
+def test_a_job_never_run_cannot_finish(jobs, store):
+    prepared(store)
+    with pytest.raises(TransitionRejected, match="cannot move to DONE"):
+        jobs.finish("j")
+
+
+def test_a_failure_and_its_cause_are_one_event(jobs, store, clock):
+    in_state(store, S.RUNNING)
+    jobs.fail("j", "Traceback: ValueError")
+    last = store.events("j")[-1]
+    assert last.state is S.FAILED
+    assert last.messages == (Message("JOB_MESSAGE_ERROR", "Traceback: ValueError", clock.now),)
+
+
+def test_a_job_that_could_not_start_fails_from_starting(jobs, store):
+    in_state(store, S.STARTING)
+    assert jobs.fail("j", "StartExecution failed").state is S.FAILED
+
+
+# -- settle --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "settled"),
+    [
+        (S.CANCELLING, S.CANCELLED),
+        (S.DRAINING, S.DRAINED),
+        (S.RUNNING, S.FAILED),
+        (S.STARTING, S.FAILED),
+        (S.STOPPED, S.STOPPED),
+        (S.DONE, S.DONE),
+        (S.CANCELLED, S.CANCELLED),
+    ],
+)
+def test_settling_a_stopped_worker_ends_its_job_as_it_was_going(jobs, store, state, settled):
+    in_state(store, state)
+    assert jobs.settle("j", "worker lost").state is settled
+
+
+def test_settling_a_job_whose_worker_was_not_stopping_gives_the_cause(jobs, store):
+    in_state(store, S.RUNNING)
+    jobs.settle("j", "worker lost: no heartbeat")
+    assert [m.text for m in store.events("j")[-1].messages] == ["worker lost: no heartbeat"]
+
+
+# -- cancel and drain ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "after"),
+    [
+        (S.STOPPED, S.CANCELLED),
+        (S.STARTING, S.CANCELLING),
+        (S.RUNNING, S.CANCELLING),
+        (S.DRAINING, S.CANCELLING),
+        (S.CANCELLING, S.CANCELLING),
+        (S.DONE, S.DONE),
+        (S.FAILED, S.FAILED),
+        (S.CANCELLED, S.CANCELLED),
+    ],
+)
+def test_cancel(jobs, store, state, after):
+    in_state(store, state, bounded=False)
+    assert jobs.cancel("j").state is after
+    assert states(store).count(after) == 1
+
+
+def test_a_cancel_racing_a_finish_answers_the_finish(jobs, store):
+    # Given a worker that records DONE between the Cancel's read and its write
+    in_state(store, S.RUNNING)
+
+    def worker_finishes(job_id: str) -> None:
+        store.before_append = None
+        Jobs(store).finish(job_id)
+
+    store.before_append = worker_finishes
+    # Then the Cancel decides again on DONE, and writes nothing
+    assert jobs.cancel("j").state is S.DONE
+    assert states(store)[-2:] == [S.RUNNING, S.DONE]
+
+
+def test_a_batch_pipeline_cannot_be_drained(jobs, store):
+    in_state(store, S.RUNNING, bounded=True)
+    with pytest.raises(FailedPrecondition, match="batch"):
+        jobs.drain("j")
+
+
+@pytest.mark.parametrize(("state", "after"), [(S.RUNNING, S.DRAINING), (S.DRAINING, S.DRAINING)])
+def test_drain_a_streaming_job(jobs, store, state, after):
+    in_state(store, state, bounded=False)
+    assert jobs.drain("j").state is after
+
+
+@pytest.mark.parametrize("state", [S.STOPPED, S.STARTING, S.CANCELLING, S.DONE, S.DRAINED])
+def test_only_a_running_streaming_job_drains(jobs, store, state):
+    in_state(store, state, bounded=False)
+    with pytest.raises(FailedPrecondition, match="only a RUNNING job"):
+        jobs.drain("j")
+
+
+# -- stage, say, beat ----------------------------------------------------------------------------
+
+
+def test_staging_records_the_staged_pipeline_and_what_is_left(jobs, store):
+    prepared(store, unstaged=("a.whl", "b.whl"))
+    jobs.stage("j", "pipelines/half", ["b.whl"])
+    assert (store.get("j").pipeline_ref, store.get("j").unstaged) == ("pipelines/half", ("b.whl",))
+    jobs.stage("j", "pipelines/all", [])
+    assert jobs.start("j").pipeline_ref == "pipelines/all"
+
+
+@pytest.mark.parametrize("state", [S.STARTING, S.RUNNING, S.CANCELLED, S.DONE])
+def test_artifacts_cannot_change_once_a_job_ran_or_was_cancelled(jobs, store, state):
+    in_state(store, state)
+    with pytest.raises(FailedPrecondition, match="already run"):
+        jobs.stage("j", "pipelines/late", [])
+    assert store.get("j").pipeline_ref == "pipelines/p"
+
+
+def test_messages_are_said_in_order_in_any_state(jobs, store):
+    in_state(store, S.DONE)
+    said = [Message("JOB_MESSAGE_BASIC", f"m{i}", float(i)) for i in range(5)]
+    jobs.say("j", said)
+    assert [m for e in store.events("j") for m in e.messages] == said
+
+
+def test_a_heartbeat_is_recorded_and_answers_the_state(jobs, store, clock):
+    in_state(store, S.CANCELLING)
+    assert jobs.beat("j") is S.CANCELLING
+    assert store.heartbeats(["j", "other"]) == {"j": clock.now}
+
+
+# -- the retry ------------------------------------------------------------------------------------
+
+
+def test_a_writer_that_always_loses_gives_up_with_a_conflict(jobs, store):
+    # Given a rival that appends a message before every one of this writer's appends
+    in_state(store, S.RUNNING)
+
+    def rival(job_id: str) -> None:
+        saved, store.before_append = store.before_append, None
+        store.append(store.get(job_id), Change(messages=(Message("JOB_MESSAGE_BASIC", "x", 0),)))
+        store.before_append = saved
+
+    store.before_append = rival
+    with pytest.raises(Conflict, match="too many concurrent writers"):
+        jobs.cancel("j")
+    assert S.CANCELLING not in states(store)
+
+
+def test_items_outlive_the_longest_job_by_the_retention():
+    lifetime = item_lifetime(retention_seconds=30 * 86_400, max_job_seconds=86_400)
+    # An item written at Prepare, of a job run at the window's end for the longest time:
+    ends = PREPARATION_WINDOW_SECONDS + 86_400
+    assert lifetime - ends >= 30 * 86_400
+
+
+# -- whatever the order of verbs -----------------------------------------------------------------
+
+VERBS = st.sampled_from(
+    ["start", "running", "finish", "fail", "cancel", "drain", "settle", "say", "stage"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(verbs=st.lists(VERBS, max_size=12), bounded=st.booleans())
+def test_any_sequence_of_verbs_keeps_the_job_contract(verbs, bounded):
+    store = MemoryJobStore()
+    jobs = Jobs(store)
+    prepared(store, bounded=bounded)
+    for verb in verbs:
+        call = {
+            "start": lambda: jobs.start("j"),
+            "running": lambda: jobs.running("j"),
+            "finish": lambda: jobs.finish("j"),
+            "fail": lambda: jobs.fail("j", "boom"),
+            "cancel": lambda: jobs.cancel("j"),
+            "drain": lambda: jobs.drain("j"),
+            "settle": lambda: jobs.settle("j", "lost"),
+            "say": lambda: jobs.say("j", [Message("JOB_MESSAGE_BASIC", "hi", 0.0)]),
+            "stage": lambda: jobs.stage("j", "pipelines/q", []),
+        }[verb]
+        with contextlib.suppress(FailedPrecondition):  # refused: nothing written (see below)
+            call()
+    seen = states(store)
+    # Every move is one the state machine allows; a final state is the last and only one.
+    assert all(can_transition(a, b) for a, b in zip(seen, seen[1:], strict=False))
+    terminal = [s for s in seen if s in TERMINAL_STATES]
+    assert len(terminal) <= 1 and (not terminal or seen[-1] == terminal[0])
+    job = store.get("j")
+    assert job.state is seen[-1]
+    assert (job.started_at is not None) == (S.STARTING in seen)
+    assert [e.seq for e in store.events("j")] == list(range(1, job.seq + 1))
