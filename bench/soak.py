@@ -39,9 +39,10 @@ from beamjobs.worker.messages import MessageForwarder
 from tests.faults.harness import Faults
 
 ROOT = Path(__file__).resolve().parents[1]
-# Compressed time: a lease of 30 s is 2 s here, a start lease of 15 min is 60 s.
-HEARTBEAT_SECONDS = 0.33
-LEASE_SECONDS = 2.0
+# Compressed time: a lease of 30 s is 6 s here (botocore's backoffs, up to 20 s, are not
+# compressed), a start lease of 15 min is 60 s, and a Fargate start of 10 min is 40 s.
+HEARTBEAT_SECONDS = 1.0
+LEASE_SECONDS = 6.0
 START_LEASE_SECONDS = 60.0
 RECONCILE_SECONDS = 2.0
 # A slow start: a Fargate task's 30 s to 10 min, compressed.

@@ -12,7 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from beamjobs.errors import BeamjobsError, InvalidArgument
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+)
+
+from beamjobs.errors import BeamjobsError, InvalidArgument, Unavailable
 
 # A route takes the validated event as the keyword argument `call` and returns the result
 # object (the keyword is what the idempotency decorator hashes).
@@ -26,6 +30,16 @@ def dispatch(event: Any, routes: Mapping[str, Route]) -> dict[str, Any]:
         return {"result": routes[call["rpc"]](call=call)}
     except BeamjobsError as error:
         return {"error": {"code": error.code, "message": error.message}}
+    except IdempotencyAlreadyInProgressError:
+        # A retry of a call whose first invocation has not finished, or was stopped at its
+        # timeout (its record expires then): the invoker sends it again.
+        return {
+            "error": {
+                "code": Unavailable.code,
+                "message": "the same call is still in progress",
+                "in_progress": True,
+            }
+        }
 
 
 def _validated(event: Any, routes: Mapping[str, Route]) -> dict[str, Any]:

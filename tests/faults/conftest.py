@@ -18,7 +18,8 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures shared with the
 @pytest.fixture
 def faults(request):
     configured = request.getfixturevalue("settings")
-    clients = [aws.client(service, configured) for service in ("dynamodb", "s3")]
+    services = ("dynamodb", "s3", "dynamodbstreams")
+    clients = [aws.client(service, configured) for service in services]
     harness = Faults().attach(*clients)
     yield harness
     harness.detach(*clients)

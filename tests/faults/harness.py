@@ -8,7 +8,9 @@ Per call, the first matching rule decides what happens:
 - `lose_response`: the request is sent and applied, and its response is lost (a read timeout),
   so botocore retries a call whose side effect already happened;
 - `latency`: the call is delayed, then sent;
-- `fail`: AWS answers 500 InternalServerError.
+- `fail`: AWS answers 500 InternalServerError;
+- `error`: AWS answers 400 with the rule's `code` (e.g. DynamoDB Streams' TrimmedDataAccessException
+  for records past its 24 h retention, or LimitExceededException for a third reader of a shard).
 
 And `kill_at_write(n)`: the process is SIGKILLed just before its n-th write to AWS leaves (a
 task killed at that point of its work).
@@ -78,8 +80,16 @@ def _answer(service: str, url: str, status: int, error_type: str, message: str) 
 
 
 # What each service answers for a throttle, and for an internal error.
-_THROTTLE = {"s3": (503, "SlowDown"), "dynamodb": (400, "ThrottlingException")}
-_FAILURE = {"s3": (500, "InternalError"), "dynamodb": (500, "InternalServerError")}
+_THROTTLE = {
+    "s3": (503, "SlowDown"),
+    "dynamodb": (400, "ThrottlingException"),
+    "dynamodb-streams": (400, "ThrottlingException"),
+}
+_FAILURE = {
+    "s3": (500, "InternalError"),
+    "dynamodb": (500, "InternalServerError"),
+    "dynamodb-streams": (500, "InternalServerError"),
+}
 
 
 @dataclass
@@ -89,6 +99,8 @@ class Rule:
     times: int = 1
     when: Callable[[dict[str, Any]], bool] | None = None
     seconds: float = 0.0
+    # The error code an `error` rule answers with.
+    code: str = ""
     # The fraction of matching calls the rule fires on (drawn from the harness's seeded random).
     rate: float = 1.0
     fired: int = 0
@@ -171,6 +183,8 @@ class Faults:
         if rule.action in ("throttle", "fail"):
             status, code = (_THROTTLE if rule.action == "throttle" else _FAILURE)[service]
             return _answer(service, request.url, status, code, f"injected: {rule.action}")
+        if rule.action == "error":
+            return _answer(service, request.url, 400, rule.code, f"injected: {rule.code}")
         if rule.action == "latency":
             time.sleep(rule.seconds)
             return None

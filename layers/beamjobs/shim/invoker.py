@@ -83,6 +83,13 @@ class InProcessInvoker:
         return dict(json.loads(json.dumps(answer)))
 
 
+# What Lambda answers for a function stopped at its timeout.
+_TIMED_OUT_ERROR_TYPES = frozenset({"Sandbox.Timedout"})
+# How long an outcome in doubt is waited for: the functions' timeout (template.yaml's Globals),
+# after which an unfinished call's idempotency record has expired, and a margin.
+IN_DOUBT_SECONDS = 35.0
+IN_DOUBT_BACKOFF_SECONDS = 2.0
+
 _RETRYABLE_LAMBDA_CODES = frozenset(
     {
         "TooManyRequestsException",
@@ -97,7 +104,13 @@ _RETRYABLE_LAMBDA_CODES = frozenset(
 class LambdaInvoker:
     """Calls the deployed functions with `lambda.invoke` (RequestResponse). Throttling and
     transport failures are retried a bounded number of times, then reported as UNAVAILABLE; a
-    function that crashed is reported as INTERNAL with its error message."""
+    function that crashed is reported as INTERNAL with its error message.
+
+    A function that timed out may have done its side effects (Run may have started the job)
+    before Lambda stopped it; its outcome is in doubt. The same event is sent again: the
+    handler's idempotency record (keyed by the request id) answers what the first call
+    recorded, or says the call is still in progress (then it is sent again, until its record
+    expires at the function's timeout and the call runs anew)."""
 
     def __init__(
         self,
@@ -106,42 +119,73 @@ class LambdaInvoker:
         *,
         attempts: int = 4,
         backoff_seconds: float = 0.1,
+        in_doubt_seconds: float = IN_DOUBT_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = lambda_client
         self._names = dict(function_names)
         self._attempts = attempts
         self._backoff = backoff_seconds
+        self._in_doubt_seconds = in_doubt_seconds
         self._sleep = sleep
+        self._clock = clock
 
     def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
         payload = _encode(event)
-        last_failure = ""
-        for attempt in range(self._attempts):
-            if attempt:
-                self._sleep(self._backoff * 2 ** (attempt - 1))
+        failures = 0
+        in_doubt_until: float | None = None
+        while True:
             try:
-                response = self._client.invoke(
-                    FunctionName=self._names[function],
-                    InvocationType="RequestResponse",
-                    Payload=payload,
-                )
-            except ClientError as error:
-                code = error_code(error)
-                if code not in _RETRYABLE_LAMBDA_CODES:
+                return self._invoke_once(function, payload)
+            except _Retry as retry:
+                if retry.in_doubt:
+                    if in_doubt_until is None:
+                        in_doubt_until = self._clock() + self._in_doubt_seconds
+                    if self._clock() >= in_doubt_until:
+                        raise Unavailable(
+                            f"function {function}: {retry.reason}, and its outcome is still "
+                            f"unknown after {self._in_doubt_seconds:g} s; retry the call"
+                        ) from None
+                    self._sleep(min(IN_DOUBT_BACKOFF_SECONDS, self._backoff * 2**failures))
+                    failures += 1
+                    continue
+                failures += 1
+                if failures >= self._attempts:
                     raise Unavailable(
-                        f"function {function} could not be invoked: {code}"
-                    ) from error
-                last_failure = code
-                continue
-            except (ReadTimeoutError, ConnectionError) as error:
-                last_failure = type(error).__name__
-                continue
-            body = json.loads(response["Payload"].read() or b"null")
-            if response.get("FunctionError"):
-                message = body.get("errorMessage", "") if isinstance(body, dict) else str(body)
-                raise BeamjobsError(f"function {function} failed: {message}")
-            return dict(body)
-        raise Unavailable(
-            f"function {function} unavailable after {self._attempts} attempts ({last_failure})"
-        )
+                        f"function {function} unavailable after {self._attempts} attempts "
+                        f"({retry.reason})"
+                    ) from None
+                self._sleep(self._backoff * 2 ** (failures - 1))
+
+    def _invoke_once(self, function: str, payload: bytes) -> dict[str, Any]:
+        try:
+            response = self._client.invoke(
+                FunctionName=self._names[function],
+                InvocationType="RequestResponse",
+                Payload=payload,
+            )
+        except ClientError as error:
+            code = error_code(error)
+            if code not in _RETRYABLE_LAMBDA_CODES:
+                raise Unavailable(f"function {function} could not be invoked: {code}") from error
+            raise _Retry(code) from error
+        except (ReadTimeoutError, ConnectionError) as error:
+            # The invocation may have run: its outcome is in doubt, as for a timeout.
+            raise _Retry(type(error).__name__, in_doubt=True) from error
+        body = json.loads(response["Payload"].read() or b"null")
+        if response.get("FunctionError"):
+            if isinstance(body, dict) and body.get("errorType") in _TIMED_OUT_ERROR_TYPES:
+                raise _Retry("it timed out", in_doubt=True)
+            message = body.get("errorMessage", "") if isinstance(body, dict) else str(body)
+            raise BeamjobsError(f"function {function} failed: {message}")
+        if isinstance(body, dict) and body.get("error", {}).get("in_progress"):
+            raise _Retry("the same call is still in progress", in_doubt=True)
+        return dict(body)
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, *, in_doubt: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.in_doubt = in_doubt
