@@ -226,8 +226,10 @@ class ChangeFeed:
         stream_arn = await self._blocking(self._store.stream_arn)
         shards: dict[str, _Shard] = {}
         await self._discover(stream_arn, shards, initial=start_at_latest)
-        if not start_at_latest:
-            self._broadcast(RESYNC)  # a new stream, or a restart: what came between is unknown
+        # Positioned now: what was written before is in the table, what comes after is in the
+        # stream. Subscribers catch up from the table, so whatever fell between an interruption
+        # (or the stream's replacement) and this point is not missed.
+        self._broadcast(RESYNC)
         interval = self._busy
         next_describe = time.monotonic() + self._describe_interval
         while True:
