@@ -30,10 +30,10 @@ from beamjobs import aws, runtime
 from beamjobs.api import pipeline_pb2
 from beamjobs.embedded import start_embedded
 from beamjobs.jobs import Jobs
+from beamjobs.model import Job
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.service import JobControl
 from beamjobs.states import TERMINAL_STATES, JobState
-from beamjobs.store import Job
 from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.messages import MessageForwarder
 from tests.faults.harness import Faults

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from beamjobs.model import Change, Job, Message
 from beamjobs.states import JobState
-from beamjobs.store import Change, Job, JobStore, Message
+from beamjobs.store import JobStore
 
 
 def advance(

@@ -33,20 +33,19 @@ from botocore.exceptions import ClientError
 
 from beamjobs.aws import aws_errors
 from beamjobs.errors import BeamjobsError, Conflict, Unavailable
-from beamjobs.states import JobState
-from beamjobs.store import (
+from beamjobs.model import (
     ACTIVE_STATES,
     EVENT_PAGE_BYTES,
     Change,
     Event,
-    EventPage,
     Job,
-    JobStore,
     Message,
     Staged,
     event_bytes,
     unknown_job,
 )
+from beamjobs.states import JobState
+from beamjobs.store import EventPage, JobStore
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from beamjobs.store import Job
+from beamjobs.model import Job
 
 
 class Executor(Protocol):

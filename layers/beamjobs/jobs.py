@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from beamjobs.errors import Conflict, FailedPrecondition
+from beamjobs.model import Change, Job, Message, Staged, message_batches
 from beamjobs.states import JobState, can_transition, is_terminal
-from beamjobs.store import Change, Job, JobStore, Message, Staged, message_batches
+from beamjobs.store import JobStore
 
 # A preparation must be run within this long. With it, every item of a job can expire a fixed
 # time after it is written and still outlive the job (see item_lifetime).

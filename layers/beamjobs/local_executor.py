@@ -23,10 +23,11 @@ from beamjobs.blobs import BlobStore
 from beamjobs.errors import BeamjobsError
 from beamjobs.executor import ExecutorError
 from beamjobs.jobs import Jobs
+from beamjobs.model import Job, job_to_json
 from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, read_option
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.settings import Settings
-from beamjobs.store import Job, JobStore, job_to_json
+from beamjobs.store import JobStore
 
 logger = logging.getLogger(__name__)
 

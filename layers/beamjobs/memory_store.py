@@ -10,17 +10,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from beamjobs.errors import Conflict
-from beamjobs.store import (
+from beamjobs.model import (
     ACTIVE_STATES,
     EVENT_PAGE_BYTES,
     Change,
     Event,
-    EventPage,
     Job,
-    JobStore,
     event_bytes,
     unknown_job,
 )
+from beamjobs.store import EventPage, JobStore
 
 
 class MemoryJobStore(JobStore):

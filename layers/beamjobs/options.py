@@ -11,7 +11,7 @@ from beamjobs.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from beamjobs.blobs import BlobStore
-    from beamjobs.store import Job
+    from beamjobs.model import Job
 
 
 @dataclass(frozen=True)

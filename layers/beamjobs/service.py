@@ -15,10 +15,11 @@ from beamjobs.errors import InvalidArgument, Unavailable
 from beamjobs.executor import Executor, ExecutorError
 from beamjobs.fargate import task_size
 from beamjobs.jobs import Jobs
+from beamjobs.model import Job
 from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, option_key, read_option
 from beamjobs.pipelines import summarize
 from beamjobs.states import JobState
-from beamjobs.store import Job, JobStore
+from beamjobs.store import JobStore
 
 # Options larger than this stay only in S3; the record keeps the reference.
 _MAX_INLINE_OPTIONS = 32_000

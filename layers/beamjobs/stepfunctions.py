@@ -20,9 +20,9 @@ from beamjobs.aws import error_code
 from beamjobs.blobs import BlobStore
 from beamjobs.executor import ExecutorError
 from beamjobs.fargate import task_definition_with_sdk, worker_task_overrides
+from beamjobs.model import Job
 from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, read_option
 from beamjobs.pipelines import docker_images
-from beamjobs.store import Job
 
 
 def execution_arn(state_machine_arn: str, job_id: str) -> str:

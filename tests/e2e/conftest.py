@@ -134,8 +134,8 @@ def started_job(stores, job_id: str, pipeline) -> None:
     STARTING, as Prepare and Run would: for tests that run a worker themselves."""
     from apache_beam.transforms import environments as beam_environments
 
+    from beamjobs.model import Job
     from beamjobs.states import JobState
-    from beamjobs.store import Job
 
     proto = pipeline.to_runner_api(
         default_environment=beam_environments.EmbeddedPythonEnvironment.default()

@@ -3,8 +3,8 @@
 import json
 
 from beamjobs.jobs import Jobs
+from beamjobs.model import Message
 from beamjobs.shim.invoker import LocalContext
-from beamjobs.store import Message
 from tests.integration.conftest import EVENTS, make_job
 
 # What a Lambda function may answer with, at most.

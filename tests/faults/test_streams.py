@@ -9,9 +9,9 @@ import pytest
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
 from beamjobs.jobs import Jobs
+from beamjobs.model import Message
 from beamjobs.shim.streams import SILENCE_CHECK_SECONDS
 from beamjobs.states import JobState
-from beamjobs.store import Message
 from tests.integration.conftest import pipeline_bytes
 from tests.jobstates import advance
 

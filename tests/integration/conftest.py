@@ -18,12 +18,12 @@ import pytest
 from beamjobs import aws, runtime
 from beamjobs.api import pipeline_pb2
 from beamjobs.embedded import EmbeddedAws
+from beamjobs.model import Job
 from beamjobs.provision import provision
 from beamjobs.settings import Settings
 from beamjobs.shim.invoker import InProcessInvoker
 from beamjobs.shim.server import MAX_MESSAGE_BYTES, start_shim
 from beamjobs.states import JobState
-from beamjobs.store import Job
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

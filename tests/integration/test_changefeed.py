@@ -15,10 +15,10 @@ from beamjobs import aws
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
 from beamjobs.jobs import Jobs
+from beamjobs.model import Message
 from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.shim.streams import follow
 from beamjobs.states import JobState
-from beamjobs.store import Message
 from tests.integration.conftest import make_job, running_shim
 from tests.jobstates import advance
 

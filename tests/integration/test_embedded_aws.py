@@ -15,8 +15,8 @@ from moto.core import responses
 from beamjobs import aws, moto_tuning, runtime
 from beamjobs.embedded import EmbeddedAwsProcess, local_settings
 from beamjobs.jobs import Jobs
+from beamjobs.model import Message
 from beamjobs.states import JobState
-from beamjobs.store import Message
 from tests.integration.conftest import TEMPLATE, make_job
 from tests.jobstates import advance
 

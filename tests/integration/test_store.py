@@ -5,8 +5,7 @@ import pytest
 from beamjobs import aws
 from beamjobs.errors import Conflict, NotFound
 from beamjobs.jobs import Jobs, start_rule
-from beamjobs.states import JobState
-from beamjobs.store import (
+from beamjobs.model import (
     EVENT_PAGE_BYTES,
     MAX_MESSAGE_BYTES,
     Change,
@@ -16,6 +15,7 @@ from beamjobs.store import (
     job_from_json,
     job_to_json,
 )
+from beamjobs.states import JobState
 from tests.integration.conftest import make_job
 from tests.jobstates import advance
 

@@ -11,10 +11,11 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from beamjobs.errors import Unavailable
+from beamjobs.model import Event, Message
 from beamjobs.shim.changefeed import RESYNC, ChangeFeed
 from beamjobs.shim.streams import follow
 from beamjobs.states import JobState
-from beamjobs.store import Event, EventPage, Message
+from beamjobs.store import EventPage
 
 _serialize = TypeSerializer().serialize
 FAST = {"busy_interval": 0.001, "max_idle_interval": 0.005, "describe_interval": 0.01}

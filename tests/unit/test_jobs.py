@@ -17,8 +17,9 @@ from beamjobs.jobs import (
     start_rule,
 )
 from beamjobs.memory_store import MemoryJobStore
+from beamjobs.model import Change, Job, Message
 from beamjobs.states import TERMINAL_STATES, JobState, can_transition
-from beamjobs.store import Change, Job, JobStore, Message
+from beamjobs.store import JobStore
 from tests.jobstates import advance
 
 S = JobState

@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from beamjobs.aws import error_code
 from beamjobs.dynamodb_store import DynamoJobStore, event_from_stream_image
 from beamjobs.errors import BeamjobsError
-from beamjobs.store import Event, event_bytes
+from beamjobs.model import Event, event_bytes
 
 logger = logging.getLogger(__name__)
 Blocking = Callable[..., Awaitable[Any]]

@@ -13,12 +13,12 @@ from google.protobuf import json_format, timestamp_pb2
 
 from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
 from beamjobs.errors import FailedPrecondition
+from beamjobs.model import Event
 from beamjobs.service import require_id
 from beamjobs.shim import streams
 from beamjobs.shim.backend import Backend, guarded
 from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.states import JobState as States
-from beamjobs.store import Event
 
 JobState = job_api_pb2.JobState
 STATE_STREAM_END_PAUSE_SECONDS = 2.0

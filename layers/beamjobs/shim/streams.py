@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from beamjobs.errors import Unavailable
+from beamjobs.model import Event, unknown_job
 from beamjobs.shim.changefeed import ChangeFeed, Closed
 from beamjobs.states import is_terminal
-from beamjobs.store import Event, EventPage, JobStore, unknown_job
+from beamjobs.store import EventPage, JobStore
 
 Blocking = Callable[..., Awaitable[Any]]
 

@@ -23,8 +23,8 @@ import sys
 from typing import TextIO
 
 from beamjobs import runtime
+from beamjobs.model import job_from_json
 from beamjobs.settings import Settings
-from beamjobs.store import job_from_json
 
 # Imports Beam and FnApiRunner: workers inherit them already imported.
 from beamjobs.worker.run import JobRunner

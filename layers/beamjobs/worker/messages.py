@@ -10,7 +10,7 @@ from types import TracebackType
 
 from beamjobs.errors import BeamjobsError
 from beamjobs.jobs import Jobs
-from beamjobs.store import Message, message_batches, utf8_size
+from beamjobs.model import Message, message_batches, utf8_size
 
 logger = logging.getLogger(__name__)
 

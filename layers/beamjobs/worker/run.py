@@ -21,11 +21,11 @@ from google.protobuf import struct_pb2
 from beamjobs import runtime
 from beamjobs.errors import BeamjobsError, NotFound
 from beamjobs.jobs import Jobs
+from beamjobs.model import Job
 from beamjobs.options import job_options
 from beamjobs.runtime import Stores
 from beamjobs.settings import Settings
 from beamjobs.states import JobState
-from beamjobs.store import Job
 from beamjobs.worker import environments, packages, process_environment
 from beamjobs.worker.artifacts import (
     ArtifactCache,

@@ -1,0 +1,159 @@
+"""A job's records: the job, its events and messages, and the bounds they are stored within.
+
+A job is an append-only log of events. An event adds messages, a new state, or a staging
+session's outcome, and records the job's snapshot after it (its state and since when, its
+pipeline, what is unstaged, when it started): so the log's tail alone says where the job is.
+Bounds are in UTF-8 bytes, as stored, and are this module's: what one event may hold, what one
+page of events may hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+from beamjobs.errors import NotFound
+from beamjobs.states import JobState
+
+# DynamoDB items are at most 400 KB, measured in UTF-8 bytes as stored: a message longer than
+# this is cut (and says so), and one event holds at most MAX_EVENT_MESSAGE_BYTES of text.
+MAX_MESSAGE_BYTES = 100_000
+MAX_EVENT_MESSAGE_BYTES = 300_000
+# A page of events read for a stream holds about this many bytes of messages (DynamoDB answers
+# a Query in pages of at most 1 MB): a catch-up costs one page of memory, not a job's history.
+EVENT_PAGE_BYTES = 1024 * 1024
+# Jobs that have started and not ended.
+ACTIVE_STATES = frozenset(
+    {JobState.STARTING, JobState.RUNNING, JobState.CANCELLING, JobState.DRAINING}
+)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A job message; importance is Beam's name (JOB_MESSAGE_*)."""
+
+    importance: str
+    text: str
+    time: float
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A staging session's outcome: the pipeline with its staged references, and the
+    artifacts still unstaged (none once the session completed)."""
+
+    pipeline_ref: str
+    unstaged: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one event adds to a job: messages, then a new state; or a staging outcome."""
+
+    state: JobState | None = None
+    messages: tuple[Message, ...] = ()
+    staged: Staged | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One stored event of a job."""
+
+    seq: int
+    time: float
+    state: JobState | None = None
+    messages: tuple[Message, ...] = ()
+    staged: Staged | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    job_name: str
+    state: JobState
+    state_time: float
+    # The sequence number of the job's last event.
+    seq: int
+    created_at: float
+    pipeline_ref: str
+    options_ref: str
+    # Pipeline options as Beam's Struct in JSON form; None when too large for the record (the
+    # blob at options_ref always has them).
+    options_json: str | None = None
+    bounded: bool = True
+    environment_urns: tuple[str, ...] = ()
+    metrics_ref: str | None = None
+    # Artifacts the pipeline depends on that were not staged yet: a job runs only without any.
+    unstaged: tuple[str, ...] = ()
+    # When the job was started (Run): set once, and never for a job cancelled before it ran.
+    started_at: float | None = None
+
+    def after(self, change: Change, seq: int, at: float) -> Job:
+        """The job once `change` is its event `seq`, written at `at`."""
+        job = replace(self, seq=seq)
+        if change.staged is not None:
+            job = replace(
+                job, pipeline_ref=change.staged.pipeline_ref, unstaged=change.staged.unstaged
+            )
+        if change.state is not None:
+            job = replace(job, state=change.state, state_time=at)
+            if change.state is JobState.STARTING:
+                job = replace(job, started_at=at)
+        return job
+
+
+def unknown_job(job_id: str) -> NotFound:
+    return NotFound(f"job {job_id!r} does not exist")
+
+
+def job_to_json(job: Job) -> str:
+    """The job as one line of JSON (a started job handed to a local worker)."""
+    return json.dumps({**asdict(job), "state": job.state.value})
+
+
+def job_from_json(text: str) -> Job:
+    values = json.loads(text)
+    return Job(
+        **{
+            **values,
+            "state": JobState(values["state"]),
+            "environment_urns": tuple(values["environment_urns"]),
+            "unstaged": tuple(values["unstaged"]),
+        }
+    )
+
+
+def utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _cut(message: Message) -> Message:
+    size = utf8_size(message.text)
+    if size <= MAX_MESSAGE_BYTES:
+        return message
+    # Cut at a byte bound (dropping a character the bound splits) that leaves room for the
+    # note, so a cut message is within the bound and is never cut again.
+    note = f"\n… [cut: {size} bytes in all]"
+    room = MAX_MESSAGE_BYTES - utf8_size(note)
+    kept = message.text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
+    return Message(message.importance, kept + note, message.time)
+
+
+def message_batches(messages: Sequence[Message]) -> list[tuple[Message, ...]]:
+    """The messages, cut to size, in the batches that each fit one event."""
+    batches: list[list[Message]] = []
+    size = MAX_EVENT_MESSAGE_BYTES
+    for message in map(_cut, messages):
+        length = utf8_size(message.text)
+        if size + length > MAX_EVENT_MESSAGE_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(message)
+        size += length
+    return [tuple(batch) for batch in batches]
+
+
+def event_bytes(event: Event) -> int:
+    """An event's size as a page counts it: its messages' text."""
+    return sum(utf8_size(m.text) for m in event.messages)
