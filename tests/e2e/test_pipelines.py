@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import sys
 
 import apache_beam as beam
@@ -79,6 +80,24 @@ def test_a_process_environment_whose_command_dies_fails_the_job(endpoint):
     )
     _ = pipeline | beam.Create([1])
     with pytest.raises(RuntimeError, match="SDK harness of the PROCESS environment exited"):
+        pipeline.run().wait_until_finish()
+
+
+class DieInTheHarness(beam.DoFn):
+    """Ends the SDK harness process mid-bundle, while the runner waits on its data."""
+
+    def process(self, element):
+        os._exit(3)
+
+
+@pytest.mark.timeout(120)
+def test_a_process_harness_that_dies_mid_bundle_fails_the_job_with_its_exit_code(endpoint):
+    # Given a PROCESS environment whose harness exits while the runner waits for its outputs
+    boot = json.dumps({"command": f"{sys.executable} -m beamjobs.worker.boot"})
+    pipeline = beam.Pipeline(options=options(endpoint, "PROCESS", f"--environment_config={boot}"))
+    _ = pipeline | beam.Create([1, 2, 3]) | beam.ParDo(DieInTheHarness())
+    # Then the job fails, naming the harness's exit, rather than waiting for it forever
+    with pytest.raises(RuntimeError, match="exited with code 3"):
         pipeline.run().wait_until_finish()
 
 
