@@ -106,7 +106,7 @@ class DynamoJobStore(JobStore):
 
     def create(self, job: Job) -> None:
         # The event goes first: a record is never without a state.
-        self._put_event(job, Change(state=job.state), job)
+        self._put_event(Change(state=job.state), job, at=job.state_time)
         record = {
             "pk": _pk(job.job_id),
             "sk": JOB_SK,
@@ -145,15 +145,15 @@ class DynamoJobStore(JobStore):
         job = _with_snapshot(record, tail)
         if _snapshot(job) != _snapshot(record):
             # The record's projection was lost or is late: bring it up to the log.
-            self._project(job, int(tail["seq"]))
+            self._project(job)
         return job
 
     def append(self, job: Job, change: Change) -> Job:
         now = round(self._clock(), 6)  # as stored, so the job answered is the job read later
         after = job.after(change, job.seq + 1, now)
-        self._put_event(job, change, after, at=now)
+        self._put_event(change, after, at=now)
         if _snapshot(after) != _snapshot(job):
-            self._project(after, after.seq)
+            self._project(after)
         return after
 
     def event_page(self, job_id: str, after_seq: int) -> EventPage:
@@ -264,11 +264,11 @@ class DynamoJobStore(JobStore):
                 return jobs[:limit]
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def _put_event(self, job: Job, change: Change, after: Job, *, at: float | None = None) -> None:
-        """Write `after.seq`'s event if that slot is free; Conflict when another writer took it."""
-        at = after.state_time if at is None else at
+    def _put_event(self, change: Change, after: Job, *, at: float) -> None:
+        """Write `change` as event `after.seq` (the job after it: `after`), written at `at`, if
+        that slot is free; Conflict when another writer took it."""
         item: dict[str, Any] = {
-            "pk": _pk(job.job_id),
+            "pk": _pk(after.job_id),
             "sk": _event_sk(after.seq),
             "seq": after.seq,
             "time": _decimal(at),
@@ -285,7 +285,7 @@ class DynamoJobStore(JobStore):
         if change.staged is not None:
             item["staged_pipeline_ref"] = change.staged.pipeline_ref
             item["staged_unstaged"] = list(change.staged.unstaged)
-        self._put_new(item, "attribute_not_exists(sk)", f"job {job.job_id}")
+        self._put_new(item, "attribute_not_exists(sk)", f"job {after.job_id}")
 
     def _put_new(self, item: dict[str, Any], condition: str, what: str) -> None:
         """Put an item whose condition says its key is free; Conflict when another writer's
@@ -306,17 +306,17 @@ class DynamoJobStore(JobStore):
                 return
             raise
 
-    def _project(self, job: Job, seq: int) -> None:
-        """Copy the job's snapshot as of event `seq` onto the record. Only ever moves forward
-        (a later projection that landed first wins), and never fails its caller: the log is
-        the truth, and the next reader repairs a lost projection."""
+    def _project(self, job: Job) -> None:
+        """Copy the job's snapshot as of its last event (`job.seq`) onto the record. Only ever
+        moves forward (a later projection that landed first wins), and never fails its caller:
+        the log is the truth, and the next reader repairs a lost projection."""
         snapshot = _snapshot(job)
         assignments = [
             f"#{name} = :{name}" for name, value in snapshot.items() if value is not None
         ]
         removals = [f"#{name}" for name, value in snapshot.items() if value is None]
         values: dict[str, Any] = {f":{n}": v for n, v in snapshot.items() if v is not None}
-        values.update({":n": seq, ":e": self._expiry()})
+        values.update({":n": job.seq, ":e": self._expiry()})
         assignments += ["seq = :n", "expires_at = :e"]
         if job.state in ACTIVE_STATES:
             assignments.append("active = :a")

@@ -42,8 +42,6 @@ class TransitionRejected(FailedPrecondition):
     def __init__(self, job: Job, to: JobState) -> None:
         verb = "is final" if is_terminal(job.state) else f"cannot move to {to.value}"
         super().__init__(f"job {job.job_id} is {job.state.value}: the state {verb}")
-        self.job = job
-        self.to = to
 
 
 # -- the rules: pure decisions -------------------------------------------------------------------

@@ -37,7 +37,7 @@ def _number(kind: type[int] | type[float], *, minimum: float = 0) -> Parser:
         try:
             number = kind(value)
         except ValueError:
-            raise ValueError(f"{'an integer' if kind is int else 'a number'}") from None
+            raise ValueError("an integer" if kind is int else "a number") from None
         if number < minimum:
             raise ValueError(f"at least {minimum:g}")
         return number
@@ -119,23 +119,14 @@ class Settings:
         return settings
 
     def _check(self) -> None:
-        missing = [
-            variable
-            for variable, value in (
-                ("BEAMJOBS_TABLE", self.table_name),
-                ("BEAMJOBS_BUCKET", self.bucket_name),
-            )
-            if not value
-        ]
+        required: dict[str, str | None] = {
+            "BEAMJOBS_TABLE": self.table_name,
+            "BEAMJOBS_BUCKET": self.bucket_name,
+        }
         if self.executor == "stepfunctions":
-            missing += [
-                variable
-                for variable, value in (
-                    ("BEAMJOBS_STATE_MACHINE_ARN", self.state_machine_arn),
-                    ("BEAMJOBS_WORKER_TASK_DEFINITION", self.worker_task_definition),
-                )
-                if not value
-            ]
+            required["BEAMJOBS_STATE_MACHINE_ARN"] = self.state_machine_arn
+            required["BEAMJOBS_WORKER_TASK_DEFINITION"] = self.worker_task_definition
+        missing = [variable for variable, value in required.items() if not value]
         if missing:
             raise InvalidArgument(f"missing settings: {', '.join(missing)}")
 

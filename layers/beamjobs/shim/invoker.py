@@ -139,6 +139,7 @@ class LambdaInvoker:
             try:
                 return self._invoke_once(function, payload)
             except _Retry as retry:
+                delay = self._backoff * 2**failures
                 if retry.in_doubt:
                     if in_doubt_until is None:
                         in_doubt_until = self._clock() + self._in_doubt_seconds
@@ -147,16 +148,14 @@ class LambdaInvoker:
                             f"function {function}: {retry.reason}, and its outcome is still "
                             f"unknown after {self._in_doubt_seconds:g} s; retry the call"
                         ) from None
-                    self._sleep(min(IN_DOUBT_BACKOFF_SECONDS, self._backoff * 2**failures))
-                    failures += 1
-                    continue
-                failures += 1
-                if failures >= self._attempts:
+                    delay = min(IN_DOUBT_BACKOFF_SECONDS, delay)
+                elif failures + 1 >= self._attempts:
                     raise Unavailable(
                         f"function {function} unavailable after {self._attempts} attempts "
                         f"({retry.reason})"
                     ) from None
-                self._sleep(self._backoff * 2 ** (failures - 1))
+                failures += 1
+                self._sleep(delay)
 
     def _invoke_once(self, function: str, payload: bytes) -> dict[str, Any]:
         try:

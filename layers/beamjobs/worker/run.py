@@ -149,12 +149,11 @@ def execute(
 ) -> JobState:
     """Run the job to its end and record the outcome; return the state recorded."""
     jobs = Jobs(stores.jobs)
-    claimed = jobs.running(job_id, known=known)
-    if claimed is None:
+    job = jobs.running(job_id, known=known)
+    if job is None:
         state = jobs.get(job_id).state
         logger.info("job %s is %s: not running it", job_id, state.value)
         return state
-    job = claimed
 
     failure: str | None = None
     infos: list[Any] = []
