@@ -179,7 +179,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
         job_id = require_id(request.job_id)
         await self._refuse_a_deadline_before_run(job_id, context)
         with self._streams.open():
-            async with contextlib.aclosing(self._follow(job_id)) as events:
+            async with contextlib.aclosing(self._follow(job_id, context)) as events:
                 async for event in events:
                     if event.state is not None:
                         yield _state_event(event.state.value, event.time)
@@ -194,7 +194,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
         job_id = require_id(request.job_id)
         await self._refuse_a_deadline_before_run(job_id, context)
         with self._streams.open():
-            async with contextlib.aclosing(self._follow(job_id)) as events:
+            async with contextlib.aclosing(self._follow(job_id, context)) as events:
                 async for event in events:
                     # An event's messages come before its state: a FAILED job's cause is in
                     # the FAILED event, and SDKs stop reading at the terminal state.
@@ -220,5 +220,15 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
                 "end at that deadline rather than at the job's end; open it after Run"
             )
 
-    def _follow(self, job_id: str) -> Any:
-        return streams.follow(self._stores.jobs, self._feed, job_id, self._blocking)
+    def _follow(self, job_id: str, context: Any) -> Any:
+        events = streams.follow(self._stores.jobs, self._feed, job_id, self._blocking)
+
+        async def close() -> None:
+            with contextlib.suppress(RuntimeError):  # running: the RPC's cancel reaches it
+                await events.aclose()
+
+        # A stream the client cancelled while its handler waited to write is abandoned at a
+        # yield, and only the garbage collector would close it; close it when the RPC ends, so
+        # its subscription goes at once.
+        context.add_done_callback(lambda _: asyncio.ensure_future(close()))
+        return events

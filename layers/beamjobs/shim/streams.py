@@ -9,7 +9,7 @@ silence makes the follower catch up from the table with one Query.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from beamjobs.errors import Unavailable
@@ -32,7 +32,7 @@ async def follow(
     blocking: Blocking,
     *,
     silence_check: float = SILENCE_CHECK_SECONDS,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Yield every event of the job in order, from the first, until its terminal state.
     Raises NotFound (before yielding) for an unknown job, Unavailable when the feed closes."""
     subscription = feed.subscribe(job_id)
