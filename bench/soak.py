@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from beamjobs import aws, runtime
+from beamjobs.identity import LOCAL_CALLER
 from beamjobs.api import pipeline_pb2
 from beamjobs.embedded import start_embedded
 from beamjobs.jobs import Jobs
@@ -233,12 +234,14 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
 
         def client(index: int) -> None:
             pipeline_ref = stores.blobs.put_content("pipelines", _pipeline())
-            job_id = control.prepare(pipeline_ref=pipeline_ref, options={}, job_name=f"soak{index}")
+            job_id = control.prepare(
+                LOCAL_CALLER, pipeline_ref=pipeline_ref, options={}, job_name=f"soak{index}"
+            )
             plans[job_id] = plan = _plan(job_id, rng)
-            control.run(job_id)
+            control.run(LOCAL_CALLER, job_id)
             if plan.scenario == "cancel":
                 time.sleep(plan.cancel_after)
-                plan.cancel_answer = control.cancel(job_id)
+                plan.cancel_answer = control.cancel(LOCAL_CALLER, job_id)
 
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beamjobs import aws, runtime
 from beamjobs.errors import InvalidArgument
-from beamjobs.handlers import Route, dispatch
+from beamjobs.handlers import Route, caller_of, dispatch
 from beamjobs.jobs import Jobs
 from beamjobs.service import JobControl
 from beamjobs.settings import Settings
@@ -61,6 +61,7 @@ def _routes() -> dict[str, Route]:
     def prepare(call: dict[str, Any]) -> dict[str, Any]:
         request = call["request"]
         job_id = service.prepare(
+            caller_of(call),
             pipeline_ref=_required(request, "pipeline_ref"),
             options=request.get("pipeline_options", {}),
             job_name=request.get("job_name", ""),
@@ -70,20 +71,20 @@ def _routes() -> dict[str, Route]:
 
     @once
     def run(call: dict[str, Any]) -> dict[str, Any]:
-        job_id = service.run(call["request"].get("preparation_id"))
+        job_id = service.run(caller_of(call), call["request"].get("preparation_id"))
         metrics.add_metric(name="JobsStarted", unit=MetricUnit.Count, value=1)
         return {"job_id": job_id}
 
     def cancel(call: dict[str, Any]) -> dict[str, Any]:
-        return {"state": service.cancel(call["request"].get("job_id")).value}
+        return {"state": service.cancel(caller_of(call), call["request"].get("job_id")).value}
 
     def drain(call: dict[str, Any]) -> dict[str, Any]:
-        return {"state": service.drain(call["request"].get("job_id")).value}
+        return {"state": service.drain(caller_of(call), call["request"].get("job_id")).value}
 
     def record_staging(call: dict[str, Any]) -> dict[str, Any]:
         request = call["request"]
         unstaged = service.record_staging(
-            request.get("preparation_id"), _required(request, "pipeline_ref")
+            caller_of(call), request.get("preparation_id"), _required(request, "pipeline_ref")
         )
         return {"unstaged": unstaged}
 

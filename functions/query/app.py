@@ -11,7 +11,7 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beamjobs import runtime
-from beamjobs.handlers import Route, dispatch
+from beamjobs.handlers import Route, caller_of, dispatch
 from beamjobs.options import SERVICE_OPTIONS
 from beamjobs.service import JobQueries
 from beamjobs.settings import Settings
@@ -35,20 +35,22 @@ def _routes() -> dict[str, Route]:
                     "state": info.state.value,
                     "pipeline_options": info.options,
                 }
-                for info in service.list_jobs()
+                for info in service.list_jobs(caller_of(call))
             ]
         }
 
     def get_state(call: dict[str, Any]) -> dict[str, Any]:
-        job = service.get(call["request"].get("job_id"))
+        job = service.get(caller_of(call), call["request"].get("job_id"))
         return {"state": job.state.value, "timestamp": job.state_time}
 
     def get_pipeline(call: dict[str, Any]) -> dict[str, Any]:
         # Pipelines can exceed Lambda's 6 MB response: answer with the S3 reference.
-        return {"pipeline_ref": service.get(call["request"].get("job_id")).pipeline_ref}
+        job = service.get(caller_of(call), call["request"].get("job_id"))
+        return {"pipeline_ref": job.pipeline_ref}
 
     def get_job_metrics(call: dict[str, Any]) -> dict[str, Any]:
-        return {"metrics_ref": service.get(call["request"].get("job_id")).metrics_ref}
+        job = service.get(caller_of(call), call["request"].get("job_id"))
+        return {"metrics_ref": job.metrics_ref}
 
     def describe_pipeline_options(call: dict[str, Any]) -> dict[str, Any]:
         return {"options": [asdict(option) for option in SERVICE_OPTIONS]}

@@ -2,7 +2,7 @@
 endpoint, handlers in process and the local executor. `beamjobs aws`: the embedded AWS alone
 (so that several shims, or a restarted one, share it). `beamjobs shim`: the shim as deployed
 (the shim's container on Fargate): settings from the environment, handlers reached with
-lambda.invoke."""
+lambda.invoke. `beamjobs connect`: a local proxy for SDKs to an authenticated Job API."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from beamjobs import aws, runtime
 from beamjobs.settings import Settings
 from beamjobs.shim.invoker import Handler, Invoker
+
+if TYPE_CHECKING:
+    from beamjobs.shim.server import Authentication
 
 
 def _handlers() -> dict[str, Handler]:
@@ -70,7 +75,8 @@ async def _serve(
 async def _serve_deployed(host: str, port: int) -> None:
     from beamjobs.shim.invoker import LambdaInvoker
 
-    settings = Settings.from_env()
+    # On AWS every call is authenticated, whatever the environment says.
+    settings = Settings.from_env({**os.environ, "BEAMJOBS_REQUIRE_AUTH": "true"})
     functions = {}
     for function in ("control", "query"):
         variable = f"BEAMJOBS_{function.upper()}_FUNCTION"
@@ -103,11 +109,41 @@ async def _run_shim(
         host=host,
         port=port,
         advertised_endpoint=settings.advertised_endpoint,
+        authentication=_authentication(settings),
     )
     if doorbell is not None:  # the embedded AWS rings it after each item put
         asyncio.get_running_loop().add_reader(doorbell, _answer, doorbell, shim.feed.wake)
     print(f"Beamjobs Job API on {host}:{shim.port} ({via})", flush=True)
     await serve_until_signalled(shim, drain)
+
+
+async def _connect(endpoint: str, listen: str, plaintext: bool) -> None:
+    from beamjobs.connect import Identity, start_proxy
+
+    identity = Identity()
+    who = await asyncio.to_thread(identity.who)
+    proxy, address = await start_proxy(endpoint, listen, plaintext=plaintext, identity=identity)
+    print(
+        f"Beamjobs connect on {address}: forwarding to {endpoint} "
+        f"({'plaintext' if plaintext else 'TLS'}) as {who}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await proxy.stop(5)
+
+
+def _authentication(settings: Settings) -> Authentication | None:
+    from beamjobs.identity import AccessPolicy
+    from beamjobs.signed_identity import Verifier, sts_url
+
+    if not settings.require_auth:
+        return None
+    verifier = Verifier(sts_url(settings.region, settings.endpoint_url))
+    return verifier, AccessPolicy(settings.allowed_principals, settings.admin_principals)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,9 +164,43 @@ def main(argv: list[str] | None = None) -> int:
         help="the interpreter of the workers' virtualenv (make run: .venv-worker/bin/python); "
         "by default this one",
     )
+    serve.add_argument(
+        "--require-auth",
+        action="store_true",
+        help="authenticate every call with an AWS identity (as on AWS; clients go through "
+        "`beamjobs connect`), against the embedded AWS's IAM users unless --aws-endpoint",
+    )
+    serve.add_argument(
+        "--allowed-principal",
+        action="append",
+        default=[],
+        metavar="ARN_OR_ACCOUNT",
+        help="with --require-auth: a principal (or account id) that may call; repeatable "
+        "(default: every principal of the embedded AWS's account)",
+    )
+    serve.add_argument(
+        "--admin-principal",
+        action="append",
+        default=[],
+        metavar="ARN_OR_ACCOUNT",
+        help="with --require-auth: a principal (or account id) that sees and steers every "
+        "job; repeatable",
+    )
     deployed = commands.add_parser("shim", help="serve the Job API as deployed on AWS")
     deployed.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a container's service)
     deployed.add_argument("--port", type=int, default=8099)
+    connect = commands.add_parser(
+        "connect",
+        help="a local proxy that forwards unmodified Beam SDKs to an authenticated Job API "
+        "with your AWS identity",
+    )
+    connect.add_argument("--endpoint", required=True, help="the Job API's HOST:PORT")
+    connect.add_argument("--listen", default="127.0.0.1:8099", help="where SDKs connect")
+    connect.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS to the endpoint: only for a Job API on a private network or localhost",
+    )
     aws_only = commands.add_parser("aws", help="run the embedded AWS alone")
     aws_only.add_argument("--port", type=int, default=5000)
     aws_only.add_argument("--template", type=Path, default=Path("template.yaml"))
@@ -149,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shim":
         asyncio.run(_serve_deployed(args.host, args.port))
         return 0
+    if args.command == "connect":
+        asyncio.run(_connect(args.endpoint, args.listen, args.plaintext))
+        return 0
     # Local mode only (its image has no moto): the embedded AWS and provisioning from the file.
     from beamjobs.embedded import (
+        LOCAL_ACCOUNT,
         EmbeddedAwsProcess,
         exit_with_parent,
         local_settings,
@@ -174,7 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     def settings_at(endpoint_url: str) -> Settings:
-        return dataclasses.replace(local_settings(endpoint_url), worker_python=args.worker_python)
+        return dataclasses.replace(
+            local_settings(endpoint_url),
+            worker_python=args.worker_python,
+            require_auth=args.require_auth,
+            allowed_principals=tuple(args.allowed_principal) or (LOCAL_ACCOUNT,),
+            admin_principals=tuple(args.admin_principal),
+        )
 
     if args.aws_endpoint:
         use_offline_credentials()

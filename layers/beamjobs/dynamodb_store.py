@@ -5,10 +5,11 @@ Items of a job, all under the partition key ``job#<id>``:
 - ``sk = "ev#<seq, zero-padded>"``: the job's log (beamjobs.store). Each event holds its change
   and the job's snapshot after it (``job_state``, ``job_state_time``, ``job_pipeline_ref``,
   ``job_unstaged``, ``job_started_at``). An append is a put conditional on a free slot.
-- ``sk = "job"``: the job record: what never changes (name, options, created), and a projection
-  of the snapshot for listing (``gsi1``) and for the reconciler (``active``, only while the
-  job is active). It sorts after every event, so one descending Query of two items reads the
-  record and the log's tail together. Messages do not touch it: only a changed snapshot does.
+- ``sk = "job"``: the job record: what never changes (name, owner, options, created), and a
+  projection of the snapshot for listing (``gsi1``; ``owner``, an owner's jobs) and for the
+  reconciler (``active``, only while the job is active). It sorts after every event, so one
+  descending Query of two items reads the record and the log's tail together. Messages do not
+  touch it: only a changed snapshot does.
 - ``sk = "beat"``: when the job's worker last said it was alive. An item of its own, outside
   every index, so a heartbeat writes one small item. It sorts before every event.
 
@@ -56,6 +57,7 @@ WRITER = "writer"
 EVENT_PREFIX = "ev#"
 LIST_INDEX = "gsi1"
 LIST_PARTITION = "jobs"
+OWNER_INDEX = "owner"
 ACTIVE_INDEX = "active"
 ACTIVE_PARTITION = "active"
 # Jobs read per page of an index.
@@ -112,6 +114,7 @@ class DynamoJobStore(JobStore):
             "sk": JOB_SK,
             "job_id": job.job_id,
             "job_name": job.job_name,
+            "owner": job.owner,
             "created_at": _decimal(job.created_at),
             "options_ref": job.options_ref,
             "options_json": job.options_json,
@@ -180,7 +183,9 @@ class DynamoJobStore(JobStore):
                 return EventPage(events, complete=False)
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def recent_jobs(self, limit: int) -> list[Job]:
+    def recent_jobs(self, limit: int, *, owner: str | None = None) -> list[Job]:
+        if owner is not None:
+            return self._query_index(OWNER_INDEX, "owner", owner, limit=limit)
         return self._query_index(LIST_INDEX, "gsi1pk", LIST_PARTITION, limit=limit)
 
     def active_jobs(self) -> list[Job]:
@@ -408,6 +413,7 @@ def _job_from_record(values: dict[str, Any]) -> Job:
         metrics_ref=values.get("metrics_ref"),
         unstaged=tuple(values.get("unstaged") or ()),
         started_at=None if started_at is None else float(started_at),
+        owner=values.get("owner"),
     )
 
 

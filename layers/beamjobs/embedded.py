@@ -23,13 +23,15 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from beamjobs import moto_tuning
+from beamjobs import moto_sts, moto_tuning
 from beamjobs.provision import provision
 from beamjobs.settings import Settings
 
 LOCAL_TABLE = "beamjobs-jobs"
 LOCAL_BUCKET = "beamjobs-artifacts"
 LOCAL_REGION = "us-east-1"
+# moto's default account: the embedded AWS's IAM users and roles are made in it.
+LOCAL_ACCOUNT = "123456789012"
 
 
 def use_offline_credentials() -> None:
@@ -82,6 +84,7 @@ class EmbeddedAws:
     def start(self) -> str:
         use_offline_credentials()
         moto_tuning.install()
+        moto_sts.install()
         self._app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
             "127.0.0.1", self._port, self._app, threaded=True, request_handler=MotoRequestHandler

@@ -42,6 +42,18 @@ class ResourceExhausted(BeamjobsError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class Unauthenticated(BeamjobsError):
+    """The caller did not prove who it is (no identity, or one that does not verify)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(BeamjobsError):
+    """The caller is known, and not allowed to use this deployment."""
+
+    code = "PERMISSION_DENIED"
+
+
 class Conflict(BeamjobsError):
     """A conditional write lost a race; callers re-read and decide again."""
 
@@ -57,6 +69,8 @@ ERRORS_BY_CODE: dict[str, type[BeamjobsError]] = {
         AlreadyExists,
         Unavailable,
         ResourceExhausted,
+        Unauthenticated,
+        PermissionDenied,
         Conflict,
     )
 }

@@ -1,9 +1,11 @@
 """What every Lambda handler shares: the event contract and turning domain errors into data.
 
 An event is ``{"rpc": <Job API method>, "request_id": <id minted by the shim per gRPC call>,
-"request": {...}}``. A handler answers ``{"result": {...}}`` or ``{"error": {"code": <gRPC
-status name>, "message": ...}}``: domain errors are data, so the invoker never has to guess a
-status from a stack trace. Retries of one gRPC call carry the same request_id, which is the
+"caller": {"principal": <ARN>, "admin": <bool>}, "request": {...}}``. The caller is whom the
+shim authenticated the gRPC call for; the handlers trust it, as only the shim may invoke them.
+A handler answers ``{"result": {...}}`` or ``{"error": {"code": <gRPC status name>,
+"message": ...}}``: domain errors are data, so the invoker never has to guess a status from a
+stack trace. Retries of one gRPC call carry the same request_id, which is the
 idempotency key of the handlers that create things.
 """
 
@@ -17,6 +19,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 
 from beamjobs.errors import BeamjobsError, InvalidArgument, Unavailable
+from beamjobs.identity import Caller
 
 # A route takes the validated event as the keyword argument `call` and returns the result
 # object (the keyword is what the idempotency decorator hashes).
@@ -54,4 +57,10 @@ def _validated(event: Any, routes: Mapping[str, Route]) -> dict[str, Any]:
     request = event.get("request", {})
     if not isinstance(request, dict):
         raise InvalidArgument("request must be a JSON object")
-    return {"rpc": rpc, "request_id": request_id, "request": request}
+    caller = Caller.from_wire(event.get("caller")).to_wire()
+    return {"rpc": rpc, "request_id": request_id, "caller": caller, "request": request}
+
+
+def caller_of(call: dict[str, Any]) -> Caller:
+    """The caller of a validated call (kept as JSON in it: the idempotency layer hashes it)."""
+    return Caller.from_wire(call["caller"])

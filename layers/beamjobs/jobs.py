@@ -7,6 +7,10 @@ it, or a final state stands), or a domain error. `Jobs` applies a rule: read, de
 after the tail; when another writer appended first, read again and decide again. That loop is
 the only retry of a decision anywhere (botocore retries the calls themselves, and the store
 recognises its own write whose answer was lost).
+
+A job belongs to whoever prepared it. A verb done for a caller (an RPC's) finds only the jobs
+that caller owns: any other is NOT_FOUND, exactly as a job that does not exist, so that no one
+learns of another's jobs. The service's own verbs (a worker's, the reconciler's) have no caller.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from beamjobs.errors import Conflict, FailedPrecondition
-from beamjobs.model import Change, Job, Message, Staged, message_batches
+from beamjobs.identity import Caller
+from beamjobs.model import Change, Job, Message, Staged, message_batches, unknown_job
 from beamjobs.states import JobState, can_transition, is_terminal
 from beamjobs.store import JobStore
 
@@ -45,6 +50,13 @@ class TransitionRejected(FailedPrecondition):
 
 
 # -- the rules: pure decisions -------------------------------------------------------------------
+
+
+def owned(job: Job, caller: Caller | None) -> Job:
+    """The job, if `caller` may see it (None: the service itself); else NOT_FOUND."""
+    if caller is not None and not caller.owns(job.owner):
+        raise unknown_job(job.job_id)
+    return job
 
 
 def _move(job: Job, to: JobState, messages: Sequence[Message] = ()) -> Change | None:
@@ -188,13 +200,17 @@ class Jobs:
     def prepare(self, job: Job) -> None:
         self.store.create(job)
 
-    def get(self, job_id: str) -> Job:
-        return self.store.get(job_id)
+    def get(self, job_id: str, caller: Caller | None = None) -> Job:
+        return owned(self.store.get(job_id), caller)
 
-    def start(self, job_id: str) -> Job:
+    def recent(self, limit: int, caller: Caller) -> list[Job]:
+        """The caller's `limit` newest jobs (every job's, for an admin), newest first."""
+        return self.store.recent_jobs(limit, owner=None if caller.admin else caller.principal)
+
+    def start(self, job_id: str, caller: Caller | None = None) -> Job:
         """STARTING, or the job as it is if it started already (the caller starts its work
         while it is STARTING: starting is idempotent, a retried Run's start included)."""
-        return self.apply(job_id, start_rule).job
+        return self.apply(job_id, start_rule, caller=caller).job
 
     def running(self, job_id: str, *, known: Job | None = None) -> Job | None:
         """The job, RUNNING, when this call claimed it; None when it must not run."""
@@ -210,16 +226,23 @@ class Jobs:
     def settle(self, job_id: str, cause: str) -> Job:
         return self.apply(job_id, settle_rule(cause)).job
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, caller: Caller | None = None) -> Job:
         """The job after Cancel; CANCELLING means its work is to be stopped (again, for a
         retried Cancel: the first may have died before stopping it)."""
-        return self.apply(job_id, cancel_rule).job
+        return self.apply(job_id, cancel_rule, caller=caller).job
 
-    def drain(self, job_id: str) -> Job:
-        return self.apply(job_id, drain_rule).job
+    def drain(self, job_id: str, caller: Caller | None = None) -> Job:
+        return self.apply(job_id, drain_rule, caller=caller).job
 
-    def stage(self, job_id: str, pipeline_ref: str, unstaged: Sequence[str]) -> Job:
-        return self.apply(job_id, stage_rule(Staged(pipeline_ref, tuple(unstaged)))).job
+    def stage(
+        self,
+        job_id: str,
+        pipeline_ref: str,
+        unstaged: Sequence[str],
+        caller: Caller | None = None,
+    ) -> Job:
+        staged = Staged(pipeline_ref, tuple(unstaged))
+        return self.apply(job_id, stage_rule(staged), caller=caller).job
 
     def say(self, job_id: str, messages: Sequence[Message]) -> None:
         """Append messages in order, in as few events as the bounds allow. A failure leaves
@@ -232,10 +255,18 @@ class Jobs:
         self.store.beat(job_id)
         return self.store.get(job_id).state
 
-    def apply(self, job_id: str, rule: Rule, *, known: Job | None = None) -> Decided:
+    def apply(
+        self,
+        job_id: str,
+        rule: Rule,
+        *,
+        known: Job | None = None,
+        caller: Caller | None = None,
+    ) -> Decided:
         """Decide with `rule` on the job (`known`: as the caller last saw it, to skip a read)
-        and append its change; on a rival's append, read and decide again."""
-        job = known if known is not None else self.store.get(job_id)
+        and append its change; on a rival's append, read and decide again. For a `caller`,
+        only a job it owns (its owner never changes, so one check holds for every read)."""
+        job = owned(known if known is not None else self.store.get(job_id), caller)
         for _ in range(_MAX_RACE_RETRIES):
             change = rule(job, self.store.now())
             if change is None:

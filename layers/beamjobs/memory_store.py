@@ -80,9 +80,12 @@ class MemoryJobStore(JobStore):
                 return EventPage(events, complete=event is log[-1])
         return EventPage(events, complete=True)
 
-    def recent_jobs(self, limit: int) -> list[Job]:
+    def recent_jobs(self, limit: int, *, owner: str | None = None) -> list[Job]:
         with self._lock:
-            jobs = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.job_id))
+            jobs = sorted(
+                (job for job in self._jobs.values() if owner is None or job.owner == owner),
+                key=lambda j: (j.created_at, j.job_id),
+            )
         return jobs[::-1][:limit]
 
     def active_jobs(self) -> list[Job]:

@@ -88,6 +88,8 @@ class Job:
     unstaged: tuple[str, ...] = ()
     # When the job was started (Run): set once, and never for a job cancelled before it ran.
     started_at: float | None = None
+    # The principal who prepared it (beamjobs.identity); None for jobs older than owners.
+    owner: str | None = None
 
     def after(self, change: Change, seq: int, at: float) -> Job:
         """The job once `change` is its event `seq`, written at `at`."""

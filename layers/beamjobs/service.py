@@ -14,6 +14,7 @@ from beamjobs.blobs import BlobStore
 from beamjobs.errors import InvalidArgument, Unavailable
 from beamjobs.executor import Executor, ExecutorError
 from beamjobs.fargate import task_size
+from beamjobs.identity import Caller
 from beamjobs.jobs import Jobs
 from beamjobs.model import Job
 from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, option_key, read_option
@@ -66,9 +67,11 @@ class JobControl:
         self._executor = executor
         self._artifacts = artifacts
 
-    def prepare(self, *, pipeline_ref: str, options: dict[str, Any], job_name: str) -> str:
-        """Record a job in STOPPED for a pipeline already stored at `pipeline_ref`; return its
-        id, which is both the preparation id and the job id."""
+    def prepare(
+        self, caller: Caller, *, pipeline_ref: str, options: dict[str, Any], job_name: str
+    ) -> str:
+        """Record a job of the caller's in STOPPED for a pipeline already stored at
+        `pipeline_ref`; return its id, which is both the preparation id and the job id."""
         if not isinstance(options, dict):
             raise InvalidArgument("pipeline_options must be a Struct")
         if not isinstance(job_name, str) or len(job_name) > _MAX_NAME_LENGTH:
@@ -96,23 +99,24 @@ class JobControl:
             bounded=summary.bounded,
             environment_urns=summary.environment_urns,
             unstaged=summary.unstaged,
+            owner=caller.principal,
         )
         self._jobs.prepare(job)
         return job.job_id
 
-    def record_staging(self, preparation_id: str, pipeline_ref: str) -> list[str]:
+    def record_staging(self, caller: Caller, preparation_id: str, pipeline_ref: str) -> list[str]:
         """A staging session's outcome: the pipeline with the artifacts staged so far
         rewritten to their staged references. Returns what is still unstaged (nothing once
         the session completed), which Run refuses to start with."""
         job_id = require_id(preparation_id, "preparation_id")
         unstaged = summarize(self._blobs.get(pipeline_ref), self._artifacts).unstaged
-        self._jobs.stage(job_id, pipeline_ref, unstaged)
+        self._jobs.stage(job_id, pipeline_ref, unstaged, caller)
         return list(unstaged)
 
-    def run(self, preparation_id: str) -> str:
+    def run(self, caller: Caller, preparation_id: str) -> str:
         """Start a prepared job, once: a Run retried while the job is STARTING starts its work
         again (which is idempotent), and one after that answers the job's id."""
-        job = self._jobs.start(require_id(preparation_id, "preparation_id"))
+        job = self._jobs.start(require_id(preparation_id, "preparation_id"), caller)
         if job.state is JobState.STARTING:
             try:
                 self._executor.start(job)
@@ -122,17 +126,17 @@ class JobControl:
                 raise Unavailable(cause) from error
         return job.job_id
 
-    def cancel(self, job_id: str) -> JobState:
+    def cancel(self, caller: Caller, job_id: str) -> JobState:
         """Cancel: a job never run is CANCELLED at once; a starting or running one becomes
         CANCELLING and its work is stopped; a finished one answers with its final state."""
-        job = self._jobs.cancel(require_id(job_id))
+        job = self._jobs.cancel(require_id(job_id), caller)
         if job.state is JobState.CANCELLING:
             self._stop(job.job_id)
         return job.state
 
-    def drain(self, job_id: str) -> JobState:
+    def drain(self, caller: Caller, job_id: str) -> JobState:
         """Drain a streaming job: stop reading, finish in-flight work."""
-        job = self._jobs.drain(require_id(job_id))
+        job = self._jobs.drain(require_id(job_id), caller)
         if job.state is JobState.DRAINING:
             self._stop(job.job_id)
         return job.state
@@ -148,19 +152,20 @@ class JobQueries:
     """The read-only operations."""
 
     def __init__(self, store: JobStore, blobs: BlobStore) -> None:
-        self._store = store
+        self._jobs = Jobs(store)
         self._blobs = blobs
 
-    def get(self, job_id: str) -> Job:
-        return self._store.get(require_id(job_id))
+    def get(self, caller: Caller, job_id: str) -> Job:
+        return self._jobs.get(require_id(job_id), caller)
 
-    def list_jobs(self) -> list[JobInfo]:
-        """Beam's GetJobs, bounded: the newest GET_JOBS_LIMIT jobs, as many of them as fit in
+    def list_jobs(self, caller: Caller) -> list[JobInfo]:
+        """Beam's GetJobs for the caller, bounded: the newest GET_JOBS_LIMIT jobs the caller
+        owns (every job, for an admin), as many of them as fit in
         GET_JOBS_MAX_BYTES (measured as the JSON they are answered in), so the answer stays
         within a Lambda response's 6 MB whatever the number of jobs stored."""
         infos: list[JobInfo] = []
         size = 0
-        for job in self._store.recent_jobs(GET_JOBS_LIMIT):
+        for job in self._jobs.recent(GET_JOBS_LIMIT, caller):
             info = JobInfo(job.job_id, job.job_name, job.state, job_options(job, self._blobs))
             size += len(json.dumps([info.job_id, info.job_name, info.options]).encode())
             if size > GET_JOBS_MAX_BYTES:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from beamjobs.errors import InvalidArgument
+from beamjobs.identity import parse_principals
 
 Parser = Callable[[str], Any]
 
@@ -43,6 +44,12 @@ def _number(kind: type[int] | type[float], *, minimum: float = 0) -> Parser:
         return number
 
     return parse
+
+
+def _flag(value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError("true or false")
+    return value.lower() in ("true", "1")
 
 
 def _setting(variables: str | tuple[str, ...], default: Any = None, parse: Parser = _text) -> Any:
@@ -96,6 +103,14 @@ class Settings:
     # Shim: how long open streams may follow their jobs once the shim is told to stop.
     drain_seconds: float = _setting("BEAMJOBS_DRAIN_SECONDS", 110.0, _number(float))
 
+    # Shim: every RPC must prove an AWS identity (beamjobs.signed_identity) of a principal in
+    # allowed_principals; those in admin_principals see and steer every job.
+    require_auth: bool = _setting("BEAMJOBS_REQUIRE_AUTH", False, _flag)
+    allowed_principals: tuple[str, ...] = _setting(
+        "BEAMJOBS_ALLOWED_PRINCIPALS", (), parse_principals
+    )
+    admin_principals: tuple[str, ...] = _setting("BEAMJOBS_ADMIN_PRINCIPALS", (), parse_principals)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings in `env` (the process's environment by default); InvalidArgument
@@ -126,6 +141,8 @@ class Settings:
         if self.executor == "stepfunctions":
             required["BEAMJOBS_STATE_MACHINE_ARN"] = self.state_machine_arn
             required["BEAMJOBS_WORKER_TASK_DEFINITION"] = self.worker_task_definition
+        if self.require_auth:
+            required["BEAMJOBS_ALLOWED_PRINCIPALS"] = ",".join(self.allowed_principals)
         missing = [variable for variable, value in required.items() if not value]
         if missing:
             raise InvalidArgument(f"missing settings: {', '.join(missing)}")
@@ -135,8 +152,9 @@ class Settings:
         env: dict[str, str] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value is None or value == "":
+            if value is None or value == "" or value == ():
                 continue
+            text = ",".join(value) if isinstance(value, tuple) else str(value)
             for variable in field.metadata["variables"]:
-                env[variable] = str(value)
+                env[variable] = text
         return env

@@ -52,8 +52,8 @@ class JobStore(ABC):
         """Events above `after_seq`, in order: about EVENT_PAGE_BYTES of them at most."""
 
     @abstractmethod
-    def recent_jobs(self, limit: int) -> list[Job]:
-        """The `limit` newest jobs, newest first."""
+    def recent_jobs(self, limit: int, *, owner: str | None = None) -> list[Job]:
+        """The `limit` newest jobs (of `owner` only, when given), newest first."""
 
     @abstractmethod
     def active_jobs(self) -> list[Job]:

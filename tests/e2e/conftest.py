@@ -16,6 +16,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_job_api_pb2_grpc
 
+from tests.e2e.user_scripts import build_sdist
 from tests.jobstates import advance
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +103,12 @@ def endpoint(tmp_path_factory) -> str:
     server = serve(tmp_path_factory.mktemp("server"), "server", port)
     yield f"localhost:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def sdist(tmp_path_factory):
+    """A tiny package, built into an sdist here: `shout("a") == "A!"`."""
+    return build_sdist(tmp_path_factory.mktemp("tinypkg"), tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from apache_beam.portability.api import beam_job_api_pb2 as api
 from apache_beam.portability.api import beam_job_api_pb2_grpc, beam_runner_api_pb2
 
 from tests.e2e.conftest import Process, free_port, serve
+from tests.e2e.user_scripts import SCRIPT, command, submit
 
-PACKAGE = "beamjobs_e2e_tinypkg"
 BUCKET = "beamjobs-artifacts"
 
 
@@ -60,73 +60,6 @@ def _stored_artifacts(s3):
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="artifacts/")
     return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
 
-
-@pytest.fixture(scope="session")
-def sdist(tmp_path_factory):
-    """A tiny package, built into an sdist here: `shout("a") == "A!"`."""
-    source = tmp_path_factory.mktemp("tinypkg")
-    (source / PACKAGE).mkdir()
-    (source / PACKAGE / "__init__.py").write_text(
-        "def shout(word):\n    return word.upper() + '!'\n"
-    )
-    (source / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""
-            [build-system]
-            requires = ["setuptools"]
-            build-backend = "setuptools.build_meta"
-
-            [project]
-            name = "{PACKAGE}"
-            version = "0.1"
-            """
-        )
-    )
-    dist = tmp_path_factory.mktemp("dist")
-    build = "from setuptools import build_meta; print(build_meta.build_sdist(__import__('sys').argv[1]))"
-    name = subprocess.run(
-        [sys.executable, "-c", build, str(dist)],
-        cwd=source,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()[-1]
-    return dist / name
-
-
-# The user's script. Prints the job id, so the test can inspect the job afterwards.
-SCRIPT = textwrap.dedent(
-    """
-    import sys
-
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-    from apache_beam.testing.util import assert_that, equal_to
-
-
-    class Shout(beam.DoFn):
-        def process(self, word):
-            import beamjobs_e2e_tinypkg  # only where the staged package was installed
-
-            yield beamjobs_e2e_tinypkg.shout(word)
-
-
-    def run(argv, build):
-        pipeline = beam.Pipeline(options=PipelineOptions(argv))
-        build(pipeline)
-        result = pipeline.run()
-        print("JOB", result._job_id, flush=True)
-        print("STATE", result.wait_until_finish(), flush=True)
-
-
-    if __name__ == "__main__":
-        def shout_pipeline(pipeline):
-            words = pipeline | beam.Create(["a", "b"]) | beam.ParDo(Shout())
-            assert_that(words, equal_to(["A!", "B!"]))
-
-        run(sys.argv[1:], shout_pipeline)
-    """
-)
 
 # With --save_main_session: a module-level function, and a coder registered at module level,
 # which only a worker that loaded the pickled main session knows.
@@ -176,33 +109,6 @@ MAIN_SESSION_SCRIPT = textwrap.dedent(
 )
 
 
-def _command(tmp_path, script, endpoint, *flags):
-    path = tmp_path / "user_pipeline.py"
-    path.write_text(script)
-    return [
-        sys.executable,
-        str(path),
-        "--runner=PortableRunner",
-        f"--job_endpoint={endpoint}",
-        *flags,
-    ]
-
-
-def _submit(tmp_path, script, endpoint, *flags):
-    done = subprocess.run(
-        _command(tmp_path, script, endpoint, *flags),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = dict(
-        line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("JOB", "STATE"))
-    )
-    assert lines.get("STATE") == "DONE", done.stdout + done.stderr
-    return lines["JOB"]
-
-
 def _staged_names(job_service, job_id):
     pipeline = job_service.GetPipeline(api.GetJobPipelineRequest(job_id=job_id)).pipeline
     names = set()
@@ -242,7 +148,7 @@ def _messages(job_service, job_id):
 def test_an_extra_package_is_installed_for_the_pipeline(
     tmp_path, endpoint, job_service, sdist, environment
 ):
-    job_id = _submit(tmp_path, SCRIPT, endpoint, f"--extra_package={sdist}", *environment)
+    job_id = submit(tmp_path, SCRIPT, endpoint, f"--extra_package={sdist}", *environment)
     assert sdist.name in _staged_names(job_service, job_id)
 
 
@@ -251,7 +157,7 @@ def test_a_requirements_file_naming_a_local_package_installs_it(
 ):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(f"{sdist}\n")
-    job_id = _submit(tmp_path, SCRIPT, endpoint, f"--requirements_file={requirements}")
+    job_id = submit(tmp_path, SCRIPT, endpoint, f"--requirements_file={requirements}")
     assert sdist.name in _staged_names(job_service, job_id)
     assert any("set up in the worker" in text for text in _messages(job_service, job_id))
 
@@ -268,21 +174,21 @@ def test_a_setup_file_package_is_built_staged_and_installed(tmp_path, endpoint, 
         "packages=['beamjobs_e2e_setuppkg'])\n"
     )
     script = SCRIPT.replace("beamjobs_e2e_tinypkg", "beamjobs_e2e_setuppkg")
-    job_id = _submit(tmp_path, script, endpoint, f"--setup_file={project / 'setup.py'}")
+    job_id = submit(tmp_path, script, endpoint, f"--setup_file={project / 'setup.py'}")
     assert "workflow.tar.gz" in _staged_names(job_service, job_id)
 
 
 def test_the_main_session_reaches_the_worker(tmp_path, endpoint, job_service):
-    job_id = _submit(tmp_path, MAIN_SESSION_SCRIPT, endpoint, "--save_main_session")
+    job_id = submit(tmp_path, MAIN_SESSION_SCRIPT, endpoint, "--save_main_session")
     assert "pickled_main_session" in _staged_names(job_service, job_id)
 
 
 def test_a_second_job_with_the_same_artifacts_stores_nothing_new(tmp_path, endpoint, served, sdist):
     s3 = served[1]
-    _submit(tmp_path, SCRIPT, endpoint, f"--extra_package={sdist}")
+    submit(tmp_path, SCRIPT, endpoint, f"--extra_package={sdist}")
     first = _stored_artifacts(s3)
     assert first, "the first job staged nothing"
-    _submit(tmp_path, SCRIPT, endpoint, f"--extra_package={sdist}")
+    submit(tmp_path, SCRIPT, endpoint, f"--extra_package={sdist}")
     assert _stored_artifacts(s3) == first
 
 
@@ -294,7 +200,7 @@ def test_a_client_killed_mid_staging_leaves_a_preparation_that_run_refuses(
     data = os.urandom(150 * 1024 * 1024)
     big.write_bytes(data)
     client = subprocess.Popen(
-        _command(
+        command(
             tmp_path, SCRIPT, endpoint, f"--extra_package={big}", "--job_name=killed-mid-staging"
         ),
         cwd=tmp_path,

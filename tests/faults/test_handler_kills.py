@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from beamjobs.identity import LOCAL_CALLER
 from beamjobs.shim.invoker import LocalContext
 from beamjobs.states import JobState
 from tests.faults.clients.kill_control import REMAINING_MS
@@ -25,10 +26,16 @@ def _calls(n, pipeline_ref):
         {
             "rpc": "Prepare",
             "request_id": f"prepare-{n}",
+            "caller": LOCAL_CALLER.to_wire(),
             "request": {"pipeline_ref": pipeline_ref, "pipeline_options": {}, "job_name": "j"},
         },
-        {"rpc": "Run", "request_id": f"run-{n}", "request": {}},
-        {"rpc": "Cancel", "request_id": f"cancel-{n}", "request": {}},
+        {"rpc": "Run", "request_id": f"run-{n}", "caller": LOCAL_CALLER.to_wire(), "request": {}},
+        {
+            "rpc": "Cancel",
+            "request_id": f"cancel-{n}",
+            "caller": LOCAL_CALLER.to_wire(),
+            "request": {},
+        },
     ]
 
 

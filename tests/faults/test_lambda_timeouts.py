@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 
 from beamjobs import runtime
+from beamjobs.identity import LOCAL_CALLER
 from beamjobs.shim.invoker import LambdaInvoker, LocalContext, event_for
 from beamjobs.states import JobState
 from tests.integration.conftest import RecordingExecutor, pipeline_bytes
@@ -71,11 +72,11 @@ def test_a_run_that_timed_out_after_starting_the_job_answers_that_job(settings, 
     )
     pipeline_ref = stores.blobs.put_content("pipelines", pipeline_bytes())
     prepared = invoker.invoke(
-        *event_for("Prepare", {"pipeline_ref": pipeline_ref, "pipeline_options": {}})
+        *event_for("Prepare", LOCAL_CALLER, {"pipeline_ref": pipeline_ref, "pipeline_options": {}})
     )
     job_id = prepared["result"]["preparation_id"]
     # When the client calls Run
-    answer = invoker.invoke(*event_for("Run", {"preparation_id": job_id}))
+    answer = invoker.invoke(*event_for("Run", LOCAL_CALLER, {"preparation_id": job_id}))
     # Then the call, sent again by the invoker, answers the job, which started once
     assert answer == {"result": {"job_id": job_id}}
     # (the first outcome is Prepare's; retries before the record's expiry find it in progress)

@@ -33,6 +33,7 @@ from beamjobs.api import pipeline_pb2
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
 from beamjobs.dynamodb_store import DynamoJobStore
+from beamjobs.identity import LOCAL_CALLER
 from beamjobs.jobs import Jobs
 from beamjobs.provision import load_template
 from beamjobs.service import JobControl
@@ -264,7 +265,7 @@ def _control(cloudformation, outputs):
 
 def _prepare(control, blobs, pipeline=None):
     pipeline_ref = blobs.put_content("pipelines", pipeline or pipeline_bytes())
-    return control.prepare(pipeline_ref=pipeline_ref, options={}, job_name="on-aws")
+    return control.prepare(LOCAL_CALLER, pipeline_ref=pipeline_ref, options={}, job_name="on-aws")
 
 
 def _wait_for(sfn, arn, statuses, timeout=60):
@@ -328,7 +329,7 @@ def test_a_worker_task_that_fails_fails_the_job_with_the_cause(deployed, monkeyp
             ecs.deregister_task_definition(taskDefinition=arn)
             ecs.delete_task_definitions(taskDefinitions=[arn])
 
-    assert control.run(job_id) == job_id
+    assert control.run(LOCAL_CALLER, job_id) == job_id
     control._executor.start(jobs.get(job_id))  # a retried Run starts nothing new
     arn = execution_arn(outputs["StateMachineArn"], job_id)
     execution = _wait_for(sfn, arn, {"FAILED", "SUCCEEDED", "ABORTED"})
@@ -366,7 +367,7 @@ def test_a_cancelled_job_stops_its_execution_and_ends_cancelled(deployed, monkey
     outputs = _outputs(cloudformation)
     control, jobs, blobs, sfn = _control(cloudformation, outputs)
     job_id = _prepare(control, blobs)
-    control.run(job_id)
+    control.run(LOCAL_CALLER, job_id)
     arn = execution_arn(outputs["StateMachineArn"], job_id)
     _wait_for_state(sfn, arn, "RunWorker")  # the worker's task is under way
     input_ = json.loads(sfn.describe_execution(executionArn=arn)["input"])
@@ -374,7 +375,7 @@ def test_a_cancelled_job_stops_its_execution_and_ends_cancelled(deployed, monkey
     assert input_["job_id"] == job_id and input_["timeout_seconds"] == 3600
     assert input_["overrides"]["ContainerOverrides"][0]["Command"][-1] == job_id
 
-    assert control.cancel(job_id) is JobState.CANCELLING
+    assert control.cancel(LOCAL_CALLER, job_id) is JobState.CANCELLING
     execution = _wait_for(sfn, arn, {"ABORTED", "FAILED", "SUCCEEDED"})
     assert execution["status"] == "ABORTED"
     assert _reconcile(_status_change(execution), outputs, monkeypatch) == {
@@ -402,8 +403,8 @@ def test_a_docker_environment_runs_its_sdk_image_beside_the_worker(deployed, mon
         container_image=image
     ).SerializeToString()
     first, second = (_prepare(control, blobs, pipeline.SerializeToString()) for _ in range(2))
-    control.run(first)
-    control.run(second)
+    control.run(LOCAL_CALLER, first)
+    control.run(LOCAL_CALLER, second)
     inputs = [
         json.loads(
             sfn.describe_execution(executionArn=execution_arn(outputs["StateMachineArn"], job_id))[

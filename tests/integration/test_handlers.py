@@ -28,6 +28,15 @@ def _with_request_id(event, request_id):
     return {**event, "request_id": request_id}
 
 
+# The caller of every events/ file, and another principal of the same account.
+ALICE = _event("control_run")["caller"]["principal"]
+BOB = {"principal": "arn:aws:iam::123456789012:user/bob", "admin": False}
+
+
+def _as(caller, event):
+    return {**event, "caller": caller}
+
+
 @pytest.fixture
 def prepared(stores, executor):
     """The job that the events name, prepared (STOPPED)."""
@@ -40,6 +49,7 @@ def prepared(stores, executor):
             job_name="wordcount",
             pipeline_ref="pipelines/example",
             options_ref="options/example",
+            owner=ALICE,
         )
     )
     return job_id
@@ -135,7 +145,7 @@ def test_drain_of_a_batch_pipeline_says_to_use_cancel(prepared, stores, executor
 
 def test_drain_of_a_running_streaming_pipeline_drains_it(stores, executor):
     job_id = _event("control_drain")["request"]["job_id"]
-    stores.jobs.create(make_job(job_id, job_name="stream", bounded=False))
+    stores.jobs.create(make_job(job_id, job_name="stream", bounded=False, owner=ALICE))
     assert _invoke(control, _event("control_drain"))["error"]["code"] == "FAILED_PRECONDITION"
     advance(stores.jobs, job_id, JobState.STARTING)
     advance(stores.jobs, job_id, JobState.RUNNING)
@@ -151,6 +161,49 @@ def test_get_jobs_lists_names_states_and_options(prepared, stores):
         "state": "STOPPED",
         "pipeline_options": {},
     }
+
+
+def test_prepare_records_the_caller_as_the_jobs_owner(stores, executor):
+    event = _event("control_prepare")
+    stores.blobs.put(event["request"]["pipeline_ref"], pipeline_bytes())
+    job_id = _invoke(control, event)["result"]["preparation_id"]
+    assert stores.jobs.get(job_id).owner == ALICE
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "control_run",
+        "control_cancel",
+        "control_drain",
+        "query_get_state",
+        "query_get_pipeline",
+        "query_get_job_metrics",
+    ],
+)
+def test_another_principals_job_is_not_found_and_left_as_it_was(prepared, stores, executor, name):
+    handler = query if name.startswith("query") else control
+    before = stores.jobs.get(prepared)
+    answer = _invoke(handler, _as(BOB, _event(name)))
+    assert answer == {"error": {"code": "NOT_FOUND", "message": f"job {prepared!r} does not exist"}}
+    assert stores.jobs.get(prepared) == before
+    assert executor.started == [] and executor.stopped == []
+
+
+def test_get_jobs_lists_the_callers_jobs_and_an_admins_lists_every_job(prepared, stores):
+    stores.jobs.create(make_job("bobs", owner=BOB["principal"]))
+    listed = {
+        who: [
+            j["job_id"]
+            for j in _invoke(query, _as(caller, _event("query_get_jobs")))["result"]["jobs"]
+        ]
+        for who, caller in (
+            ("alice", _event("query_get_jobs")["caller"]),
+            ("bob", BOB),
+            ("admin", {"principal": "arn:aws:iam::123456789012:user/ops", "admin": True}),
+        )
+    }
+    assert listed == {"alice": [prepared], "bob": ["bobs"], "admin": ["bobs", prepared]}
 
 
 def test_get_state_answers_the_current_state_and_its_time(prepared, stores):
@@ -207,6 +260,9 @@ def test_unknown_ids_are_not_found(settings, executor, name):
         lambda e: {**e, "request": "not an object"},
         lambda e: {**e, "request": {"job_id": ""}},
         lambda e: {**e, "request": {"job_id": 42}},
+        lambda e: {k: v for k, v in e.items() if k != "caller"},
+        lambda e: {**e, "caller": {"principal": "", "admin": False}},
+        lambda e: {**e, "caller": {"principal": "arn:aws:iam::123456789012:user/x", "admin": 1}},
         lambda e: [],
     ],
 )
@@ -243,6 +299,7 @@ def test_record_staging_makes_a_preparation_with_unstaged_artifacts_runnable(sto
             pipeline_ref="pipelines/unstaged",
             options_ref="options/example",
             unstaged=("/client/pkg.tar.gz",),
+            owner=ALICE,
         )
     )
     refused = _invoke(control, _event("control_run"))

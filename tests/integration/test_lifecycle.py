@@ -9,6 +9,7 @@ import pytest
 
 from beamjobs import runtime
 from beamjobs.dynamodb_store import DynamoJobStore
+from beamjobs.identity import LOCAL_CALLER
 from beamjobs.jobs import Jobs
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.service import JobControl
@@ -108,7 +109,7 @@ def test_racing_cancels_and_completions_agree_on_one_terminal_state(jobs, stores
 
     def cancel(job_id):
         barrier.wait()
-        control.cancel(job_id)
+        control.cancel(LOCAL_CALLER, job_id)
 
     with ThreadPoolExecutor(2) as pool:
         for job_id in ids:

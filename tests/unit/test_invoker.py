@@ -6,6 +6,7 @@ import pytest
 from botocore.stub import Stubber
 
 from beamjobs.errors import BeamjobsError, InvalidArgument, Unavailable
+from beamjobs.identity import LOCAL_CALLER
 from beamjobs.shim.invoker import (
     FUNCTION_FOR_RPC,
     MAX_PAYLOAD_BYTES,
@@ -56,14 +57,14 @@ def test_every_unary_rpc_and_the_staging_record_have_a_function():
 
 
 def test_each_call_gets_its_own_request_id():
-    _, first = event_for("GetState", {"job_id": "a"})
-    _, second = event_for("GetState", {"job_id": "a"})
+    _, first = event_for("GetState", LOCAL_CALLER, {"job_id": "a"})
+    _, second = event_for("GetState", LOCAL_CALLER, {"job_id": "a"})
     assert first["request_id"] != second["request_id"]
 
 
 def test_lambda_invoker_returns_the_functions_answer(lambda_client):
     client, stubber = lambda_client
-    function, event = event_for("GetState", {"job_id": "j"})
+    function, event = event_for("GetState", LOCAL_CALLER, {"job_id": "j"})
     answer = {"result": {"state": "RUNNING", "timestamp": 1.5}}
     stubber.add_response(
         "invoke", {"StatusCode": 200, "Payload": _payload(answer)}, _expected(event)
@@ -73,7 +74,7 @@ def test_lambda_invoker_returns_the_functions_answer(lambda_client):
 
 def test_a_throttled_function_is_retried_with_the_same_event(lambda_client):
     client, stubber = lambda_client
-    function, event = event_for("Run", {"preparation_id": "p"})
+    function, event = event_for("Run", LOCAL_CALLER, {"preparation_id": "p"})
     for _ in range(2):
         stubber.add_client_error(
             "invoke",
@@ -93,7 +94,7 @@ def test_a_throttled_function_is_retried_with_the_same_event(lambda_client):
 
 def test_a_function_throttled_past_the_retries_is_unavailable(lambda_client):
     client, stubber = lambda_client
-    function, event = event_for("GetJobs", {})
+    function, event = event_for("GetJobs", LOCAL_CALLER, {})
     for _ in range(3):
         stubber.add_client_error(
             "invoke", service_error_code="TooManyRequestsException", http_status_code=429
@@ -105,7 +106,7 @@ def test_a_function_throttled_past_the_retries_is_unavailable(lambda_client):
 
 def test_a_failing_function_is_an_internal_error_with_its_message(lambda_client):
     client, stubber = lambda_client
-    function, event = event_for("GetJobs", {})
+    function, event = event_for("GetJobs", LOCAL_CALLER, {})
     crash = {"errorMessage": "KeyError: 'jobs'", "errorType": "KeyError"}
     stubber.add_response(
         "invoke",
@@ -119,7 +120,7 @@ def test_a_failing_function_is_an_internal_error_with_its_message(lambda_client)
 
 def test_a_missing_function_is_unavailable_without_retrying(lambda_client):
     client, stubber = lambda_client
-    function, event = event_for("GetJobs", {})
+    function, event = event_for("GetJobs", LOCAL_CALLER, {})
     stubber.add_client_error(
         "invoke", service_error_code="ResourceNotFoundException", http_status_code=404
     )
@@ -129,7 +130,7 @@ def test_a_missing_function_is_unavailable_without_retrying(lambda_client):
 
 def test_payloads_over_the_lambda_limit_are_never_sent(lambda_client):
     client, _ = lambda_client
-    function, event = event_for("Prepare", {"job_name": "x" * MAX_PAYLOAD_BYTES})
+    function, event = event_for("Prepare", LOCAL_CALLER, {"job_name": "x" * MAX_PAYLOAD_BYTES})
     with pytest.raises(InvalidArgument, match="too large"):
         LambdaInvoker(client, NAMES).invoke(function, event)
 
@@ -141,7 +142,7 @@ def test_in_process_invoker_passes_json_and_a_context():
         seen["event"], seen["context"] = event, context
         return {"result": {"ok": True}}
 
-    function, event = event_for("GetJobs", {})
+    function, event = event_for("GetJobs", LOCAL_CALLER, {})
     assert InProcessInvoker({"query": handler}).invoke(function, event) == {"result": {"ok": True}}
     assert seen["event"] == event and seen["event"] is not event
     assert seen["context"].function_name == "query"

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beamjobs.errors import Conflict, FailedPrecondition
+from beamjobs.errors import Conflict, FailedPrecondition, NotFound
+from beamjobs.identity import Caller
 from beamjobs.jobs import (
     PREPARATION_WINDOW_SECONDS,
     Jobs,
@@ -383,3 +384,41 @@ def test_any_sequence_of_verbs_keeps_the_job_contract(verbs, bounded):
     assert job.state is seen[-1]
     assert (job.started_at is not None) == (S.STARTING in seen)
     assert [e.seq for e in store.events("j")] == list(range(1, job.seq + 1))
+
+
+# -- ownership ------------------------------------------------------------------------------------
+
+ALICE = Caller("arn:aws:iam::111122223333:user/alice")
+BOB = Caller("arn:aws:iam::111122223333:user/bob")
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        lambda jobs, caller: jobs.get("j", caller),
+        lambda jobs, caller: jobs.start("j", caller),
+        lambda jobs, caller: jobs.cancel("j", caller),
+        lambda jobs, caller: jobs.drain("j", caller),
+        lambda jobs, caller: jobs.stage("j", "pipelines/q", (), caller),
+    ],
+    ids=["get", "start", "cancel", "drain", "stage"],
+)
+def test_another_callers_job_is_not_found_and_nothing_is_appended(store, verb):
+    prepared(store, owner=ALICE.principal, bounded=False)
+    with pytest.raises(NotFound, match="'j' does not exist"):
+        verb(Jobs(store), BOB)
+    assert [e.seq for e in store.events("j")] == [1]
+    # Its owner and an admin find it (a drain of a job not running is refused, not hidden).
+    for finder in (ALICE, Caller("arn:aws:iam::111122223333:user/ops", admin=True)):
+        with contextlib.suppress(FailedPrecondition):
+            verb(Jobs(store), finder)
+
+
+def test_recent_jobs_are_the_callers_own_or_every_one_for_an_admin(store, clock):
+    for job_id, owner in (("a1", ALICE), ("b1", BOB), ("a2", ALICE)):
+        clock.now += 1
+        prepared(store, job_id, owner=owner.principal)
+    jobs = Jobs(store)
+    assert [j.job_id for j in jobs.recent(10, ALICE)] == ["a2", "a1"]
+    assert [j.job_id for j in jobs.recent(10, BOB)] == ["b1"]
+    assert [j.job_id for j in jobs.recent(2, Caller("ops", admin=True))] == ["a2", "b1"]

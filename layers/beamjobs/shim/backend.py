@@ -15,6 +15,7 @@ import grpc
 
 from beamjobs.errors import BeamjobsError, error_from_code
 from beamjobs.runtime import Stores
+from beamjobs.shim.auth import current_caller
 from beamjobs.shim.invoker import Invoker, event_for
 from beamjobs.shim.status import status_for
 
@@ -34,8 +35,9 @@ class Backend:
         return await loop.run_in_executor(self.pool, functools.partial(function, *args, **kwargs))
 
     async def call(self, rpc: str, request: dict[str, Any]) -> dict[str, Any]:
-        """Invoke the handler of `rpc`; its error answer is raised as the domain error."""
-        function, event = event_for(rpc, request)
+        """Invoke the handler of `rpc` for the caller of the RPC being served; its error
+        answer is raised as the domain error."""
+        function, event = event_for(rpc, current_caller(), request)
         answer = await self.blocking(self.invoker.invoke, function, event)
         if "error" in answer:
             raise error_from_code(answer["error"]["code"], answer["error"]["message"])

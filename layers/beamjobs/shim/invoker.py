@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 
 from beamjobs.aws import error_code
 from beamjobs.errors import BeamjobsError, InvalidArgument, Unavailable
+from beamjobs.identity import Caller
 
 # Which function serves each unary RPC (functions are grouped by the permissions they need).
 FUNCTION_FOR_RPC: dict[str, str] = {
@@ -42,10 +43,15 @@ class Invoker(Protocol):
     def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]: ...
 
 
-def event_for(rpc: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def event_for(rpc: str, caller: Caller, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The function to call for `rpc` and the event to send it, with a fresh request id (kept
     across retries of this call, so the handlers can deduplicate them)."""
-    return FUNCTION_FOR_RPC[rpc], {"rpc": rpc, "request_id": uuid.uuid4().hex, "request": request}
+    return FUNCTION_FOR_RPC[rpc], {
+        "rpc": rpc,
+        "request_id": uuid.uuid4().hex,
+        "caller": caller.to_wire(),
+        "request": request,
+    }
 
 
 def _encode(event: dict[str, Any]) -> bytes:

@@ -15,12 +15,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, job_api_pb2, job_api_pb2_grpc
+from beamjobs.identity import AccessPolicy
 from beamjobs.runtime import Stores
+from beamjobs.shim.auth import Authenticator
 from beamjobs.shim.backend import Backend
 from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.shim.invoker import Invoker
 from beamjobs.shim.servicer import JobServicer, OpenStreams
 from beamjobs.shim.staging import ArtifactStagingServicer
+from beamjobs.signed_identity import Verifier
+
+# How calls are authenticated: identity proofs verified by one, principals admitted by the other.
+Authentication = tuple[Verifier, AccessPolicy]
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +109,16 @@ async def start_shim(
     host: str,
     port: int,
     advertised_endpoint: str | None = None,
+    authentication: Authentication | None = None,
 ) -> Shim:
+    """Serve the Job API; with `authentication`, for the principals it admits only (without,
+    every call is the local caller)."""
     return_large_buffers_to_the_os()
+    pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="shim-blocking")
+    backend = Backend(invoker, stores, pool)
+    verifier, policy = authentication or (None, None)
     server = grpc.aio.server(
+        interceptors=[Authenticator(verifier, policy, backend.blocking)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -121,13 +134,11 @@ async def start_shim(
             # round trip at 80 MB/s.
             ("grpc.http2.bdp_probe", 0),
             ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
-        ]
+        ],
     )
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
-    pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="shim-blocking")
-    backend = Backend(invoker, stores, pool)
     feed = ChangeFeed(streams_client, stores.jobs, backend.blocking)
     streams = OpenStreams()
     job_api_pb2_grpc.add_JobServiceServicer_to_server(

@@ -13,9 +13,11 @@ from google.protobuf import json_format, timestamp_pb2
 
 from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
 from beamjobs.errors import FailedPrecondition
-from beamjobs.model import Event
+from beamjobs.jobs import Jobs
+from beamjobs.model import Event, Job
 from beamjobs.service import require_id
 from beamjobs.shim import streams
+from beamjobs.shim.auth import current_caller
 from beamjobs.shim.backend import Backend, guarded
 from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.states import JobState as States
@@ -177,7 +179,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     @guarded
     async def GetStateStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
-        await self._refuse_a_deadline_before_run(job_id, context)
+        await self._refuse_a_deadline_before_run(await self._owned(job_id), context)
         with self._streams.open():
             async with contextlib.aclosing(self._follow(job_id, context)) as events:
                 async for event in events:
@@ -192,7 +194,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     @guarded
     async def GetMessageStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
-        await self._refuse_a_deadline_before_run(job_id, context)
+        await self._refuse_a_deadline_before_run(await self._owned(job_id), context)
         with self._streams.open():
             async with contextlib.aclosing(self._follow(job_id, context)) as events:
                 async for event in events:
@@ -205,7 +207,11 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
                             state_response=_state_event(event.state.value, event.time)
                         )
 
-    async def _refuse_a_deadline_before_run(self, job_id: str, context: Any) -> None:
+    async def _owned(self, job_id: str) -> Job:
+        """The job, if the caller owns it (NOT_FOUND otherwise, as for a job that is not)."""
+        return await self._blocking(Jobs(self._stores.jobs).get, job_id, current_caller())
+
+    async def _refuse_a_deadline_before_run(self, job: Job, context: Any) -> None:
         """Beam's Python SDK opens both streams before Run with its --job_server_timeout (60 s
         up to 2.5x, 300 s since) as their deadline, so any job that outlasts it would fail at
         the client. Refused, the SDK opens them again after Run without a deadline, as it does
@@ -213,10 +219,9 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
         stream replays the job's history."""
         if context.time_remaining() is None:
             return
-        job = await self._blocking(self._stores.jobs.get, job_id)
         if job.state is States.STOPPED:
             raise FailedPrecondition(
-                f"job {job_id} has not been run: a stream with a deadline, opened now, would "
+                f"job {job.job_id} has not been run: a stream with a deadline, opened now, would "
                 "end at that deadline rather than at the job's end; open it after Run"
             )
 

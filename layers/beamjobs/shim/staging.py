@@ -20,8 +20,10 @@ from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, pipeline_pb2
 from beamjobs.artifacts import ArtifactStore, Upload
 from beamjobs.dependencies import declared_sha256, display_name, reference, staged_sha256
 from beamjobs.errors import BeamjobsError, FailedPrecondition, InvalidArgument
+from beamjobs.jobs import Jobs
 from beamjobs.pipelines import parse
 from beamjobs.service import require_id
+from beamjobs.shim.auth import current_caller
 from beamjobs.shim.backend import Backend, guarded
 from beamjobs.states import JobState
 
@@ -44,7 +46,9 @@ class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServic
         session = _Session(self._backend, context)
         first = await session.read()
         job_id = require_id(first.staging_token, "staging_token")
-        job = await self._backend.blocking(self._backend.stores.jobs.get, job_id)
+        job = await self._backend.blocking(
+            Jobs(self._backend.stores.jobs).get, job_id, current_caller()
+        )
         if job.state is not JobState.STOPPED:
             raise FailedPrecondition(
                 f"job {job_id} is {job.state.value}: artifacts are staged before Run"

@@ -1,0 +1,382 @@
+"""`beamjobs serve --require-auth`: every call proves an AWS identity, made here as IAM users
+of the embedded AWS; jobs belong to whoever prepared them; unmodified SDKs go through
+`beamjobs connect`."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import boto3
+import botocore.auth
+import grpc
+import pytest
+from apache_beam.portability.api import beam_artifact_api_pb2 as artifact_api
+from apache_beam.portability.api import (
+    beam_artifact_api_pb2_grpc,
+    beam_job_api_pb2_grpc,
+    beam_runner_api_pb2,
+)
+from apache_beam.portability.api import beam_job_api_pb2 as api
+from botocore.credentials import ReadOnlyCredentials
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
+
+from beamjobs.signed_identity import METADATA_KEY, sign, sts_url
+from tests.e2e.conftest import Process, free_port, serve
+from tests.e2e.user_scripts import SCRIPT, submit
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+# Every method of every service the shim serves but health: none may be reached unproven.
+AUTHENTICATED_SERVICES = (
+    api.DESCRIPTOR.services_by_name["JobService"],
+    artifact_api.DESCRIPTOR.services_by_name["ArtifactStagingService"],
+    reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+)
+
+
+class User:
+    """An IAM user of the embedded AWS, with its access key."""
+
+    def __init__(self, iam, aws_url: str, name: str) -> None:
+        iam.create_user(UserName=name)
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        self.arn = f"arn:aws:iam::{ACCOUNT}:user/{name}"
+        self.env = {
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": aws_url,
+        }
+        self.credentials = ReadOnlyCredentials(key["AccessKeyId"], key["SecretAccessKey"], None)
+        self._url = sts_url(REGION, aws_url)
+
+    def metadata(self) -> list[tuple[str, str]]:
+        return [(METADATA_KEY, sign(self.credentials, region=REGION, url=self._url))]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """An embedded AWS with users alice, bob and mallory, and a server that allows alice and
+    bob and makes ops an admin."""
+    tmp = tmp_path_factory.mktemp("auth")
+    aws_port, port = free_port(), free_port()
+    aws = Process(["aws", "--port", str(aws_port), "--template", "template.yaml"], tmp / "aws.log")
+    aws.wait_for_port(aws_port)
+    aws_url = f"http://127.0.0.1:{aws_port}"
+    try:
+        iam = boto3.client(
+            "iam",
+            endpoint_url=aws_url,
+            region_name=REGION,
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+        users = {name: User(iam, aws_url, name) for name in ("alice", "bob", "mallory", "ops")}
+        server = serve(
+            tmp,
+            "server",
+            port,
+            "--aws-endpoint",
+            aws_url,
+            "--require-auth",
+            "--allowed-principal",
+            users["alice"].arn,
+            "--allowed-principal",
+            users["bob"].arn,
+            "--admin-principal",
+            users["ops"].arn,
+        )
+        yield {"endpoint": f"localhost:{port}", "aws_url": aws_url, "tmp": tmp, **users}
+        server.stop()
+    finally:
+        aws.stop()
+
+
+@pytest.fixture
+def channel(deployment):
+    with grpc.insecure_channel(deployment["endpoint"]) as channel:
+        yield channel
+
+
+def _methods():
+    for service in AUTHENTICATED_SERVICES:
+        for method in service.methods:
+            yield f"/{service.full_name}/{method.name}"
+
+
+def _raw_call(channel, method: str, metadata=()):
+    """One empty message to `method`, whatever its shape; the status it ends with."""
+    call = channel.stream_stream(method, request_serializer=None, response_deserializer=None)
+    try:
+        for _ in call(iter([b""]), metadata=metadata, timeout=20):
+            pass
+    except grpc.RpcError as error:
+        return error.code(), error.details()
+    return grpc.StatusCode.OK, ""
+
+
+def _tampered(user: User, **headers) -> str:
+    """A proof of `user` with some of its headers changed."""
+    proof = json.loads(base64.urlsafe_b64decode(user.metadata()[0][1]))
+    proof["headers"].update(headers)
+    return base64.urlsafe_b64encode(json.dumps(proof).encode()).decode()
+
+
+def _forged_signature(user: User) -> str:
+    proof = json.loads(base64.urlsafe_b64decode(user.metadata()[0][1]))
+    return _tampered(user, Authorization=proof["headers"]["Authorization"][:-8] + "0" * 8)
+
+
+def test_every_method_refuses_a_call_without_an_identity_and_health_stays_open(channel):
+    methods = list(_methods())
+    assert len(methods) >= 12, methods
+    refused = {method: _raw_call(channel, method)[0] for method in methods}
+    assert refused == dict.fromkeys(methods, grpc.StatusCode.UNAUTHENTICATED)
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _expired_proof(user: User) -> str:
+    sixteen_minutes_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=16)
+    original = botocore.auth.get_current_datetime
+    botocore.auth.get_current_datetime = lambda: sixteen_minutes_ago.replace(tzinfo=None)
+    try:
+        return user.metadata()[0][1]
+    finally:
+        botocore.auth.get_current_datetime = original
+
+
+@pytest.mark.parametrize(
+    "proof",
+    [
+        pytest.param(lambda d: "not a proof", id="garbage"),
+        pytest.param(lambda d: base64.urlsafe_b64encode(b"[1, 2]").decode(), id="not-an-object"),
+        pytest.param(lambda d: _forged_signature(d["alice"]), id="forged-signature"),
+        pytest.param(
+            lambda d: sign(
+                ReadOnlyCredentials(d["alice"].credentials.access_key, "not-her-secret", None),
+                region=REGION,
+                url=sts_url(REGION, d["aws_url"]),
+            ),
+            id="wrong-secret",
+        ),
+        pytest.param(
+            lambda d: _tampered(d["alice"], **{"x-beamjobs-audience": "vault"}), id="audience"
+        ),
+        pytest.param(lambda d: _expired_proof(d["alice"]), id="expired"),
+        pytest.param(
+            lambda d: sign(d["alice"].credentials, region=REGION, url="https://sts.amazonaws.com/"),
+            id="another-sts",
+        ),
+    ],
+)
+def test_a_forged_expired_or_malformed_proof_is_unauthenticated(deployment, channel, proof):
+    metadata = [(METADATA_KEY, proof(deployment))]
+    for method in (
+        f"/{api.DESCRIPTOR.services_by_name['JobService'].full_name}/GetJobs",
+        f"/{api.DESCRIPTOR.services_by_name['JobService'].full_name}/Prepare",
+    ):
+        assert _raw_call(channel, method, metadata)[0] is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_principal_outside_the_allowed_ones_is_permission_denied(deployment, channel):
+    stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.GetJobs(api.GetJobsRequest(), metadata=deployment["mallory"].metadata())
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert deployment["mallory"].arn in refused.value.details()
+
+
+def _pipeline() -> beam_runner_api_pb2.Pipeline:
+    pipeline = beam_runner_api_pb2.Pipeline(root_transform_ids=["impulse"])
+    pipeline.components.transforms["impulse"].spec.urn = "beam:transform:impulse:v1"
+    pipeline.components.transforms["impulse"].outputs["out"] = "out"
+    pipeline.components.pcollections["out"].is_bounded = beam_runner_api_pb2.IsBounded.BOUNDED
+    return pipeline
+
+
+def _prepare(stub, user: User, name: str) -> api.PrepareJobResponse:
+    options = struct_pb2.Struct()
+    options.update({"beam:option:job_name:v1": name})
+    return stub.Prepare(
+        api.PrepareJobRequest(pipeline=_pipeline(), pipeline_options=options, job_name="job"),
+        metadata=user.metadata(),
+    )
+
+
+def _listed(stub, user: User) -> set[str]:
+    jobs = stub.GetJobs(api.GetJobsRequest(), metadata=user.metadata()).job_info
+    return {job.job_id for job in jobs}
+
+
+def test_alices_job_is_not_found_to_bob_on_every_per_job_call(deployment, channel):
+    alice, bob, ops = deployment["alice"], deployment["bob"], deployment["ops"]
+    stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+    prepared = _prepare(stub, alice, "alices")
+    job_id = prepared.preparation_id
+    state_before = stub.GetState(api.GetJobStateRequest(job_id=job_id), metadata=alice.metadata())
+
+    per_job_calls = {
+        "GetState": lambda m: stub.GetState(api.GetJobStateRequest(job_id=job_id), metadata=m),
+        "GetPipeline": lambda m: stub.GetPipeline(
+            api.GetJobPipelineRequest(job_id=job_id), metadata=m
+        ),
+        "GetJobMetrics": lambda m: stub.GetJobMetrics(
+            api.GetJobMetricsRequest(job_id=job_id), metadata=m
+        ),
+        "Run": lambda m: stub.Run(api.RunJobRequest(preparation_id=job_id), metadata=m),
+        "Cancel": lambda m: stub.Cancel(api.CancelJobRequest(job_id=job_id), metadata=m),
+        "Drain": lambda m: stub.Drain(api.DrainJobRequest(job_id=job_id), metadata=m),
+        "GetStateStream": lambda m: list(
+            stub.GetStateStream(api.GetJobStateRequest(job_id=job_id), metadata=m)
+        ),
+        "GetMessageStream": lambda m: list(
+            stub.GetMessageStream(api.JobMessagesRequest(job_id=job_id), metadata=m)
+        ),
+        "staging": lambda m: list(
+            beam_artifact_api_pb2_grpc.ArtifactStagingServiceStub(
+                channel
+            ).ReverseArtifactRetrievalService(
+                iter(
+                    [
+                        artifact_api.ArtifactResponseWrapper(
+                            staging_token=prepared.staging_session_token
+                        )
+                    ]
+                ),
+                metadata=m,
+            )
+        ),
+    }
+    answers = {}
+    for name, call in per_job_calls.items():
+        try:
+            call(bob.metadata())
+            answers[name] = grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            answers[name] = error.code()
+            assert job_id in error.details() and "does not exist" in error.details()
+    assert answers == dict.fromkeys(per_job_calls, grpc.StatusCode.NOT_FOUND)
+
+    # Nothing Bob did touched it, he does not see it listed, and Alice and the admin do.
+    after = stub.GetState(api.GetJobStateRequest(job_id=job_id), metadata=alice.metadata())
+    assert after == state_before
+    assert job_id not in _listed(stub, bob)
+    assert job_id in _listed(stub, alice) and job_id in _listed(stub, ops)
+    bobs = _prepare(stub, bob, "bobs").preparation_id
+    assert bobs in _listed(stub, bob) and bobs not in _listed(stub, alice)
+    assert {job_id, bobs} <= _listed(stub, ops)
+
+
+# A pipeline that runs until cancelled, cancelled through the tunnel once it runs.
+CANCELLED_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import time
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.runner import PipelineState
+
+
+    def sleep_long(x):
+        import time
+
+        time.sleep(300)
+        return x
+
+
+    if __name__ == "__main__":
+        pipeline = beam.Pipeline(options=PipelineOptions(sys.argv[1:]))
+        _ = pipeline | beam.Create([1]) | beam.Map(sleep_long)
+        result = pipeline.run()
+        print("JOB", result._job_id, flush=True)
+        deadline = time.monotonic() + 120
+        while result.state != PipelineState.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.5)
+        result.cancel()
+        try:
+            result.wait_until_finish()
+        except RuntimeError:
+            pass
+        print("STATE", result.state, flush=True)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def tunnel(deployment):
+    """`beamjobs connect` as Alice, to the server in plaintext (both on this machine)."""
+    port = free_port()
+    proxy = Process(
+        [
+            "connect",
+            "--endpoint",
+            deployment["endpoint"],
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--plaintext",
+        ],
+        deployment["tmp"] / "connect.log",
+        env=deployment["alice"].env,
+    )
+    proxy.wait_for_port(port)
+    yield f"127.0.0.1:{port}"
+    proxy.stop()
+    assert deployment["alice"].arn in proxy.log.read_text()
+
+
+def test_the_unchanged_sdk_submits_through_connect_as_alice(tmp_path, deployment, tunnel, sdist):
+    job_id = submit(tmp_path, SCRIPT, tunnel, f"--extra_package={sdist}", "--job_name=tunnelled")
+    with grpc.insecure_channel(deployment["endpoint"]) as channel:
+        stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+        alice, bob = deployment["alice"], deployment["bob"]
+        assert job_id in _listed(stub, alice) and job_id not in _listed(stub, bob)
+        pipeline = stub.GetPipeline(
+            api.GetJobPipelineRequest(job_id=job_id), metadata=alice.metadata()
+        ).pipeline
+    staged = [
+        beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(a.role_payload).staged_name
+        for env in pipeline.components.environments.values()
+        for a in env.dependencies
+    ]
+    assert sdist.name in staged
+
+
+def test_streams_metrics_and_cancel_work_through_connect(tmp_path, tunnel):
+    with grpc.insecure_channel(tunnel) as channel:
+        stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+        mine = [job.job_id for job in stub.GetJobs(api.GetJobsRequest()).job_info]
+        assert mine  # the proxy's calls are Alice's: her jobs are listed
+        done = next(
+            j.job_id
+            for j in stub.GetJobs(api.GetJobsRequest()).job_info
+            if j.state == api.JobState.DONE
+        )
+        states = [e.state for e in stub.GetStateStream(api.GetJobStateRequest(job_id=done))]
+        assert states[-1] == api.JobState.DONE
+        messages = list(stub.GetMessageStream(api.JobMessagesRequest(job_id=done)))
+        assert messages[-1].state_response.state == api.JobState.DONE
+        metrics = stub.GetJobMetrics(api.GetJobMetricsRequest(job_id=done)).metrics
+        assert metrics.committed
+
+    path = tmp_path / "cancelled.py"
+    path.write_text(CANCELLED_SCRIPT)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(path), "--runner=PortableRunner", f"--job_endpoint={tunnel}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "STATE CANCELLED" in done.stdout, done.stdout + done.stderr
+    assert time.monotonic() - started < 200  # cancelled, not slept through

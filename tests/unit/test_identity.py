@@ -1,0 +1,160 @@
+"""Principals, who may call, and the verification of identity proofs (with STS played by a
+stand-in HTTP session: the real replay to STS is in tests/e2e/test_authentication.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.credentials import ReadOnlyCredentials
+from botocore.exceptions import EndpointConnectionError
+
+from beamjobs.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
+from beamjobs.identity import AccessPolicy, Caller, parse_principals, principal_of
+from beamjobs.signed_identity import SIGNATURE_LIFETIME_SECONDS, Verifier, sign, sts_url
+
+URL = sts_url("us-east-1")
+ALICE = "arn:aws:iam::111122223333:user/alice"
+ANSWER = """<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <GetCallerIdentityResult>
+    <Arn>{arn}</Arn><UserId>AIDA</UserId><Account>111122223333</Account>
+  </GetCallerIdentityResult>
+  <ResponseMetadata><RequestId>r</RequestId></ResponseMetadata>
+</GetCallerIdentityResponse>"""
+REFUSAL = """<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <Error><Type>Sender</Type><Code>{code}</Code><Message>no</Message></Error>
+  <RequestId>r</RequestId>
+</ErrorResponse>"""
+
+
+class FakeSts:
+    """Answers every request with one status and body; records what it was sent."""
+
+    def __init__(self, status: int = 200, body: str = ANSWER.format(arn=ALICE)) -> None:
+        self.status, self.body = status, body
+        self.sent: list = []
+
+    def send(self, request):
+        self.sent.append(request)
+        if self.status == 0:
+            raise EndpointConnectionError(endpoint_url=request.url)
+        return AWSResponse(request.url, self.status, {}, _Raw(self.body.encode()))
+
+
+class _Raw:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_):
+        yield self._data
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _proof() -> str:
+    return sign(ReadOnlyCredentials("AKIDEXAMPLE", "secret", None), region="us-east-1", url=URL)
+
+
+def _signed_at(proof: str) -> float:
+    import datetime
+
+    stamp = json.loads(base64.urlsafe_b64decode(proof))["headers"]["X-Amz-Date"]
+    return (
+        datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC).timestamp()
+    )
+
+
+@pytest.mark.parametrize(
+    ("arn", "principal"),
+    [
+        (ALICE, ALICE),
+        ("arn:aws:iam::111122223333:root", "arn:aws:iam::111122223333:root"),
+        (
+            "arn:aws:sts::111122223333:assumed-role/Analysts/alice@example.com",
+            "arn:aws:iam::111122223333:role/Analysts",
+        ),
+        (
+            "arn:aws-cn:sts::111122223333:assumed-role/ci/run-42",
+            "arn:aws-cn:iam::111122223333:role/ci",
+        ),
+    ],
+)
+def test_a_role_session_is_its_role_and_anything_else_itself(arn, principal):
+    assert principal_of(arn) == principal
+
+
+def test_allowed_principals_are_named_by_arn_or_by_account():
+    policy = AccessPolicy(allowed=(ALICE, "444455556666"), admins=("777788889999",))
+    assert policy.caller(ALICE) == Caller(ALICE)
+    assert policy.caller("arn:aws:iam::444455556666:role/ci") == Caller(
+        "arn:aws:iam::444455556666:role/ci"
+    )
+    assert policy.caller("arn:aws:iam::777788889999:user/ops").admin
+    with pytest.raises(PermissionDenied, match="user/bob is not allowed"):
+        policy.caller("arn:aws:iam::111122223333:user/bob")
+
+
+@pytest.mark.parametrize("text", ["alice", "1234", "arn:aws:s3:::bucket", "*"])
+def test_a_principal_list_takes_only_arns_and_account_ids(text):
+    with pytest.raises(ValueError, match="ARNs or 12-digit account ids"):
+        parse_principals(text)
+
+
+def test_a_caller_owns_its_jobs_and_an_admin_every_job():
+    assert Caller(ALICE).owns(ALICE)
+    assert not Caller(ALICE).owns("arn:aws:iam::111122223333:user/bob")
+    assert not Caller(ALICE).owns(None)
+    assert Caller("arn:aws:iam::111122223333:user/ops", admin=True).owns(None)
+    with pytest.raises(InvalidArgument):
+        Caller.from_wire({"principal": ALICE, "admin": "yes"})
+
+
+def test_a_verified_proof_is_remembered_while_valid_then_asked_again():
+    proof = _proof()
+    sts, clock = FakeSts(), Clock(_signed_at(proof))
+    verifier = Verifier(URL, http=sts, clock=clock)
+    assert verifier.verify(proof) == ALICE
+    assert verifier.verify(proof) == ALICE
+    assert len(sts.sent) == 1
+    # The replay is the signed request, to this verifier's STS, with the fixed body.
+    assert (
+        sts.sent[0].url == URL and sts.sent[0].body == "Action=GetCallerIdentity&Version=2011-06-15"
+    )
+    clock.now += SIGNATURE_LIFETIME_SECONDS + 1
+    assert verifier.remembered(proof) is None
+    with pytest.raises(Unauthenticated, match="more than 15 minutes"):
+        verifier.verify(proof)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (403, REFUSAL.format(code="SignatureDoesNotMatch"), Unauthenticated),
+        (403, REFUSAL.format(code="InvalidClientTokenId"), Unauthenticated),
+        (403, REFUSAL.format(code="ExpiredToken"), Unauthenticated),
+        (400, REFUSAL.format(code="Throttling"), Unavailable),
+        (503, REFUSAL.format(code="ServiceUnavailable"), Unavailable),
+        (0, "", Unavailable),
+    ],
+)
+def test_sts_refusing_is_unauthenticated_and_sts_failing_is_unavailable(status, body, error):
+    proof = _proof()
+    verifier = Verifier(URL, http=FakeSts(status, body), clock=Clock(_signed_at(proof)))
+    with pytest.raises(error):
+        verifier.verify(proof)
+    assert verifier.remembered(proof) is None
+
+
+def test_a_proof_for_a_future_time_is_refused_as_for_a_past_one():
+    proof = _proof()
+    verifier = Verifier(URL, http=FakeSts(), clock=Clock(_signed_at(proof) - 16 * 60))
+    with pytest.raises(Unauthenticated, match="more than 15 minutes"):
+        verifier.verify(proof)
