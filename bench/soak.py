@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from beamjobs import aws, runtime
-from beamjobs.identity import LOCAL_CALLER
 from beamjobs.api import pipeline_pb2
 from beamjobs.embedded import start_embedded
+from beamjobs.identity import LOCAL_CALLER
 from beamjobs.jobs import Jobs
 from beamjobs.model import Job
 from beamjobs.reconcile import fail_lost_jobs
