@@ -34,6 +34,7 @@ from beamjobs.jobs import Jobs
 from beamjobs.model import Job
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.service import JobControl
+from beamjobs.staging_tokens import digest, mint
 from beamjobs.states import TERMINAL_STATES, JobState
 from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.messages import MessageForwarder
@@ -235,7 +236,11 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
         def client(index: int) -> None:
             pipeline_ref = stores.blobs.put_content("pipelines", _pipeline())
             job_id = control.prepare(
-                LOCAL_CALLER, pipeline_ref=pipeline_ref, options={}, job_name=f"soak{index}"
+                LOCAL_CALLER,
+                pipeline_ref=pipeline_ref,
+                options={},
+                job_name=f"soak{index}",
+                staging_token_sha256=digest(mint()),
             )
             plans[job_id] = plan = _plan(job_id, rng)
             control.run(LOCAL_CALLER, job_id)

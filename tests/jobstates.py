@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from beamjobs.model import Change, Job, Message
+from beamjobs.model import Change, Job, Message, StagingLease
 from beamjobs.states import JobState
 from beamjobs.store import JobStore
 
@@ -19,3 +19,9 @@ def advance(
         last = index == len(states) - 1
         job = store.append(job, Change(state=state, messages=tuple(messages) if last else ()))
     return job
+
+
+def leased(store: JobStore, job_id: str, session: str = "session") -> str:
+    """Give `session` the job's staging lease (for tests of what a session records)."""
+    store.append(store.get(job_id), Change(lease=StagingLease(session, store.now() + 300)))
+    return session

@@ -1,4 +1,5 @@
-"""Control: Prepare, Run, Cancel, Drain, and RecordStaging (an artifact staging session's outcome).
+"""Control: Prepare, Run, Cancel, Drain, and an artifact staging session's BeginStaging (its lease
+on the staging token) and RecordStaging (its outcome).
 Writes jobs and starts or stops their work, so its role may write the table and the bucket and
 drive the executor."""
 
@@ -65,6 +66,7 @@ def _routes() -> dict[str, Route]:
             pipeline_ref=_required(request, "pipeline_ref"),
             options=request.get("pipeline_options", {}),
             job_name=request.get("job_name", ""),
+            staging_token_sha256=request.get("staging_token_sha256"),
         )
         metrics.add_metric(name="JobsPrepared", unit=MetricUnit.Count, value=1)
         return {"preparation_id": job_id}
@@ -81,10 +83,23 @@ def _routes() -> dict[str, Route]:
     def drain(call: dict[str, Any]) -> dict[str, Any]:
         return {"state": service.drain(caller_of(call), call["request"].get("job_id")).value}
 
+    def begin_staging(call: dict[str, Any]) -> dict[str, Any]:
+        request = call["request"]
+        pipeline_ref = service.begin_staging(
+            caller_of(call),
+            request.get("preparation_id"),
+            _required(request, "token_sha256"),
+            _required(request, "session"),
+        )
+        return {"pipeline_ref": pipeline_ref}
+
     def record_staging(call: dict[str, Any]) -> dict[str, Any]:
         request = call["request"]
         unstaged = service.record_staging(
-            caller_of(call), request.get("preparation_id"), _required(request, "pipeline_ref")
+            caller_of(call),
+            request.get("preparation_id"),
+            _required(request, "session"),
+            _required(request, "pipeline_ref"),
         )
         return {"unstaged": unstaged}
 
@@ -93,6 +108,7 @@ def _routes() -> dict[str, Route]:
         "Run": run,
         "Cancel": cancel,
         "Drain": drain,
+        "BeginStaging": begin_staging,
         "RecordStaging": record_staging,
     }
 

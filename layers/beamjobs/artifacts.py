@@ -1,4 +1,5 @@
-"""Staged artifacts' bytes: stored once per content in S3, at ``artifacts/sha256/<hex>``.
+"""Staged artifacts' bytes: stored once per content in S3, at ``artifacts/sha256/<hex>``, with
+a mark of each principal that sent them (whose declared hash alone then stands for them).
 
 A staged dependency is Beam's URL artifact ``s3://<bucket>/artifacts/sha256/<hex>`` with its
 sha256 (beamjobs.dependencies). This module imports no protobuf classes, so the worker (which
@@ -29,6 +30,12 @@ INCOMING_PREFIX = "artifacts/incoming/"
 # S3 multipart parts (at least 5 MiB except the last): the shim holds one part per upload.
 PART_BYTES = 8 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# Empty objects saying which principals sent which content (by a hash of the principal).
+STAGED_BY_PREFIX = "artifacts/staged-by/"
+
+
+def _staged_by_key(sha256: str, principal: str) -> str:
+    return f"{STAGED_BY_PREFIX}{hashlib.sha256(principal.encode()).hexdigest()}/{sha256}"
 
 
 class ArtifactLocation:
@@ -151,12 +158,25 @@ class ArtifactStore:
         self.max_bytes = max_bytes
 
     def exists(self, sha256: str) -> bool:
+        return self._has(ARTIFACT_PREFIX + sha256)
+
+    def _has(self, key: str) -> bool:
         try:
-            with aws_errors(f"artifact {sha256}"):
-                self._s3.head_object(Bucket=self.location.bucket, Key=ARTIFACT_PREFIX + sha256)
+            with aws_errors(f"artifact {key}"):
+                self._s3.head_object(Bucket=self.location.bucket, Key=key)
         except NotFound:
             return False
         return True
+
+    def staged_by(self, sha256: str, principal: str) -> bool:
+        """Whether `principal` sent these bytes before (and they are still stored)."""
+        return self._has(_staged_by_key(sha256, principal)) and self.exists(sha256)
+
+    def mark_staged_by(self, sha256: str, principal: str) -> None:
+        with aws_errors(f"artifact {sha256}"):
+            self._s3.put_object(
+                Bucket=self.location.bucket, Key=_staged_by_key(sha256, principal), Body=b""
+            )
 
     def upload(self) -> Upload:
         return Upload(self._s3, self.location.bucket, self.max_bytes)

@@ -4,12 +4,13 @@ Items of a job, all under the partition key ``job#<id>``:
 
 - ``sk = "ev#<seq, zero-padded>"``: the job's log (beamjobs.store). Each event holds its change
   and the job's snapshot after it (``job_state``, ``job_state_time``, ``job_pipeline_ref``,
-  ``job_unstaged``, ``job_started_at``). An append is a put conditional on a free slot.
-- ``sk = "job"``: the job record: what never changes (name, owner, options, created), and a
-  projection of the snapshot for listing (``gsi1``; ``owner``, an owner's jobs) and for the
-  reconciler (``active``, only while the job is active). It sorts after every event, so one
-  descending Query of two items reads the record and the log's tail together. Messages do not
-  touch it: only a changed snapshot does.
+  ``job_unstaged``, ``job_started_at``, and the staging token's ``job_staging_*``). An append
+  is a put conditional on a free slot.
+- ``sk = "job"``: the job record: what never changes (name, owner, options, created, the
+  staging token's hash), and a projection of the snapshot for listing (``gsi1``; ``owner``, an
+  owner's jobs) and for the reconciler (``active``, only while the job is active). It sorts
+  after every event, so one descending Query of two items reads the record and the log's tail
+  together. Messages do not touch it: only a changed snapshot does.
 - ``sk = "beat"``: when the job's worker last said it was alive. An item of its own, outside
   every index, so a heartbeat writes one small item. It sorts before every event.
 
@@ -42,6 +43,7 @@ from beamjobs.model import (
     Job,
     Message,
     Staged,
+    StagingLease,
     event_bytes,
     unknown_job,
 )
@@ -115,6 +117,7 @@ class DynamoJobStore(JobStore):
             "job_id": job.job_id,
             "job_name": job.job_name,
             "owner": job.owner,
+            "staging_token_sha256": job.staging_token_sha256,
             "created_at": _decimal(job.created_at),
             "options_ref": job.options_ref,
             "options_json": job.options_json,
@@ -371,6 +374,9 @@ def _snapshot(job: Job) -> dict[str, Any]:
         "pipeline_ref": job.pipeline_ref,
         "unstaged": list(job.unstaged) or None,
         "started_at": None if job.started_at is None else _decimal(job.started_at),
+        "staging_session": job.staging_lease.session if job.staging_lease else None,
+        "staging_until": _decimal(job.staging_lease.until) if job.staging_lease else None,
+        "staging_spent": job.staging_spent or None,
     }
 
 
@@ -385,7 +391,13 @@ def _with_snapshot(job: Job, event: dict[str, Any]) -> Job:
         pipeline_ref=str(event["job_pipeline_ref"]),
         unstaged=tuple(event.get("job_unstaged") or ()),
         started_at=None if started_at is None else float(started_at),
+        staging_lease=_lease(event.get("job_staging_session"), event.get("job_staging_until")),
+        staging_spent=bool(event.get("job_staging_spent")),
     )
+
+
+def _lease(session: Any, until: Any) -> StagingLease | None:
+    return None if session is None else StagingLease(str(session), float(until))
 
 
 def _written_by(error: BaseException | None, writer: str) -> bool:
@@ -414,6 +426,9 @@ def _job_from_record(values: dict[str, Any]) -> Job:
         unstaged=tuple(values.get("unstaged") or ()),
         started_at=None if started_at is None else float(started_at),
         owner=values.get("owner"),
+        staging_token_sha256=values.get("staging_token_sha256"),
+        staging_lease=_lease(values.get("staging_session"), values.get("staging_until")),
+        staging_spent=bool(values.get("staging_spent")),
     )
 
 

@@ -15,18 +15,30 @@ learns of another's jobs. The service's own verbs (a worker's, the reconciler's)
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from beamjobs.errors import Conflict, FailedPrecondition
 from beamjobs.identity import Caller
-from beamjobs.model import Change, Job, Message, Staged, message_batches, unknown_job
+from beamjobs.model import (
+    Change,
+    Job,
+    Message,
+    Staged,
+    StagingLease,
+    message_batches,
+    unknown_job,
+)
 from beamjobs.states import JobState, can_transition, is_terminal
 from beamjobs.store import JobStore
 
 # A preparation must be run within this long. With it, every item of a job can expire a fixed
 # time after it is written and still outlive the job (see item_lifetime).
 PREPARATION_WINDOW_SECONDS = 7 * 86_400
+# A staging session holds its preparation's token this long at a time, and extends it while
+# it lasts; a session that died without ending lets go of it after this long.
+STAGING_LEASE_SECONDS = 300.0
 # Appends lose races only to other writers of the same job; re-reading settles it quickly.
 _MAX_RACE_RETRIES = 50
 
@@ -157,14 +169,49 @@ def drain_rule(job: Job, now: float) -> Change | None:
     return Change(state=JobState.DRAINING)
 
 
-def stage_rule(staged: Staged) -> Rule:
-    """A staging session's outcome is recorded on a preparation that has not run: once a job
-    started, its artifacts can no longer change."""
+def _not_run(job: Job) -> None:
+    if job.started_at is not None or job.state is not JobState.STOPPED:
+        raise FailedPrecondition(
+            f"job {job.job_id} is {job.state.value}: its artifacts are staged before Run, "
+            "and can no longer change"
+        )
+
+
+def lease_rule(token_sha256: str, session: str, until: float) -> Rule:
+    """A staging session takes (or, holding it, extends) the exclusive lease on the
+    preparation's staging token. The token must be the one the preparer was given (else the
+    job is NOT_FOUND, as to anyone without it); a token whose session completed is spent; one
+    that another session holds is ABORTED until that lease lapses."""
 
     def rule(job: Job, now: float) -> Change | None:
-        if job.started_at is not None or job.state is not JobState.STOPPED:
+        expected = job.staging_token_sha256 or ""
+        if not (expected and hmac.compare_digest(expected, token_sha256)):
+            raise unknown_job(job.job_id)
+        _not_run(job)
+        if job.staging_spent:
             raise FailedPrecondition(
-                f"job {job.job_id} was already run: its artifacts can no longer change"
+                f"the staging token of job {job.job_id} was used: a session staged its artifacts"
+            )
+        held = job.staging_lease
+        if held is not None and held.session != session and held.until > now:
+            raise Conflict(
+                f"another staging session holds the staging token of job {job.job_id} "
+                f"(for {held.until - now:.0f} s more unless it ends first)"
+            )
+        return Change(lease=StagingLease(session, until))
+
+    return rule
+
+
+def stage_rule(staged: Staged, session: str) -> Rule:
+    """A staging session's outcome is recorded, by the session that holds the lease, on a
+    preparation that has not run: once a job started, its artifacts can no longer change."""
+
+    def rule(job: Job, now: float) -> Change | None:
+        _not_run(job)
+        if job.staging_lease is None or job.staging_lease.session != session:
+            raise Conflict(
+                f"this staging session no longer holds the staging token of job {job.job_id}"
             )
         return Change(staged=staged)
 
@@ -234,15 +281,25 @@ class Jobs:
     def drain(self, job_id: str, caller: Caller | None = None) -> Job:
         return self.apply(job_id, drain_rule, caller=caller).job
 
+    def lease_staging(
+        self, job_id: str, token_sha256: str, session: str, caller: Caller | None = None
+    ) -> Job:
+        """The job, once `session` holds its staging token for STAGING_LEASE_SECONDS."""
+        until = self.store.now() + STAGING_LEASE_SECONDS
+        return self.apply(job_id, lease_rule(token_sha256, session, until), caller=caller).job
+
     def stage(
         self,
         job_id: str,
+        session: str,
         pipeline_ref: str,
         unstaged: Sequence[str],
         caller: Caller | None = None,
     ) -> Job:
+        """Record the outcome of the staging session that holds the token, which lets go of
+        it (and, complete, spends it)."""
         staged = Staged(pipeline_ref, tuple(unstaged))
-        return self.apply(job_id, stage_rule(staged), caller=caller).job
+        return self.apply(job_id, stage_rule(staged, session), caller=caller).job
 
     def say(self, job_id: str, messages: Sequence[Message]) -> None:
         """Append messages in order, in as few events as the bounds allow. A failure leaves

@@ -48,12 +48,22 @@ class Staged:
 
 
 @dataclass(frozen=True)
+class StagingLease:
+    """A staging session's exclusive hold on its preparation's staging token, until `until`."""
+
+    session: str
+    until: float
+
+
+@dataclass(frozen=True)
 class Change:
-    """What one event adds to a job: messages, then a new state; or a staging outcome."""
+    """What one event adds to a job: messages, then a new state; or a staging outcome; or a
+    staging session's lease."""
 
     state: JobState | None = None
     messages: tuple[Message, ...] = ()
     staged: Staged | None = None
+    lease: StagingLease | None = None
 
 
 @dataclass(frozen=True)
@@ -90,13 +100,26 @@ class Job:
     started_at: float | None = None
     # The principal who prepared it (beamjobs.identity); None for jobs older than owners.
     owner: str | None = None
+    # The sha256 of the staging token's secret, which only the preparer was given.
+    staging_token_sha256: str | None = None
+    # The staging session holding the token now, if any; and whether a session completed
+    # (the token is then spent).
+    staging_lease: StagingLease | None = None
+    staging_spent: bool = False
 
     def after(self, change: Change, seq: int, at: float) -> Job:
         """The job once `change` is its event `seq`, written at `at`."""
         job = replace(self, seq=seq)
+        if change.lease is not None:
+            job = replace(job, staging_lease=change.lease)
         if change.staged is not None:
+            # A session's outcome ends its lease; a complete one spends the token.
             job = replace(
-                job, pipeline_ref=change.staged.pipeline_ref, unstaged=change.staged.unstaged
+                job,
+                pipeline_ref=change.staged.pipeline_ref,
+                unstaged=change.staged.unstaged,
+                staging_lease=None,
+                staging_spent=not change.staged.unstaged,
             )
         if change.state is not None:
             job = replace(job, state=change.state, state_time=at)
@@ -116,12 +139,14 @@ def job_to_json(job: Job) -> str:
 
 def job_from_json(text: str) -> Job:
     values = json.loads(text)
+    lease = values.get("staging_lease")
     return Job(
         **{
             **values,
             "state": JobState(values["state"]),
             "environment_urns": tuple(values["environment_urns"]),
             "unstaged": tuple(values["unstaged"]),
+            "staging_lease": StagingLease(**lease) if lease else None,
         }
     )
 

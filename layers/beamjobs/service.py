@@ -19,6 +19,7 @@ from beamjobs.jobs import Jobs
 from beamjobs.model import Job
 from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, option_key, read_option
 from beamjobs.pipelines import summarize
+from beamjobs.staging_tokens import SHA256
 from beamjobs.states import JobState
 from beamjobs.store import JobStore
 
@@ -68,10 +69,19 @@ class JobControl:
         self._artifacts = artifacts
 
     def prepare(
-        self, caller: Caller, *, pipeline_ref: str, options: dict[str, Any], job_name: str
+        self,
+        caller: Caller,
+        *,
+        pipeline_ref: str,
+        options: dict[str, Any],
+        job_name: str,
+        staging_token_sha256: str,
     ) -> str:
         """Record a job of the caller's in STOPPED for a pipeline already stored at
-        `pipeline_ref`; return its id, which is both the preparation id and the job id."""
+        `pipeline_ref`, stageable with the token whose secret has `staging_token_sha256`;
+        return its id, which is both the preparation id and the job id."""
+        if not isinstance(staging_token_sha256, str) or not SHA256.fullmatch(staging_token_sha256):
+            raise InvalidArgument("staging_token_sha256 must be a sha256 in hex")
         if not isinstance(options, dict):
             raise InvalidArgument("pipeline_options must be a Struct")
         if not isinstance(job_name, str) or len(job_name) > _MAX_NAME_LENGTH:
@@ -100,17 +110,30 @@ class JobControl:
             environment_urns=summary.environment_urns,
             unstaged=summary.unstaged,
             owner=caller.principal,
+            staging_token_sha256=staging_token_sha256,
         )
         self._jobs.prepare(job)
         return job.job_id
 
-    def record_staging(self, caller: Caller, preparation_id: str, pipeline_ref: str) -> list[str]:
+    def begin_staging(
+        self, caller: Caller, preparation_id: str, token_sha256: str, session: str
+    ) -> str:
+        """`session` takes (or extends) the lease on the preparation's staging token; returns
+        the pipeline to stage (its reference)."""
+        job_id = require_id(preparation_id, "preparation_id")
+        if not isinstance(token_sha256, str) or not isinstance(session, str) or not session:
+            raise InvalidArgument("token_sha256 and session are required")
+        return self._jobs.lease_staging(job_id, token_sha256, session, caller).pipeline_ref
+
+    def record_staging(
+        self, caller: Caller, preparation_id: str, session: str, pipeline_ref: str
+    ) -> list[str]:
         """A staging session's outcome: the pipeline with the artifacts staged so far
         rewritten to their staged references. Returns what is still unstaged (nothing once
         the session completed), which Run refuses to start with."""
         job_id = require_id(preparation_id, "preparation_id")
         unstaged = summarize(self._blobs.get(pipeline_ref), self._artifacts).unstaged
-        self._jobs.stage(job_id, pipeline_ref, unstaged, caller)
+        self._jobs.stage(job_id, session, pipeline_ref, unstaged, caller)
         return list(unstaged)
 
     def run(self, caller: Caller, preparation_id: str) -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
+import queue
 import subprocess
 import sys
 import textwrap
@@ -380,3 +382,61 @@ def test_streams_metrics_and_cancel_work_through_connect(tmp_path, tunnel):
     )
     assert "STATE CANCELLED" in done.stdout, done.stdout + done.stderr
     assert time.monotonic() - started < 200  # cancelled, not slept through
+
+
+def _declaring(sha256: str) -> beam_runner_api_pb2.Pipeline:
+    """A pipeline depending on a file it declares the hash of."""
+    pipeline = _pipeline()
+    env = pipeline.components.environments["py"]
+    env.urn = "beam:env:embedded_python:v1"
+    env.dependencies.add(
+        type_urn="beam:artifact:type:file:v1",
+        type_payload=beam_runner_api_pb2.ArtifactFilePayload(
+            path="/somewhere/pkg.tar.gz", sha256=sha256
+        ).SerializeToString(),
+        role_urn="beam:artifact:role:staging_to:v1",
+        role_payload=beam_runner_api_pb2.ArtifactStagingToRolePayload(
+            staged_name="pkg.tar.gz"
+        ).SerializeToString(),
+    )
+    return pipeline
+
+
+def _first_request_after_resolving(channel, user: User, sha256: str) -> str:
+    """Prepare a pipeline declaring `sha256` as `user`, stage it, and answer what the server
+    asks once the artifact is resolved: its bytes ("get_artifact") or nothing (it is done)."""
+    stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+    prepared = stub.Prepare(
+        api.PrepareJobRequest(pipeline=_declaring(sha256), job_name="job"),
+        metadata=user.metadata(),
+    )
+    answers = queue.Queue()
+    answers.put(artifact_api.ArtifactResponseWrapper(staging_token=prepared.staging_session_token))
+    call = beam_artifact_api_pb2_grpc.ArtifactStagingServiceStub(
+        channel
+    ).ReverseArtifactRetrievalService(iter(answers.get, None), metadata=user.metadata())
+    resolve = next(call).resolve_artifact
+    answers.put(
+        artifact_api.ArtifactResponseWrapper(
+            resolve_artifact_response=artifact_api.ResolveArtifactsResponse(
+                replacements=resolve.artifacts
+            )
+        )
+    )
+    try:
+        return next(call).WhichOneof("request")
+    except StopIteration:
+        return "done"
+    finally:
+        call.cancel()
+        answers.put(None)
+
+
+def test_a_declared_hash_stands_for_bytes_only_that_principal_sent(
+    deployment, channel, tunnel, sdist
+):
+    # Alice staged the sdist's bytes through the tunnel (test_the_unchanged_sdk_...).
+    sha256 = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    assert _first_request_after_resolving(channel, deployment["alice"], sha256) == "done"
+    # Bob, who knows only its hash, is asked for the bytes.
+    assert _first_request_after_resolving(channel, deployment["bob"], sha256) == "get_artifact"

@@ -27,7 +27,12 @@ def _calls(n, pipeline_ref):
             "rpc": "Prepare",
             "request_id": f"prepare-{n}",
             "caller": LOCAL_CALLER.to_wire(),
-            "request": {"pipeline_ref": pipeline_ref, "pipeline_options": {}, "job_name": "j"},
+            "request": {
+                "pipeline_ref": pipeline_ref,
+                "pipeline_options": {},
+                "job_name": "j",
+                "staging_token_sha256": "ab" * 32,
+            },
         },
         {"rpc": "Run", "request_id": f"run-{n}", "caller": LOCAL_CALLER.to_wire(), "request": {}},
         {

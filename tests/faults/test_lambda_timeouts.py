@@ -72,7 +72,15 @@ def test_a_run_that_timed_out_after_starting_the_job_answers_that_job(settings, 
     )
     pipeline_ref = stores.blobs.put_content("pipelines", pipeline_bytes())
     prepared = invoker.invoke(
-        *event_for("Prepare", LOCAL_CALLER, {"pipeline_ref": pipeline_ref, "pipeline_options": {}})
+        *event_for(
+            "Prepare",
+            LOCAL_CALLER,
+            {
+                "pipeline_ref": pipeline_ref,
+                "pipeline_options": {},
+                "staging_token_sha256": "ab" * 32,
+            },
+        )
     )
     job_id = prepared["result"]["preparation_id"]
     # When the client calls Run

@@ -4,6 +4,7 @@ with the table and bucket built from template.yaml's own definitions, as `make r
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import urllib.request
@@ -181,6 +182,10 @@ def make_job(job_id: str, *, created: float | None = None, **fields: Any) -> Job
         "pipeline_ref": "p",
         "options_ref": "o",
         "options_json": "{}",
+        # The token of the events/ files' staging calls.
+        "staging_token_sha256": json.loads((EVENTS / "control_begin_staging.json").read_text())[
+            "request"
+        ]["token_sha256"],
     }
     return Job(job_id=job_id, **{**values, **fields})
 

@@ -38,6 +38,7 @@ from beamjobs.jobs import Jobs
 from beamjobs.provision import load_template
 from beamjobs.service import JobControl
 from beamjobs.shim.invoker import LocalContext
+from beamjobs.staging_tokens import digest, mint
 from beamjobs.states import JobState
 from beamjobs.stepfunctions import StepFunctionsExecutor, execution_arn
 from tests.integration.conftest import EVENTS, ROOT, TEMPLATE, pipeline_bytes
@@ -179,7 +180,11 @@ def deployed(monkeypatch, moto_gaps_bridged):
         ec2 = boto3.client("ec2", region_name=REGION)
         vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
         subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
+        certificate = boto3.client("acm", region_name=REGION).request_certificate(
+            DomainName="jobs.example.com"
+        )["CertificateArn"]
         parameters = {
+            "CertificateArn": certificate,
             "VpcId": vpc["VpcId"],
             "SubnetIds": ",".join(s["SubnetId"] for s in subnets["Subnets"][:2]),
             "ShimImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/beamjobs-shim:1",
@@ -225,12 +230,31 @@ def test_the_transformed_template_deploys_with_every_resource_complete(deployed)
     expected = {
         name
         for name, resource in transformed["Resources"].items()
-        if "Condition" not in resource  # the TLS listener needs a certificate
+        if resource.get("Condition") != "PlaintextListener"  # only on opt-in
     }
-    assert set(statuses) == expected
+    assert set(statuses) == expected - {"ListenerReady"}  # moto makes no wait handles
     assert set(statuses.values()) == {"CREATE_COMPLETE"}
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
-    assert outputs["JobEndpoint"].endswith(":8099")
+    assert outputs["JobEndpoint"].endswith(":443")
+
+
+def test_by_default_the_job_api_is_internal_tls_only_and_authenticates_every_call(deployed):
+    elb = boto3.client("elbv2", region_name=REGION)
+    [balancer] = elb.describe_load_balancers()["LoadBalancers"]
+    assert balancer["Scheme"] == "internal"
+    [listener] = elb.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
+    assert (listener["Protocol"], listener["Port"]) == ("TLS", 443)
+    assert listener["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    ecs = boto3.client("ecs", region_name=REGION)
+    [shim] = [
+        ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        for arn in ecs.list_task_definitions()["taskDefinitionArns"]
+        if "-shim:" in arn
+    ]
+    env = {e["name"]: e["value"] for e in shim["containerDefinitions"][0]["environment"]}
+    assert env["BEAMJOBS_REQUIRE_AUTH"] == "true"
+    assert env["BEAMJOBS_ALLOWED_PRINCIPALS"] == "123456789012"  # the account's own
+    assert env["BEAMJOBS_ADVERTISED_ENDPOINT"].endswith(":443")
 
 
 def _outputs(cloudformation):
@@ -265,7 +289,13 @@ def _control(cloudformation, outputs):
 
 def _prepare(control, blobs, pipeline=None):
     pipeline_ref = blobs.put_content("pipelines", pipeline or pipeline_bytes())
-    return control.prepare(LOCAL_CALLER, pipeline_ref=pipeline_ref, options={}, job_name="on-aws")
+    return control.prepare(
+        LOCAL_CALLER,
+        pipeline_ref=pipeline_ref,
+        options={},
+        job_name="on-aws",
+        staging_token_sha256=digest(mint()),
+    )
 
 
 def _wait_for(sfn, arn, statuses, timeout=60):
@@ -390,6 +420,14 @@ def test_samconfig_names_the_default_dev_and_prod_environments():
     for environment in ("default", "dev", "prod"):
         deploy = config[environment]["deploy"]["parameters"]
         assert "CAPABILITY_IAM" in deploy["capabilities"] and deploy["resolve_s3"]
+        # Every override is a parameter of the template, within its bounds.
+        declared = load_template(TEMPLATE)["Parameters"]
+        for override in deploy["parameter_overrides"].split():
+            name, value = override.split("=", 1)
+            assert name in declared, override
+            assert value in map(str, declared[name].get("AllowedValues", [value])), override
+            if "MaxValue" in declared[name]:
+                assert declared[name]["MinValue"] <= int(value) <= declared[name]["MaxValue"]
 
 
 def test_a_docker_environment_runs_its_sdk_image_beside_the_worker(deployed, monkeypatch):

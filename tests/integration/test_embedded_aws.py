@@ -18,7 +18,7 @@ from beamjobs.jobs import Jobs
 from beamjobs.model import Message
 from beamjobs.states import JobState
 from tests.integration.conftest import TEMPLATE, make_job
-from tests.jobstates import advance
+from tests.jobstates import advance, leased
 
 
 def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, stores):
@@ -43,7 +43,7 @@ def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, store
     )["ShardIterator"]
 
     stores.jobs.create(make_job("j1"))
-    Jobs(stores.jobs).stage("j1", "pipelines/other", ["a.whl"])
+    Jobs(stores.jobs).stage("j1", leased(stores.jobs, "j1"), "pipelines/other", ["a.whl"])
     advance(stores.jobs, "j1", JobState.STARTING)
     Jobs(stores.jobs).beat("j1")
     advance(

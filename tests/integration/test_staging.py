@@ -14,6 +14,8 @@ from google.protobuf import struct_pb2
 from beamjobs.api import artifact_api_pb2 as artifacts_api
 from beamjobs.api import artifact_api_pb2_grpc, job_api_pb2, job_api_pb2_grpc, pipeline_pb2
 from beamjobs.artifacts import ARTIFACT_PREFIX, FILE, INCOMING_PREFIX, STAGING_TO
+from beamjobs.staging_tokens import mint
+from beamjobs.staging_tokens import token as staging_token
 from tests.integration.conftest import running_shim
 
 CHUNK = 2 * 1024 * 1024
@@ -121,7 +123,12 @@ def test_prepare_advertises_the_staging_endpoint_and_token(settings, stores, exe
     with running_shim(advertised) as shim:
         _, response = _prepare(shim.channel, _pipeline())
     assert response.artifact_staging_endpoint.url == "jobs.example.com:443"
-    assert response.staging_session_token == response.preparation_id
+    # The token names the job and holds a secret that the job keeps only the hash of.
+    job_id, secret = response.staging_session_token.rsplit(".", 1)
+    assert job_id == response.preparation_id
+    assert (
+        stores.jobs.get(job_id).staging_token_sha256 == hashlib.sha256(secret.encode()).hexdigest()
+    )
 
 
 def test_staged_artifacts_land_in_s3_by_content_and_the_pipeline_points_at_them(
@@ -132,7 +139,7 @@ def test_staged_artifacts_land_in_s3_by_content_and_the_pipeline_points_at_them(
 
     s3 = _s3(stores)
     expected = {ARTIFACT_PREFIX + hashlib.sha256(b).hexdigest(): len(b) for b in (BIG, SMALL)}
-    assert _objects(s3, settings.bucket_name, "artifacts/") == expected
+    assert _objects(s3, settings.bucket_name, ARTIFACT_PREFIX) == expected
     assert not s3.list_multipart_uploads(Bucket=settings.bucket_name).get("Uploads")
     for key in expected:
         body = s3.get_object(Bucket=settings.bucket_name, Key=key)["Body"].read()
@@ -213,7 +220,9 @@ def test_a_client_that_hangs_up_mid_staging_leaves_the_preparation_unrunnable(
     small_first = (DEPENDENCIES[1], DEPENDENCIES[0])
     stub, prepared = _prepare(channel, _pipeline(*small_first))
     job_id = prepared.preparation_id
-    FakeSdk(channel, FILES).offer(job_id, hang_up_after_bytes=6 * 1024 * 1024)
+    FakeSdk(channel, FILES).offer(
+        prepared.staging_session_token, hang_up_after_bytes=6 * 1024 * 1024
+    )
 
     # The session records what it staged before the client left: only the big one is missing.
     deadline = time.monotonic() + 10
@@ -237,18 +246,74 @@ def test_a_client_that_hangs_up_mid_staging_leaves_the_preparation_unrunnable(
         time.sleep(0.05)
     assert _objects(s3, settings.bucket_name, INCOMING_PREFIX) == {}
 
-    # Staging again finishes the job: only the missing artifact is asked for.
+    # Staging again (the session that ended let go of the token) finishes the job: only the
+    # missing artifact is asked for.
     sdk = FakeSdk(channel, FILES)
-    sdk.offer(job_id)
+    sdk.offer(prepared.staging_session_token)
     assert sdk.sent_paths == ["/client/big.tar.gz"]
     stub.Run(job_api_pb2.RunJobRequest(preparation_id=job_id))
     assert executor.started == [job_id]
 
 
-def test_staging_for_an_unknown_or_already_run_job_is_refused(channel, stores, executor):
-    with pytest.raises(grpc.RpcError) as unknown:
-        FakeSdk(channel, FILES).offer("no-such-preparation")
-    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        (lambda prepared: "no-such-preparation", grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda prepared: prepared.preparation_id, grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda prepared: staging_token("no-such-preparation", mint()), grpc.StatusCode.NOT_FOUND),
+        (
+            lambda prepared: staging_token(prepared.preparation_id, mint()),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+    ],
+    ids=["not-a-token", "the-job-id", "unknown-job", "guessed-secret"],
+)
+def test_staging_with_anything_but_the_preparers_token_is_refused_and_stores_nothing(
+    channel, settings, stores, executor, token, code
+):
+    stub, prepared = _prepare(channel, _pipeline(*DEPENDENCIES))
+    before = stores.jobs.get(prepared.preparation_id)
+    sdk = FakeSdk(channel, FILES)
+    with pytest.raises(grpc.RpcError) as refused:
+        sdk.offer(token(prepared))
+    assert refused.value.code() == code
+    assert sdk.sent_paths == []
+    assert _objects(_s3(stores), settings.bucket_name, "artifacts/") == {}
+    assert stores.jobs.get(prepared.preparation_id) == before
+
+
+def test_a_second_session_is_aborted_while_one_holds_the_token_and_a_spent_one_is_refused(
+    channel, stores, executor
+):
+    stub, prepared = _prepare(channel, _pipeline(*DEPENDENCIES))
+    # A first session starts and holds the token: the server has asked it to resolve.
+    answers = queue.Queue()
+    answers.put(artifacts_api.ArtifactResponseWrapper(staging_token=prepared.staging_session_token))
+    first = artifact_api_pb2_grpc.ArtifactStagingServiceStub(
+        channel
+    ).ReverseArtifactRetrievalService(iter(answers.get, None))
+    assert next(first).HasField("resolve_artifact")
+    with pytest.raises(grpc.RpcError) as second:
+        FakeSdk(channel, FILES).offer(prepared.staging_session_token)
+    assert second.value.code() == grpc.StatusCode.ABORTED
+    assert "another staging session holds" in second.value.details()
+    # The first ends early, which lets go of the token: another session completes...
+    first.cancel()
+    answers.put(None)
+    deadline = time.monotonic() + 10
+    while stores.jobs.get(prepared.preparation_id).staging_lease is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    FakeSdk(channel, FILES).offer(prepared.staging_session_token)
+    # ...and spends it.
+    with pytest.raises(grpc.RpcError) as spent:
+        FakeSdk(channel, FILES).offer(prepared.staging_session_token)
+    assert spent.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "was used" in spent.value.details()
+    stub.Run(job_api_pb2.RunJobRequest(preparation_id=prepared.preparation_id))
+
+
+def test_staging_for_an_already_run_job_is_refused(channel, stores, executor):
     stub, prepared = _prepare(channel, _pipeline())
     stub.Run(job_api_pb2.RunJobRequest(preparation_id=prepared.preparation_id))
     with pytest.raises(grpc.RpcError) as late:

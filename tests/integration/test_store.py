@@ -17,7 +17,7 @@ from beamjobs.model import (
 )
 from beamjobs.states import JobState
 from tests.integration.conftest import make_job
-from tests.jobstates import advance
+from tests.jobstates import advance, leased
 
 
 def test_a_new_job_is_stopped_with_one_state_event(stores):
@@ -61,7 +61,7 @@ def test_a_failed_event_holds_its_cause_and_its_state_together(stores):
 
 def test_a_staging_outcome_is_an_event_and_the_record_follows_it(stores):
     stores.jobs.create(make_job("j1", unstaged=("a.whl",)))
-    Jobs(stores.jobs).stage("j1", "pipelines/staged", [])
+    Jobs(stores.jobs).stage("j1", leased(stores.jobs, "j1"), "pipelines/staged", [])
     job = stores.jobs.get("j1")
     assert (job.pipeline_ref, job.unstaged, job.state) == ("pipelines/staged", (), JobState.STOPPED)
     [listed] = stores.jobs.recent_jobs(10)

@@ -40,8 +40,9 @@ def _expected(event, function="query"):
     }
 
 
-def test_every_unary_rpc_and_the_staging_record_have_a_function():
+def test_every_unary_rpc_and_the_staging_calls_have_a_function():
     assert set(FUNCTION_FOR_RPC) == {
+        "BeginStaging",
         "RecordStaging",
         "Prepare",
         "Run",

@@ -12,6 +12,7 @@ from beamjobs.errors import Conflict, FailedPrecondition, NotFound
 from beamjobs.identity import Caller
 from beamjobs.jobs import (
     PREPARATION_WINDOW_SECONDS,
+    STAGING_LEASE_SECONDS,
     Jobs,
     TransitionRejected,
     item_lifetime,
@@ -21,9 +22,10 @@ from beamjobs.memory_store import MemoryJobStore
 from beamjobs.model import Change, Job, Message
 from beamjobs.states import TERMINAL_STATES, JobState, can_transition
 from beamjobs.store import JobStore
-from tests.jobstates import advance
+from tests.jobstates import advance, leased
 
 S = JobState
+TOKEN_SHA = "ab" * 32
 
 
 class Clock:
@@ -45,6 +47,7 @@ def prepared(store: JobStore, job_id: str = "j", **fields: object) -> Job:
         "created_at": now,
         "pipeline_ref": "pipelines/p",
         "options_ref": "options/o",
+        "staging_token_sha256": TOKEN_SHA,
         **fields,
     }
     job = Job(job_id=job_id, **values)  # type: ignore[arg-type]
@@ -296,18 +299,59 @@ def test_only_a_running_streaming_job_drains(jobs, store, state):
 
 def test_staging_records_the_staged_pipeline_and_what_is_left(jobs, store):
     prepared(store, unstaged=("a.whl", "b.whl"))
-    jobs.stage("j", "pipelines/half", ["b.whl"])
+    jobs.lease_staging("j", TOKEN_SHA, "first")
+    jobs.stage("j", "first", "pipelines/half", ["b.whl"])
     assert (store.get("j").pipeline_ref, store.get("j").unstaged) == ("pipelines/half", ("b.whl",))
-    jobs.stage("j", "pipelines/all", [])
+    # An incomplete session let go of the token: another one may take it, and complete.
+    jobs.lease_staging("j", TOKEN_SHA, "second")
+    jobs.stage("j", "second", "pipelines/all", [])
+    assert store.get("j").staging_spent
     assert jobs.start("j").pipeline_ref == "pipelines/all"
 
 
 @pytest.mark.parametrize("state", [S.STARTING, S.RUNNING, S.CANCELLED, S.DONE])
 def test_artifacts_cannot_change_once_a_job_ran_or_was_cancelled(jobs, store, state):
     in_state(store, state)
-    with pytest.raises(FailedPrecondition, match="already run"):
-        jobs.stage("j", "pipelines/late", [])
+    with pytest.raises(FailedPrecondition, match="can no longer change"):
+        jobs.lease_staging("j", TOKEN_SHA, "late")
+    leased(store, "j", "late")
+    with pytest.raises(FailedPrecondition, match="can no longer change"):
+        jobs.stage("j", "late", "pipelines/late", [])
     assert store.get("j").pipeline_ref == "pipelines/p"
+
+
+def test_the_staging_token_must_be_the_preparers_or_the_job_is_not_found(jobs, store):
+    prepared(store)
+    with pytest.raises(NotFound, match="'j' does not exist"):
+        jobs.lease_staging("j", "cd" * 32, "guess")
+    assert store.get("j").staging_lease is None
+
+
+def test_a_second_session_is_aborted_while_the_first_holds_the_token(jobs, store, clock):
+    prepared(store)
+    jobs.lease_staging("j", TOKEN_SHA, "first")
+    with pytest.raises(Conflict, match="another staging session holds"):
+        jobs.lease_staging("j", TOKEN_SHA, "second")
+    with pytest.raises(Conflict, match="no longer holds"):
+        jobs.stage("j", "second", "pipelines/q", [])
+    # The holder extends its lease; once it lapses (the session died), another takes it.
+    clock.now += STAGING_LEASE_SECONDS - 1
+    jobs.lease_staging("j", TOKEN_SHA, "first")
+    clock.now += STAGING_LEASE_SECONDS - 1
+    with pytest.raises(Conflict):
+        jobs.lease_staging("j", TOKEN_SHA, "second")
+    clock.now += 2
+    assert jobs.lease_staging("j", TOKEN_SHA, "second").staging_lease.session == "second"
+    with pytest.raises(Conflict, match="no longer holds"):
+        jobs.stage("j", "first", "pipelines/q", [])
+
+
+def test_a_token_whose_session_completed_is_spent(jobs, store):
+    prepared(store)
+    jobs.lease_staging("j", TOKEN_SHA, "first")
+    jobs.stage("j", "first", "pipelines/all", [])
+    with pytest.raises(FailedPrecondition, match="was used"):
+        jobs.lease_staging("j", TOKEN_SHA, "again")
 
 
 def test_messages_are_said_in_order_in_any_state(jobs, store):
@@ -351,7 +395,7 @@ def test_items_outlive_the_longest_job_by_the_retention():
 # -- whatever the order of verbs -----------------------------------------------------------------
 
 VERBS = st.sampled_from(
-    ["start", "running", "finish", "fail", "cancel", "drain", "settle", "say", "stage"]
+    ["start", "running", "finish", "fail", "cancel", "drain", "settle", "say", "lease", "stage"]
 )
 
 
@@ -371,9 +415,11 @@ def test_any_sequence_of_verbs_keeps_the_job_contract(verbs, bounded):
             "drain": lambda: jobs.drain("j"),
             "settle": lambda: jobs.settle("j", "lost"),
             "say": lambda: jobs.say("j", [Message("JOB_MESSAGE_BASIC", "hi", 0.0)]),
-            "stage": lambda: jobs.stage("j", "pipelines/q", []),
+            "lease": lambda: jobs.lease_staging("j", TOKEN_SHA, "s"),
+            "stage": lambda: jobs.stage("j", "s", "pipelines/q", []),
         }[verb]
-        with contextlib.suppress(FailedPrecondition):  # refused: nothing written (see below)
+        # Refused (a stage without the lease is ABORTED): nothing written (see below).
+        with contextlib.suppress(FailedPrecondition, Conflict):
             call()
     seen = states(store)
     # Every move is one the state machine allows; a final state is the last and only one.
@@ -399,9 +445,9 @@ BOB = Caller("arn:aws:iam::111122223333:user/bob")
         lambda jobs, caller: jobs.start("j", caller),
         lambda jobs, caller: jobs.cancel("j", caller),
         lambda jobs, caller: jobs.drain("j", caller),
-        lambda jobs, caller: jobs.stage("j", "pipelines/q", (), caller),
+        lambda jobs, caller: jobs.lease_staging("j", TOKEN_SHA, "s", caller),
     ],
-    ids=["get", "start", "cancel", "drain", "stage"],
+    ids=["get", "start", "cancel", "drain", "lease_staging"],
 )
 def test_another_callers_job_is_not_found_and_nothing_is_appended(store, verb):
     prepared(store, owner=ALICE.principal, bounded=False)

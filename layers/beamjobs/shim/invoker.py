@@ -22,7 +22,9 @@ FUNCTION_FOR_RPC: dict[str, str] = {
     "Run": "control",
     "Cancel": "control",
     "Drain": "control",
-    # Not a Job API RPC: the shim's artifact staging session records its outcome.
+    # Not Job API RPCs: the shim's artifact staging session leases the staging token, and
+    # records its outcome.
+    "BeginStaging": "control",
     "RecordStaging": "control",
     "GetJobs": "query",
     "GetState": "query",

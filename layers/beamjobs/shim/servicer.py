@@ -11,6 +11,7 @@ from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
 
+from beamjobs import staging_tokens
 from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
 from beamjobs.errors import FailedPrecondition
 from beamjobs.jobs import Jobs
@@ -96,21 +97,23 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
         pipeline_ref = await self._blocking(
             self._stores.blobs.put_content, "pipelines", request.pipeline
         )
+        # The staging token's secret goes to the preparer alone; the job keeps its hash.
+        secret = staging_tokens.mint()
         result = await self._call(
             "Prepare",
             {
                 "pipeline_ref": pipeline_ref,
                 "pipeline_options": json_format.MessageToDict(request.pipeline_options),
                 "job_name": request.job_name,
+                "staging_token_sha256": staging_tokens.digest(secret),
             },
         )
-        # The preparation id is the staging token: staging records its outcome on that job.
         return job_api_pb2.PrepareJobResponse(
             preparation_id=result["preparation_id"],
             artifact_staging_endpoint=endpoints_pb2.ApiServiceDescriptor(
                 url=self._staging_endpoint
             ),
-            staging_session_token=result["preparation_id"],
+            staging_session_token=staging_tokens.token(result["preparation_id"], secret),
         )
 
     @guarded

@@ -6,26 +6,30 @@ beyond one part, nothing half-written becomes visible, and bytes already stored 
 again. The session's outcome, the pipeline rewritten to the staged references, is recorded on
 the preparation through the control handler, so any shim replica can serve the Run. A session
 that ends early records what it staged; Run then refuses the job and names what is missing.
+
+The staging token (beamjobs.staging_tokens) is the preparer's alone. A session holds it by an
+exclusive lease (a second session meanwhile is ABORTED); one that completes spends it, one
+that ends early lets go of it, so that the client may stage again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 import grpc
 
+from beamjobs import staging_tokens
 from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, pipeline_pb2
 from beamjobs.artifacts import ArtifactStore, Upload
 from beamjobs.dependencies import declared_sha256, display_name, reference, staged_sha256
 from beamjobs.errors import BeamjobsError, FailedPrecondition, InvalidArgument
-from beamjobs.jobs import Jobs
+from beamjobs.jobs import STAGING_LEASE_SECONDS
 from beamjobs.pipelines import parse
-from beamjobs.service import require_id
 from beamjobs.shim.auth import current_caller
 from beamjobs.shim.backend import Backend, guarded
-from beamjobs.states import JobState
 
 logger = logging.getLogger(__name__)
 Request = artifact_api_pb2.ArtifactRequestWrapper
@@ -43,54 +47,84 @@ class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServic
         # and the TypeScript SDK's client (protobuf-ts over grpc-js) then waits forever for
         # the response headers it never gets.
         await context.send_initial_metadata(())
-        session = _Session(self._backend, context)
+        principal = current_caller().principal
+        session = _Session(self._backend, context, principal)
         first = await session.read()
-        job_id = require_id(first.staging_token, "staging_token")
-        job = await self._backend.blocking(
-            Jobs(self._backend.stores.jobs).get, job_id, current_caller()
-        )
-        if job.state is not JobState.STOPPED:
-            raise FailedPrecondition(
-                f"job {job_id} is {job.state.value}: artifacts are staged before Run"
-            )
+        job_id, token_sha256 = staging_tokens.parse(first.staging_token)
+        lease = _Lease(self._backend, job_id, token_sha256)
         pipeline = parse(
-            await self._backend.blocking(self._backend.stores.blobs.get, job.pipeline_ref)
+            await self._backend.blocking(self._backend.stores.blobs.get, await lease.take())
         )
+        keeping = asyncio.ensure_future(lease.keep())
         try:
-            staged_any = await session.stage(pipeline)
+            await session.stage(pipeline)
         except BaseException as ending:  # the client left, or sent something wrong
-            if session.progress:
-                # A task of its own: the recording outlives the cancelled call it belongs to.
-                task = asyncio.ensure_future(self._record_partial(job_id, pipeline))
-                self._recordings.add(task)
-                task.add_done_callback(self._recordings.discard)
+            # Recording what was staged lets go of the token, so the client may stage again.
+            # A task of its own: the recording outlives the cancelled call it belongs to.
+            task = asyncio.ensure_future(self._record_partial(lease, pipeline))
+            self._recordings.add(task)
+            task.add_done_callback(self._recordings.discard)
             if isinstance(ending, asyncio.CancelledError):
                 logger.info("staging for %s ended by the client", job_id)
             raise
-        if staged_any:
-            unstaged = await self._record(job_id, pipeline)
-            if unstaged:
-                raise BeamjobsError(f"artifacts still unstaged after staging: {unstaged}")
+        finally:
+            keeping.cancel()
+        unstaged = await lease.record(pipeline)
+        if unstaged:
+            raise BeamjobsError(f"artifacts still unstaged after staging: {unstaged}")
 
     async def settle(self) -> None:
         """Wait for the recordings of sessions that ended early (before the shim exits)."""
         await asyncio.gather(*self._recordings, return_exceptions=True)
 
-    async def _record_partial(self, job_id: str, pipeline: pipeline_pb2.Pipeline) -> None:
+    async def _record_partial(self, lease: _Lease, pipeline: pipeline_pb2.Pipeline) -> None:
         try:
-            unstaged = await self._record(job_id, pipeline)
-        except Exception:  # the preparation keeps what Prepare recorded: all of it unstaged
-            logger.warning("could not record partial staging of %s", job_id, exc_info=True)
+            unstaged = await lease.record(pipeline)
+        except Exception:  # the preparation keeps what it had; the lease lapses by itself
+            logger.warning("could not record partial staging of %s", lease.job_id, exc_info=True)
         else:
-            logger.info("staging of %s ended early; still unstaged: %s", job_id, unstaged)
+            logger.info("staging of %s ended early; still unstaged: %s", lease.job_id, unstaged)
 
-    async def _record(self, job_id: str, pipeline: pipeline_pb2.Pipeline) -> list[str]:
+
+class _Lease:
+    """One staging session's hold on its preparation's staging token: taken at the start,
+    kept while the session lasts, let go of by recording the session's outcome."""
+
+    def __init__(self, backend: Backend, job_id: str, token_sha256: str) -> None:
+        self._backend = backend
+        self.job_id = job_id
+        self._token_sha256 = token_sha256
+        self._session = uuid.uuid4().hex
+
+    async def take(self) -> str:
+        """Take (or extend) the lease; the reference of the pipeline to stage."""
+        result = await self._backend.call(
+            "BeginStaging",
+            {
+                "preparation_id": self.job_id,
+                "token_sha256": self._token_sha256,
+                "session": self._session,
+            },
+        )
+        return str(result["pipeline_ref"])
+
+    async def keep(self) -> None:
+        """Extend the lease well before it would lapse, until cancelled."""
+        while True:
+            await asyncio.sleep(STAGING_LEASE_SECONDS / 5)
+            try:
+                await self.take()
+            except BeamjobsError:  # a passing failure: the next extension may succeed
+                logger.warning("could not extend the staging lease of %s", self.job_id)
+
+    async def record(self, pipeline: pipeline_pb2.Pipeline) -> list[str]:
         blobs = self._backend.stores.blobs
         ref = await self._backend.blocking(
             blobs.put_content, "pipelines", pipeline.SerializeToString()
         )
         result = await self._backend.call(
-            "RecordStaging", {"preparation_id": job_id, "pipeline_ref": ref}
+            "RecordStaging",
+            {"preparation_id": self.job_id, "session": self._session, "pipeline_ref": ref},
         )
         return list(result["unstaged"])
 
@@ -99,13 +133,12 @@ class _Session:
     """One staging stream: reads the SDK's responses, writes requests, stages each distinct
     artifact once, and rewrites the pipeline's dependencies as it goes."""
 
-    def __init__(self, backend: Backend, context: Any) -> None:
+    def __init__(self, backend: Backend, context: Any, principal: str) -> None:
         self._backend = backend
         self._artifacts: ArtifactStore = backend.stores.artifacts
         self._context = context
+        self._principal = principal
         self._staged: dict[bytes, Any] = {}
-        # True once the pipeline holds anything worth recording if the session ends early.
-        self.progress = False
 
     async def read(self, expected: str | None = None) -> Any:
         response = await self._context.read()
@@ -115,15 +148,13 @@ class _Session:
             raise InvalidArgument(f"expected {expected}, got {response.WhichOneof('response')}")
         return response
 
-    async def stage(self, pipeline: pipeline_pb2.Pipeline) -> bool:
-        """Stage every unstaged dependency of every environment; return whether any was."""
+    async def stage(self, pipeline: pipeline_pb2.Pipeline) -> None:
+        """Stage every unstaged dependency of every environment."""
         location = self._artifacts.location
-        staged_any = False
         for env in pipeline.components.environments.values():
             pending = [a for a in env.dependencies if staged_sha256(location, a) is None]
             if not pending:
                 continue
-            staged_any = True
             await self._context.write(
                 Request(
                     resolve_artifact=artifact_api_pb2.ResolveArtifactsRequest(artifacts=pending)
@@ -134,17 +165,19 @@ class _Session:
             kept = [a for a in env.dependencies if staged_sha256(location, a) is not None]
             del env.dependencies[:]
             env.dependencies.extend([*kept, *resolved.replacements])
-            self.progress = True
             for index in range(len(kept), len(env.dependencies)):
                 env.dependencies[index].CopyFrom(await self._stage(env.dependencies[index]))
-        return staged_any
 
     async def _stage(self, artifact: pipeline_pb2.ArtifactInformation) -> Any:
         key = artifact.SerializeToString(deterministic=True)
         if key not in self._staged:
+            # A declared hash stands for bytes only this principal sent before: anyone else
+            # must send them (else knowing a hash would attach someone else's artifact).
             sha = declared_sha256(artifact)
-            if not (sha and await self._backend.blocking(self._artifacts.exists, sha)):
+            known = self._artifacts.staged_by
+            if not (sha and await self._backend.blocking(known, sha, self._principal)):
                 sha = await self._transfer(artifact, sha)
+                await self._backend.blocking(self._artifacts.mark_staged_by, sha, self._principal)
             self._staged[key] = reference(self._artifacts.location, sha, artifact)
             logger.info("staged %s as %s", display_name(artifact), sha)
         return self._staged[key]
