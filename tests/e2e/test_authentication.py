@@ -440,3 +440,111 @@ def test_a_declared_hash_stands_for_bytes_only_that_principal_sent(
     assert _first_request_after_resolving(channel, deployment["alice"], sha256) == "done"
     # Bob, who knows only its hash, is asked for the bytes.
     assert _first_request_after_resolving(channel, deployment["bob"], sha256) == "get_artifact"
+
+
+class TlsFront(grpc.GenericRpcHandler):
+    """A TLS listener before the shim, as the load balancer is on AWS: every call, its bytes
+    and its metadata, forwarded as they came."""
+
+    def __init__(self, channel) -> None:
+        self._channel = channel
+
+    def service(self, details):
+        def forward(requests, context):
+            call = self._channel.stream_stream(details.method)(
+                requests, metadata=context.invocation_metadata()
+            )
+            try:
+                yield from call
+            except grpc.RpcError as error:
+                context.abort(error.code(), error.details())
+
+        return grpc.stream_stream_rpc_method_handler(forward)
+
+
+def _self_signed(directory):
+    """A certificate for localhost, and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert = certificate.public_bytes(serialization.Encoding.PEM)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (directory / "cert.pem").write_bytes(cert)
+    return cert, private
+
+
+@pytest.fixture
+def tls_front(deployment, tmp_path):
+    """The shim behind TLS on localhost: (its address, the certificate file to trust)."""
+    from concurrent import futures
+
+    cert, key = _self_signed(tmp_path)
+    with grpc.insecure_channel(deployment["endpoint"]) as shim:
+        server = grpc.server(futures.ThreadPoolExecutor(16), handlers=[TlsFront(shim)])
+        port = server.add_secure_port("localhost:0", grpc.ssl_server_credentials([(key, cert)]))
+        server.start()
+        yield f"localhost:{port}", tmp_path / "cert.pem"
+        server.stop(0)
+
+
+def _connect(deployment, endpoint, **env):
+    port = free_port()
+    proxy = Process(
+        ["connect", "--endpoint", endpoint, "--listen", f"127.0.0.1:{port}"],
+        deployment["tmp"] / f"connect-tls-{port}.log",
+        env={**deployment["alice"].env, **env},
+    )
+    proxy.wait_for_port(port)
+    return proxy, f"127.0.0.1:{port}"
+
+
+def test_connect_reaches_the_shim_over_tls_and_only_with_a_trusted_certificate(
+    deployment, tls_front
+):
+    front, certificate = tls_front
+    proxy, address = _connect(deployment, front, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=str(certificate))
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+            # Unary and streaming calls, as Alice, through TLS.
+            options = struct_pb2.Struct()
+            prepared = stub.Prepare(
+                api.PrepareJobRequest(pipeline=_pipeline(), pipeline_options=options, job_name="t")
+            )
+            assert prepared.artifact_staging_endpoint.url == address
+            job_id = prepared.preparation_id
+            assert job_id in _listed(stub, deployment["alice"])
+            assert stub.Cancel(api.CancelJobRequest(job_id=job_id)).state == api.JobState.CANCELLED
+            states = [e.state for e in stub.GetStateStream(api.GetJobStateRequest(job_id=job_id))]
+            assert states == [api.JobState.STOPPED, api.JobState.CANCELLED]
+    finally:
+        proxy.stop()
+    # With only the system's roots, the self-signed shim is not trusted: nothing gets through.
+    untrusting, address = _connect(deployment, front)
+    try:
+        with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as refused:
+            beam_job_api_pb2_grpc.JobServiceStub(channel).GetJobs(api.GetJobsRequest(), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    finally:
+        untrusting.stop()

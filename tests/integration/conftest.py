@@ -130,9 +130,11 @@ class RunningShim:
 
 
 @contextmanager
-def running_shim(settings: Settings, invoker: Any = None) -> Iterator[RunningShim]:
+def running_shim(
+    settings: Settings, invoker: Any = None, authentication: Any = None
+) -> Iterator[RunningShim]:
     """The shim on a free port of 127.0.0.1, with the real handlers in process (or behind
-    `invoker`)."""
+    `invoker`), authenticating calls with `authentication` if given."""
     from beamjobs_functions.control.app import lambda_handler as control
     from beamjobs_functions.query.app import lambda_handler as query
 
@@ -146,6 +148,7 @@ def running_shim(settings: Settings, invoker: Any = None) -> Iterator[RunningShi
         host="127.0.0.1",
         port=0,
         advertised_endpoint=settings.advertised_endpoint,
+        authentication=authentication,
     )
     shim = asyncio.run_coroutine_threadsafe(start, loop).result(timeout=10)
     options = [
