@@ -11,15 +11,14 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
     IdempotencyConfig,
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from beamjobs import aws, runtime
+from beamjobs import runtime
 from beamjobs.errors import InvalidArgument
-from beamjobs.handlers import Route, caller_of, dispatch
+from beamjobs.handlers import Route, caller_of, dispatch, idempotency_records
 from beamjobs.jobs import Jobs
 from beamjobs.service import JobControl
 from beamjobs.settings import Settings
@@ -43,14 +42,7 @@ def _routes() -> dict[str, Route]:
         stores.artifacts.location,
     )
     # Retries of one gRPC call (same request_id) get the first call's answer, not a second job.
-    persistence = DynamoDBPersistenceLayer(
-        table_name=settings.table_name,
-        key_attr="pk",
-        sort_key_attr="sk",
-        static_pk_value="idempotency#control",
-        expiry_attr="expires_at",
-        boto3_client=aws.client("dynamodb", settings),
-    )
+    persistence = idempotency_records(settings, "control")
     once = functools.partial(
         idempotent_function,
         data_keyword_argument="call",

@@ -38,6 +38,15 @@ class BlobStore:
         with aws_errors(f"blob {key}"):
             self._s3.put_object(Bucket=self._bucket, Key=key, Body=data)
 
+    def presigned_url(self, key: str, seconds: int) -> str:
+        """A URL that reads this one object, for `seconds` (or less: no longer than the
+        credentials that signed it are valid)."""
+        return str(
+            self._s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=seconds
+            )
+        )
+
     def get(self, key: str) -> bytes:
         with self._lock:
             if key in self._cache:

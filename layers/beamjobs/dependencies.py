@@ -63,6 +63,17 @@ def staged_sha256(
     return location.sha256_at(payload.url, payload.sha256)
 
 
+def staged(location: ArtifactLocation, pipeline: pipeline_pb2.Pipeline) -> list[str]:
+    """The sha256 of each of the pipeline's dependencies staged here, each once."""
+    shas: dict[str, None] = {}
+    for env in pipeline.components.environments.values():
+        for artifact in env.dependencies:
+            sha = staged_sha256(location, artifact)
+            if sha is not None:
+                shas[sha] = None
+    return list(shas)
+
+
 def unstaged(location: ArtifactLocation, pipeline: pipeline_pb2.Pipeline) -> list[str]:
     """The names of the pipeline's dependencies that still need staging, each once."""
     names: dict[str, None] = {}

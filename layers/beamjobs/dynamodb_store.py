@@ -4,13 +4,13 @@ Items of a job, all under the partition key ``job#<id>``:
 
 - ``sk = "ev#<seq, zero-padded>"``: the job's log (beamjobs.store). Each event holds its change
   and the job's snapshot after it (``job_state``, ``job_state_time``, ``job_pipeline_ref``,
-  ``job_unstaged``, ``job_started_at``, and the staging token's ``job_staging_*``). An append
-  is a put conditional on a free slot.
+  ``job_unstaged``, ``job_artifacts``, ``job_started_at``, and the staging token's
+  ``job_staging_*``). An append is a put conditional on a free slot.
 - ``sk = "job"``: the job record: what never changes (name, owner, options, created, the
-  staging token's hash), and a projection of the snapshot for listing (``gsi1``; ``owner``, an
-  owner's jobs) and for the reconciler (``active``, only while the job is active). It sorts
-  after every event, so one descending Query of two items reads the record and the log's tail
-  together. Messages do not touch it: only a changed snapshot does.
+  staging token's hash, the worker secret), and a projection of the snapshot for listing
+  (``gsi1``; ``owner``, an owner's jobs) and for the reconciler (``active``, only while the job
+  is active). It sorts after every event, so one descending Query of two items reads the
+  record and the log's tail together. Messages do not touch it: only a changed snapshot does.
 - ``sk = "beat"``: when the job's worker last said it was alive. An item of its own, outside
   every index, so a heartbeat writes one small item. It sorts before every event.
 
@@ -118,6 +118,7 @@ class DynamoJobStore(JobStore):
             "job_name": job.job_name,
             "owner": job.owner,
             "staging_token_sha256": job.staging_token_sha256,
+            "worker_secret": job.worker_secret,
             "created_at": _decimal(job.created_at),
             "options_ref": job.options_ref,
             "options_json": job.options_json,
@@ -293,6 +294,7 @@ class DynamoJobStore(JobStore):
         if change.staged is not None:
             item["staged_pipeline_ref"] = change.staged.pipeline_ref
             item["staged_unstaged"] = list(change.staged.unstaged)
+            item["staged_artifacts"] = list(change.staged.artifacts)
         self._put_new(item, "attribute_not_exists(sk)", f"job {after.job_id}")
 
     def _put_new(self, item: dict[str, Any], condition: str, what: str) -> None:
@@ -373,6 +375,7 @@ def _snapshot(job: Job) -> dict[str, Any]:
         "state_time": _decimal(job.state_time),
         "pipeline_ref": job.pipeline_ref,
         "unstaged": list(job.unstaged) or None,
+        "artifacts": list(job.artifacts) or None,
         "started_at": None if job.started_at is None else _decimal(job.started_at),
         "staging_session": job.staging_lease.session if job.staging_lease else None,
         "staging_until": _decimal(job.staging_lease.until) if job.staging_lease else None,
@@ -390,6 +393,7 @@ def _with_snapshot(job: Job, event: dict[str, Any]) -> Job:
         state_time=float(event["job_state_time"]),
         pipeline_ref=str(event["job_pipeline_ref"]),
         unstaged=tuple(event.get("job_unstaged") or ()),
+        artifacts=tuple(event.get("job_artifacts") or ()),
         started_at=None if started_at is None else float(started_at),
         staging_lease=_lease(event.get("job_staging_session"), event.get("job_staging_until")),
         staging_spent=bool(event.get("job_staging_spent")),
@@ -424,9 +428,11 @@ def _job_from_record(values: dict[str, Any]) -> Job:
         environment_urns=tuple(values.get("environment_urns") or ()),
         metrics_ref=values.get("metrics_ref"),
         unstaged=tuple(values.get("unstaged") or ()),
+        artifacts=tuple(values.get("artifacts") or ()),
         started_at=None if started_at is None else float(started_at),
         owner=values.get("owner"),
         staging_token_sha256=values.get("staging_token_sha256"),
+        worker_secret=values.get("worker_secret"),
         staging_lease=_lease(values.get("staging_session"), values.get("staging_until")),
         staging_spent=bool(values.get("staging_spent")),
     )
@@ -453,7 +459,11 @@ def _event_from_item(values: dict[str, Any]) -> Event:
             for m in values.get("messages", [])
         ),
         staged=(
-            Staged(str(staged), tuple(values.get("staged_unstaged") or ()))
+            Staged(
+                str(staged),
+                tuple(values.get("staged_unstaged") or ()),
+                tuple(values.get("staged_artifacts") or ()),
+            )
             if staged is not None
             else None
         ),

@@ -55,11 +55,15 @@ def task_size(options: dict[str, Any]) -> tuple[str, str]:
     return str(int(vcpu * 1024)), str(memory)
 
 
+# The worker's one credential: its job's worker secret (beamjobs.worker_channel).
+WORKER_SECRET_ENV = "BEAMJOBS_WORKER_SECRET"
+
+
 def worker_task_overrides(
-    job_id: str, options: dict[str, Any], *, with_sdk_sidecar: bool
+    job_id: str, worker_secret: str, options: dict[str, Any], *, with_sdk_sidecar: bool
 ) -> dict[str, Any]:
-    """The `overrides` of RunTask for one job."""
-    environment = []
+    """The `overrides` of RunTask for one job: its worker reports with the job's secret."""
+    environment = [{"name": WORKER_SECRET_ENV, "value": worker_secret}]
     if with_sdk_sidecar:
         environment.append({"name": WORKER_POOL_ENV, "value": f"localhost:{SDK_WORKER_POOL_PORT}"})
     cpu, memory = task_size(options)

@@ -14,22 +14,27 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
 )
 
+from beamjobs import aws
 from beamjobs.errors import BeamjobsError, InvalidArgument, Unavailable
 from beamjobs.identity import Caller
+from beamjobs.settings import Settings
 
 # A route takes the validated event as the keyword argument `call` and returns the result
 # object (the keyword is what the idempotency decorator hashes).
 Route = Callable[..., dict[str, Any]]
 
 
-def dispatch(event: Any, routes: Mapping[str, Route]) -> dict[str, Any]:
-    """Validate the event's envelope, call the route for its rpc, and wrap the outcome."""
+def dispatch(event: Any, routes: Mapping[str, Route], *, callers: bool = True) -> dict[str, Any]:
+    """Validate the event's envelope, call the route for its rpc, and wrap the outcome.
+    `callers`: the events carry the caller the shim served (the worker function's, sent by
+    workers, carry none: a worker secret in the request says which job they act for)."""
     try:
-        call = _validated(event, routes)
+        call = _validated(event, routes, callers)
         return {"result": routes[call["rpc"]](call=call)}
     except BeamjobsError as error:
         return {"error": {"code": error.code, "message": error.message}}
@@ -45,7 +50,7 @@ def dispatch(event: Any, routes: Mapping[str, Route]) -> dict[str, Any]:
         }
 
 
-def _validated(event: Any, routes: Mapping[str, Route]) -> dict[str, Any]:
+def _validated(event: Any, routes: Mapping[str, Route], callers: bool) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise InvalidArgument("the event must be a JSON object")
     rpc = event.get("rpc")
@@ -57,8 +62,23 @@ def _validated(event: Any, routes: Mapping[str, Route]) -> dict[str, Any]:
     request = event.get("request", {})
     if not isinstance(request, dict):
         raise InvalidArgument("request must be a JSON object")
+    if not callers:
+        return {"rpc": rpc, "request_id": request_id, "request": request}
     caller = Caller.from_wire(event.get("caller")).to_wire()
     return {"rpc": rpc, "request_id": request_id, "caller": caller, "request": request}
+
+
+def idempotency_records(settings: Settings, function: str) -> DynamoDBPersistenceLayer:
+    """Where a function's idempotency records live: items of the jobs table, apart from any
+    job's (their own partition), expiring with the table's TTL."""
+    return DynamoDBPersistenceLayer(
+        table_name=settings.table_name,
+        key_attr="pk",
+        sort_key_attr="sk",
+        static_pk_value=f"idempotency#{function}",
+        expiry_attr="expires_at",
+        boto3_client=aws.client("dynamodb", settings),
+    )
 
 
 def caller_of(call: dict[str, Any]) -> Caller:

@@ -244,6 +244,9 @@ class Jobs:
     def __init__(self, store: JobStore) -> None:
         self.store = store
 
+    def now(self) -> float:
+        return self.store.now()
+
     def prepare(self, job: Job) -> None:
         self.store.create(job)
 
@@ -295,10 +298,11 @@ class Jobs:
         pipeline_ref: str,
         unstaged: Sequence[str],
         caller: Caller | None = None,
+        artifacts: Sequence[str] = (),
     ) -> Job:
         """Record the outcome of the staging session that holds the token, which lets go of
-        it (and, complete, spends it)."""
-        staged = Staged(pipeline_ref, tuple(unstaged))
+        it (and, complete, spends it): the pipeline, what is unstaged, what is (`artifacts`)."""
+        staged = Staged(pipeline_ref, tuple(unstaged), tuple(artifacts))
         return self.apply(job_id, stage_rule(staged, session), caller=caller).job
 
     def say(self, job_id: str, messages: Sequence[Message]) -> None:

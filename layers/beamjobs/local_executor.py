@@ -19,15 +19,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
 from beamjobs.errors import BeamjobsError
 from beamjobs.executor import ExecutorError
 from beamjobs.jobs import Jobs
+from beamjobs.local_worker_channel import LocalWorkerChannel
 from beamjobs.model import Job, job_to_json
 from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, read_option
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.settings import Settings
 from beamjobs.store import JobStore
+from beamjobs.worker.channel import WORKER_FUNCTION
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +53,8 @@ class Worker:
 class ForkServer:
     """Talks to a `beamjobs.worker.forkserver` process; restarts it when it died."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._env = {**os.environ, **settings.to_env()}
+    def __init__(self, settings: Settings, channel_url: str) -> None:
+        self._env = worker_environment(settings, channel_url)
         self._python = settings.worker_python or sys.executable
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
@@ -125,13 +128,40 @@ class ForkServer:
             threading.Thread(target=_await_orphan, args=(worker,), daemon=True).start()
 
 
+def worker_environment(settings: Settings, channel_url: str) -> dict[str, str]:
+    """The environment of the workers: none of this process's settings (the table, the
+    bucket, the AWS endpoint they are in), only what a worker needs and its channel."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in Settings.variables() and not name.startswith("AWS_ENDPOINT_URL")
+    }
+    worker = Settings(
+        region=settings.region,
+        endpoint_url=channel_url,
+        worker_function=WORKER_FUNCTION,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        warm_workers=settings.warm_workers,
+        artifact_cache_dir=settings.artifact_cache_dir,
+        environment_cache_dir=settings.environment_cache_dir,
+    )
+    return {**inherited, **worker.to_env()}
+
+
 class ProcessExecutor:
-    def __init__(self, settings: Settings, store: JobStore, blobs: BlobStore) -> None:
+    def __init__(
+        self, settings: Settings, store: JobStore, blobs: BlobStore, outcomes: JobStore
+    ) -> None:
         self._store = store
         self._jobs = Jobs(store)
         self._max_job_seconds = settings.max_job_seconds
         self._blobs = blobs
-        self._forks = ForkServer(settings)
+        # The workers report through a channel this process serves, as through the worker
+        # function on AWS.
+        self.channel = LocalWorkerChannel(
+            store, outcomes, blobs, ArtifactLocation(settings.bucket_name)
+        )
+        self._forks = ForkServer(settings, self.channel.url)
         self._forks.start()
         self._workers: dict[str, Worker] = {}
         self._forking: set[str] = set()

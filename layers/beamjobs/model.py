@@ -45,6 +45,8 @@ class Staged:
 
     pipeline_ref: str
     unstaged: tuple[str, ...]
+    # The sha256 of each artifact staged (what the job's worker may read).
+    artifacts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,10 @@ class Job:
     # (the token is then spent).
     staging_lease: StagingLease | None = None
     staging_spent: bool = False
+    # What the job's worker, and nothing else, reports with (beamjobs.worker_channel); and
+    # the sha256 of each staged artifact of its pipeline, the ones its worker may read.
+    worker_secret: str | None = None
+    artifacts: tuple[str, ...] = ()
 
     def after(self, change: Change, seq: int, at: float) -> Job:
         """The job once `change` is its event `seq`, written at `at`."""
@@ -118,6 +124,7 @@ class Job:
                 job,
                 pipeline_ref=change.staged.pipeline_ref,
                 unstaged=change.staged.unstaged,
+                artifacts=change.staged.artifacts,
                 staging_lease=None,
                 staging_spent=not change.staged.unstaged,
             )
@@ -146,6 +153,7 @@ def job_from_json(text: str) -> Job:
             "state": JobState(values["state"]),
             "environment_urns": tuple(values["environment_urns"]),
             "unstaged": tuple(values["unstaged"]),
+            "artifacts": tuple(values.get("artifacts", ())),
             "staging_lease": StagingLease(**lease) if lease else None,
         }
     )

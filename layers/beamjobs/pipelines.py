@@ -8,7 +8,7 @@ from google.protobuf.message import DecodeError
 
 from beamjobs.api import pipeline_pb2
 from beamjobs.artifacts import ArtifactLocation
-from beamjobs.dependencies import unstaged
+from beamjobs.dependencies import staged, unstaged
 from beamjobs.environments import DOCKER
 from beamjobs.errors import InvalidArgument
 
@@ -17,8 +17,10 @@ from beamjobs.errors import InvalidArgument
 class PipelineSummary:
     bounded: bool
     environment_urns: tuple[str, ...]
-    # The dependencies that must be staged before the pipeline can run.
+    # The dependencies that must be staged before the pipeline can run, by name; and those
+    # staged already, by sha256.
     unstaged: tuple[str, ...] = ()
+    staged: tuple[str, ...] = ()
 
 
 def parse(pipeline_bytes: bytes) -> pipeline_pb2.Pipeline:
@@ -44,6 +46,7 @@ def summarize(pipeline_bytes: bytes, artifacts: ArtifactLocation) -> PipelineSum
             sorted({env.urn for env in pipeline.components.environments.values()})
         ),
         unstaged=tuple(unstaged(artifacts, pipeline)),
+        staged=tuple(staged(artifacts, pipeline)),
     )
 
 

@@ -82,7 +82,7 @@ def _new_executor(settings: Settings, jobs: DynamoJobStore) -> Executor:
         )
     from beamjobs.local_executor import ProcessExecutor
 
-    return ProcessExecutor(settings, jobs, blobs)
+    return ProcessExecutor(settings, jobs, blobs, stores(settings).outcomes)
 
 
 def install_executor(settings: Settings, chosen: Executor) -> None:

@@ -22,6 +22,7 @@ from beamjobs.pipelines import summarize
 from beamjobs.staging_tokens import SHA256
 from beamjobs.states import JobState
 from beamjobs.store import JobStore
+from beamjobs.worker_channel import mint_worker_secret
 
 # Options larger than this stay only in S3; the record keeps the reference.
 _MAX_INLINE_OPTIONS = 32_000
@@ -109,8 +110,10 @@ class JobControl:
             bounded=summary.bounded,
             environment_urns=summary.environment_urns,
             unstaged=summary.unstaged,
+            artifacts=summary.staged,
             owner=caller.principal,
             staging_token_sha256=staging_token_sha256,
+            worker_secret=mint_worker_secret(),
         )
         self._jobs.prepare(job)
         return job.job_id
@@ -132,9 +135,11 @@ class JobControl:
         rewritten to their staged references. Returns what is still unstaged (nothing once
         the session completed), which Run refuses to start with."""
         job_id = require_id(preparation_id, "preparation_id")
-        unstaged = summarize(self._blobs.get(pipeline_ref), self._artifacts).unstaged
-        self._jobs.stage(job_id, session, pipeline_ref, unstaged, caller)
-        return list(unstaged)
+        summary = summarize(self._blobs.get(pipeline_ref), self._artifacts)
+        self._jobs.stage(
+            job_id, session, pipeline_ref, summary.unstaged, caller, artifacts=summary.staged
+        )
+        return list(summary.unstaged)
 
     def run(self, caller: Caller, preparation_id: str) -> str:
         """Start a prepared job, once: a Run retried while the job is STARTING starts its work

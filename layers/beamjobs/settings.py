@@ -103,6 +103,10 @@ class Settings:
     # Shim: how long open streams may follow their jobs once the shim is told to stop.
     drain_seconds: float = _setting("BEAMJOBS_DRAIN_SECONDS", 110.0, _number(float))
 
+    # Worker: the function of the worker channel it reports through (locally, "worker" at the
+    # executor's own endpoint), and its job's worker secret.
+    worker_function: str | None = _setting("BEAMJOBS_WORKER_FUNCTION")
+    worker_secret: str | None = _setting("BEAMJOBS_WORKER_SECRET")
     # Shim: every RPC must prove an AWS identity (beamjobs.signed_identity) of a principal in
     # allowed_principals; those in admin_principals see and steer every job.
     require_auth: bool = _setting("BEAMJOBS_REQUIRE_AUTH", False, _flag)
@@ -112,9 +116,10 @@ class Settings:
     admin_principals: tuple[str, ...] = _setting("BEAMJOBS_ADMIN_PRINCIPALS", (), parse_principals)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, worker: bool = False) -> Settings:
         """The settings in `env` (the process's environment by default); InvalidArgument
-        naming every setting that is malformed or missing."""
+        naming every setting that is malformed or missing. A `worker`'s settings name no
+        table or bucket (it has no access to them), only its channel."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         problems: list[str] = []
@@ -130,10 +135,21 @@ class Settings:
         if problems:
             raise InvalidArgument(f"malformed settings: {'; '.join(problems)}")
         settings = cls(**values)
-        settings._check()
+        settings._check(worker)
         return settings
 
-    def _check(self) -> None:
+    @classmethod
+    def variables(cls) -> frozenset[str]:
+        """Every environment variable a setting is read from."""
+        return frozenset(
+            name for field in dataclasses.fields(cls) for name in field.metadata["variables"]
+        )
+
+    def _check(self, worker: bool) -> None:
+        if worker:
+            if not self.worker_function:
+                raise InvalidArgument("missing settings: BEAMJOBS_WORKER_FUNCTION")
+            return
         required: dict[str, str | None] = {
             "BEAMJOBS_TABLE": self.table_name,
             "BEAMJOBS_BUCKET": self.bucket_name,

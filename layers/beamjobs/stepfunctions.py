@@ -70,7 +70,9 @@ class StepFunctionsExecutor:
                 else self._worker_task_definition
             ),
             "overrides": _step_functions_casing(
-                worker_task_overrides(job.job_id, options, with_sdk_sidecar=bool(images))
+                worker_task_overrides(
+                    job.job_id, job.worker_secret or "", options, with_sdk_sidecar=bool(images)
+                )
             ),
             "timeout_seconds": min(
                 int(read_option(options, JOB_TIMEOUT_SECONDS)), self._max_job_seconds

@@ -136,13 +136,14 @@ def alive(pid: int) -> bool:
         return False
 
 
-def started_job(stores, job_id: str, pipeline) -> None:
+def started_job(stores, job_id: str, pipeline):
     """Record `pipeline` (a beam.Pipeline, run in the worker's own process) as job `job_id`,
-    STARTING, as Prepare and Run would: for tests that run a worker themselves."""
+    STARTING, as Prepare and Run would: for tests that run a worker themselves. Returns it."""
     from apache_beam.transforms import environments as beam_environments
 
     from beamjobs.model import Job
     from beamjobs.states import JobState
+    from beamjobs.worker_channel import mint_worker_secret
 
     proto = pipeline.to_runner_api(
         default_environment=beam_environments.EmbeddedPythonEnvironment.default()
@@ -159,6 +160,26 @@ def started_job(stores, job_id: str, pipeline) -> None:
             pipeline_ref=stores.blobs.put_content("pipelines", proto.SerializeToString()),
             options_ref=stores.blobs.put_content("options", b"{}"),
             options_json="{}",
+            worker_secret=mint_worker_secret(),
         )
     )
-    advance(stores.jobs, job_id, JobState.STARTING)
+    return advance(stores.jobs, job_id, JobState.STARTING)
+
+
+def local_channel(stores):
+    """The workers' channel as the local executor serves it, for these stores."""
+    from beamjobs.local_worker_channel import LocalWorkerChannel
+
+    return LocalWorkerChannel(stores.jobs, stores.outcomes, stores.blobs, stores.artifacts.location)
+
+
+def channel_of(url: str, job):
+    """The worker channel client of `job`, through the local executor's channel at `url`."""
+    import boto3
+
+    from beamjobs.shim.invoker import LambdaInvoker
+    from beamjobs.worker.channel import WORKER_FUNCTION, JobChannel
+
+    client = boto3.client("lambda", endpoint_url=url, region_name="us-east-1")
+    invoker = LambdaInvoker(client, {WORKER_FUNCTION: WORKER_FUNCTION})
+    return JobChannel(invoker, job.job_id, job.worker_secret)

@@ -1,5 +1,5 @@
-"""The worker under AWS's faults (the fault harness on the worker's own clients, in process,
-on an embedded AWS of its own): a pipeline that succeeded is never reported FAILED for a
+"""The worker under AWS's faults (the fault harness on the clients of its channel, served in
+process, on an embedded AWS of its own): a pipeline that succeeded is never reported FAILED for a
 bookkeeping failure."""
 
 import logging
@@ -14,7 +14,7 @@ from beamjobs.worker.artifacts import ArtifactCache
 from beamjobs.worker.image_environments import ImageEnvironments
 from beamjobs.worker.run import execute
 from tests.e2e import user_code
-from tests.e2e.conftest import ROOT, started_job
+from tests.e2e.conftest import ROOT, channel_of, local_channel, started_job
 from tests.faults.harness import Faults
 
 
@@ -27,6 +27,14 @@ def settings():
     embedded, settings = start_embedded(ROOT / "template.yaml")
     yield settings
     embedded.stop()
+
+
+@pytest.fixture(scope="module")
+def channel(settings):
+    """The workers' channel, served here (its writes are this process's, under the faults)."""
+    served = local_channel(runtime.stores(settings))
+    yield served
+    served.stop()
 
 
 @pytest.fixture
@@ -47,12 +55,11 @@ def _squares():
     return pipeline
 
 
-def _execute(stores, job_id, tmp_path):
+def _execute(channel, job, tmp_path):
     return execute(
-        job_id,
-        stores,
+        channel_of(channel.url, job),
         heartbeat_seconds=5,
-        cache=ArtifactCache(stores.artifacts, tmp_path / "artifacts"),
+        cache=ArtifactCache(tmp_path / "artifacts"),
         images=ImageEnvironments(tmp_path / "environments"),
     )
 
@@ -61,13 +68,15 @@ def _texts(stores, job_id):
     return [m.text for e in stores.jobs.events(job_id) for m in e.messages]
 
 
-def test_throttled_final_metrics_leave_a_succeeded_pipeline_done(settings, faults, tmp_path):
+def test_throttled_final_metrics_leave_a_succeeded_pipeline_done(
+    settings, channel, faults, tmp_path
+):
     # Given S3 throttling every write of the job's metrics
     stores = runtime.stores(settings)
-    started_job(stores, "metrics-throttled", _squares())
+    job = started_job(stores, "metrics-throttled", _squares())
     faults.add("PutObject", "throttle", times=10**9, when=lambda r: "/metrics/" in r["_url"])
     # When its pipeline succeeds
-    state = _execute(stores, "metrics-throttled", tmp_path)
+    state = _execute(channel, job, tmp_path)
     # Then it is DONE, and says what could not be recorded
     assert ("PutObject", "throttle") in faults.fired
     assert state is JobState.DONE
@@ -76,11 +85,11 @@ def test_throttled_final_metrics_leave_a_succeeded_pipeline_done(settings, fault
     assert any("final metrics could not be recorded" in t for t in texts), texts
 
 
-def test_a_throttled_done_write_is_still_recorded_done(settings, faults, tmp_path):
+def test_a_throttled_done_write_is_still_recorded_done(settings, channel, faults, tmp_path):
     # Given DynamoDB throttling the put of the job's DONE event 6 times (all the attempts an
     # ordinary client makes: it would give up)
     stores = runtime.stores(settings)
-    started_job(stores, "done-throttled", _squares())
+    job = started_job(stores, "done-throttled", _squares())
     faults.add(
         "PutItem",
         "throttle",
@@ -88,7 +97,7 @@ def test_a_throttled_done_write_is_still_recorded_done(settings, faults, tmp_pat
         when=lambda r: r.get("Item", {}).get("state") == {"S": "DONE"},
     )
     # When its pipeline succeeds
-    state = _execute(stores, "done-throttled", tmp_path)
+    state = _execute(channel, job, tmp_path)
     # Then the outcome is recorded DONE, not lost
     assert faults.fired.count(("PutItem", "throttle")) == 6
     assert state is JobState.DONE

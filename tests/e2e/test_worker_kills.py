@@ -1,8 +1,8 @@
-"""A worker killed (SIGKILL) at every write point of its work, one run per point: once its
+"""A worker killed (SIGKILL) at every write point of its work (each call of its channel), one
+run per point: once its
 lease has passed, the job has exactly one terminal state, the same in every view; a pipeline
 whose DONE was written is never reported FAILED; no message is stored twice."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +13,11 @@ import pytest
 from beamjobs import aws, runtime
 from beamjobs.dynamodb_store import DynamoJobStore
 from beamjobs.embedded import start_embedded, use_offline_credentials
+from beamjobs.local_executor import worker_environment
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.states import TERMINAL_STATES, JobState
 from tests.e2e import user_code
-from tests.e2e.conftest import ROOT, WORKER_PYTHON, started_job
+from tests.e2e.conftest import ROOT, WORKER_PYTHON, local_channel, started_job
 
 DRIVER = Path(__file__).parent / "clients" / "kill_at_write.py"
 # More write points than a trivial job has: the last runs end DONE untouched.
@@ -31,7 +32,14 @@ def settings():
     embedded.stop()
 
 
-def test_a_worker_killed_at_every_write_point_leaves_one_true_outcome(settings, tmp_path):
+@pytest.fixture(scope="module")
+def channel(settings):
+    served = local_channel(runtime.stores(settings))
+    yield served
+    served.stop()
+
+
+def test_a_worker_killed_at_every_write_point_leaves_one_true_outcome(settings, channel, tmp_path):
     stores = runtime.stores(settings)
     later = DynamoJobStore(
         aws.client("dynamodb", settings),
@@ -44,12 +52,16 @@ def test_a_worker_killed_at_every_write_point_leaves_one_true_outcome(settings, 
         job_id = f"killed-at-{n}"
         pipeline = beam.Pipeline()
         _ = pipeline | beam.Create([1, 2, 3]) | beam.Map(user_code.square)
-        started_job(stores, job_id, pipeline)
+        job = started_job(stores, job_id, pipeline)
         # When its worker is killed just before its n-th write
         done = subprocess.run(
             [WORKER_PYTHON, str(DRIVER), job_id, str(n)],
             cwd=ROOT,
-            env={**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)},
+            env={
+                **worker_environment(settings, channel.url),
+                "BEAMJOBS_WORKER_SECRET": job.worker_secret,
+                "PYTHONPATH": str(ROOT),
+            },
             capture_output=True,
             text=True,
             timeout=120,

@@ -14,10 +14,18 @@ import pytest
 
 from beamjobs import runtime
 from beamjobs.embedded import local_settings, use_offline_credentials
+from beamjobs.local_executor import worker_environment
 from beamjobs.provision import provision
 from beamjobs.states import JobState
 from tests.e2e import user_code
-from tests.e2e.conftest import ROOT, WORKER_PYTHON, Process, free_port, started_job
+from tests.e2e.conftest import (
+    ROOT,
+    WORKER_PYTHON,
+    Process,
+    free_port,
+    local_channel,
+    started_job,
+)
 
 
 @pytest.fixture
@@ -49,13 +57,17 @@ def test_a_worker_as_pid_1_stops_within_seconds_of_sigterm(stores, tmp_path):
     # Given a job whose DoFn sleeps for minutes, run by a worker that is PID 1
     pipeline = beam.Pipeline()
     _ = pipeline | beam.Create([1]) | beam.Map(user_code.sleep_long)
-    started_job(stores, "pid-one", pipeline)
+    job = started_job(stores, "pid-one", pipeline)
+    channel = local_channel(stores)
     worker = subprocess.Popen(
         # PID 1 of a namespace of its own, leading its own session, as a task's process is
         ["unshare", "--pid", "--fork", "--mount-proc", "setsid", WORKER_PYTHON]
         + ["-m", "beamjobs.worker", "pid-one"],
         cwd=ROOT,
-        env={**os.environ, **settings.to_env()},
+        env={
+            **worker_environment(settings, channel.url),
+            "BEAMJOBS_WORKER_SECRET": job.worker_secret,
+        },
         stdout=(tmp_path / "worker.log").open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -83,3 +95,4 @@ def test_a_worker_as_pid_1_stops_within_seconds_of_sigterm(stores, tmp_path):
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+        channel.stop()

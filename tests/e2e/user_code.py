@@ -16,3 +16,23 @@ def square(x):
 def sleep_briefly(x):
     time.sleep(8)
     return x
+
+
+def what_the_job_can_reach(_):
+    """Run as a job's code: what its environment names, and what reading another job's record
+    with its credentials, where they point, answers."""
+    import json
+    import os
+
+    import boto3
+
+    names = ("BEAMJOBS_TABLE", "BEAMJOBS_BUCKET", "AWS_ENDPOINT_URL", "BEAMJOBS_WORKER_FUNCTION")
+    seen = {name: os.environ.get(name) for name in names}
+    try:
+        boto3.client("dynamodb").get_item(
+            TableName="beamjobs-jobs", Key={"pk": {"S": "job#other"}, "sk": {"S": "job"}}
+        )
+        seen["read"] = "answered"
+    except Exception as error:  # what it answers is the point
+        seen["read"] = type(error).__name__
+    return json.dumps(seen)

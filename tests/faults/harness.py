@@ -53,6 +53,8 @@ WRITES = frozenset(
         "UploadPart",
         "CompleteMultipartUpload",
         "CopyObject",
+        # A worker's every call of its channel (beamjobs.worker_channel) writes something.
+        "Invoke",
     }
 )
 # DynamoDB's item size limit.

@@ -22,8 +22,11 @@ import zipfile
 import boto3
 import botocore.session
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
+from moto import settings as moto_settings
 from moto.elbv2 import models as elbv2_models
+from moto.iam.models import iam_backends
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
     state_task_service_ecs,
 )
@@ -494,3 +497,75 @@ def test_no_deploy_runs_more_shims_than_a_stream_shard_has_readers():
         least = -(-shims * resolve(deployment["MinimumHealthyPercent"]) // 100)
         assert most <= 2, shims
         assert most > least, shims  # a deploy can make progress
+
+
+def _physical(cloudformation, logical):
+    [physical] = [
+        r["PhysicalResourceId"]
+        for r in cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+        if r["LogicalResourceId"] == logical
+    ]
+    return physical
+
+
+def test_the_credentials_of_a_jobs_code_reach_no_table_and_no_bucket(deployed, monkeypatch):
+    """User code runs with the worker task's role: as moto's IAM evaluates it, that role is
+    refused every read and write of the table and the bucket (which hold every other job)."""
+    cloudformation, transformed = deployed
+    outputs = _outputs(cloudformation)
+    role = boto3.client("iam", region_name=REGION).get_role(
+        RoleName=_physical(cloudformation, "WorkerTaskRole")
+    )["Role"]
+    credentials = boto3.client("sts", region_name=REGION).assume_role(
+        RoleArn=role["Arn"], RoleSessionName="a-jobs-code"
+    )["Credentials"]
+    code = boto3.session.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name=REGION,
+    )
+    table, bucket = outputs["JobsTableName"], outputs["ArtifactsBucketName"]
+    key = {"pk": {"S": "job#another"}, "sk": {"S": "job"}}
+    attempts = {
+        "GetItem": lambda db: db.get_item(TableName=table, Key=key),
+        "PutItem": lambda db: db.put_item(TableName=table, Item=key),
+        "Query": lambda db: db.query(
+            TableName=table,
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": "job#another"}},
+        ),
+        "GetObject": lambda s3: s3.get_object(Bucket=bucket, Key="pipelines/x"),
+        "PutObject": lambda s3: s3.put_object(Bucket=bucket, Key="pipelines/x", Body=b"code"),
+    }
+    # What the role does allow: invoking the worker channel, nothing else.
+    [policy] = transformed["Resources"]["WorkerTaskRole"]["Properties"]["Policies"]
+    assert policy["PolicyDocument"]["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": {"Fn::GetAtt": ["WorkerFunction", "Arn"]},
+        }
+    ]
+    # moto's CloudFormation keeps a role's inline policies as parsed documents, which its own
+    # IAM evaluation reads only as the JSON the IAM API stores: stored as the API would.
+    backend = iam_backends[role["Arn"].split(":")[4]]["aws"].get_role(role["RoleName"])
+    backend.policies = {
+        name: document if isinstance(document, str) else json.dumps(document)
+        for name, document in backend.policies.items()
+    }
+    # From here on moto authorizes every call by IAM policy, as AWS does.
+    monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    refused = {}
+    for name, attempt in attempts.items():
+        client = code.client("s3" if "Object" in name else "dynamodb")
+        with pytest.raises(ClientError) as error:
+            attempt(client)
+        refused[name] = (
+            error.value.response["ResponseMetadata"]["HTTPStatusCode"],
+            str(error.value),
+        )
+    assert all(
+        status == 403 and ("AccessDenied" in message or "Access Denied" in message)
+        for status, message in refused.values()
+    ), refused

@@ -318,6 +318,8 @@ def test_record_staging_makes_a_preparation_with_unstaged_artifacts_runnable(sto
     }
     assert _invoke(control, event) == {"result": {"unstaged": []}}
     assert stores.jobs.get(job_id).pipeline_ref == event["request"]["pipeline_ref"]
+    # What its worker will be allowed to read: the staged artifact.
+    assert stores.jobs.get(job_id).artifacts == ("ab" * 32,)
     assert _invoke(control, _with_request_id(_event("control_run"), "after-staging")) == {
         "result": {"job_id": job_id}
     }

@@ -13,6 +13,8 @@ CONTROL_PLANE = [
     "beamjobs_functions.control.app",
     "beamjobs_functions.query.app",
     "beamjobs_functions.reconcile.app",
+    "beamjobs_functions.worker.app",
+    "beamjobs.local_executor",
 ]
 
 

@@ -28,6 +28,7 @@ BASE = {
 def test_a_job_overrides_the_workers_command_and_the_task_size():
     overrides = worker_task_overrides(
         "job-1",
+        "secret-1",
         {"beam:option:worker_vcpu:v1": "2", "beam:option:worker_memory_mb:v1": "8192"},
         with_sdk_sidecar=False,
     )
@@ -35,13 +36,14 @@ def test_a_job_overrides_the_workers_command_and_the_task_size():
     [worker] = overrides["containerOverrides"]
     assert worker["name"] == "worker"
     assert worker["command"] == ["python", "-m", "beamjobs.worker", "job-1"]
-    assert worker["environment"] == []
+    # The worker's one credential: its job's secret.
+    assert worker["environment"] == [{"name": "BEAMJOBS_WORKER_SECRET", "value": "secret-1"}]
 
 
 def test_with_a_sidecar_the_worker_is_told_where_its_pool_listens():
-    overrides = worker_task_overrides("job-1", {}, with_sdk_sidecar=True)
+    overrides = worker_task_overrides("job-1", "s", {}, with_sdk_sidecar=True)
     [worker] = overrides["containerOverrides"]
-    assert worker["environment"] == [{"name": WORKER_POOL_ENV, "value": "localhost:50000"}]
+    assert {"name": WORKER_POOL_ENV, "value": "localhost:50000"} in worker["environment"]
     assert (overrides["cpu"], overrides["memory"]) == ("1024", "4096")  # the defaults
 
 
@@ -51,7 +53,7 @@ def test_with_a_sidecar_the_worker_is_told_where_its_pool_listens():
 def test_sizes_fargate_refuses_are_invalid_arguments(vcpu, memory):
     options = {"beam:option:worker_vcpu:v1": vcpu, "beam:option:worker_memory_mb:v1": memory}
     with pytest.raises(InvalidArgument):
-        worker_task_overrides("job-1", options, with_sdk_sidecar=False)
+        worker_task_overrides("job-1", "s", options, with_sdk_sidecar=False)
 
 
 def test_the_sdk_image_joins_the_task_as_a_worker_pool_sidecar():

@@ -20,7 +20,7 @@ from beamjobs.service import require_id
 from beamjobs.shim import streams
 from beamjobs.shim.auth import current_caller
 from beamjobs.shim.backend import Backend, guarded
-from beamjobs.shim.changefeed import ChangeFeed
+from beamjobs.shim.changefeed import CLOSED, ChangeFeed
 from beamjobs.states import JobState as States
 
 JobState = job_api_pb2.JobState
@@ -229,14 +229,19 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
             )
 
     def _follow(self, job_id: str, context: Any) -> Any:
-        events = streams.follow(self._stores.jobs, self._feed, job_id, self._blocking)
+        # A stream the client cancelled while its handler waited is abandoned, not always
+        # cancelled, and only the garbage collector would close it: its subscription is ended
+        # when the RPC ends, which ends the follower too (at its next read). An RPC that ended
+        # already (cancelled while its job was read) would never call back: it gets none.
+        if context.done():
+            raise asyncio.CancelledError
+        subscription = self._feed.subscribe(job_id)
 
-        async def close() -> None:
-            with contextlib.suppress(RuntimeError):  # running: the RPC's cancel reaches it
-                await events.aclose()
+        def ended(_: Any) -> None:
+            self._feed.unsubscribe(subscription)
+            subscription.offer(CLOSED)
 
-        # A stream the client cancelled while its handler waited to write is abandoned at a
-        # yield, and only the garbage collector would close it; close it when the RPC ends, so
-        # its subscription goes at once.
-        context.add_done_callback(lambda _: asyncio.ensure_future(close()))
-        return events
+        context.add_done_callback(ended)
+        return streams.follow(
+            self._stores.jobs, self._feed, job_id, self._blocking, subscription=subscription
+        )

@@ -14,7 +14,7 @@ from typing import Any
 
 from beamjobs.errors import Unavailable
 from beamjobs.model import Event, unknown_job
-from beamjobs.shim.changefeed import ChangeFeed, Closed
+from beamjobs.shim.changefeed import ChangeFeed, Closed, Subscription
 from beamjobs.states import is_terminal
 from beamjobs.store import EventPage, JobStore
 
@@ -32,10 +32,12 @@ async def follow(
     blocking: Blocking,
     *,
     silence_check: float = SILENCE_CHECK_SECONDS,
+    subscription: Subscription | None = None,
 ) -> AsyncGenerator[Event, None]:
     """Yield every event of the job in order, from the first, until its terminal state.
-    Raises NotFound (before yielding) for an unknown job, Unavailable when the feed closes."""
-    subscription = feed.subscribe(job_id)
+    Raises NotFound (before yielding) for an unknown job, Unavailable when the feed closes (or
+    the `subscription` given, the feed's for this job, is ended by its owner)."""
+    subscription = subscription or feed.subscribe(job_id)
     try:
         last_seq = 0
         catch_up = True

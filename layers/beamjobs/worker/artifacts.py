@@ -1,4 +1,5 @@
-"""Staged artifacts on the worker. They are fetched from S3 into a local cache keyed by sha256
+"""Staged artifacts on the worker. They are fetched (by the URLs its job's claim gave) into a
+local cache keyed by sha256
 (shared by the jobs of one machine or task: entries are immutable and verified, so sharing
 leaks nothing), and the job's pipeline is rewritten to those local files. FnApiRunner's own
 ArtifactRetrievalService then serves them to every SDK harness it starts (PROCESS, EXTERNAL);
@@ -11,13 +12,15 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 from apache_beam.internal import pickler
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from beamjobs.artifacts import ArtifactStore
+from beamjobs.artifacts import ArtifactLocation
 from beamjobs.worker.packages import (
     IN_PROCESS_URNS,
     StagedFiles,
@@ -37,13 +40,19 @@ def default_cache_directory(kind: str = "artifacts") -> Path:
     return Path(tempfile.gettempdir()) / f"beamjobs-{kind}"
 
 
-class ArtifactCache:
-    def __init__(self, store: ArtifactStore, directory: Path) -> None:
-        self._store = store
-        self._directory = directory
-        self.location = store.location
+class ArtifactSource(Protocol):
+    """Where a job's staged artifacts are read from."""
 
-    def fetch(self, sha256: str) -> Path:
+    location: ArtifactLocation
+
+    def read(self, sha256: str) -> Iterator[bytes]: ...
+
+
+class ArtifactCache:
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def fetch(self, sha256: str, source: ArtifactSource) -> Path:
         """The local file with the artifact's bytes, downloaded (and verified) when absent."""
         path = self._directory / sha256
         if path.exists():
@@ -52,7 +61,7 @@ class ArtifactCache:
         # Written aside, then renamed: a concurrent job never sees a partial file.
         with tempfile.NamedTemporaryFile(dir=self._directory, prefix=".part-", delete=False) as out:
             digest = hashlib.sha256()
-            for chunk in self._store.read(sha256):
+            for chunk in source.read(sha256):
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != sha256:
@@ -62,10 +71,12 @@ class ArtifactCache:
         return path
 
 
-def localize(pipeline: beam_runner_api_pb2.Pipeline, cache: ArtifactCache) -> None:
+def localize(
+    pipeline: beam_runner_api_pb2.Pipeline, cache: ArtifactCache, source: ArtifactSource
+) -> None:
     """Rewrite every dependency staged in this deployment's bucket to a file in the cache.
     Other dependencies (an EMBEDDED one, a public URL) are left for FnApiRunner to serve."""
-    location = cache.location
+    location = source.location
     for env in pipeline.components.environments.values():
         for artifact in env.dependencies:
             if artifact.type_urn != URL:
@@ -76,7 +87,7 @@ def localize(pipeline: beam_runner_api_pb2.Pipeline, cache: ArtifactCache) -> No
                 continue
             artifact.type_urn = FILE
             artifact.type_payload = beam_runner_api_pb2.ArtifactFilePayload(
-                path=str(cache.fetch(sha256)), sha256=sha256
+                path=str(cache.fetch(sha256, source)), sha256=sha256
             ).SerializeToString()
 
 

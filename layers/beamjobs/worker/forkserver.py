@@ -22,7 +22,7 @@ import signal
 import sys
 from typing import TextIO
 
-from beamjobs import runtime
+from beamjobs import aws
 from beamjobs.model import job_from_json
 from beamjobs.settings import Settings
 
@@ -54,9 +54,7 @@ def _worker(job_pipe: int, inherited: list[int]) -> None:
     os.dup2(2, 1)  # stdout is the server's protocol pipe: the job's output goes to stderr
     code = 1
     try:
-        runner = JobRunner()
-        if not select.select([job_pipe], [], [], 0)[0]:  # forked for a job already waiting: go
-            runner.warm_up()
+        runner = JobRunner()  # made while waiting, so the job finds its client ready
         line = _read_line(job_pipe)
         if not line:
             code = 0
@@ -128,10 +126,10 @@ def _reap(pool: WarmPool, out: TextIO) -> None:
 
 def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the shim's Ctrl-C is for the shim
-    settings = Settings.from_env()
-    # Building AWS clients loads their service models (~0.3 s each); workers inherit them.
-    # Nothing is sent here, so no connection exists yet to be shared across a fork.
-    runtime.stores(settings)
+    settings = Settings.from_env(worker=True)
+    # Building an AWS client loads its service model (~0.3 s); workers inherit it. Nothing is
+    # sent here, so no connection exists yet to be shared across a fork.
+    aws.client("lambda", settings, patient=True)
     pool = WarmPool(settings.warm_workers)
     pool.refill()
     out = sys.stdout

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from types import TracebackType
 
 from beamjobs.errors import BeamjobsError
-from beamjobs.jobs import Jobs
 from beamjobs.states import JobState, is_terminal
+from beamjobs.worker.channel import Reports
 
 logger = logging.getLogger(__name__)
 _STOPPING = frozenset({JobState.CANCELLING, JobState.DRAINING})
@@ -26,7 +26,7 @@ def stop_own_work() -> None:
 class Heartbeat:
     def __init__(
         self,
-        jobs: Jobs,
+        jobs: Reports,
         job_id: str,
         interval: float,
         on_stop: Callable[[], None] = stop_own_work,

@@ -9,8 +9,8 @@ import time
 from types import TracebackType
 
 from beamjobs.errors import BeamjobsError
-from beamjobs.jobs import Jobs
 from beamjobs.model import Message, message_batches, utf8_size
+from beamjobs.worker.channel import Reports
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class MessageForwarder(logging.Handler):
 
     def __init__(
         self,
-        jobs: Jobs,
+        jobs: Reports,
         job_id: str,
         level: int = logging.INFO,
         formatter: logging.Formatter | None = None,
@@ -80,7 +80,7 @@ class MessageForwarder(logging.Handler):
 
     def say(self, importance: str, text: str) -> None:
         """Queue a message of the worker's own (e.g. progress), stored like the job's logs."""
-        self._enqueue(Message(importance, text, self._jobs.store.now()))
+        self._enqueue(Message(importance, text, self._jobs.now()))
 
     def _enqueue(self, message: Message) -> None:
         size = utf8_size(message.text)
@@ -128,7 +128,7 @@ class MessageForwarder(logging.Handler):
                             "JOB_MESSAGE_WARNING",
                             f"{dropped} log messages were dropped: the job logged faster "
                             "than they could be stored",
-                            self._jobs.store.now(),
+                            self._jobs.now(),
                         )
                     )
                 if not done:

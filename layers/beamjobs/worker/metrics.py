@@ -1,6 +1,7 @@
 """The job's metrics: attempted values published while it runs (after every bundle, so at least
-at every stage boundary), attempted and committed at the end. One S3 blob per job, a serialized
-MetricResults, so large metric sets never meet DynamoDB's item limit."""
+at every stage boundary), attempted and committed at the end, through the worker channel: one
+S3 blob per job, a serialized MetricResults, so large metric sets never meet DynamoDB's item
+limit."""
 
 from __future__ import annotations
 
@@ -15,24 +16,19 @@ from apache_beam.portability.api import beam_job_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from beamjobs.errors import BeamjobsError
-from beamjobs.runtime import Stores
+from beamjobs.worker.channel import JobChannel
 
 logger = logging.getLogger(__name__)
-
-
-def metrics_key(job_id: str) -> str:
-    return f"metrics/{job_id}"
 
 
 class MetricsPublisher:
     """Writes the latest snapshot from a background thread, so the pipeline never waits on S3;
     snapshots that arrive while one is being written are coalesced into the newest."""
 
-    def __init__(self, stores: Stores, job_id: str) -> None:
-        self._stores = stores
-        self._job_id = job_id
+    def __init__(self, channel: JobChannel) -> None:
+        self._channel = channel
+        self._job_id = channel.job_id
         self._latest: list[Any] | None = None
-        self._referenced = False
         self._changed = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._publish_latest, name="metrics", daemon=True)
@@ -70,10 +66,7 @@ class MetricsPublisher:
 
     def _write(self, attempted: Sequence[Any], committed: Sequence[Any]) -> None:
         results = beam_job_api_pb2.MetricResults(attempted=attempted, committed=committed)
-        self._stores.blobs.put(metrics_key(self._job_id), results.SerializeToString())
-        if not self._referenced:
-            self._stores.jobs.set_metrics_ref(self._job_id, metrics_key(self._job_id))
-            self._referenced = True
+        self._channel.publish_metrics(results.SerializeToString())
 
 
 class PublishingRunner(fn_runner.FnApiRunner):  # type: ignore[misc]

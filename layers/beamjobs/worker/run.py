@@ -15,16 +15,13 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_provision_api_pb2, beam_runner_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
-from botocore.exceptions import ClientError
 from google.protobuf import struct_pb2
 
-from beamjobs import runtime
-from beamjobs.errors import BeamjobsError, NotFound
-from beamjobs.jobs import Jobs
+from beamjobs import aws
+from beamjobs.errors import BeamjobsError
 from beamjobs.model import Job
-from beamjobs.options import job_options
-from beamjobs.runtime import Stores
 from beamjobs.settings import Settings
+from beamjobs.shim.invoker import LambdaInvoker
 from beamjobs.states import JobState
 from beamjobs.worker import environments, packages, process_environment
 from beamjobs.worker.artifacts import (
@@ -33,6 +30,7 @@ from beamjobs.worker.artifacts import (
     localize,
     set_up_in_process,
 )
+from beamjobs.worker.channel import WORKER_FUNCTION, Claimed, JobChannel
 from beamjobs.worker.harness_logs import HarnessLogFormatter
 from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.image_environments import ImageEnvironments
@@ -68,48 +66,42 @@ def _provision_info(job_id: str, job_name: str, options: dict[str, Any]) -> Any:
 
 
 class JobRunner:
-    """A worker process's set-up, which needs no job: settings from the environment, clients,
-    the artifact cache. A warm worker makes it, and warms up, while it waits for its job."""
+    """A worker process's set-up, which needs no job: settings from the environment, the way
+    to the worker channel, the caches. A warm worker makes it while it waits for its job."""
 
     def __init__(self) -> None:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-        self._settings = Settings.from_env()
-        self._stores = runtime.stores(self._settings)
+        self._settings = Settings.from_env(worker=True)
+        assert self._settings.worker_function  # Settings.from_env(worker=True) checks it
         cache_directory = self._settings.artifact_cache_dir
         self._cache = ArtifactCache(
-            self._stores.artifacts,
-            Path(cache_directory) if cache_directory else default_cache_directory(),
+            Path(cache_directory) if cache_directory else default_cache_directory()
         )
         images_directory = self._settings.environment_cache_dir
         self._images = ImageEnvironments(
             Path(images_directory) if images_directory else default_cache_directory("environments")
         )
-
-    def warm_up(self) -> None:
-        """One cheap read per AWS client (of things that do not exist), so that the first
-        calls of the job find their connections open and the clients' own first-call set-up
-        done. Best effort: a failure here only means a colder start."""
-        for read in (self._stores.jobs.get, self._stores.blobs.get):
-            try:
-                read("warm-up")
-            except NotFound:
-                pass
-            except (BeamjobsError, ClientError):
-                logger.warning("warming up failed", exc_info=True)
+        # Patient: a job's outcome must not be lost to a passing throttle of the function.
+        self._invoker = LambdaInvoker(
+            aws.client("lambda", self._settings, patient=True),
+            {WORKER_FUNCTION: self._settings.worker_function},
+        )
 
     def run(self, job_id: str, *, known: Job | None = None) -> int:
-        """Run one job; exit code 0 (the job's outcome is recorded in the store, not in the
-        exit code). `known`: the job as it was started, when the starter handed it over."""
+        """Run one job; exit code 0 (the job's outcome is recorded through the channel, not
+        in the exit code). `known`: the job as it was started, when the starter handed it
+        over (with its worker secret); otherwise the secret is this process's setting."""
+        secret = known.worker_secret if known is not None else self._settings.worker_secret
+        if not secret:
+            raise SystemExit(f"no worker secret for job {job_id} (BEAMJOBS_WORKER_SECRET)")
         execute(
-            job_id,
-            self._stores,
+            JobChannel(self._invoker, job_id, secret),
             heartbeat_seconds=self._settings.heartbeat_seconds,
             worker_pool=self._settings.worker_pool,
             cache=self._cache,
             images=self._images,
-            known=known,
         )
         return 0
 
@@ -138,44 +130,41 @@ def _stop_on_sigterm() -> None:
 
 
 def execute(
-    job_id: str,
-    stores: Stores,
+    channel: JobChannel,
     *,
     heartbeat_seconds: float,
     cache: ArtifactCache,
     images: ImageEnvironments,
     worker_pool: str | None = None,
-    known: Job | None = None,
 ) -> JobState:
     """Run the job to its end and record the outcome; return the state recorded."""
-    jobs = Jobs(stores.jobs)
-    job = jobs.running(job_id, known=known)
-    if job is None:
-        state = jobs.get(job_id).state
-        logger.info("job %s is %s: not running it", job_id, state.value)
-        return state
+    job_id = channel.job_id
+    claimed = channel.claim()
+    if not isinstance(claimed, Claimed):
+        logger.info("job %s is %s: not running it", job_id, claimed.value)
+        return claimed
 
     failure: str | None = None
     infos: list[Any] = []
-    publisher = MetricsPublisher(stores, job_id)
-    messages = MessageForwarder(jobs, job_id, formatter=HarnessLogFormatter())
+    publisher = MetricsPublisher(channel)
+    messages = MessageForwarder(channel, job_id, formatter=HarnessLogFormatter())
     workspace = Path(tempfile.mkdtemp(prefix=f"beamjobs-{job_id[:40]}-"))
-    with Heartbeat(jobs, job_id, heartbeat_seconds), messages:
+    with Heartbeat(channel, job_id, heartbeat_seconds), messages:
         try:
-            pipeline = beam_runner_api_pb2.Pipeline.FromString(stores.blobs.get(job.pipeline_ref))
-            options = job_options(job, stores.blobs)
+            pipeline = beam_runner_api_pb2.Pipeline.FromString(claimed.pipeline)
+            options = claimed.options
             beam_options = _beam_options(options)
 
             def report(text: str) -> None:
                 messages.say("JOB_MESSAGE_BASIC", text)
 
             environments.prepare(pipeline, images=images, report=report, worker_pool=worker_pool)
-            localize(pipeline, cache)
+            localize(pipeline, cache, claimed.artifacts)
             set_up = set_up_in_process(pipeline, workspace)
             if set_up is not None:
                 report(set_up)
             runner = PublishingRunner(
-                publisher, provision_info=_provision_info(job_id, job.job_name, options)
+                publisher, provision_info=_provision_info(job_id, claimed.job.job_name, options)
             )
             # FnApiRunner reads these options only when it builds the pipeline itself.
             runner._num_workers = environments.parallelism(pipeline, beam_options)
@@ -193,12 +182,11 @@ def execute(
         if failure is None:
             _record_final_metrics(publisher, infos, messages)
 
-    # Recorded through the patient store: the work is done, and only this write says how. A
-    # final state written meanwhile (a cancel that won) stands.
-    outcomes = Jobs(stores.outcomes)
+    # The work is done, and only this call says how. A final state written meanwhile (a
+    # cancel that won) stands.
     if failure is None:
-        return outcomes.finish(job_id).state
-    return outcomes.fail(job_id, failure).state
+        return channel.finish()
+    return channel.fail(failure)
 
 
 def _record_final_metrics(

@@ -1,4 +1,4 @@
-"""Run one STARTING job as a worker does, SIGKILLed just before its n-th write to AWS:
+"""Run one STARTING job as a worker does, SIGKILLed just before its n-th call of its channel:
 `python kill_at_write.py JOB_ID N` (settings from the environment, as a worker's)."""
 
 import sys
@@ -10,13 +10,9 @@ from tests.faults.harness import Faults
 
 if __name__ == "__main__":
     job_id, n = sys.argv[1], int(sys.argv[2])
-    settings = Settings.from_env()
+    settings = Settings.from_env(worker=True)
     runner = JobRunner()
     faults = Faults()
-    faults.attach(
-        aws.client("dynamodb", settings),
-        aws.client("dynamodb", settings, patient=True),
-        aws.client("s3", settings),
-    )
+    faults.attach(aws.client("lambda", settings, patient=True))
     faults.kill_at_write(n)
     sys.exit(runner.run(job_id))
