@@ -247,6 +247,15 @@ def main(argv: list[str] | None = None) -> int:
             alone.stop()
         return 0
 
+    from beamjobs.connect import LOOPBACK_HOSTS
+
+    # A shim that authenticates no one serves this machine only.
+    if not args.require_auth and args.host not in LOOPBACK_HOSTS:
+        parser.error(
+            f"serving without authentication on {args.host} would let anyone who reaches it "
+            "run code: bind a loopback address (the default, localhost), or add --require-auth"
+        )
+
     def settings_at(endpoint_url: str) -> Settings:
         return dataclasses.replace(
             local_settings(endpoint_url),

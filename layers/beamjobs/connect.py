@@ -30,8 +30,9 @@ PREPARE = "/" + job_api_pb2.DESCRIPTOR.services_by_name["JobService"].full_name 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 # A proof is signed afresh well before the shim would refuse it as too old.
 _RESIGN_AFTER_SECONDS = SIGNATURE_LIFETIME_SECONDS / 3
-# Whoever reaches the proxy acts as the user: it listens on this machine only.
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# Addresses only this machine reaches. Whoever reaches the proxy acts as the user: it listens
+# on one of these only.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 class Identity:
@@ -143,7 +144,7 @@ async def start_proxy(
         ]
     )
     host = listen.rpartition(":")[0] or "127.0.0.1"
-    if host not in _LOOPBACK:
+    if host not in LOOPBACK_HOSTS:
         raise ValueError(
             f"the proxy listens on this machine only (127.0.0.1 or ::1), not {host}: "
             "whoever reaches it acts with your AWS identity"

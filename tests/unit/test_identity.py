@@ -158,3 +158,22 @@ def test_a_proof_for_a_future_time_is_refused_as_for_a_past_one():
     verifier = Verifier(URL, http=FakeSts(), clock=Clock(_signed_at(proof) - 16 * 60))
     with pytest.raises(Unauthenticated, match="more than 15 minutes"):
         verifier.verify(proof)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.7", "::"])
+def test_a_shim_that_authenticates_no_one_refuses_to_serve_beyond_this_machine(host, capsys):
+    from beamjobs.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["serve", "--host", host])
+    assert refused.value.code == 2
+    assert "add --require-auth" in capsys.readouterr().err
+
+
+def test_the_local_proxy_refuses_to_listen_beyond_this_machine():
+    import asyncio
+
+    from beamjobs.connect import start_proxy
+
+    with pytest.raises(ValueError, match="this machine only"):
+        asyncio.run(start_proxy("shim:443", "0.0.0.0:8099", identity=object()))  # type: ignore[arg-type]
