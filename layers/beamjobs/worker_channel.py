@@ -76,10 +76,9 @@ class WorkerChannel:
     def claim(self, job_id: Any, secret: Any) -> Claim | Job:
         """RUNNING, and what to run, when this worker claimed the job; else the job as it is
         (which must not run)."""
-        known = self._job(job_id, secret)
-        claimed = self._jobs.running(known.job_id, known=known)
+        claimed = self._jobs.running(self._job(job_id, secret).job_id)
         if claimed is None:
-            return known
+            return self._jobs.get(job_id)
         job = claimed
         url = self._blobs.presigned_url
         return Claim(
@@ -91,8 +90,7 @@ class WorkerChannel:
         )
 
     def beat(self, job_id: Any, secret: Any) -> str:
-        job = self._job(job_id, secret)
-        return self._jobs.beat(job.job_id, known=job).value
+        return self._jobs.beat(self._job(job_id, secret).job_id).value
 
     def say(self, job_id: Any, secret: Any, messages: Any) -> None:
         job = self._job(job_id, secret)
