@@ -314,3 +314,23 @@ def test_a_woken_feed_reads_at_once_instead_of_at_its_next_poll():
     assert seqs == [1, 2, 3]
     assert waited < 1.0
     assert log.queries == 1  # from the stream, not from a catch-up
+
+
+def test_a_follower_cancelled_as_an_item_arrives_is_cancelled_and_unsubscribed():
+    """The cancellation and the item land in the same loop iteration (a client hanging up as
+    the feed resyncs): the follower ends, rather than keeping the item and its subscription."""
+
+    async def scenario():
+        log, streams = Log(), FakeStreams()
+        streams.add_shard("shard-1")
+        feed, follower = await _following(streams, log)
+        await _until(lambda: feed.subscriber_count == 1)
+        await asyncio.sleep(0.05)  # the follower waits on its subscription
+        feed._broadcast(RESYNC)
+        follower.cancel()
+        await asyncio.wait({follower}, timeout=2)
+        ended, count = follower.cancelled(), feed.subscriber_count
+        await feed.close()
+        return ended, count
+
+    assert _run(scenario()) == (True, 0)

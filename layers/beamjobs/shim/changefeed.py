@@ -93,7 +93,11 @@ class Subscription:
     async def next(self, timeout: float) -> Item | None:
         """The next item, or None when none came within `timeout` seconds."""
         try:
-            item = await asyncio.wait_for(self._queue.get(), timeout)
+            # Not wait_for: on Python 3.11 it returns an item that arrives in the same loop
+            # iteration as a cancellation and drops the cancellation, leaving a cancelled
+            # stream following its job until the next silence check.
+            async with asyncio.timeout(timeout):
+                item = await self._queue.get()
         except TimeoutError:
             return None
         self._bytes -= _size(item)
@@ -191,7 +195,8 @@ class ChangeFeed:
         remaining = interval - (time.monotonic() - round_started)
         if remaining > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), remaining)
+                async with asyncio.timeout(remaining):  # cancellable, unlike 3.11's wait_for
+                    await self._woken.wait()
         self._woken.clear()
         await asyncio.sleep(max(0.0, WOKEN_INTERVAL_SECONDS - (time.monotonic() - round_started)))
 

@@ -50,7 +50,8 @@ class OpenStreams:
     async def drained(self, timeout: float) -> None:
         """Wait until no stream is open, for at most `timeout` seconds."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._none.wait(), timeout)
+            async with asyncio.timeout(timeout):  # cancellable, unlike 3.11's wait_for
+                await self._none.wait()
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
