@@ -311,10 +311,11 @@ class Jobs:
         for batch in message_batches(messages):
             self.apply(job_id, say_rule(batch))
 
-    def beat(self, job_id: str) -> JobState:
-        """The worker is alive; answers the job's state, so a worker learns of a cancel."""
+    def beat(self, job_id: str, *, known: Job | None = None) -> JobState:
+        """The worker is alive; answers the job's state, so a worker learns of a cancel
+        (`known`: the job as the caller just read it, whose state is answered unread)."""
         self.store.beat(job_id)
-        return self.store.get(job_id).state
+        return (known or self.store.get(job_id)).state
 
     def apply(
         self,

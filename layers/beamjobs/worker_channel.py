@@ -76,9 +76,10 @@ class WorkerChannel:
     def claim(self, job_id: Any, secret: Any) -> Claim | Job:
         """RUNNING, and what to run, when this worker claimed the job; else the job as it is
         (which must not run)."""
-        claimed = self._jobs.running(self._job(job_id, secret).job_id)
+        known = self._job(job_id, secret)
+        claimed = self._jobs.running(known.job_id, known=known)
         if claimed is None:
-            return self._jobs.get(job_id)
+            return known
         job = claimed
         url = self._blobs.presigned_url
         return Claim(
@@ -90,7 +91,8 @@ class WorkerChannel:
         )
 
     def beat(self, job_id: Any, secret: Any) -> str:
-        return self._jobs.beat(self._job(job_id, secret).job_id).value
+        job = self._job(job_id, secret)
+        return self._jobs.beat(job.job_id, known=job).value
 
     def say(self, job_id: Any, secret: Any, messages: Any) -> None:
         job = self._job(job_id, secret)
