@@ -22,7 +22,7 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
 
-.PHONY: run setup stand-ins test test-fast lint proto bench clean sam-validate worker-lock
+.PHONY: run setup stand-ins test test-fast fuzz lint proto bench clean sam-validate worker-lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,11 +62,16 @@ worker-lock: $(STAMP)
 	{ sed -n '/^#/p' worker/requirements.txt; .venv-lock/bin/pip freeze; } > worker/requirements.new
 	mv worker/requirements.new worker/requirements.txt && rm -rf .venv-lock
 
-## Unit, integration and end-to-end tests. The Beam SDK and our wire classes declare the same
-## protobuf names, so the suites that import apache_beam run in their own interpreter.
+## Unit, integration, fault, abuse and end-to-end tests. The Beam SDK and our wire classes
+## declare the same protobuf names, so the suites that import apache_beam run in their own
+## interpreter.
 test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) stand-ins sam-validate
-	$(BIN)/pytest tests/unit tests/integration tests/faults
+	$(BIN)/pytest tests/unit tests/integration tests/faults tests/abuse
 	$(BIN)/pytest tests/e2e
+
+## The abuse suite's generated requests, ten times CI's budget.
+fuzz: $(STAMP) $(WORKER_STAMP)
+	BEAMJOBS_FUZZ_EXAMPLES=100000 $(BIN)/pytest tests/abuse/test_fuzz.py
 
 $(TS_STAMP): $(TS_CLIENT)/package.json $(TS_CLIENT)/package-lock.json
 	npm ci --prefix $(TS_CLIENT) --no-audit --no-fund --loglevel=error

@@ -31,6 +31,7 @@ from beamjobs.api import pipeline_pb2
 from beamjobs.embedded import start_embedded
 from beamjobs.identity import LOCAL_CALLER
 from beamjobs.jobs import Jobs
+from beamjobs.limits import Quotas
 from beamjobs.model import Job
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.service import JobControl
@@ -217,7 +218,7 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
         jobs, outcomes = Jobs(stores.jobs), Jobs(stores.outcomes)
         plans: dict[str, Plan] = {}
         executor = SoakExecutor(jobs, outcomes, plans)
-        control = JobControl(jobs, stores.blobs, executor, stores.artifacts.location)
+        control = JobControl(jobs, stores.blobs, executor, stores.artifacts.location, Quotas())
         done = threading.Event()
 
         def reconcile() -> None:

@@ -40,6 +40,7 @@ def _routes() -> dict[str, Route]:
         stores.blobs,
         runtime.executor(settings, stores.jobs),
         stores.artifacts.location,
+        settings.quotas(),
     )
     # Retries of one gRPC call (same request_id) get the first call's answer, not a second job.
     persistence = idempotency_records(settings, "control")

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from beamjobs.aws import aws_errors
-from beamjobs.errors import InvalidArgument, NotFound, ResourceExhausted
+from beamjobs.errors import InvalidArgument, NotFound
+from beamjobs.limits import exceeded
 
 FILE = "beam:artifact:type:file:v1"
 URL = "beam:artifact:type:url:v1"
@@ -59,11 +60,13 @@ class ArtifactLocation:
 class Upload:
     """One artifact's bytes on their way to S3: hashed as they arrive, sent in parts, so the
     shim's memory stays at one part whatever the artifact's size. Nothing is visible at the
-    content address until the bytes are complete and their hash verified."""
+    content address until the bytes are complete and their hash verified. `max_bytes` is what
+    the job may still stage (its quota, less what it staged before)."""
 
     s3: Any
     bucket: str
     max_bytes: int
+    quota_bytes: int
     size: int = 0
 
     def __post_init__(self) -> None:
@@ -78,10 +81,8 @@ class Upload:
         self.size += len(data)
         if self.size > self.max_bytes:
             self.abort()
-            raise ResourceExhausted(
-                f"artifact larger than the limit of {self.max_bytes} bytes "
-                "(BEAMJOBS_MAX_ARTIFACT_BYTES)"
-            )
+            used = self.quota_bytes - self.max_bytes + self.size
+            raise exceeded("artifact bytes per job", str(self.quota_bytes), f"{used} sent")
         self._hash.update(data)
         self._chunks.append(data)
         self._buffered += len(data)
@@ -152,10 +153,9 @@ class Upload:
 class ArtifactStore:
     """Artifacts in S3 by content."""
 
-    def __init__(self, s3: Any, bucket: str, *, max_bytes: int) -> None:
+    def __init__(self, s3: Any, bucket: str) -> None:
         self._s3 = s3
         self.location = ArtifactLocation(bucket)
-        self.max_bytes = max_bytes
 
     def exists(self, sha256: str) -> bool:
         return self._has(ARTIFACT_PREFIX + sha256)
@@ -178,8 +178,9 @@ class ArtifactStore:
                 Bucket=self.location.bucket, Key=_staged_by_key(sha256, principal), Body=b""
             )
 
-    def upload(self) -> Upload:
-        return Upload(self._s3, self.location.bucket, self.max_bytes)
+    def upload(self, *, max_bytes: int, quota_bytes: int) -> Upload:
+        """An upload of at most `max_bytes`, what is left of a job's `quota_bytes`."""
+        return Upload(self._s3, self.location.bucket, max_bytes, quota_bytes)
 
     def read(self, sha256: str, chunk_bytes: int = PART_BYTES) -> Iterator[bytes]:
         with aws_errors(f"artifact {sha256}"):

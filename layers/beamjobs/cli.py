@@ -110,6 +110,7 @@ async def _run_shim(
         port=port,
         advertised_endpoint=settings.advertised_endpoint,
         authentication=_authentication(settings),
+        quotas=settings.quotas(),
     )
     if doorbell is not None:  # the embedded AWS rings it after each item put
         asyncio.get_running_loop().add_reader(doorbell, _answer, doorbell, shim.feed.wake)

@@ -1,7 +1,7 @@
 """What a pipeline's environments depend on, and which of those are staged.
 
 A staged dependency is Beam's URL artifact at the content address of its bytes, keeping its role
-(e.g. "stage to `extra_packages/pkg.tar.gz`"), so a pipeline read back with GetPipeline shows
+(e.g. "stage to `pkg.tar.gz`"), so a pipeline read back with GetPipeline shows
 where every dependency went. Anything else (a path on the client's machine, inline bytes,
 another URL) must be staged before the job can run.
 """

@@ -33,8 +33,9 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from beamjobs import poison
 from beamjobs.aws import aws_errors
-from beamjobs.errors import BeamjobsError, Conflict, Unavailable
+from beamjobs.errors import BeamjobsError, Conflict, MalformedItem, Unavailable
 from beamjobs.model import (
     ACTIVE_STATES,
     EVENT_PAGE_BYTES,
@@ -149,7 +150,10 @@ class DynamoJobStore(JobStore):
         if len(items) < 2:
             return record
         tail = items[1]
-        job = _with_snapshot(record, tail)
+        try:
+            job = _with_snapshot(record, tail)
+        except poison.DECODING_ERRORS as error:
+            raise poison.malformed(_key(tail), error) from error
         if _snapshot(job) != _snapshot(record):
             # The record's projection was lost or is late: bring it up to the log.
             self._project(job)
@@ -226,12 +230,33 @@ class DynamoJobStore(JobStore):
                     answer = self._db.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self._table, []):
                     values = _from_item(item)
-                    beats[str(values["pk"])[len("job#") :]] = float(values["beat_at"])
+                    try:
+                        beats[str(values["pk"])[len("job#") :]] = float(values["beat_at"])
+                    except poison.DECODING_ERRORS as error:  # as if never heard of
+                        poison.skipped("the heartbeats", _key(values), error)
                 request = answer.get("UnprocessedKeys") or {}
         return beats
 
     def set_metrics_ref(self, job_id: str, metrics_ref: str) -> None:
         self._update_record(job_id, "SET metrics_ref = :m", {":m": metrics_ref})
+
+    def count(self, counter: str, limit: int, *, keep_seconds: float) -> bool:
+        # Counters are items of their own partition, apart from every job's; the condition
+        # makes the check and the increment one step, whichever shim or handler counts.
+        try:
+            with aws_errors(f"counter {counter}"):
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=_to_item({"pk": f"counter#{counter}", "sk": "counter"}),
+                    UpdateExpression="ADD n :one SET expires_at = if_not_exists(expires_at, :e)",
+                    ConditionExpression="attribute_not_exists(n) OR n < :limit",
+                    ExpressionAttributeValues=_to_item(
+                        {":one": 1, ":limit": limit, ":e": int(self._clock() + keep_seconds)}
+                    ),
+                )
+        except Conflict:
+            return False
+        return True
 
     def stream_arn(self) -> str:
         """The table's current DynamoDB Stream (Unavailable when it has none)."""
@@ -268,7 +293,12 @@ class DynamoJobStore(JobStore):
         while True:
             with aws_errors("job list"):
                 page = self._db.query(**query)
-            jobs.extend(_job_from_record(_from_item(item)) for item in page.get("Items", []))
+            for item in page.get("Items", []):
+                values = _from_item(item)
+                try:
+                    jobs.append(_job_from_record(values))
+                except MalformedItem as error:  # one bad item must not hide every job
+                    poison.skipped("the job list", _key(values), error)
             if "LastEvaluatedKey" not in page or (limit is not None and len(jobs) >= limit):
                 return jobs[:limit]
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -412,7 +442,18 @@ def _written_by(error: BaseException | None, writer: str) -> bool:
     return bool(existing.get("S") == writer)
 
 
+def _key(values: dict[str, Any]) -> str:
+    return f"{str(values.get('pk'))[:300]!r}/{str(values.get('sk'))[:100]!r}"
+
+
 def _job_from_record(values: dict[str, Any]) -> Job:
+    try:
+        return _read_job(values)
+    except poison.DECODING_ERRORS as error:
+        raise poison.malformed(_key(values), error) from error
+
+
+def _read_job(values: dict[str, Any]) -> Job:
     started_at = values.get("started_at")
     return Job(
         job_id=values["job_id"],
@@ -448,6 +489,13 @@ def event_from_stream_image(image: dict[str, Any]) -> tuple[str, Event] | None:
 
 
 def _event_from_item(values: dict[str, Any]) -> Event:
+    try:
+        return _read_event(values)
+    except poison.DECODING_ERRORS as error:
+        raise poison.malformed(_key(values), error) from error
+
+
+def _read_event(values: dict[str, Any]) -> Event:
     state = values.get("state")
     staged = values.get("staged_pipeline_ref")
     return Event(

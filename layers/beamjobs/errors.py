@@ -42,6 +42,19 @@ class ResourceExhausted(BeamjobsError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class DeadlineExceeded(BeamjobsError):
+    """The client took too long (e.g. a staging session that stopped sending)."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+class MalformedItem(BeamjobsError):
+    """A stored item that cannot be read as what its key says it is (written by something
+    other than Beamjobs, or damaged): readers of many items skip it (beamjobs.poison)."""
+
+    code = "DATA_LOSS"
+
+
 class Unauthenticated(BeamjobsError):
     """The caller did not prove who it is (no identity, or one that does not verify)."""
 
@@ -69,6 +82,8 @@ ERRORS_BY_CODE: dict[str, type[BeamjobsError]] = {
         AlreadyExists,
         Unavailable,
         ResourceExhausted,
+        DeadlineExceeded,
+        MalformedItem,
         Unauthenticated,
         PermissionDenied,
         Conflict,

@@ -15,12 +15,14 @@ learns of another's jobs. The service's own verbs (a worker's, the reconciler's)
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from beamjobs.errors import Conflict, FailedPrecondition
 from beamjobs.identity import Caller
+from beamjobs.limits import Quotas, exceeded
 from beamjobs.model import (
     Change,
     Job,
@@ -256,6 +258,19 @@ class Jobs:
     def recent(self, limit: int, caller: Caller) -> list[Job]:
         """The caller's `limit` newest jobs (every job's, for an admin), newest first."""
         return self.store.recent_jobs(limit, owner=None if caller.admin else caller.principal)
+
+    def admit_prepare(self, caller: Caller, quotas: Quotas) -> None:
+        """Count a Prepare against the caller's Prepares of this minute (ResourceExhausted
+        past the quota). Counted before anything is stored, so a refused one stores nothing."""
+        principal = hashlib.sha256(caller.principal.encode()).hexdigest()
+        minute = int(self.now() // 60)
+        limit = quotas.prepares_per_minute
+        if not self.store.count(f"prepares#{principal}#{minute}", limit, keep_seconds=3600):
+            raise exceeded("Prepares per minute", str(limit), "this minute's are made")
+
+    def active_of(self, caller: Caller) -> int:
+        """How many of the caller's own jobs are active (started, not yet ended)."""
+        return sum(1 for job in self.store.active_jobs() if job.owner == caller.principal)
 
     def start(self, job_id: str, caller: Caller | None = None) -> Job:
         """STARTING, or the job as it is if it started already (the caller starts its work

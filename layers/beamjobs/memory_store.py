@@ -29,6 +29,7 @@ class MemoryJobStore(JobStore):
         self._jobs: dict[str, Job] = {}
         self._logs: dict[str, list[Event]] = {}
         self._beats: dict[str, float] = {}
+        self._counters: dict[str, int] = {}
         # Called with the job's id before each append is applied: lets a test play a rival
         # writer that appends first.
         self.before_append: Callable[[str], None] | None = None
@@ -105,3 +106,10 @@ class MemoryJobStore(JobStore):
             if job_id not in self._jobs:
                 raise unknown_job(job_id)
             self._jobs[job_id] = replace(self._jobs[job_id], metrics_ref=metrics_ref)
+
+    def count(self, counter: str, limit: int, *, keep_seconds: float) -> bool:
+        with self._lock:
+            if self._counters.get(counter, 0) >= limit:
+                return False
+            self._counters[counter] = self._counters.get(counter, 0) + 1
+            return True

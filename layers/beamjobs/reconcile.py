@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from beamjobs import poison
+from beamjobs.errors import MalformedItem
 from beamjobs.jobs import Jobs
 from beamjobs.states import JobState
 from beamjobs.store import JobStore
@@ -36,7 +38,10 @@ def fail_lost_jobs(
             cause = f"worker lost: it never started after STARTING at {since} (lease {lease:g} s)"
         else:
             cause = f"worker lost: no heartbeat since {since} (lease {lease:g} s)"
-        settled[job.job_id] = Jobs(store).settle(job.job_id, cause).state
+        try:
+            settled[job.job_id] = Jobs(store).settle(job.job_id, cause).state
+        except MalformedItem as error:  # the others are still settled
+            poison.skipped("the reconciler", job.job_id, error)
     return settled
 
 

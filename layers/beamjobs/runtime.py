@@ -44,11 +44,7 @@ def stores(settings: Settings) -> Stores:
             item_lifetime=lifetime,
         ),
         blobs=BlobStore(aws.client("s3", settings), settings.bucket_name),
-        artifacts=ArtifactStore(
-            aws.client("s3", settings),
-            settings.bucket_name,
-            max_bytes=settings.max_artifact_bytes,
-        ),
+        artifacts=ArtifactStore(aws.client("s3", settings), settings.bucket_name),
     )
 
 

@@ -9,19 +9,24 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import Message
+
+from beamjobs import poison
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
-from beamjobs.errors import InvalidArgument, Unavailable
+from beamjobs.errors import InvalidArgument, MalformedItem, Unavailable
 from beamjobs.executor import Executor, ExecutorError
 from beamjobs.fargate import task_size
 from beamjobs.identity import Caller
 from beamjobs.jobs import Jobs
+from beamjobs.limits import Quotas
 from beamjobs.model import Job
-from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, option_key, read_option
-from beamjobs.pipelines import summarize
+from beamjobs.options import job_options, option_key
+from beamjobs.pipelines import docker_images, summarize
 from beamjobs.staging_tokens import SHA256
 from beamjobs.states import JobState
 from beamjobs.store import JobStore
+from beamjobs.validation import check_prepare, parse_pipeline, require_id
 from beamjobs.worker_channel import mint_worker_secret
 
 # Options larger than this stay only in S3; the record keeps the reference.
@@ -30,8 +35,6 @@ _MAX_INLINE_OPTIONS = 32_000
 # Lambda response is at most 6 MB; the rest is room for the answer's envelope).
 GET_JOBS_LIMIT = 1000
 GET_JOBS_MAX_BYTES = 5 * 1024 * 1024
-_MAX_ID_LENGTH = 200
-_MAX_NAME_LENGTH = 500
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,12 @@ class JobInfo:
     options: dict[str, Any]
 
 
-def require_id(job_id: Any, what: str = "job_id") -> str:
-    """Validate an id from a request: present, a string, of sane length."""
-    if not isinstance(job_id, str) or not job_id:
-        raise InvalidArgument(f"{what} is required")
-    if len(job_id) > _MAX_ID_LENGTH or not job_id.isprintable():
-        raise InvalidArgument(f"{what} is not a valid id")
-    return job_id
+def check_quotas(quotas: Quotas, pipeline: Message, options: dict[str, Any]) -> None:
+    """ResourceExhausted when a well-formed Prepare asks for more than a principal may have:
+    a larger worker, or a DOCKER image not allowed."""
+    cpu, memory = task_size(options)
+    quotas.check_worker(int(cpu) / 1024, int(memory))
+    quotas.check_images(docker_images(pipeline))
 
 
 def new_job_id(job_name: str) -> str:
@@ -62,12 +64,18 @@ class JobControl:
     job aggregate decides; this starts and stops the work its decisions call for."""
 
     def __init__(
-        self, jobs: Jobs, blobs: BlobStore, executor: Executor, artifacts: ArtifactLocation
+        self,
+        jobs: Jobs,
+        blobs: BlobStore,
+        executor: Executor,
+        artifacts: ArtifactLocation,
+        quotas: Quotas,
     ) -> None:
         self._jobs = jobs
         self._blobs = blobs
         self._executor = executor
         self._artifacts = artifacts
+        self._quotas = quotas
 
     def prepare(
         self,
@@ -83,15 +91,12 @@ class JobControl:
         return its id, which is both the preparation id and the job id."""
         if not isinstance(staging_token_sha256, str) or not SHA256.fullmatch(staging_token_sha256):
             raise InvalidArgument("staging_token_sha256 must be a sha256 in hex")
-        if not isinstance(options, dict):
-            raise InvalidArgument("pipeline_options must be a Struct")
-        if not isinstance(job_name, str) or len(job_name) > _MAX_NAME_LENGTH:
-            raise InvalidArgument("job_name must be a string of at most 500 characters")
-        # The service's own options are checked now: a bad value is the client's mistake
-        # (INVALID_ARGUMENT), not a job that fails when it starts.
-        read_option(options, JOB_TIMEOUT_SECONDS)
-        task_size(options)
-        summary = summarize(self._blobs.get(pipeline_ref), self._artifacts)
+        # Checked whole now (the shim checked before storing the pipeline): a bad value is the
+        # client's mistake (INVALID_ARGUMENT), not a job that fails when it starts.
+        pipeline_bytes = self._blobs.get(pipeline_ref)
+        pipeline = check_prepare(pipeline_bytes, options, job_name)
+        check_quotas(self._quotas, pipeline, options)
+        summary = summarize(pipeline, self._artifacts)
         # SDKs always send job_name "job"; the user's --job_name travels in the options.
         name = str(options.get(option_key("job_name")) or job_name or "job")
         options_json = json.dumps(options, sort_keys=True, separators=(",", ":"))
@@ -135,7 +140,7 @@ class JobControl:
         rewritten to their staged references. Returns what is still unstaged (nothing once
         the session completed), which Run refuses to start with."""
         job_id = require_id(preparation_id, "preparation_id")
-        summary = summarize(self._blobs.get(pipeline_ref), self._artifacts)
+        summary = summarize(parse_pipeline(self._blobs.get(pipeline_ref)), self._artifacts)
         self._jobs.stage(
             job_id, session, pipeline_ref, summary.unstaged, caller, artifacts=summary.staged
         )
@@ -144,7 +149,10 @@ class JobControl:
     def run(self, caller: Caller, preparation_id: str) -> str:
         """Start a prepared job, once: a Run retried while the job is STARTING starts its work
         again (which is idempotent), and one after that answers the job's id."""
-        job = self._jobs.start(require_id(preparation_id, "preparation_id"), caller)
+        job_id = require_id(preparation_id, "preparation_id")
+        if self._jobs.get(job_id, caller).state is JobState.STOPPED:
+            self._quotas.check_concurrent_jobs(self._jobs.active_of(caller))
+        job = self._jobs.start(job_id, caller)
         if job.state is JobState.STARTING:
             try:
                 self._executor.start(job)
@@ -194,7 +202,12 @@ class JobQueries:
         infos: list[JobInfo] = []
         size = 0
         for job in self._jobs.recent(GET_JOBS_LIMIT, caller):
-            info = JobInfo(job.job_id, job.job_name, job.state, job_options(job, self._blobs))
+            try:
+                options = job_options(job, self._blobs)
+            except MalformedItem as error:
+                poison.skipped("GetJobs", job.job_id, error)
+                continue
+            info = JobInfo(job.job_id, job.job_name, job.state, options)
             size += len(json.dumps([info.job_id, info.job_name, info.options]).encode())
             if size > GET_JOBS_MAX_BYTES:
                 break

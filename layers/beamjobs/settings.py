@@ -16,8 +16,10 @@ from typing import Any
 
 from beamjobs.errors import InvalidArgument
 from beamjobs.identity import parse_principals
+from beamjobs.limits import Quotas
 
 Parser = Callable[[str], Any]
+_QUOTAS = Quotas()
 
 
 def _text(value: str) -> str | None:
@@ -44,6 +46,10 @@ def _number(kind: type[int] | type[float], *, minimum: float = 0) -> Parser:
         return number
 
     return parse
+
+
+def _patterns(value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
 def _flag(value: str) -> bool:
@@ -83,10 +89,6 @@ class Settings:
     # Shim: the address SDKs are told to stage artifacts to (behind a load balancer it differs
     # from the bind address); None means the address the shim is bound to.
     advertised_endpoint: str | None = _setting("BEAMJOBS_ADVERTISED_ENDPOINT")
-    # An artifact larger than this is refused (RESOURCE_EXHAUSTED).
-    max_artifact_bytes: int = _setting(
-        "BEAMJOBS_MAX_ARTIFACT_BYTES", 2 * 1024**3, _number(int, minimum=1)
-    )
     # Worker: downloaded artifacts, by sha256, shared by the jobs of one machine or task.
     artifact_cache_dir: str | None = _setting("BEAMJOBS_ARTIFACT_CACHE")
     # Worker: the environments standing in for Beam SDK images of other versions (locally).
@@ -114,6 +116,50 @@ class Settings:
         "BEAMJOBS_ALLOWED_PRINCIPALS", (), parse_principals
     )
     admin_principals: tuple[str, ...] = _setting("BEAMJOBS_ADMIN_PRINCIPALS", (), parse_principals)
+
+    # Quotas, per principal (beamjobs.limits.Quotas says what each bounds).
+    quota_concurrent_jobs: int = _setting(
+        "BEAMJOBS_QUOTA_CONCURRENT_JOBS", _QUOTAS.concurrent_jobs, _number(int, minimum=1)
+    )
+    quota_prepares_per_minute: int = _setting(
+        "BEAMJOBS_QUOTA_PREPARES_PER_MINUTE", _QUOTAS.prepares_per_minute, _number(int, minimum=1)
+    )
+    quota_artifact_bytes_per_job: int = _setting(
+        "BEAMJOBS_QUOTA_ARTIFACT_BYTES_PER_JOB",
+        _QUOTAS.artifact_bytes_per_job,
+        _number(int, minimum=1),
+    )
+    quota_worker_vcpu: float = _setting(
+        "BEAMJOBS_QUOTA_WORKER_VCPU", _QUOTAS.max_worker_vcpu, _number(float, minimum=0.25)
+    )
+    quota_worker_memory_mb: int = _setting(
+        "BEAMJOBS_QUOTA_WORKER_MEMORY_MB", _QUOTAS.max_worker_memory_mb, _number(int, minimum=512)
+    )
+    quota_images: tuple[str, ...] = _setting(
+        "BEAMJOBS_QUOTA_IMAGES", _QUOTAS.allowed_images, _patterns
+    )
+    quota_streams: int = _setting(
+        "BEAMJOBS_QUOTA_STREAMS", _QUOTAS.streams_per_principal, _number(int, minimum=1)
+    )
+    max_subscribers: int = _setting(
+        "BEAMJOBS_MAX_SUBSCRIBERS", _QUOTAS.total_subscribers, _number(int, minimum=1)
+    )
+    staging_idle_seconds: float = _setting(
+        "BEAMJOBS_STAGING_IDLE_SECONDS", _QUOTAS.staging_idle_seconds, _number(float)
+    )
+
+    def quotas(self) -> Quotas:
+        return Quotas(
+            concurrent_jobs=self.quota_concurrent_jobs,
+            prepares_per_minute=self.quota_prepares_per_minute,
+            artifact_bytes_per_job=self.quota_artifact_bytes_per_job,
+            max_worker_vcpu=self.quota_worker_vcpu,
+            max_worker_memory_mb=self.quota_worker_memory_mb,
+            allowed_images=self.quota_images,
+            streams_per_principal=self.quota_streams,
+            total_subscribers=self.max_subscribers,
+            staging_idle_seconds=self.staging_idle_seconds,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, worker: bool = False) -> Settings:

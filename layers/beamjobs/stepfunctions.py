@@ -23,6 +23,7 @@ from beamjobs.fargate import task_definition_with_sdk, worker_task_overrides
 from beamjobs.model import Job
 from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, read_option
 from beamjobs.pipelines import docker_images
+from beamjobs.validation import parse_pipeline
 
 
 def execution_arn(state_machine_arn: str, job_id: str) -> str:
@@ -55,7 +56,7 @@ class StepFunctionsExecutor:
         """What the state machine needs: the job, its task definition and overrides, its time
         limit (the job's --job_timeout_seconds, at most the deployment's maximum)."""
         options = job_options(job, self._blobs)
-        images = docker_images(self._blobs.get(job.pipeline_ref))
+        images = docker_images(parse_pipeline(self._blobs.get(job.pipeline_ref)))
         if len(images) > 1:
             raise ExecutorError(
                 f"the pipeline's DOCKER environments use {len(images)} SDK images "

@@ -71,6 +71,11 @@ class JobStore(ABC):
     def set_metrics_ref(self, job_id: str, metrics_ref: str) -> None:
         """Point the job at its latest published metrics."""
 
+    @abstractmethod
+    def count(self, counter: str, limit: int, *, keep_seconds: float) -> bool:
+        """Add one to `counter` (kept at least `keep_seconds`) unless it has reached `limit`;
+        whether it was added to."""
+
     def events(self, job_id: str, *, after_seq: int = 0) -> list[Event]:
         """Every event above `after_seq`, in order (a whole history: for tools and tests;
         streams read page by page)."""

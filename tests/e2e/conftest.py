@@ -3,12 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -18,82 +12,12 @@ from apache_beam.portability.api import beam_job_api_pb2_grpc
 
 from tests.e2e.user_scripts import build_sdist
 from tests.jobstates import advance
+from tests.processes import ROOT, WORKER_PYTHON, Process, free_port, serve
 
-ROOT = Path(__file__).resolve().parents[2]
+# Re-exported: the e2e tests import them from here.
+__all__ = ["ROOT", "WORKER_PYTHON", "Process", "free_port", "serve"]
+
 EMBEDDED = "beam:env:embedded_python:v1"
-# Servers run their workers from the workers' own virtualenv (the SDK image's packages), as
-# `make run` does, and build stand-ins for other SDK images once per clone.
-WORKER_PYTHON = os.environ.get("BEAMJOBS_WORKER_PYTHON") or str(ROOT / ".venv-worker/bin/python")
-ENVIRONMENT_CACHE = ROOT / ".cache" / "environments"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Process:
-    """A Beamjobs command running in the background, with its output in a log file."""
-
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.log = log
-        self._file = log.open("w")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "beamjobs.cli", *args],
-            cwd=ROOT,
-            stdout=self._file,
-            stderr=subprocess.STDOUT,
-            env={
-                **os.environ,
-                "PYTHONUNBUFFERED": "1",
-                "BEAMJOBS_WORKER_PYTHON": WORKER_PYTHON,
-                "BEAMJOBS_ENVIRONMENT_CACHE": str(ENVIRONMENT_CACHE),
-                **(env or {}),
-            },
-        )
-
-    def wait_for_port(self, port: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"exited early:\n{self.log.read_text()}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError(f"port {port} never opened:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._file.close()
-
-
-def serve(
-    tmp: Path, name: str, port: int, *extra: str, env: dict[str, str] | None = None
-) -> Process:
-    server = Process(
-        [
-            "serve",
-            "--host",
-            "localhost",
-            "--port",
-            str(port),
-            "--template",
-            "template.yaml",
-            *extra,
-        ],
-        tmp / f"{name}.log",
-        env,
-    )
-    server.wait_for_port(port)
-    return server
 
 
 @pytest.fixture(scope="session")

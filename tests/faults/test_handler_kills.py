@@ -14,7 +14,7 @@ from beamjobs.identity import LOCAL_CALLER
 from beamjobs.shim.invoker import LocalContext
 from beamjobs.states import JobState
 from tests.faults.clients.kill_control import REMAINING_MS
-from tests.integration.conftest import ROOT, pipeline_bytes
+from tests.integration.conftest import ROOT, pipeline_bytes, with_quotas
 
 DRIVER = Path(__file__).parent / "clients" / "kill_control.py"
 # More write points than the three calls make: the last run gets through untouched.
@@ -57,9 +57,12 @@ def _retry(handler, event):
 
 
 def test_the_control_function_killed_at_every_write_point_loses_and_repeats_nothing(
-    settings, stores, executor
+    monkeypatch, settings, stores, executor
 ):
     from beamjobs_functions.control.app import lambda_handler
+
+    # Each round leaves a job CANCELLING (active): room for all of them.
+    settings = with_quotas(monkeypatch, settings, executor, quota_concurrent_jobs=1000)
 
     pipeline_ref = stores.blobs.put_content("pipelines", pipeline_bytes())
     killed_points = 0

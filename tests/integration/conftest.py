@@ -4,6 +4,7 @@ with the table and bucket built from template.yaml's own definitions, as `make r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -89,6 +90,16 @@ def settings(monkeypatch, embedded_aws) -> Settings:
     return settings
 
 
+def with_quotas(monkeypatch, settings: Settings, executor: Any, **quotas: Any) -> Settings:
+    """These settings with other quotas, for the shim and for the handlers it calls (which
+    read theirs from the environment, as on AWS), starting jobs with `executor`."""
+    changed = dataclasses.replace(settings, **quotas)
+    for name, value in changed.to_env().items():
+        monkeypatch.setenv(name, value)
+    runtime.install_executor(changed, executor)
+    return changed
+
+
 @pytest.fixture
 def stores(settings) -> runtime.Stores:
     return runtime.stores(settings)
@@ -149,6 +160,7 @@ def running_shim(
         port=0,
         advertised_endpoint=settings.advertised_endpoint,
         authentication=authentication,
+        quotas=settings.quotas(),
     )
     shim = asyncio.run_coroutine_threadsafe(start, loop).result(timeout=10)
     options = [
@@ -195,6 +207,7 @@ def make_job(job_id: str, *, created: float | None = None, **fields: Any) -> Job
 
 def pipeline_bytes(*, bounded: bool = True, padding: str = "") -> bytes:
     pipeline = pipeline_pb2.Pipeline(root_transform_ids=["impulse"])
+    pipeline.components.transforms["impulse"].spec.urn = "beam:transform:impulse:v1"
     pipeline.components.pcollections["out"].is_bounded = (
         pipeline_pb2.IsBounded.BOUNDED if bounded else pipeline_pb2.IsBounded.UNBOUNDED
     )

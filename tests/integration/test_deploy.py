@@ -38,6 +38,7 @@ from beamjobs.blobs import BlobStore
 from beamjobs.dynamodb_store import DynamoJobStore
 from beamjobs.identity import LOCAL_CALLER
 from beamjobs.jobs import Jobs
+from beamjobs.limits import Quotas
 from beamjobs.provision import load_template
 from beamjobs.service import JobControl
 from beamjobs.shim.invoker import LocalContext
@@ -285,7 +286,7 @@ def _control(cloudformation, outputs):
         max_job_seconds=3600,
     )
     control = JobControl(
-        Jobs(jobs), blobs, executor, ArtifactLocation(outputs["ArtifactsBucketName"])
+        Jobs(jobs), blobs, executor, ArtifactLocation(outputs["ArtifactsBucketName"]), Quotas()
     )
     return control, jobs, blobs, sfn
 

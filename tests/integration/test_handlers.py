@@ -387,7 +387,8 @@ def test_reconcile_of_an_execution_status_change(stores, executor, status, befor
     ("option", "value", "says"),
     [
         ("worker_vcpu", "3", "--worker_vcpu must be one of"),
-        ("worker_memory_mb", "100", "--worker_memory_mb for 1 vCPU must be"),
+        ("worker_memory_mb", "1024", "--worker_memory_mb for 1 vCPU must be"),
+        ("worker_memory_mb", "100", "--worker_memory_mb must be 512 to 122880"),
         ("job_timeout_seconds", "soon", "--job_timeout_seconds must be a number"),
     ],
 )

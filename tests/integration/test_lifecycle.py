@@ -11,6 +11,7 @@ from beamjobs import runtime
 from beamjobs.dynamodb_store import DynamoJobStore
 from beamjobs.identity import LOCAL_CALLER
 from beamjobs.jobs import Jobs
+from beamjobs.limits import Quotas
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.service import JobControl
 from beamjobs.states import TERMINAL_STATES, JobState
@@ -95,7 +96,7 @@ class SettlingExecutor:
 
 def test_racing_cancels_and_completions_agree_on_one_terminal_state(jobs, stores):
     control = JobControl(
-        Jobs(jobs), stores.blobs, SettlingExecutor(jobs), stores.artifacts.location
+        Jobs(jobs), stores.blobs, SettlingExecutor(jobs), stores.artifacts.location, Quotas()
     )
     ids = [f"race-{i}" for i in range(100)]
     for job_id in ids:

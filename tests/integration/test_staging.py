@@ -34,6 +34,7 @@ def _artifact(path, staged_name, sha256=""):
 
 def _pipeline(*dependencies):
     pipeline = pipeline_pb2.Pipeline(root_transform_ids=["impulse"])
+    pipeline.components.transforms["impulse"].spec.urn = "beam:transform:impulse:v1"
     pipeline.components.environments["py"].urn = "beam:env:embedded_python:v1"
     pipeline.components.environments["py"].dependencies.extend(dependencies)
     return pipeline.SerializeToString()
@@ -113,7 +114,7 @@ BIG = os.urandom(20 * 1024 * 1024 + 123)  # several S3 parts
 SMALL = b"tiny package bytes"
 FILES = {"/client/big.tar.gz": BIG, "/client/small.whl": SMALL}
 DEPENDENCIES = (
-    _artifact("/client/big.tar.gz", "extra_packages/big.tar.gz"),
+    _artifact("/client/big.tar.gz", "big.tar.gz"),
     _artifact("/client/small.whl", "small.whl"),
 )
 
@@ -160,7 +161,7 @@ def test_staged_artifacts_land_in_s3_by_content_and_the_pipeline_points_at_them(
         pipeline_pb2.ArtifactStagingToRolePayload.FromString(a.role_payload).staged_name
         for a in stored.components.environments["py"].dependencies
     ]
-    assert names == ["extra_packages/big.tar.gz", "small.whl"]
+    assert names == ["big.tar.gz", "small.whl"]
 
 
 def test_the_same_bytes_staged_again_add_no_object(channel, settings, stores, executor):
@@ -203,7 +204,7 @@ def test_bytes_that_differ_from_their_declared_hash_are_refused(
 
 
 def test_an_artifact_over_the_size_limit_is_resource_exhausted(settings, stores, executor):
-    limited = dataclasses.replace(settings, max_artifact_bytes=10 * 1024 * 1024)
+    limited = dataclasses.replace(settings, quota_artifact_bytes_per_job=10 * 1024 * 1024)
     with running_shim(limited) as shim:
         _, prepared = _prepare(shim.channel, _pipeline(*DEPENDENCIES))
         with pytest.raises(grpc.RpcError) as refused:
@@ -226,13 +227,13 @@ def test_a_client_that_hangs_up_mid_staging_leaves_the_preparation_unrunnable(
 
     # The session records what it staged before the client left: only the big one is missing.
     deadline = time.monotonic() + 10
-    while stores.jobs.get(job_id).unstaged != ("extra_packages/big.tar.gz",):
+    while stores.jobs.get(job_id).unstaged != ("big.tar.gz",):
         assert time.monotonic() < deadline, stores.jobs.get(job_id).unstaged
         time.sleep(0.05)
     with pytest.raises(grpc.RpcError) as run:
         stub.Run(job_api_pb2.RunJobRequest(preparation_id=job_id))
     assert run.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "extra_packages/big.tar.gz" in run.value.details()
+    assert "big.tar.gz" in run.value.details()
     assert "small.whl" not in run.value.details()
     assert executor.started == []
     # Nothing half-written is visible, and the abandoned upload is gone.

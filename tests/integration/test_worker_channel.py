@@ -41,7 +41,7 @@ def two_jobs(stores):
         ("mine", SECRET, b"my package"),
         ("theirs", OTHER_SECRET, b"x"),
     ):
-        sha = stores.artifacts.upload()
+        sha = stores.artifacts.upload(max_bytes=1024, quota_bytes=1024)
         sha.write(content)
         digest = sha.finish()
         pipeline = pipeline_pb2.Pipeline.FromString(pipeline_bytes())

@@ -35,7 +35,7 @@ def _pipeline(*dependency_lists):
 
 
 def test_a_staged_reference_keeps_the_role_and_points_at_the_content_address():
-    original = _file("/home/me/pkg.tar.gz", "extra_packages/pkg.tar.gz")
+    original = _file("/home/me/pkg.tar.gz", "pkg.tar.gz")
     staged = reference(LOCATION, SHA, original)
     payload = pipeline_pb2.ArtifactUrlPayload.FromString(staged.type_payload)
     assert (staged.type_urn, payload.url, payload.sha256) == (
@@ -45,7 +45,7 @@ def test_a_staged_reference_keeps_the_role_and_points_at_the_content_address():
     )
     assert (staged.role_urn, staged.role_payload) == (original.role_urn, original.role_payload)
     assert staged_sha256(LOCATION, staged) == SHA
-    assert display_name(staged) == "extra_packages/pkg.tar.gz"
+    assert display_name(staged) == "pkg.tar.gz"
 
 
 def test_only_references_to_this_bucket_with_a_matching_hash_count_as_staged():

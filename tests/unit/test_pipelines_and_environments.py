@@ -5,18 +5,20 @@ from beamjobs.artifacts import ArtifactLocation
 from beamjobs.environments import EMBEDDED, EXTERNAL, unsupported_environments_message
 from beamjobs.errors import InvalidArgument
 from beamjobs.pipelines import summarize
+from beamjobs.validation import parse_pipeline
 
 LOCATION = ArtifactLocation("bucket")
 
 
 def _pipeline(bounded=True, urns=(EMBEDDED,)):
     pipeline = pipeline_pb2.Pipeline(root_transform_ids=["read"])
+    pipeline.components.transforms["read"].spec.urn = "beam:transform:impulse:v1"
     pipeline.components.pcollections["pc"].is_bounded = (
         pipeline_pb2.IsBounded.BOUNDED if bounded else pipeline_pb2.IsBounded.UNBOUNDED
     )
     for index, urn in enumerate(urns):
         pipeline.components.environments[f"env{index}"].urn = urn
-    return pipeline.SerializeToString()
+    return pipeline
 
 
 def test_a_batch_pipeline_is_bounded_and_lists_its_environments():
@@ -34,7 +36,7 @@ def test_one_unbounded_collection_makes_a_streaming_pipeline():
 )
 def test_what_is_not_a_runnable_pipeline_is_an_invalid_argument(garbage):
     with pytest.raises(InvalidArgument):
-        summarize(garbage, LOCATION)
+        parse_pipeline(garbage)
 
 
 def test_supported_environments_pass_and_others_are_named_with_a_remedy():

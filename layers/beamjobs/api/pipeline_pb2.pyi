@@ -18,7 +18,14 @@ class Pipeline(_message.Message):
     def __init__(self, components: _Optional[_Union[Components, _Mapping]] = ..., root_transform_ids: _Optional[_Iterable[str]] = ..., requirements: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Components(_message.Message):
-    __slots__ = ("pcollections", "environments")
+    __slots__ = ("transforms", "pcollections", "environments")
+    class TransformsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: PTransform
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[PTransform, _Mapping]] = ...) -> None: ...
     class PcollectionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,11 +40,13 @@ class Components(_message.Message):
         key: str
         value: Environment
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...
+    TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
     PCOLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENTS_FIELD_NUMBER: _ClassVar[int]
+    transforms: _containers.MessageMap[str, PTransform]
     pcollections: _containers.MessageMap[str, PCollection]
     environments: _containers.MessageMap[str, Environment]
-    def __init__(self, pcollections: _Optional[_Mapping[str, PCollection]] = ..., environments: _Optional[_Mapping[str, Environment]] = ...) -> None: ...
+    def __init__(self, transforms: _Optional[_Mapping[str, PTransform]] = ..., pcollections: _Optional[_Mapping[str, PCollection]] = ..., environments: _Optional[_Mapping[str, Environment]] = ...) -> None: ...
 
 class IsBounded(_message.Message):
     __slots__ = ()
@@ -50,6 +59,26 @@ class IsBounded(_message.Message):
     UNBOUNDED: IsBounded.Enum
     BOUNDED: IsBounded.Enum
     def __init__(self) -> None: ...
+
+class PTransform(_message.Message):
+    __slots__ = ("spec", "subtransforms", "unique_name", "environment_id")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    SUBTRANSFORMS_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_NAME_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    spec: FunctionSpec
+    subtransforms: _containers.RepeatedScalarFieldContainer[str]
+    unique_name: str
+    environment_id: str
+    def __init__(self, spec: _Optional[_Union[FunctionSpec, _Mapping]] = ..., subtransforms: _Optional[_Iterable[str]] = ..., unique_name: _Optional[str] = ..., environment_id: _Optional[str] = ...) -> None: ...
+
+class FunctionSpec(_message.Message):
+    __slots__ = ("urn", "payload")
+    URN_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    urn: str
+    payload: bytes
+    def __init__(self, urn: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class PCollection(_message.Message):
     __slots__ = ("unique_name", "is_bounded")

@@ -27,9 +27,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from beamjobs import poison
 from beamjobs.aws import error_code
 from beamjobs.dynamodb_store import DynamoJobStore, event_from_stream_image
-from beamjobs.errors import BeamjobsError
+from beamjobs.errors import BeamjobsError, MalformedItem, ResourceExhausted
+from beamjobs.limits import Quotas
 from beamjobs.model import Event, event_bytes
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ DESCRIBE_INTERVAL_SECONDS = 10.0
 # Bytes of events waiting for one subscriber (their messages' UTF-8 text, and a little for
 # each event); beyond this it is told to catch up from the table.
 SUBSCRIBER_CAPACITY_BYTES = 4 * 1024 * 1024
+MAX_SUBSCRIBERS = Quotas().total_subscribers
 _EVENT_OVERHEAD_BYTES = 100
 
 
@@ -122,6 +125,7 @@ class ChangeFeed:
         blocking: Blocking,
         *,
         capacity_bytes: int = SUBSCRIBER_CAPACITY_BYTES,
+        max_subscribers: int = MAX_SUBSCRIBERS,
         busy_interval: float = BUSY_INTERVAL_SECONDS,
         max_idle_interval: float = MAX_IDLE_INTERVAL_SECONDS,
         describe_interval: float = DESCRIBE_INTERVAL_SECONDS,
@@ -130,6 +134,7 @@ class ChangeFeed:
         self._store = store
         self._blocking = blocking
         self._capacity = capacity_bytes
+        self._max_subscribers = max_subscribers
         self._busy = busy_interval
         self._max_idle = max_idle_interval
         self._describe_interval = describe_interval
@@ -142,6 +147,11 @@ class ChangeFeed:
     # -- subscribers ----------------------------------------------------------------------------
 
     def subscribe(self, job_id: str) -> Subscription:
+        if self.subscriber_count >= self._max_subscribers:
+            raise ResourceExhausted(
+                f"this Job API server follows at most {self._max_subscribers} streams at once "
+                "(its subscriber limit); try again later"
+            )
         subscription = Subscription(job_id, self._capacity)
         if self._closed:
             subscription.offer(CLOSED)
@@ -167,7 +177,11 @@ class ChangeFeed:
     def _dispatch(self, records: list[dict[str, Any]]) -> None:
         for record in records:
             image = record.get("dynamodb", {}).get("NewImage")
-            decoded = event_from_stream_image(image) if image else None
+            try:
+                decoded = event_from_stream_image(image) if image else None
+            except MalformedItem as error:  # skipped: its job's followers see a gap, and
+                poison.skipped("the change feed", _keys(record), error)  # catch up
+                continue
             if decoded is None:
                 continue  # a job record's projection or heartbeat, an idempotency item
             job_id, event = decoded
@@ -215,9 +229,17 @@ class ChangeFeed:
         while True:
             try:
                 await self._follow_stream(start_at_latest=first)
-            except (BeamjobsError, ClientError, BotoCoreError, OSError) as error:
-                # Unavailable or gone: subscribers poll the table meanwhile, by resyncing.
-                logger.warning("change feed interrupted (%s); retrying in %.1f s", error, backoff)
+            except Exception as error:  # the feed must outlive whatever it meets
+                # Unavailable or gone (or a fault of the reader's own, logged in full):
+                # subscribers poll the table meanwhile, by resyncing.
+                expected = isinstance(error, (BeamjobsError, ClientError, BotoCoreError, OSError))
+                logger.log(
+                    logging.WARNING if expected else logging.ERROR,
+                    "change feed interrupted (%s); retrying in %.1f s",
+                    error,
+                    backoff,
+                    exc_info=not expected,
+                )
                 self._broadcast(RESYNC)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -322,3 +344,7 @@ class ChangeFeed:
         if shard.iterator is None:
             shard.exhausted = True
         return bool(records)
+
+
+def _keys(record: dict[str, Any]) -> Any:
+    return record.get("dynamodb", {}).get("Keys", record.get("eventID"))

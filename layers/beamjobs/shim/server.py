@@ -16,11 +16,13 @@ from grpc_reflection.v1alpha import reflection
 
 from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, job_api_pb2, job_api_pb2_grpc
 from beamjobs.identity import AccessPolicy
+from beamjobs.limits import MAX_STREAMS_PER_CONNECTION, PIPELINE_MESSAGE_MAX_BYTES, Quotas
 from beamjobs.runtime import Stores
 from beamjobs.shim.auth import Authenticator
 from beamjobs.shim.backend import Backend
 from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.shim.invoker import Invoker
+from beamjobs.shim.message_limits import MessageLimits
 from beamjobs.shim.servicer import JobServicer, OpenStreams
 from beamjobs.shim.staging import ArtifactStagingServicer
 from beamjobs.signed_identity import Verifier
@@ -30,8 +32,9 @@ Authentication = tuple[Verifier, AccessPolicy]
 
 logger = logging.getLogger(__name__)
 
-# Pipelines of tens of megabytes must be accepted (the handlers get them by S3 reference).
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+# Pipelines of tens of megabytes must be accepted (the handlers get them by S3 reference);
+# every other method has a smaller limit of its own (beamjobs.shim.message_limits).
+MAX_MESSAGE_BYTES = PIPELINE_MESSAGE_MAX_BYTES
 # Blocking work (handler calls, DynamoDB and S3) runs here, off the event loop.
 BLOCKING_THREADS = 32
 STREAM_WINDOW_BYTES = 4 * 1024 * 1024
@@ -110,16 +113,20 @@ async def start_shim(
     port: int,
     advertised_endpoint: str | None = None,
     authentication: Authentication | None = None,
+    quotas: Quotas | None = None,
 ) -> Shim:
     """Serve the Job API; with `authentication`, for the principals it admits only (without,
-    every call is the local caller)."""
+    every call is the local caller); each principal within `quotas` (the defaults when None)."""
+    quotas = quotas or Quotas()
     return_large_buffers_to_the_os()
     pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="shim-blocking")
     backend = Backend(invoker, stores, pool)
     verifier, policy = authentication or (None, None)
     server = grpc.aio.server(
-        interceptors=[Authenticator(verifier, policy, backend.blocking)],
+        interceptors=[Authenticator(verifier, policy, backend.blocking), MessageLimits()],
         options=[
+            # More streams than this on one connection wait in the client.
+            ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # Keep idle streams alive through load balancers; accept clients' keepalive pings.
@@ -139,13 +146,15 @@ async def start_shim(
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
-    feed = ChangeFeed(streams_client, stores.jobs, backend.blocking)
-    streams = OpenStreams()
-    job_api_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(backend, feed, staging_endpoint(host, bound, advertised_endpoint), streams),
-        server,
+    feed = ChangeFeed(
+        streams_client, stores.jobs, backend.blocking, max_subscribers=quotas.total_subscribers
     )
-    staging = ArtifactStagingServicer(backend)
+    streams = OpenStreams(quotas.streams_per_principal)
+    endpoint = staging_endpoint(host, bound, advertised_endpoint)
+    job_api_pb2_grpc.add_JobServiceServicer_to_server(
+        JobServicer(backend, feed, endpoint, streams, quotas), server
+    )
+    staging = ArtifactStagingServicer(backend, quotas, streams)
     artifact_api_pb2_grpc.add_ArtifactStagingServiceServicer_to_server(staging, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

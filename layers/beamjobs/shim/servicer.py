@@ -13,15 +13,17 @@ from google.protobuf import json_format, timestamp_pb2
 
 from beamjobs import staging_tokens
 from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
-from beamjobs.errors import FailedPrecondition
+from beamjobs.errors import FailedPrecondition, InvalidArgument
 from beamjobs.jobs import Jobs
+from beamjobs.limits import Quotas, exceeded
 from beamjobs.model import Event, Job
-from beamjobs.service import require_id
+from beamjobs.service import check_quotas
 from beamjobs.shim import streams
 from beamjobs.shim.auth import current_caller
 from beamjobs.shim.backend import Backend, guarded
 from beamjobs.shim.changefeed import CLOSED, ChangeFeed
 from beamjobs.states import JobState as States
+from beamjobs.validation import check_prepare, require_id
 
 JobState = job_api_pb2.JobState
 STATE_STREAM_END_PAUSE_SECONDS = 2.0
@@ -29,21 +31,33 @@ JobMessage = job_api_pb2.JobMessage
 
 
 class OpenStreams:
-    """The state and message streams open now, so that a stopping shim can let them end."""
+    """The streams open now (job streams and staging sessions), by principal: so that a
+    stopping shim can let them end, and no principal holds more than its quota."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_principal: int) -> None:
+        self._per_principal = per_principal
         self._count = 0
+        self._by_principal: dict[str, int] = {}
         self._none = asyncio.Event()
         self._none.set()
 
     @contextlib.contextmanager
     def open(self) -> Iterator[None]:
+        """One more stream of the current caller's (ResourceExhausted past the quota)."""
+        principal = current_caller().principal
+        held = self._by_principal.get(principal, 0)
+        if held >= self._per_principal:
+            raise exceeded("open streams", str(self._per_principal), f"{held} open")
+        self._by_principal[principal] = held + 1
         self._count += 1
         self._none.clear()
         try:
             yield
         finally:
             self._count -= 1
+            self._by_principal[principal] -= 1
+            if not self._by_principal[principal]:
+                del self._by_principal[principal]
             if self._count == 0:
                 self._none.set()
 
@@ -52,6 +66,14 @@ class OpenStreams:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):  # cancellable, unlike 3.11's wait_for
                 await self._none.wait()
+
+
+def _options(struct: Any) -> dict[str, Any]:
+    """Pipeline options as JSON (InvalidArgument for numbers JSON cannot hold: NaN, ±inf)."""
+    try:
+        return dict(json_format.MessageToDict(struct))
+    except (ValueError, json_format.Error) as error:
+        raise InvalidArgument(f"pipeline_options cannot be read: {error}") from None
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -82,8 +104,14 @@ def _messages(event: Event) -> list[job_api_pb2.JobMessagesResponse]:
 
 class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     def __init__(
-        self, backend: Backend, feed: ChangeFeed, staging_endpoint: str, streams: OpenStreams
+        self,
+        backend: Backend,
+        feed: ChangeFeed,
+        staging_endpoint: str,
+        streams: OpenStreams,
+        quotas: Quotas,
     ) -> None:
+        self._quotas = quotas
         self._stores = backend.stores
         self._feed = feed
         self._streams = streams
@@ -94,6 +122,12 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
 
     @guarded
     async def Prepare(self, request: Any, context: Any) -> Any:
+        options = _options(request.pipeline_options)
+        # Checked, and counted against the caller's quota, before anything is stored: a
+        # refused Prepare leaves nothing behind.
+        pipeline = await self._blocking(check_prepare, request.pipeline, options, request.job_name)
+        check_quotas(self._quotas, pipeline, options)
+        await self._blocking(Jobs(self._stores.jobs).admit_prepare, current_caller(), self._quotas)
         # The pipeline can be far larger than a Lambda payload: the handler gets an S3 key.
         pipeline_ref = await self._blocking(
             self._stores.blobs.put_content, "pipelines", request.pipeline
@@ -104,7 +138,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
             "Prepare",
             {
                 "pipeline_ref": pipeline_ref,
-                "pipeline_options": json_format.MessageToDict(request.pipeline_options),
+                "pipeline_options": options,
                 "job_name": request.job_name,
                 "staging_token_sha256": staging_tokens.digest(secret),
             },
@@ -183,8 +217,8 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     @guarded
     async def GetStateStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
-        await self._refuse_a_deadline_before_run(await self._owned(job_id), context)
-        with self._streams.open():
+        with self._streams.open():  # counted first: refused without reading the table
+            await self._refuse_a_deadline_before_run(await self._owned(job_id), context)
             async with contextlib.aclosing(self._follow(job_id, context)) as events:
                 async for event in events:
                     if event.state is not None:
@@ -198,8 +232,8 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     @guarded
     async def GetMessageStream(self, request: Any, context: Any) -> Any:
         job_id = require_id(request.job_id)
-        await self._refuse_a_deadline_before_run(await self._owned(job_id), context)
         with self._streams.open():
+            await self._refuse_a_deadline_before_run(await self._owned(job_id), context)
             async with contextlib.aclosing(self._follow(job_id, context)) as events:
                 async for event in events:
                     # An event's messages come before its state: a FAILED job's cause is in

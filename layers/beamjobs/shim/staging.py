@@ -25,34 +25,42 @@ from beamjobs import staging_tokens
 from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, pipeline_pb2
 from beamjobs.artifacts import ArtifactStore, Upload
 from beamjobs.dependencies import declared_sha256, display_name, reference, staged_sha256
-from beamjobs.errors import BeamjobsError, FailedPrecondition, InvalidArgument
+from beamjobs.errors import BeamjobsError, DeadlineExceeded, FailedPrecondition, InvalidArgument
 from beamjobs.jobs import STAGING_LEASE_SECONDS
-from beamjobs.pipelines import parse
+from beamjobs.limits import Quotas
 from beamjobs.shim.auth import current_caller
 from beamjobs.shim.backend import Backend, guarded
+from beamjobs.shim.servicer import OpenStreams
+from beamjobs.validation import dependency_problems, parse_pipeline
 
 logger = logging.getLogger(__name__)
 Request = artifact_api_pb2.ArtifactRequestWrapper
 
 
 class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServicer):
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, quotas: Quotas, streams: OpenStreams) -> None:
         self._backend = backend
+        self._quotas = quotas
+        self._streams = streams
         # Recordings of sessions that ended early, kept until done (tasks are weakly held).
         self._recordings: set[asyncio.Task[Any]] = set()
 
     @guarded
     async def ReverseArtifactRetrievalService(self, request_iterator: Any, context: Any) -> None:
+        with self._streams.open():
+            await self._serve(context)
+
+    async def _serve(self, context: Any) -> None:
         # Headers first: a session with nothing to stage would otherwise end trailers-only,
         # and the TypeScript SDK's client (protobuf-ts over grpc-js) then waits forever for
         # the response headers it never gets.
         await context.send_initial_metadata(())
         principal = current_caller().principal
-        session = _Session(self._backend, context, principal)
-        first = await session.read()
+        session = _Session(self._backend, context, principal, self._quotas)
+        first = await session.read(first=True)
         job_id, token_sha256 = staging_tokens.parse(first.staging_token)
         lease = _Lease(self._backend, job_id, token_sha256)
-        pipeline = parse(
+        pipeline = parse_pipeline(
             await self._backend.blocking(self._backend.stores.blobs.get, await lease.take())
         )
         keeping = asyncio.ensure_future(lease.keep())
@@ -133,15 +141,28 @@ class _Session:
     """One staging stream: reads the SDK's responses, writes requests, stages each distinct
     artifact once, and rewrites the pipeline's dependencies as it goes."""
 
-    def __init__(self, backend: Backend, context: Any, principal: str) -> None:
+    def __init__(self, backend: Backend, context: Any, principal: str, quotas: Quotas) -> None:
         self._backend = backend
         self._artifacts: ArtifactStore = backend.stores.artifacts
         self._context = context
         self._principal = principal
+        self._quotas = quotas
         self._staged: dict[bytes, Any] = {}
+        self._transferred = 0  # bytes received, against the job's artifact quota
 
-    async def read(self, expected: str | None = None) -> Any:
-        response = await self._context.read()
+    async def read(self, expected: str | None = None, *, first: bool = False) -> Any:
+        idle = self._quotas.staging_idle_seconds
+        try:
+            async with asyncio.timeout(idle):
+                response = await self._context.read()
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the staging session sent nothing for {idle:g} s (the idle limit)"
+            ) from None
+        if response is grpc.aio.EOF and first:
+            raise InvalidArgument(
+                "the first message of a staging session carries the staging token"
+            )
         if response is grpc.aio.EOF:
             raise FailedPrecondition("the client ended artifact staging before it was complete")
         if expected is not None and response.WhichOneof("response") != expected:
@@ -161,6 +182,9 @@ class _Session:
                 )
             )
             resolved = (await self.read("resolve_artifact_response")).resolve_artifact_response
+            problems = dependency_problems("the resolution", resolved.replacements)
+            if problems:
+                raise InvalidArgument("; ".join(problems))
             # The resolution stands for what it resolved: the environment now depends on it.
             kept = [a for a in env.dependencies if staged_sha256(location, a) is not None]
             del env.dependencies[:]
@@ -187,14 +211,19 @@ class _Session:
         await self._context.write(
             Request(get_artifact=artifact_api_pb2.GetArtifactRequest(artifact=artifact))
         )
-        upload: Upload = self._artifacts.upload()
+        quota = self._quotas.artifact_bytes_per_job
+        upload: Upload = self._artifacts.upload(
+            max_bytes=quota - self._transferred, quota_bytes=quota
+        )
         try:
             while True:
                 chunk = await self.read("get_artifact_response")
                 if chunk.get_artifact_response.data:
                     await self._backend.blocking(upload.write, chunk.get_artifact_response.data)
                 if chunk.is_last:
-                    return str(await self._backend.blocking(upload.finish, declared))
+                    sha = str(await self._backend.blocking(upload.finish, declared))
+                    self._transferred += upload.size
+                    return sha
         except BaseException:
             # Not awaited: the call may be cancelled already. S3 forgets the parts.
             asyncio.get_running_loop().run_in_executor(self._backend.pool, upload.abort)

@@ -39,4 +39,5 @@ if __name__ == "__main__":
             event["request"]["job_id"] = job_id
         context = ShortContext(function_name="control", aws_request_id=event["request_id"])
         answer = lambda_handler(event, context)
+        assert "result" in answer, answer
         job_id = answer["result"].get("preparation_id", job_id)
