@@ -242,20 +242,31 @@ class DynamoJobStore(JobStore):
 
     def count(self, counter: str, limit: int, *, keep_seconds: float) -> bool:
         # Counters are items of their own partition, apart from every job's; the condition
-        # makes the check and the increment one step, whichever shim or handler counts.
+        # makes the check and the increment one step, whichever shim or handler counts. The
+        # writer token tells a retry whose first attempt counted (its response lost) from a
+        # counter that was full already.
+        writer = uuid.uuid4().hex
         try:
             with aws_errors(f"counter {counter}"):
                 self._db.update_item(
                     TableName=self._table,
                     Key=_to_item({"pk": f"counter#{counter}", "sk": "counter"}),
-                    UpdateExpression="ADD n :one SET expires_at = if_not_exists(expires_at, :e)",
+                    UpdateExpression=(
+                        f"ADD n :one SET {WRITER} = :w, expires_at = if_not_exists(expires_at, :e)"
+                    ),
                     ConditionExpression="attribute_not_exists(n) OR n < :limit",
                     ExpressionAttributeValues=_to_item(
-                        {":one": 1, ":limit": limit, ":e": int(self._clock() + keep_seconds)}
+                        {
+                            ":one": 1,
+                            ":limit": limit,
+                            ":w": writer,
+                            ":e": int(self._clock() + keep_seconds),
+                        }
                     ),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
-        except Conflict:
-            return False
+        except Conflict as conflict:
+            return _written_by(conflict.__cause__, writer)
         return True
 
     def stream_arn(self) -> str:

@@ -10,7 +10,7 @@ import pytest
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
-from beamjobs.errors import Unavailable
+from beamjobs.errors import ResourceExhausted, Unavailable
 from beamjobs.model import Event, Message
 from beamjobs.shim.changefeed import RESYNC, ChangeFeed
 from beamjobs.shim.streams import follow
@@ -334,3 +334,12 @@ def test_a_follower_cancelled_as_an_item_arrives_is_cancelled_and_unsubscribed()
         return ended, count
 
     assert _run(scenario()) == (True, 0)
+
+
+def test_subscribers_past_the_feeds_limit_are_resource_exhausted_and_not_registered():
+    feed = _feed(FakeStreams(), Log(), max_subscribers=2)
+    feed.subscribe("a")
+    feed.subscribe("b")
+    with pytest.raises(ResourceExhausted, match="at most 2 streams"):
+        feed.subscribe("c")
+    assert feed.subscriber_count == 2
