@@ -57,8 +57,17 @@ class Storage:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=LOCAL_BUCKET):
             objects |= {(o["Key"], o["ETag"]) for o in page.get("Contents", [])}
         items = set()
-        for page in self.dynamodb.get_paginator("scan").paginate(TableName=LOCAL_TABLE):
-            items |= {(i["pk"]["S"], i["sk"]["S"], repr(sorted(i.items()))) for i in page["Items"]}
+        # Keys, and what changes in place: a counter's count, a record's sequence number.
+        scan = self.dynamodb.get_paginator("scan").paginate(
+            TableName=LOCAL_TABLE,
+            ProjectionExpression="pk, sk, #n, seq",
+            ExpressionAttributeNames={"#n": "n"},
+        )
+        for page in scan:
+            items |= {
+                (i["pk"]["S"], i["sk"]["S"], repr(i.get("n")), repr(i.get("seq")))
+                for i in page["Items"]
+            }
         uploads = self.s3.list_multipart_uploads(Bucket=LOCAL_BUCKET).get("Uploads", [])
         return {
             "objects": frozenset(objects),
