@@ -26,7 +26,9 @@ QUOTAS = {
     "BEAMJOBS_QUOTA_WORKER_MEMORY_MB": "8192",
     "BEAMJOBS_QUOTA_IMAGES": "apache/beam_*",
     "BEAMJOBS_QUOTA_STREAMS": "64",
-    "BEAMJOBS_STAGING_IDLE_SECONDS": "2",
+    # Long enough for a 200 MiB message to arrive on a busy machine (a message in flight is
+    # not idle, but the server sees it only whole).
+    "BEAMJOBS_STAGING_IDLE_SECONDS": "10",
 }
 CLIENT_OPTIONS = [
     ("grpc.max_send_message_length", 300 * MiB),
