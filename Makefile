@@ -22,7 +22,7 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
 
-.PHONY: run setup stand-ins test test-fast fuzz lint proto bench clean sam-validate worker-lock
+.PHONY: run setup stand-ins test test-control-plane test-e2e fuzz lint proto bench clean sam-validate worker-lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,9 +64,15 @@ worker-lock: $(STAMP)
 
 ## Unit, integration, fault, abuse and end-to-end tests. The Beam SDK and our wire classes
 ## declare the same protobuf names, so the suites that import apache_beam run in their own
-## interpreter.
+## interpreter. The two interpreters run side by side (most of either's time is spent waiting
+## on processes, sockets and clocks); each one's output is shown whole when it ends.
 test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) stand-ins sam-validate
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-control-plane test-e2e
+
+test-control-plane: $(STAMP)
 	$(BIN)/pytest tests/unit tests/integration tests/faults tests/abuse
+
+test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) stand-ins
 	$(BIN)/pytest tests/e2e
 
 ## The abuse suite's generated requests, ten times CI's budget.
