@@ -78,6 +78,8 @@ class SoakExecutor:
     """Starts each job's worker on a thread of its own, after its plan's start delay; a stop
     (Cancel) ends the worker as a SIGTERM would, and the watcher settles the job."""
 
+    name = "soak"
+
     def __init__(self, jobs: Jobs, outcomes: Jobs, plans: dict[str, Plan]) -> None:
         self._jobs = jobs
         self._outcomes = outcomes

@@ -1,5 +1,6 @@
-"""Queries: GetJobs, GetState, GetPipeline, GetJobMetrics, DescribePipelineOptions. Read-only, so
-its role may only read the table."""
+"""Queries: GetJobs, GetState, GetPipeline, GetJobMetrics, DescribePipelineOptions, and Beamjobs'
+own ListJobs, GetJob and ListMessages. Read-only, so its role may only read the table and the
+bucket."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from beamjobs import runtime
 from beamjobs.handlers import Route, caller_of, dispatch
 from beamjobs.options import SERVICE_OPTIONS
-from beamjobs.service import JobQueries
+from beamjobs.service import JobQueries, job_detail, job_summary
 from beamjobs.settings import Settings
+from beamjobs.validation import require_id
 
 logger = Logger(service="beamjobs-query")
 tracer = Tracer(service="beamjobs-query")
@@ -24,7 +26,7 @@ tracer = Tracer(service="beamjobs-query")
 def _routes() -> dict[str, Route]:
     """Built once per execution environment, on first use (never at import time)."""
     stores = runtime.stores(Settings.from_env())
-    service = JobQueries(stores.jobs, stores.blobs)
+    service = JobQueries(stores.jobs, stores.blobs, stores.artifacts.location)
 
     def get_jobs(call: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -52,6 +54,40 @@ def _routes() -> dict[str, Route]:
         job = service.get(caller_of(call), call["request"].get("job_id"))
         return {"metrics_ref": job.metrics_ref}
 
+    def list_jobs(call: dict[str, Any]) -> dict[str, Any]:
+        request = call["request"]
+        jobs, token = service.page(
+            caller_of(call),
+            size=request.get("page_size", 0),
+            token=request.get("page_token", ""),
+            states=request.get("states", ()),
+            name_prefix=request.get("name_prefix", ""),
+            created_after=request.get("created_after"),
+            created_before=request.get("created_before"),
+            owner=request.get("owner", ""),
+        )
+        return {"jobs": [job_summary(job) for job in jobs], "next_page_token": token}
+
+    def get_job(call: dict[str, Any]) -> dict[str, Any]:
+        return job_detail(service.detail(caller_of(call), call["request"].get("job_id")))
+
+    def list_messages(call: dict[str, Any]) -> dict[str, Any]:
+        request = call["request"]
+        page = service.messages(
+            caller_of(call),
+            require_id(request.get("job_id")),
+            minimum_importance=request.get("minimum_importance", ""),
+            token=request.get("page_token", ""),
+        )
+        return {
+            "messages": [
+                {"id": id_, "importance": m.importance, "text": m.text, "time": m.time}
+                for id_, m in page.messages
+            ],
+            "next_page_token": page.next_token,
+            "ended": page.ended,
+        }
+
     def describe_pipeline_options(call: dict[str, Any]) -> dict[str, Any]:
         return {"options": [asdict(option) for option in SERVICE_OPTIONS]}
 
@@ -61,6 +97,9 @@ def _routes() -> dict[str, Route]:
         "GetPipeline": get_pipeline,
         "GetJobMetrics": get_job_metrics,
         "DescribePipelineOptions": describe_pipeline_options,
+        "ListJobs": list_jobs,
+        "GetJob": get_job,
+        "ListMessages": list_messages,
     }
 
 

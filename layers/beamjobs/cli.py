@@ -1,12 +1,16 @@
-"""`beamjobs serve`: the Job API on one port with the embedded AWS (default) or an existing AWS
-endpoint, handlers in process and the local executor. `beamjobs aws`: the embedded AWS alone
-(so that several shims, or a restarted one, share it). `beamjobs shim`: the shim as deployed
-(the shim's container on Fargate): settings from the environment, handlers reached with
-lambda.invoke. `beamjobs connect`: a local proxy for SDKs to an authenticated Job API."""
+"""The `beamjobs` command.
+
+- `beamjobs serve`: the Job API on one port with the embedded AWS (default) or an existing AWS
+  endpoint, handlers in process and the local executor.
+- `beamjobs aws`: the embedded AWS alone (so that several shims, or a restarted one, share it).
+- `beamjobs shim`: the shim as deployed (the shim's container on Fargate): settings from the
+  environment, handlers reached with lambda.invoke.
+- `beamjobs connect`: a local proxy for SDKs to an authenticated Job API.
+- `beamjobs jobs`: see and steer jobs (beamjobs.jobs_cli).
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
@@ -18,7 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
+
 from beamjobs import aws, runtime
+from beamjobs.jobs_cli import jobs as jobs_commands
 from beamjobs.settings import Settings
 from beamjobs.shim.invoker import Handler, Invoker
 
@@ -147,137 +154,172 @@ def _authentication(settings: Settings) -> Authentication | None:
     return verifier, AccessPolicy(settings.allowed_principals, settings.admin_principals)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="beamjobs")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the Job API")
-    serve.add_argument("--host", default="localhost")
-    serve.add_argument("--port", type=int, default=8099)
-    serve.add_argument("--template", type=Path, default=Path("template.yaml"))
-    serve.add_argument(
-        "--aws-endpoint",
-        default=os.environ.get("BEAMJOBS_AWS_ENDPOINT"),
-        help="use this AWS endpoint (another embedded AWS, LocalStack) instead of starting one",
-    )
-    serve.add_argument(
-        "--worker-python",
-        default=os.environ.get("BEAMJOBS_WORKER_PYTHON"),
-        help="the interpreter of the workers' virtualenv (make run: .venv-worker/bin/python); "
-        "by default this one",
-    )
-    serve.add_argument(
-        "--require-auth",
-        action="store_true",
-        help="authenticate every call with an AWS identity (as on AWS; clients go through "
-        "`beamjobs connect`), against the embedded AWS's IAM users unless --aws-endpoint",
-    )
-    serve.add_argument(
-        "--allowed-principal",
-        action="append",
-        default=[],
-        metavar="ARN_OR_ACCOUNT",
-        help="with --require-auth: a principal (or account id) that may call; repeatable "
-        "(default: every principal of the embedded AWS's account)",
-    )
-    serve.add_argument(
-        "--admin-principal",
-        action="append",
-        default=[],
-        metavar="ARN_OR_ACCOUNT",
-        help="with --require-auth: a principal (or account id) that sees and steers every "
-        "job; repeatable",
-    )
-    deployed = commands.add_parser("shim", help="serve the Job API as deployed on AWS")
-    deployed.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a container's service)
-    deployed.add_argument("--port", type=int, default=8099)
-    connect = commands.add_parser(
-        "connect",
-        help="a local proxy that forwards unmodified Beam SDKs to an authenticated Job API "
-        "with your AWS identity",
-    )
-    connect.add_argument("--endpoint", required=True, help="the Job API's HOST:PORT")
-    connect.add_argument("--listen", default="127.0.0.1:8099", help="where SDKs connect")
-    connect.add_argument(
-        "--plaintext",
-        action="store_true",
-        help="no TLS to the endpoint: only for a Job API on a private network or localhost",
-    )
-    aws_only = commands.add_parser("aws", help="run the embedded AWS alone")
-    aws_only.add_argument("--port", type=int, default=5000)
-    aws_only.add_argument("--template", type=Path, default=Path("template.yaml"))
-    aws_only.add_argument(
-        "--doorbell-fd",
-        type=int,
-        help="write a byte to this file descriptor after every item put, and exit with "
-        "the parent process (how `serve` runs it)",
-    )
-    args = parser.parse_args(argv)
+def _log_quietly() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # One line per request to the embedded AWS would drown everything else.
     for noisy in ("werkzeug", "botocore.credentials"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    if args.command == "shim":
-        asyncio.run(_serve_deployed(args.host, args.port))
-        return 0
-    if args.command == "connect":
-        asyncio.run(_connect(args.endpoint, args.listen, args.plaintext))
-        return 0
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Beamjobs: a serverless Apache Beam Job Service on AWS."""
+
+
+@cli.command()
+@click.option("--host", default="localhost", show_default=True)
+@click.option("--port", type=int, default=8099, show_default=True)
+@click.option("--template", type=click.Path(path_type=Path), default=Path("template.yaml"))
+@click.option(
+    "--aws-endpoint",
+    envvar="BEAMJOBS_AWS_ENDPOINT",
+    help="use this AWS endpoint (another embedded AWS, LocalStack) instead of starting one",
+)
+@click.option(
+    "--worker-python",
+    envvar="BEAMJOBS_WORKER_PYTHON",
+    help="the interpreter of the workers' virtualenv (make run: .venv-worker/bin/python); "
+    "by default this one",
+)
+@click.option(
+    "--require-auth",
+    is_flag=True,
+    help="authenticate every call with an AWS identity (as on AWS; clients go through "
+    "`beamjobs connect`), against the embedded AWS's IAM users unless --aws-endpoint",
+)
+@click.option(
+    "--allowed-principal",
+    multiple=True,
+    metavar="ARN_OR_ACCOUNT",
+    help="with --require-auth: a principal (or account id) that may call; repeatable "
+    "(default: every principal of the embedded AWS's account)",
+)
+@click.option(
+    "--admin-principal",
+    multiple=True,
+    metavar="ARN_OR_ACCOUNT",
+    help="with --require-auth: a principal (or account id) that sees and steers every job; "
+    "repeatable",
+)
+def serve(
+    host: str,
+    port: int,
+    template: Path,
+    aws_endpoint: str | None,
+    worker_python: str | None,
+    require_auth: bool,
+    allowed_principal: tuple[str, ...],
+    admin_principal: tuple[str, ...],
+) -> None:
+    """Serve the Job API with the embedded AWS (or --aws-endpoint) and the local executor."""
+    from beamjobs.connect import LOOPBACK_HOSTS
+
+    # A shim that authenticates no one serves this machine only.
+    if not require_auth and host not in LOOPBACK_HOSTS:
+        raise click.UsageError(
+            f"serving without authentication on {host} would let anyone who reaches it "
+            "run code: bind a loopback address (the default, localhost), or add --require-auth"
+        )
+    _log_quietly()
     # Local mode only (its image has no moto): the embedded AWS and provisioning from the file.
     from beamjobs.embedded import (
         LOCAL_ACCOUNT,
         EmbeddedAwsProcess,
-        exit_with_parent,
         local_settings,
-        ring_on_item_puts,
-        start_embedded,
         use_offline_credentials,
     )
     from beamjobs.provision import provision
 
-    if args.command == "aws":
-        alone, settings = start_embedded(args.template, args.port)
-        print(f"Embedded AWS on {settings.endpoint_url}", flush=True)
-        if args.doorbell_fd is not None:
-            ring_on_item_puts(alone, args.doorbell_fd)
-            exit_with_parent()
-            os.dup2(2, 1)  # serve reads only that announcement: anything else goes to stderr
-        try:
-            asyncio.run(_forever())
-        except KeyboardInterrupt:
-            alone.stop()
-        return 0
-
-    from beamjobs.connect import LOOPBACK_HOSTS
-
-    # A shim that authenticates no one serves this machine only.
-    if not args.require_auth and args.host not in LOOPBACK_HOSTS:
-        parser.error(
-            f"serving without authentication on {args.host} would let anyone who reaches it "
-            "run code: bind a loopback address (the default, localhost), or add --require-auth"
-        )
-
     def settings_at(endpoint_url: str) -> Settings:
         return dataclasses.replace(
             local_settings(endpoint_url),
-            worker_python=args.worker_python,
-            require_auth=args.require_auth,
-            allowed_principals=tuple(args.allowed_principal) or (LOCAL_ACCOUNT,),
-            admin_principals=tuple(args.admin_principal),
+            worker_python=worker_python,
+            require_auth=require_auth,
+            allowed_principals=allowed_principal or (LOCAL_ACCOUNT,),
+            admin_principals=admin_principal,
         )
 
-    if args.aws_endpoint:
+    if aws_endpoint:
         use_offline_credentials()
-        settings = settings_at(args.aws_endpoint)
-        provision(settings, args.template)
-        asyncio.run(_serve(settings, args.host, args.port, owns_aws=False))
-        return 0
-    embedded = EmbeddedAwsProcess(args.template)
+        settings = settings_at(aws_endpoint)
+        provision(settings, template)
+        asyncio.run(_serve(settings, host, port, owns_aws=False))
+        return
+    embedded = EmbeddedAwsProcess(template)
     try:
         settings = settings_at(embedded.start())
-        asyncio.run(_serve(settings, args.host, args.port, embedded.doorbell, owns_aws=True))
+        asyncio.run(_serve(settings, host, port, embedded.doorbell, owns_aws=True))
     finally:
         embedded.stop()
+
+
+@cli.command()
+@click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 (a container's)
+@click.option("--port", type=int, default=8099, show_default=True)
+def shim(host: str, port: int) -> None:
+    """Serve the Job API as deployed on AWS (settings from the environment)."""
+    _log_quietly()
+    asyncio.run(_serve_deployed(host, port))
+
+
+@cli.command()
+@click.option("--endpoint", required=True, help="the Job API's HOST:PORT")
+@click.option("--listen", default="127.0.0.1:8099", show_default=True, help="where SDKs connect")
+@click.option(
+    "--plaintext",
+    is_flag=True,
+    help="no TLS to the endpoint: only for a Job API on a private network or localhost",
+)
+def connect(endpoint: str, listen: str, plaintext: bool) -> None:
+    """A local proxy that forwards unmodified Beam SDKs to an authenticated Job API with your
+    AWS identity."""
+    _log_quietly()
+    asyncio.run(_connect(endpoint, listen, plaintext))
+
+
+@cli.command("aws")
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--template", type=click.Path(path_type=Path), default=Path("template.yaml"))
+@click.option(
+    "--doorbell-fd",
+    type=int,
+    help="write a byte to this file descriptor after every item put, and exit with the parent "
+    "process (how `serve` runs it)",
+)
+def aws_alone(port: int, template: Path, doorbell_fd: int | None) -> None:
+    """Run the embedded AWS alone."""
+    _log_quietly()
+    from beamjobs.embedded import exit_with_parent, ring_on_item_puts, start_embedded
+
+    alone, settings = start_embedded(template, port)
+    print(f"Embedded AWS on {settings.endpoint_url}", flush=True)
+    if doorbell_fd is not None:
+        ring_on_item_puts(alone, doorbell_fd)
+        exit_with_parent()
+        os.dup2(2, 1)  # serve reads only that announcement: anything else goes to stderr
+    try:
+        asyncio.run(_forever())
+    except KeyboardInterrupt:
+        alone.stop()
+
+
+cli.add_command(jobs_commands)
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (e.g. `eval "$(beamjobs completion bash)"`)."""
+    from click.shell_completion import get_completion_class
+
+    completer = get_completion_class(shell)
+    assert completer is not None  # every choice has one
+    click.echo(completer(cli, {}, "beamjobs", "_BEAMJOBS_COMPLETE").source())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `beamjobs` command (exits with its status)."""
+    cli.main(args=argv, prog_name="beamjobs")
     return 0
 
 

@@ -8,9 +8,10 @@ Items of a job, all under the partition key ``job#<id>``:
   ``job_staging_*``). An append is a put conditional on a free slot.
 - ``sk = "job"``: the job record: what never changes (name, owner, options, created, the
   staging token's hash, the worker secret), and a projection of the snapshot for listing
-  (``gsi1``; ``owner``, an owner's jobs) and for the reconciler (``active``, only while the job
-  is active). It sorts after every event, so one descending Query of two items reads the
-  record and the log's tail together. Messages do not touch it: only a changed snapshot does.
+  (``gsi1``; ``owner``, an owner's jobs; ``state``, one state's jobs) and for the reconciler
+  (``active``, only while the job is active). It sorts after every event, so one descending
+  Query of two items reads the record and the log's tail together. Messages do not touch it:
+  only a changed snapshot does.
 - ``sk = "beat"``: when the job's worker last said it was alive. An item of its own, outside
   every index, so a heartbeat writes one small item. It sorts before every event.
 
@@ -49,7 +50,7 @@ from beamjobs.model import (
     unknown_job,
 )
 from beamjobs.states import JobState
-from beamjobs.store import EventPage, JobStore
+from beamjobs.store import EventPage, JobPage, JobQuery, JobStore, listing_key
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +62,14 @@ EVENT_PREFIX = "ev#"
 LIST_INDEX = "gsi1"
 LIST_PARTITION = "jobs"
 OWNER_INDEX = "owner"
+STATE_INDEX = "state"
 ACTIVE_INDEX = "active"
 ACTIVE_PARTITION = "active"
 # Jobs read per page of an index.
 _INDEX_PAGE = 100
+# Index items a filtered listing page reads at most (each costs a read, matched or not): a page
+# of a rare filter ends there, with a next page, rather than reading the whole index.
+_LISTING_READ_BUDGET = 2000
 # Keys per BatchGetItem, DynamoDB's most.
 _BATCH_GET_KEYS = 100
 
@@ -125,8 +130,9 @@ class DynamoJobStore(JobStore):
             "options_json": job.options_json,
             "bounded": job.bounded,
             "environment_urns": list(job.environment_urns),
+            "engine": job.engine or None,
             "gsi1pk": LIST_PARTITION,
-            "gsi1sk": f"{job.created_at:017.6f}#{job.job_id}",
+            "gsi1sk": listing_key(job),
             "seq": job.seq,
             **_snapshot(job),
             "expires_at": self._expiry(),
@@ -191,10 +197,36 @@ class DynamoJobStore(JobStore):
                 return EventPage(events, complete=False)
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def recent_jobs(self, limit: int, *, owner: str | None = None) -> list[Job]:
-        if owner is not None:
-            return self._query_index(OWNER_INDEX, "owner", owner, limit=limit)
-        return self._query_index(LIST_INDEX, "gsi1pk", LIST_PARTITION, limit=limit)
+    def job_page(self, query: JobQuery, limit: int, *, after: str | None = None) -> JobPage:
+        request, partition = _listing_request(query)
+        request["TableName"] = self._table
+        if after is not None:
+            # A page starts after a key of the index: its partition, the job's and `after`.
+            start = {**partition, "pk": _pk(after.partition("#")[2]), "sk": JOB_SK}
+            request["ExclusiveStartKey"] = _to_item({**start, "gsi1sk": after})
+        filtered = "FilterExpression" in request
+        jobs: list[Job] = []
+        read = 0
+        while True:
+            wanted = limit - len(jobs)
+            # Unfiltered, every item read is listed: read just what is asked for.
+            request["Limit"] = (
+                min(_LISTING_READ_BUDGET - read, max(wanted, _INDEX_PAGE)) if filtered else wanted
+            )
+            with aws_errors("job list"):
+                page = self._db.query(**request)
+            read += int(page.get("ScannedCount", 0))
+            jobs += _listed_jobs(page)
+            last = page.get("LastEvaluatedKey")
+            if len(jobs) >= limit:
+                # The page ends at its last job, even if the index was read further.
+                more = len(jobs) > limit or last is not None
+                return JobPage(jobs[:limit], listing_key(jobs[limit - 1]) if more else None)
+            if last is None:
+                return JobPage(jobs, None)
+            if read >= _LISTING_READ_BUDGET:
+                return JobPage(jobs, str(_from_item(last)["gsi1sk"]))
+            request["ExclusiveStartKey"] = last
 
     def active_jobs(self) -> list[Job]:
         return self._query_index(ACTIVE_INDEX, "active", ACTIVE_PARTITION)
@@ -284,34 +316,24 @@ class DynamoJobStore(JobStore):
         return int(self._clock() + self._lifetime)
 
     def _query_index(
-        self,
-        index: str,
-        key: str,
-        value: str,
-        *,
-        oldest_first: bool = False,
-        limit: int | None = None,
+        self, index: str, key: str, value: str, *, oldest_first: bool = False
     ) -> list[Job]:
+        """Every job in an index's partition."""
         jobs: list[Job] = []
         query: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": index,
             "KeyConditionExpression": f"{key} = :p",
             "ExpressionAttributeValues": _to_item({":p": value}),
-            "Limit": min(limit or _INDEX_PAGE, _INDEX_PAGE),
+            "Limit": _INDEX_PAGE,
             "ScanIndexForward": oldest_first,
         }
         while True:
             with aws_errors("job list"):
                 page = self._db.query(**query)
-            for item in page.get("Items", []):
-                values = _from_item(item)
-                try:
-                    jobs.append(_job_from_record(values))
-                except MalformedItem as error:  # one bad item must not hide every job
-                    poison.skipped("the job list", _key(values), error)
-            if "LastEvaluatedKey" not in page or (limit is not None and len(jobs) >= limit):
-                return jobs[:limit]
+            jobs += _listed_jobs(page)
+            if "LastEvaluatedKey" not in page:
+                return jobs
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _put_event(self, change: Change, after: Job, *, at: float) -> None:
@@ -409,6 +431,71 @@ class DynamoJobStore(JobStore):
             )
 
 
+def _listed_jobs(page: dict[str, Any]) -> list[Job]:
+    """The jobs of a page of an index; a malformed one is skipped (it must not hide every
+    job)."""
+    jobs = []
+    for item in page.get("Items", []):
+        values = _from_item(item)
+        try:
+            jobs.append(_job_from_record(values))
+        except MalformedItem as error:
+            poison.skipped("the job list", _key(values), error)
+    return jobs
+
+
+def _listing_request(query: JobQuery) -> tuple[dict[str, Any], dict[str, str]]:
+    """The Query of the index that serves `query` best (an owner's jobs, or one state's, or all
+    of them; the creation times as a key range; what the index's key cannot say as a filter),
+    and the index's partition key."""
+    values: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    filters: list[str] = []
+    states = sorted(state.value for state in query.states)
+    if query.owner is not None:
+        index, partition = OWNER_INDEX, {"owner": query.owner}
+    elif len(states) == 1:
+        index, partition = STATE_INDEX, {"state": states[0]}
+        states = []
+    else:
+        index, partition = LIST_INDEX, {"gsi1pk": LIST_PARTITION}
+    [(key, value)] = partition.items()
+    names["#p"] = key
+    values[":p"] = value
+    condition = "#p = :p"
+    # Listing keys are "<created, fixed width>#<id>": a time alone sorts before every key of
+    # jobs created at it, and after every key of jobs created before it.
+    low = None if query.created_after is None else f"{query.created_after:017.6f}"
+    high = None if query.created_before is None else f"{query.created_before:017.6f}"
+    if low is not None and high is not None:
+        condition += " AND gsi1sk BETWEEN :low AND :high"
+        values.update({":low": low, ":high": high})
+    elif low is not None:
+        condition += " AND gsi1sk >= :low"
+        values[":low"] = low
+    elif high is not None:
+        condition += " AND gsi1sk < :high"
+        values[":high"] = high
+    if states:
+        names["#s"] = "state"
+        placeholders = [f":s{i}" for i in range(len(states))]
+        values.update(zip(placeholders, states, strict=True))
+        filters.append(f"#s IN ({', '.join(placeholders)})")
+    if query.name_prefix:
+        values[":name"] = query.name_prefix
+        filters.append("begins_with(job_name, :name)")
+    request: dict[str, Any] = {
+        "IndexName": index,
+        "KeyConditionExpression": condition,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": _to_item(values),
+        "ScanIndexForward": False,
+    }
+    if filters:
+        request["FilterExpression"] = " AND ".join(filters)
+    return request, partition
+
+
 def _snapshot(job: Job) -> dict[str, Any]:
     """The part of a job its events change, as stored (None: absent)."""
     return {
@@ -487,6 +574,7 @@ def _read_job(values: dict[str, Any]) -> Job:
         worker_secret=values.get("worker_secret"),
         staging_lease=_lease(values.get("staging_session"), values.get("staging_until")),
         staging_spent=bool(values.get("staging_spent")),
+        engine=str(values.get("engine", "")),
     )
 
 

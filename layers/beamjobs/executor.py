@@ -9,6 +9,9 @@ from beamjobs.model import Job
 
 
 class Executor(Protocol):
+    # The engine's name, as a job records it ("local", "fargate").
+    name: str
+
     def start(self, job: Job) -> None:
         """Start the job's worker, which records RUNNING and the outcome. Idempotent: a
         retried Run starts a job that is already starting again."""

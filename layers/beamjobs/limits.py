@@ -35,6 +35,11 @@ STAGING_MESSAGE_MAX_BYTES = 8 * MiB  # one staging response: a chunk, or a resol
 LARGE_MESSAGE_METHODS = frozenset({"Prepare"})
 STAGING_METHODS = frozenset({"ReverseArtifactRetrievalService"})
 
+# Listings (ListJobs): jobs per page, when not asked for and at most; and the page token.
+LIST_PAGE_DEFAULT = 100
+LIST_PAGE_MAX = 1000
+PAGE_TOKEN_MAX_BYTES = 1024
+
 # Streams: HTTP/2 streams open at once on one connection (more wait in the client).
 MAX_STREAMS_PER_CONNECTION = 100
 

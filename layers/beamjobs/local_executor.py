@@ -149,6 +149,8 @@ def worker_environment(settings: Settings, channel_url: str) -> dict[str, str]:
 
 
 class ProcessExecutor:
+    name = "local"
+
     def __init__(
         self, settings: Settings, store: JobStore, blobs: BlobStore, outcomes: JobStore
     ) -> None:

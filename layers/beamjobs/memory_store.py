@@ -19,7 +19,7 @@ from beamjobs.model import (
     event_bytes,
     unknown_job,
 )
-from beamjobs.store import EventPage, JobStore
+from beamjobs.store import EventPage, JobPage, JobQuery, JobStore, listing_key
 
 
 class MemoryJobStore(JobStore):
@@ -81,13 +81,18 @@ class MemoryJobStore(JobStore):
                 return EventPage(events, complete=event is log[-1])
         return EventPage(events, complete=True)
 
-    def recent_jobs(self, limit: int, *, owner: str | None = None) -> list[Job]:
+    def job_page(self, query: JobQuery, limit: int, *, after: str | None = None) -> JobPage:
         with self._lock:
-            jobs = sorted(
-                (job for job in self._jobs.values() if owner is None or job.owner == owner),
-                key=lambda j: (j.created_at, j.job_id),
+            listed = sorted(
+                (job for job in self._jobs.values() if query.admits(job)),
+                key=listing_key,
+                reverse=True,
             )
-        return jobs[::-1][:limit]
+        if after is not None:
+            listed = [job for job in listed if listing_key(job) < after]
+        page = listed[:limit]
+        more = len(listed) > limit
+        return JobPage(page, listing_key(page[-1]) if more and page else None)
 
     def active_jobs(self) -> list[Job]:
         with self._lock:

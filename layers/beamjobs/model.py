@@ -29,6 +29,16 @@ ACTIVE_STATES = frozenset(
 )
 
 
+# Beam's message importances (JobMessage.MessageImportance), least important first.
+IMPORTANCES = (
+    "JOB_MESSAGE_DEBUG",
+    "JOB_MESSAGE_DETAILED",
+    "JOB_MESSAGE_BASIC",
+    "JOB_MESSAGE_WARNING",
+    "JOB_MESSAGE_ERROR",
+)
+
+
 @dataclass(frozen=True)
 class Message:
     """A job message; importance is Beam's name (JOB_MESSAGE_*)."""
@@ -36,6 +46,19 @@ class Message:
     importance: str
     text: str
     time: float
+
+    def at_least(self, importance: str) -> bool:
+        """Whether the message is at least as important as `importance` (one of IMPORTANCES,
+        or "" for any)."""
+        if not importance or self.importance not in IMPORTANCES:
+            return True
+        return IMPORTANCES.index(self.importance) >= IMPORTANCES.index(importance)
+
+
+def message_id(seq: int, index: int) -> str:
+    """A message's id: its event's sequence number and its place in the event (unique, and in
+    the job's order)."""
+    return f"{seq}.{index}"
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,8 @@ class Job:
     # the sha256 of each staged artifact of its pipeline, the ones its worker may read.
     worker_secret: str | None = None
     artifacts: tuple[str, ...] = ()
+    # The engine it runs on (beamjobs.executor's name); "" for jobs older than engines.
+    engine: str = ""
 
     def after(self, change: Change, seq: int, at: float) -> Job:
         """The job once `change` is its event `seq`, written at `at`."""

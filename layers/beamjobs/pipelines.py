@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from beamjobs.api import pipeline_pb2
 from beamjobs.artifacts import ArtifactLocation
-from beamjobs.dependencies import staged, unstaged
+from beamjobs.dependencies import declared_sha256, display_name, staged, staged_sha256, unstaged
 from beamjobs.environments import DOCKER
 
 
@@ -40,3 +40,48 @@ def docker_images(pipeline: pipeline_pb2.Pipeline) -> list[str]:
         if env.urn == DOCKER
     }
     return list(images)
+
+
+@dataclass(frozen=True)
+class EnvironmentView:
+    environment_id: str
+    urn: str
+    container_image: str = ""
+
+
+@dataclass(frozen=True)
+class ArtifactView:
+    environment_id: str
+    name: str
+    sha256: str
+    staged: bool
+
+
+def environments(pipeline: pipeline_pb2.Pipeline) -> list[EnvironmentView]:
+    """The pipeline's environments, by id."""
+    return [
+        EnvironmentView(
+            env_id,
+            env.urn,
+            pipeline_pb2.DockerPayload.FromString(env.payload).container_image
+            if env.urn == DOCKER
+            else "",
+        )
+        for env_id, env in sorted(pipeline.components.environments.items())
+    ]
+
+
+def dependencies(
+    pipeline: pipeline_pb2.Pipeline, artifacts: ArtifactLocation
+) -> list[ArtifactView]:
+    """Every environment's dependencies: what each is called, and whether it is staged here."""
+    return [
+        ArtifactView(
+            env_id,
+            display_name(artifact),
+            staged_sha256(artifacts, artifact) or declared_sha256(artifact),
+            staged_sha256(artifacts, artifact) is not None,
+        )
+        for env_id, env in sorted(pipeline.components.environments.items())
+        for artifact in env.dependencies
+    ]

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import Message
+from google.protobuf import message as protobuf
 
 from beamjobs import poison
 from beamjobs.artifacts import ArtifactLocation
@@ -20,11 +20,19 @@ from beamjobs.fargate import task_size
 from beamjobs.identity import Caller
 from beamjobs.jobs import Jobs
 from beamjobs.limits import Quotas
-from beamjobs.model import Job
+from beamjobs.listing import job_query, page_size, page_token, resume_after
+from beamjobs.model import IMPORTANCES, Job, Message, message_id
 from beamjobs.options import job_options, option_key
-from beamjobs.pipelines import docker_images, summarize
+from beamjobs.pipelines import (
+    ArtifactView,
+    EnvironmentView,
+    dependencies,
+    docker_images,
+    environments,
+    summarize,
+)
 from beamjobs.staging_tokens import SHA256
-from beamjobs.states import JobState
+from beamjobs.states import JobState, is_terminal
 from beamjobs.store import JobStore
 from beamjobs.validation import check_prepare, parse_pipeline, require_id
 from beamjobs.worker_channel import mint_worker_secret
@@ -38,6 +46,29 @@ GET_JOBS_MAX_BYTES = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class JobDetail:
+    """A job in full, as GetJob answers it."""
+
+    job: Job
+    # (state, since when), oldest first.
+    history: list[tuple[JobState, float]]
+    environments: list[EnvironmentView]
+    dependencies: list[ArtifactView]
+    worker_vcpu: float
+    worker_memory_mb: int
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    # (message id, message), oldest first.
+    messages: list[tuple[str, Message]]
+    # Where the next page starts (the last event read).
+    next_token: str
+    # The job had ended when this was read, and every message is in.
+    ended: bool
+
+
+@dataclass(frozen=True)
 class JobInfo:
     job_id: str
     job_name: str
@@ -45,7 +76,7 @@ class JobInfo:
     options: dict[str, Any]
 
 
-def check_quotas(quotas: Quotas, pipeline: Message, options: dict[str, Any]) -> None:
+def check_quotas(quotas: Quotas, pipeline: protobuf.Message, options: dict[str, Any]) -> None:
     """ResourceExhausted when a well-formed Prepare asks for more than a principal may have:
     a larger worker, or a DOCKER image not allowed."""
     cpu, memory = task_size(options)
@@ -119,6 +150,7 @@ class JobControl:
             owner=caller.principal,
             staging_token_sha256=staging_token_sha256,
             worker_secret=mint_worker_secret(),
+            engine=self._executor.name,
         )
         self._jobs.prepare(job)
         return job.job_id
@@ -187,9 +219,63 @@ class JobControl:
 class JobQueries:
     """The read-only operations."""
 
-    def __init__(self, store: JobStore, blobs: BlobStore) -> None:
+    def __init__(self, store: JobStore, blobs: BlobStore, artifacts: ArtifactLocation) -> None:
         self._jobs = Jobs(store)
         self._blobs = blobs
+        self._artifacts = artifacts
+
+    def page(
+        self, caller: Caller, *, size: int = 0, token: str = "", **filters: Any
+    ) -> tuple[list[Job], str]:
+        """ListJobs: a page of the caller's jobs that `filters` admit (beamjobs.listing's
+        job_query), newest first, and the next page's token ("" at the end)."""
+        query = job_query(caller, **filters)
+        page = self._jobs.store.job_page(query, page_size(size), after=resume_after(query, token))
+        return page.jobs, page_token(query, page.next_after)
+
+    def detail(self, caller: Caller, job_id: str) -> JobDetail:
+        """GetJob: the job with its history, environments, dependencies and worker size."""
+        job = self.get(caller, job_id)
+        history = [
+            (event.state, event.time)
+            for event in self._jobs.store.events(job.job_id)
+            if event.state is not None
+        ]
+        try:
+            pipeline = parse_pipeline(self._blobs.get(job.pipeline_ref))
+            cpu, memory = task_size(job_options(job, self._blobs))
+        except InvalidArgument as error:  # it was checked at Prepare: the stored copy is bad
+            raise poison.malformed(f"pipeline of job {job.job_id}", error) from error
+        return JobDetail(
+            job,
+            history,
+            environments(pipeline),
+            dependencies(pipeline, self._artifacts),
+            int(cpu) / 1024,
+            int(memory),
+        )
+
+    def messages(
+        self, caller: Caller, job_id: str, *, minimum_importance: str = "", token: str = ""
+    ) -> MessagePage:
+        """ListMessages: the job's messages after `token` (from the start when ""), oldest
+        first, a page of about a megabyte at a time."""
+        if not isinstance(token, str) or (token and not (token.isdigit() and len(token) <= 12)):
+            raise InvalidArgument("page_token is not one this service gave")
+        if minimum_importance not in ("", *IMPORTANCES):
+            raise InvalidArgument(f"minimum_importance must be one of {', '.join(IMPORTANCES)}")
+        after = int(token or 0)
+        # The job is read first: if it had ended, its last event is in the log already.
+        ended = is_terminal(self.get(caller, job_id).state)
+        page = self._jobs.store.event_page(job_id, after)
+        messages = [
+            (message_id(event.seq, index), message)
+            for event in page.events
+            for index, message in enumerate(event.messages)
+            if message.at_least(minimum_importance)
+        ]
+        last = page.events[-1].seq if page.events else after
+        return MessagePage(messages, str(last), ended and page.complete)
 
     def get(self, caller: Caller, job_id: str) -> Job:
         return self._jobs.get(require_id(job_id), caller)
@@ -213,3 +299,43 @@ class JobQueries:
                 break
             infos.append(info)
         return infos
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    """A job as ListJobs lists it (JSON; times in seconds since the epoch, None when unset)."""
+    return {
+        "job_id": job.job_id,
+        "job_name": job.job_name,
+        "state": job.state.value,
+        "state_time": job.state_time,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "ended_at": job.state_time if is_terminal(job.state) else None,
+        "owner": job.owner or "",
+        "engine": job.engine,
+    }
+
+
+def job_detail(detail: JobDetail) -> dict[str, Any]:
+    """A job as GetJob answers it (JSON)."""
+    job = detail.job
+    return {
+        "summary": job_summary(job),
+        "history": [{"state": state.value, "time": at} for state, at in detail.history],
+        "environments": [
+            {"id": e.environment_id, "urn": e.urn, "container_image": e.container_image}
+            for e in detail.environments
+        ],
+        "artifacts": [
+            {
+                "environment_id": a.environment_id,
+                "staged_name": a.name,
+                "sha256": a.sha256,
+                "staged": a.staged,
+            }
+            for a in detail.dependencies
+        ],
+        "worker": {"vcpu": detail.worker_vcpu, "memory_mb": detail.worker_memory_mb},
+        "bounded": job.bounded,
+        "unstaged": list(job.unstaged),
+    }

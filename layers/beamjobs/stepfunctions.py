@@ -33,6 +33,8 @@ def execution_arn(state_machine_arn: str, job_id: str) -> str:
 
 
 class StepFunctionsExecutor:
+    name = "fargate"
+
     def __init__(
         self,
         sfn: Any,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from beamjobs.model import Change, Event, Job
+from beamjobs.states import JobState
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,42 @@ class EventPage:
     events: list[Event]
     # False when events past the last one may exist: read again after it.
     complete: bool
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """Which jobs a listing holds (every condition must hold; empty ones hold for all)."""
+
+    states: frozenset[JobState] = frozenset()
+    name_prefix: str = ""
+    # Created at or after `created_after`, and before `created_before` (seconds since the epoch).
+    created_after: float | None = None
+    created_before: float | None = None
+    owner: str | None = None
+
+    def admits(self, job: Job) -> bool:
+        return (
+            (not self.states or job.state in self.states)
+            and job.job_name.startswith(self.name_prefix)
+            and (self.created_after is None or job.created_at >= self.created_after)
+            and (self.created_before is None or job.created_at < self.created_before)
+            and (self.owner is None or job.owner == self.owner)
+        )
+
+
+@dataclass(frozen=True)
+class JobPage:
+    # Newest first.
+    jobs: list[Job]
+    # Where the listing goes on (pass it as `after`), or None at its end. A page may hold
+    # fewer jobs than asked for and still go on: a filter reads a bounded part of the index.
+    next_after: str | None
+
+
+def listing_key(job: Job) -> str:
+    """A job's place in every listing (newest first is descending): its creation time, then its
+    id. Also what a listing resumes after."""
+    return f"{job.created_at:017.6f}#{job.job_id}"
 
 
 class JobStore(ABC):
@@ -52,8 +89,10 @@ class JobStore(ABC):
         """Events above `after_seq`, in order: about EVENT_PAGE_BYTES of them at most."""
 
     @abstractmethod
-    def recent_jobs(self, limit: int, *, owner: str | None = None) -> list[Job]:
-        """The `limit` newest jobs (of `owner` only, when given), newest first."""
+    def job_page(self, query: JobQuery, limit: int, *, after: str | None = None) -> JobPage:
+        """At most `limit` of the jobs `query` admits, newest first, from those listed after
+        `after` (a listing_key, from the previous page's next_after). Read from an index: the
+        cost of a page is bounded, whatever the number of jobs stored."""
 
     @abstractmethod
     def active_jobs(self) -> list[Job]:
@@ -75,6 +114,18 @@ class JobStore(ABC):
     def count(self, counter: str, limit: int, *, keep_seconds: float) -> bool:
         """Add one to `counter` (kept at least `keep_seconds`) unless it has reached `limit`;
         whether it was added to."""
+
+    def recent_jobs(self, limit: int, *, owner: str | None = None) -> list[Job]:
+        """The `limit` newest jobs (of `owner` only, when given), newest first."""
+        jobs: list[Job] = []
+        after = None
+        while len(jobs) < limit:
+            page = self.job_page(JobQuery(owner=owner), limit - len(jobs), after=after)
+            jobs.extend(page.jobs)
+            if page.next_after is None:
+                break
+            after = page.next_after
+        return jobs
 
     def events(self, job_id: str, *, after_seq: int = 0) -> list[Event]:
         """Every event above `after_seq`, in order (a whole history: for tools and tests;

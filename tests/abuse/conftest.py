@@ -14,7 +14,7 @@ import grpc
 import pytest
 from botocore.config import Config
 
-from beamjobs.api import artifact_api_pb2_grpc, job_api_pb2_grpc
+from beamjobs.api import artifact_api_pb2_grpc, job_api_pb2_grpc, jobs_pb2_grpc
 from beamjobs.embedded import LOCAL_BUCKET, LOCAL_REGION, LOCAL_TABLE
 from tests.processes import Process, free_port, serve
 
@@ -89,6 +89,10 @@ class Server:
     @property
     def jobs(self) -> job_api_pb2_grpc.JobServiceStub:
         return job_api_pb2_grpc.JobServiceStub(self.channel)
+
+    @property
+    def beamjobs(self) -> jobs_pb2_grpc.JobsStub:
+        return jobs_pb2_grpc.JobsStub(self.channel)
 
     @property
     def staging(self) -> artifact_api_pb2_grpc.ArtifactStagingServiceStub:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from beamjobs.api import artifact_api_pb2 as staging_api
 from beamjobs.api import job_api_pb2 as api
-from beamjobs.api import pipeline_pb2
+from beamjobs.api import jobs_pb2, pipeline_pb2
 from beamjobs.environments import DOCKER, EMBEDDED, EXTERNAL
 
 EXAMPLES = int(os.environ.get("BEAMJOBS_FUZZ_EXAMPLES", "10000"))
@@ -118,6 +118,9 @@ def calls(draw) -> tuple[str, Callable[[Any], Any]]:
                 "GetStateStream",
                 "GetMessageStream",
                 "ReverseArtifactRetrievalService",
+                "ListJobs",
+                "GetJob",
+                "ListMessages",
             ]
         )
     )
@@ -153,6 +156,24 @@ def calls(draw) -> tuple[str, Callable[[Any], Any]]:
             else api.JobMessagesRequest(job_id=job_id)
         )
         return rpc, lambda s: _first(getattr(s.jobs, rpc)(request, timeout=t))
+    if rpc == "ListJobs":
+        listing = jobs_pb2.ListJobsRequest(
+            states=draw(st.lists(st.integers(-1, 12), max_size=3)),
+            name_prefix=draw(st.text(max_size=40)),
+            owner=draw(st.sampled_from(["", "local", "arn:aws:iam::1:user/x"])),
+            page_size=draw(st.integers(-10, 1100)),
+            page_token=draw(st.one_of(st.just(""), st.text(max_size=60))),
+        )
+        return rpc, lambda s: s.beamjobs.ListJobs(listing, timeout=t)
+    if rpc == "GetJob":
+        return rpc, lambda s: s.beamjobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=t)
+    if rpc == "ListMessages":
+        messages_request = jobs_pb2.ListMessagesRequest(
+            job_id=job_id,
+            minimum_importance=draw(st.integers(0, 9)),
+            page_token=draw(st.one_of(st.just(""), st.text(max_size=20))),
+        )
+        return rpc, lambda s: s.beamjobs.ListMessages(messages_request, timeout=t)
     messages = staging_messages(draw)
     return rpc, lambda s: _first(
         s.staging.ReverseArtifactRetrievalService(iter(messages), timeout=t)

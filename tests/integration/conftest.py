@@ -45,6 +45,8 @@ class Clock:
 class RecordingExecutor:
     """Records which jobs were started and stopped; runs nothing."""
 
+    name = "recording"
+
     def __init__(self) -> None:
         self.started: list[str] = []
         self.stopped: list[str] = []

@@ -84,6 +84,8 @@ def test_a_heartbeat_tells_the_worker_its_jobs_state(jobs):
 class SettlingExecutor:
     """Stops work the way the local executor does: the worker dies, the job is settled."""
 
+    name = "settling"
+
     def __init__(self, jobs):
         self._jobs = jobs
 

@@ -5,6 +5,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from beamjobs.api import job_api_pb2, jobs_pb2
 from beamjobs.errors import BeamjobsError, InvalidArgument, Unavailable
 from beamjobs.identity import LOCAL_CALLER
 from beamjobs.shim.invoker import (
@@ -41,19 +42,14 @@ def _expected(event, function="query"):
 
 
 def test_every_unary_rpc_and_the_staging_calls_have_a_function():
-    assert set(FUNCTION_FOR_RPC) == {
-        "BeginStaging",
-        "RecordStaging",
-        "Prepare",
-        "Run",
-        "GetJobs",
-        "GetState",
-        "GetPipeline",
-        "Cancel",
-        "Drain",
-        "GetJobMetrics",
-        "DescribePipelineOptions",
+    unary = {
+        method.name
+        for module, service in ((job_api_pb2, "JobService"), (jobs_pb2, "Jobs"))
+        for method in module.DESCRIPTOR.services_by_name[service].methods
+        if not method.server_streaming and not method.client_streaming
     }
+    assert len(unary) == 12
+    assert set(FUNCTION_FOR_RPC) == unary | {"BeginStaging", "RecordStaging"}
     assert set(FUNCTION_FOR_RPC.values()) == set(NAMES)
 
 

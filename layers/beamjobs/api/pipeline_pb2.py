@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62\x65\x61mjobs/api/pipeline.proto\x12!org.apache.beam.model.pipeline.v1\"\x7f\n\x08Pipeline\x12\x41\n\ncomponents\x18\x01 \x01(\x0b\x32-.org.apache.beam.model.pipeline.v1.Components\x12\x1a\n\x12root_transform_ids\x18\x02 \x03(\t\x12\x14\n\x0crequirements\x18\x04 \x03(\t\"\xb9\x04\n\nComponents\x12Q\n\ntransforms\x18\x01 \x03(\x0b\x32=.org.apache.beam.model.pipeline.v1.Components.TransformsEntry\x12U\n\x0cpcollections\x18\x02 \x03(\x0b\x32?.org.apache.beam.model.pipeline.v1.Components.PcollectionsEntry\x12U\n\x0c\x65nvironments\x18\x05 \x03(\x0b\x32?.org.apache.beam.model.pipeline.v1.Components.EnvironmentsEntry\x1a`\n\x0fTransformsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12<\n\x05value\x18\x02 \x01(\x0b\x32-.org.apache.beam.model.pipeline.v1.PTransform:\x02\x38\x01\x1a\x63\n\x11PcollectionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12=\n\x05value\x18\x02 \x01(\x0b\x32..org.apache.beam.model.pipeline.v1.PCollection:\x02\x38\x01\x1a\x63\n\x11\x45nvironmentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12=\n\x05value\x18\x02 \x01(\x0b\x32..org.apache.beam.model.pipeline.v1.Environment:\x02\x38\x01\"@\n\tIsBounded\"3\n\x04\x45num\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\r\n\tUNBOUNDED\x10\x01\x12\x0b\n\x07\x42OUNDED\x10\x02\"\x8f\x01\n\nPTransform\x12=\n\x04spec\x18\x01 \x01(\x0b\x32/.org.apache.beam.model.pipeline.v1.FunctionSpec\x12\x15\n\rsubtransforms\x18\x02 \x03(\t\x12\x13\n\x0bunique_name\x18\x05 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x07 \x01(\t\",\n\x0c\x46unctionSpec\x12\x0b\n\x03urn\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"i\n\x0bPCollection\x12\x13\n\x0bunique_name\x18\x01 \x01(\t\x12\x45\n\nis_bounded\x18\x03 \x01(\x0e\x32\x31.org.apache.beam.model.pipeline.v1.IsBounded.Enum\"\x8f\x01\n\x0b\x45nvironment\x12\x0b\n\x03urn\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12L\n\x0c\x64\x65pendencies\x18\x06 \x03(\x0b\x32\x36.org.apache.beam.model.pipeline.v1.ArtifactInformation\"e\n\x13\x41rtifactInformation\x12\x10\n\x08type_urn\x18\x01 \x01(\t\x12\x14\n\x0ctype_payload\x18\x02 \x01(\x0c\x12\x10\n\x08role_urn\x18\x03 \x01(\t\x12\x14\n\x0crole_payload\x18\x04 \x01(\x0c\"3\n\x13\x41rtifactFilePayload\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"1\n\x12\x41rtifactUrlPayload\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"#\n\x13\x45mbeddedFilePayload\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"3\n\x1c\x41rtifactStagingToRolePayload\x12\x13\n\x0bstaged_name\x18\x01 \x01(\t\"(\n\rDockerPayload\x12\x17\n\x0f\x63ontainer_image\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62\x65\x61mjobs/api/pipeline.proto\x12!org.apache.beam.model.pipeline.v1\"\x7f\n\x08Pipeline\x12\x41\n\ncomponents\x18\x01 \x01(\x0b\x32-.org.apache.beam.model.pipeline.v1.Components\x12\x1a\n\x12root_transform_ids\x18\x02 \x03(\t\x12\x14\n\x0crequirements\x18\x04 \x03(\t\"\xb9\x04\n\nComponents\x12Q\n\ntransforms\x18\x01 \x03(\x0b\x32=.org.apache.beam.model.pipeline.v1.Components.TransformsEntry\x12U\n\x0cpcollections\x18\x02 \x03(\x0b\x32?.org.apache.beam.model.pipeline.v1.Components.PcollectionsEntry\x12U\n\x0c\x65nvironments\x18\x05 \x03(\x0b\x32?.org.apache.beam.model.pipeline.v1.Components.EnvironmentsEntry\x1a`\n\x0fTransformsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12<\n\x05value\x18\x02 \x01(\x0b\x32-.org.apache.beam.model.pipeline.v1.PTransform:\x02\x38\x01\x1a\x63\n\x11PcollectionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12=\n\x05value\x18\x02 \x01(\x0b\x32..org.apache.beam.model.pipeline.v1.PCollection:\x02\x38\x01\x1a\x63\n\x11\x45nvironmentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12=\n\x05value\x18\x02 \x01(\x0b\x32..org.apache.beam.model.pipeline.v1.Environment:\x02\x38\x01\"@\n\tIsBounded\"3\n\x04\x45num\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\r\n\tUNBOUNDED\x10\x01\x12\x0b\n\x07\x42OUNDED\x10\x02\"\x86\x03\n\nPTransform\x12=\n\x04spec\x18\x01 \x01(\x0b\x32/.org.apache.beam.model.pipeline.v1.FunctionSpec\x12\x15\n\rsubtransforms\x18\x02 \x03(\t\x12I\n\x06inputs\x18\x03 \x03(\x0b\x32\x39.org.apache.beam.model.pipeline.v1.PTransform.InputsEntry\x12K\n\x07outputs\x18\x04 \x03(\x0b\x32:.org.apache.beam.model.pipeline.v1.PTransform.OutputsEntry\x12\x13\n\x0bunique_name\x18\x05 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x07 \x01(\t\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x0c\x46unctionSpec\x12\x0b\n\x03urn\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"i\n\x0bPCollection\x12\x13\n\x0bunique_name\x18\x01 \x01(\t\x12\x45\n\nis_bounded\x18\x03 \x01(\x0e\x32\x31.org.apache.beam.model.pipeline.v1.IsBounded.Enum\"\x8f\x01\n\x0b\x45nvironment\x12\x0b\n\x03urn\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12L\n\x0c\x64\x65pendencies\x18\x06 \x03(\x0b\x32\x36.org.apache.beam.model.pipeline.v1.ArtifactInformation\"e\n\x13\x41rtifactInformation\x12\x10\n\x08type_urn\x18\x01 \x01(\t\x12\x14\n\x0ctype_payload\x18\x02 \x01(\x0c\x12\x10\n\x08role_urn\x18\x03 \x01(\t\x12\x14\n\x0crole_payload\x18\x04 \x01(\x0c\"3\n\x13\x41rtifactFilePayload\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"1\n\x12\x41rtifactUrlPayload\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"#\n\x13\x45mbeddedFilePayload\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"3\n\x1c\x41rtifactStagingToRolePayload\x12\x13\n\x0bstaged_name\x18\x01 \x01(\t\"(\n\rDockerPayload\x12\x17\n\x0f\x63ontainer_image\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPONENTS_PCOLLECTIONSENTRY']._serialized_options = b'8\001'
   _globals['_COMPONENTS_ENVIRONMENTSENTRY']._loaded_options = None
   _globals['_COMPONENTS_ENVIRONMENTSENTRY']._serialized_options = b'8\001'
+  _globals['_PTRANSFORM_INPUTSENTRY']._loaded_options = None
+  _globals['_PTRANSFORM_INPUTSENTRY']._serialized_options = b'8\001'
+  _globals['_PTRANSFORM_OUTPUTSENTRY']._loaded_options = None
+  _globals['_PTRANSFORM_OUTPUTSENTRY']._serialized_options = b'8\001'
   _globals['_PIPELINE']._serialized_start=66
   _globals['_PIPELINE']._serialized_end=193
   _globals['_COMPONENTS']._serialized_start=196
@@ -52,23 +56,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ISBOUNDED_ENUM']._serialized_start=780
   _globals['_ISBOUNDED_ENUM']._serialized_end=831
   _globals['_PTRANSFORM']._serialized_start=834
-  _globals['_PTRANSFORM']._serialized_end=977
-  _globals['_FUNCTIONSPEC']._serialized_start=979
-  _globals['_FUNCTIONSPEC']._serialized_end=1023
-  _globals['_PCOLLECTION']._serialized_start=1025
-  _globals['_PCOLLECTION']._serialized_end=1130
-  _globals['_ENVIRONMENT']._serialized_start=1133
-  _globals['_ENVIRONMENT']._serialized_end=1276
-  _globals['_ARTIFACTINFORMATION']._serialized_start=1278
-  _globals['_ARTIFACTINFORMATION']._serialized_end=1379
-  _globals['_ARTIFACTFILEPAYLOAD']._serialized_start=1381
-  _globals['_ARTIFACTFILEPAYLOAD']._serialized_end=1432
-  _globals['_ARTIFACTURLPAYLOAD']._serialized_start=1434
-  _globals['_ARTIFACTURLPAYLOAD']._serialized_end=1483
-  _globals['_EMBEDDEDFILEPAYLOAD']._serialized_start=1485
-  _globals['_EMBEDDEDFILEPAYLOAD']._serialized_end=1520
-  _globals['_ARTIFACTSTAGINGTOROLEPAYLOAD']._serialized_start=1522
-  _globals['_ARTIFACTSTAGINGTOROLEPAYLOAD']._serialized_end=1573
-  _globals['_DOCKERPAYLOAD']._serialized_start=1575
-  _globals['_DOCKERPAYLOAD']._serialized_end=1615
+  _globals['_PTRANSFORM']._serialized_end=1224
+  _globals['_PTRANSFORM_INPUTSENTRY']._serialized_start=1131
+  _globals['_PTRANSFORM_INPUTSENTRY']._serialized_end=1176
+  _globals['_PTRANSFORM_OUTPUTSENTRY']._serialized_start=1178
+  _globals['_PTRANSFORM_OUTPUTSENTRY']._serialized_end=1224
+  _globals['_FUNCTIONSPEC']._serialized_start=1226
+  _globals['_FUNCTIONSPEC']._serialized_end=1270
+  _globals['_PCOLLECTION']._serialized_start=1272
+  _globals['_PCOLLECTION']._serialized_end=1377
+  _globals['_ENVIRONMENT']._serialized_start=1380
+  _globals['_ENVIRONMENT']._serialized_end=1523
+  _globals['_ARTIFACTINFORMATION']._serialized_start=1525
+  _globals['_ARTIFACTINFORMATION']._serialized_end=1626
+  _globals['_ARTIFACTFILEPAYLOAD']._serialized_start=1628
+  _globals['_ARTIFACTFILEPAYLOAD']._serialized_end=1679
+  _globals['_ARTIFACTURLPAYLOAD']._serialized_start=1681
+  _globals['_ARTIFACTURLPAYLOAD']._serialized_end=1730
+  _globals['_EMBEDDEDFILEPAYLOAD']._serialized_start=1732
+  _globals['_EMBEDDEDFILEPAYLOAD']._serialized_end=1767
+  _globals['_ARTIFACTSTAGINGTOROLEPAYLOAD']._serialized_start=1769
+  _globals['_ARTIFACTSTAGINGTOROLEPAYLOAD']._serialized_end=1820
+  _globals['_DOCKERPAYLOAD']._serialized_start=1822
+  _globals['_DOCKERPAYLOAD']._serialized_end=1862
 # @@protoc_insertion_point(module_scope)

@@ -61,16 +61,34 @@ class IsBounded(_message.Message):
     def __init__(self) -> None: ...
 
 class PTransform(_message.Message):
-    __slots__ = ("spec", "subtransforms", "unique_name", "environment_id")
+    __slots__ = ("spec", "subtransforms", "inputs", "outputs", "unique_name", "environment_id")
+    class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class OutputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SPEC_FIELD_NUMBER: _ClassVar[int]
     SUBTRANSFORMS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     UNIQUE_NAME_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
     spec: FunctionSpec
     subtransforms: _containers.RepeatedScalarFieldContainer[str]
+    inputs: _containers.ScalarMap[str, str]
+    outputs: _containers.ScalarMap[str, str]
     unique_name: str
     environment_id: str
-    def __init__(self, spec: _Optional[_Union[FunctionSpec, _Mapping]] = ..., subtransforms: _Optional[_Iterable[str]] = ..., unique_name: _Optional[str] = ..., environment_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, spec: _Optional[_Union[FunctionSpec, _Mapping]] = ..., subtransforms: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Mapping[str, str]] = ..., unique_name: _Optional[str] = ..., environment_id: _Optional[str] = ...) -> None: ...
 
 class FunctionSpec(_message.Message):
     __slots__ = ("urn", "payload")

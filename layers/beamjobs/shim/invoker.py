@@ -31,6 +31,10 @@ FUNCTION_FOR_RPC: dict[str, str] = {
     "GetPipeline": "query",
     "GetJobMetrics": "query",
     "DescribePipelineOptions": "query",
+    # Beamjobs' own Jobs service.
+    "ListJobs": "query",
+    "GetJob": "query",
+    "ListMessages": "query",
 }
 
 # Lambda's synchronous payload limit; larger data goes to S3 and the event carries the key.

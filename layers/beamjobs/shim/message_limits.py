@@ -12,6 +12,7 @@ import grpc
 
 from beamjobs.errors import InvalidArgument
 from beamjobs.limits import PIPELINE_MESSAGE_MAX_BYTES, message_limit
+from beamjobs.shim.memory import trim_soon
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class _Oversized:
 
 
 def _problem(method: str, size: int, limit: int) -> InvalidArgument:
+    trim_soon()
     return InvalidArgument(f"a {method} request message is {size} bytes; its limit is {limit}")
 
 

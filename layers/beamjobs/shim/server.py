@@ -1,10 +1,9 @@
-"""The shim's gRPC server: the Job API, health checking and reflection on one port."""
+"""The shim's gRPC server: the Job API, Beamjobs' Jobs service, health checking and reflection
+on one port."""
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, job_api_pb2, job_api_pb2_grpc
+from beamjobs.api import (
+    artifact_api_pb2,
+    artifact_api_pb2_grpc,
+    job_api_pb2,
+    job_api_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+)
 from beamjobs.identity import AccessPolicy
 from beamjobs.limits import MAX_STREAMS_PER_CONNECTION, PIPELINE_MESSAGE_MAX_BYTES, Quotas
 from beamjobs.runtime import Stores
@@ -22,6 +28,8 @@ from beamjobs.shim.auth import Authenticator
 from beamjobs.shim.backend import Backend
 from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.shim.invoker import Invoker
+from beamjobs.shim.jobs_servicer import JobsServicer
+from beamjobs.shim.memory import return_large_buffers_to_the_os
 from beamjobs.shim.message_limits import MessageLimits
 from beamjobs.shim.servicer import JobServicer, OpenStreams
 from beamjobs.shim.staging import ArtifactStagingServicer
@@ -43,24 +51,8 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 
 JOB_SERVICE = job_api_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 STAGING_SERVICE = artifact_api_pb2.DESCRIPTOR.services_by_name["ArtifactStagingService"].full_name
+JOBS_SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name
 _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::", "[::]"})
-
-
-# glibc's mallopt parameter: allocations at least this large are mapped on their own.
-_M_MMAP_THRESHOLD = -3
-_LARGE_BUFFER_BYTES = 1024 * 1024
-
-
-def return_large_buffers_to_the_os() -> None:
-    """Artifact chunks (2 MiB) and upload parts (8 MiB) pass through the shim by the hundred.
-    glibc's default raises its mmap threshold after the first such buffer is freed, after which
-    they come from per-thread heaps that keep the memory: a 200 MB artifact then grew the shim
-    by ~70 MB even with a bounded receive window. A fixed threshold maps each large buffer
-    alone and unmaps it when freed. (Other C libraries have no mallopt; nothing is done.)"""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(_M_MMAP_THRESHOLD, _LARGE_BUFFER_BYTES)
 
 
 class Shim:
@@ -154,6 +146,7 @@ async def start_shim(
     job_api_pb2_grpc.add_JobServiceServicer_to_server(
         JobServicer(backend, feed, endpoint, streams, quotas), server
     )
+    jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(backend), server)
     staging = ArtifactStagingServicer(backend, quotas, streams)
     artifact_api_pb2_grpc.add_ArtifactStagingServiceServicer_to_server(staging, server)
     health_servicer = health.aio.HealthServicer()
@@ -161,6 +154,7 @@ async def start_shim(
     reflection.enable_server_reflection(
         (
             JOB_SERVICE,
+            JOBS_SERVICE,
             STAGING_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
@@ -169,7 +163,7 @@ async def start_shim(
     )
     feed.start()
     await server.start()
-    for service in ("", JOB_SERVICE, STAGING_SERVICE):
+    for service in ("", JOB_SERVICE, JOBS_SERVICE, STAGING_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info("Job API listening on %s:%d", host, bound)
     return Shim(server, bound, health_servicer, staging, feed, streams)

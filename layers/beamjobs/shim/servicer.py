@@ -6,22 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format
 
 from beamjobs import staging_tokens
 from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
 from beamjobs.errors import FailedPrecondition, InvalidArgument
 from beamjobs.jobs import Jobs
 from beamjobs.limits import Quotas, exceeded
-from beamjobs.model import Event, Job
+from beamjobs.model import Event, Job, message_id
 from beamjobs.service import check_quotas
 from beamjobs.shim import streams
 from beamjobs.shim.auth import current_caller
 from beamjobs.shim.backend import Backend, guarded
 from beamjobs.shim.changefeed import CLOSED, ChangeFeed
+from beamjobs.shim.times import message_time, timestamp
 from beamjobs.states import JobState as States
 from beamjobs.validation import check_prepare, require_id
 
@@ -76,24 +76,17 @@ def _options(struct: Any) -> dict[str, Any]:
         raise InvalidArgument(f"pipeline_options cannot be read: {error}") from None
 
 
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
-
-
 def _state_event(state: str, at: float) -> job_api_pb2.JobStateEvent:
-    return job_api_pb2.JobStateEvent(state=JobState.Enum.Value(state), timestamp=_timestamp(at))
+    return job_api_pb2.JobStateEvent(state=JobState.Enum.Value(state), timestamp=timestamp(at))
 
 
 def _messages(event: Event) -> list[job_api_pb2.JobMessagesResponse]:
-    """One response per message of a stored batch; ids are "<event seq>.<index>", unique and in
-    the job's order."""
+    """One response per message of a stored batch."""
     return [
         job_api_pb2.JobMessagesResponse(
             message_response=JobMessage(
-                message_id=f"{event.seq}.{index}",
-                time=datetime.fromtimestamp(message.time, UTC).isoformat(),
+                message_id=message_id(event.seq, index),
+                time=message_time(message.time),
                 importance=JobMessage.MessageImportance.Value(message.importance),
                 message_text=message.text,
             )

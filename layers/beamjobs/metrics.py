@@ -1,0 +1,135 @@
+"""A job's metrics as people read them: Beam's MonitoringInfos (as a worker published them in
+MetricResults) decoded into counters, distributions, gauges and element counts, each with its
+attempted and committed value. Payloads are Beam's standard coders: a signed 64-bit VarInt, a
+big-endian double."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from beamjobs.api import job_api_pb2, metrics_pb2
+
+SUM_INT64 = "beam:metrics:sum_int64:v1"
+SUM_DOUBLE = "beam:metrics:sum_double:v1"
+DISTRIBUTION_INT64 = "beam:metrics:distribution_int64:v1"
+DISTRIBUTION_DOUBLE = "beam:metrics:distribution_double:v1"
+LATEST_INT64 = "beam:metrics:latest_int64:v1"
+LATEST_DOUBLE = "beam:metrics:latest_double:v1"
+USER_PREFIX = "beam:metric:user:"
+ELEMENT_COUNT = "beam:metric:element_count:v1"
+
+COUNTER, DISTRIBUTION, GAUGE, ELEMENTS = "counter", "distribution", "gauge", "element_count"
+_KINDS = {
+    SUM_INT64: COUNTER,
+    SUM_DOUBLE: COUNTER,
+    DISTRIBUTION_INT64: DISTRIBUTION,
+    DISTRIBUTION_DOUBLE: DISTRIBUTION,
+    LATEST_INT64: GAUGE,
+    LATEST_DOUBLE: GAUGE,
+}
+
+
+@dataclass
+class Metric:
+    """One metric: a user's counter, distribution or gauge of a step, or the element count of
+    a PCollection. Values are numbers, or for a distribution {count, sum, min, max, mean}, or
+    for a gauge {value, timestamp_ms}; None where the job published none."""
+
+    kind: str
+    step: str
+    namespace: str
+    name: str
+    pcollection: str = ""
+    attempted: Any = None
+    committed: Any = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def job_metrics(results: job_api_pb2.MetricResults) -> list[Metric]:
+    """The user metrics and element counts in `results`; other system metrics are left out."""
+    metrics: dict[tuple[Any, ...], Metric] = {}
+    for column, infos in (("attempted", results.attempted), ("committed", results.committed)):
+        for raw in infos:
+            try:
+                info = metrics_pb2.MonitoringInfo.FromString(raw)
+                kind = _kind(info)
+                value = None if kind is None else decode(info.type, info.payload)
+            except (DecodeError, ValueError):  # one bad metric must not hide the others
+                continue
+            if kind is None:
+                continue
+            labels = dict(info.labels)
+            key = (kind, info.urn, tuple(sorted(labels.items())))
+            metric = metrics.setdefault(
+                key,
+                Metric(
+                    kind,
+                    labels.get("PTRANSFORM", ""),
+                    labels.get("NAMESPACE", ""),
+                    labels.get("NAME", ""),
+                    labels.get("PCOLLECTION", ""),
+                    labels=labels,
+                ),
+            )
+            setattr(metric, column, value)
+    return sorted(metrics.values(), key=lambda m: (m.kind, m.step, m.pcollection, m.name))
+
+
+def _kind(info: metrics_pb2.MonitoringInfo) -> str | None:
+    if info.urn == ELEMENT_COUNT and info.type == SUM_INT64:
+        return ELEMENTS
+    if info.urn.startswith(USER_PREFIX):
+        return _KINDS.get(info.type)
+    return None
+
+
+def decode(type_urn: str, payload: bytes) -> Any:
+    """A payload of one of the standard metric types (ValueError when it is cut short)."""
+    reader = _Reader(payload)
+    if type_urn == SUM_INT64:
+        return reader.varint()
+    if type_urn == SUM_DOUBLE:
+        return reader.double()
+    if type_urn in (DISTRIBUTION_INT64, DISTRIBUTION_DOUBLE):
+        count = reader.varint()
+        read = reader.varint if type_urn == DISTRIBUTION_INT64 else reader.double
+        total, low, high = read(), read(), read()
+        mean = total / count if count else None
+        return {"count": count, "sum": total, "min": low, "max": high, "mean": mean}
+    if type_urn in (LATEST_INT64, LATEST_DOUBLE):
+        timestamp = reader.varint()
+        value = reader.varint() if type_urn == LATEST_INT64 else reader.double()
+        return {"value": value, "timestamp_ms": timestamp}
+    raise ValueError(f"not a metric type read here: {type_urn}")
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._at = 0
+
+    def varint(self) -> int:
+        """Beam's VarIntCoder: a 64-bit two's complement value, 7 bits a byte."""
+        value = shift = 0
+        while True:
+            if self._at >= len(self._data) or shift > 63:
+                raise ValueError("a VarInt cut short")
+            byte = self._data[self._at]
+            self._at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        value &= (1 << 64) - 1
+        return value - (1 << 64) if value >= 1 << 63 else value
+
+    def double(self) -> float:
+        if self._at + 8 > len(self._data):
+            raise ValueError("a double cut short")
+        (value,) = struct.unpack_from(">d", self._data, self._at)
+        self._at += 8
+        return float(value)

@@ -1,0 +1,141 @@
+"""A job's metrics decoded from Beam's MonitoringInfos, and its graph from the pipeline's
+transform tree."""
+
+import struct
+
+import pytest
+
+from beamjobs.api import job_api_pb2, metrics_pb2, pipeline_pb2
+from beamjobs.graph import pipeline_graph
+from beamjobs.metrics import decode, job_metrics
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _info(urn, type_, payload, **labels):
+    return metrics_pb2.MonitoringInfo(
+        urn=urn, type=type_, payload=payload, labels=labels
+    ).SerializeToString()
+
+
+def test_counters_distributions_gauges_and_element_counts_are_decoded():
+    user = {"PTRANSFORM": "Count", "NAMESPACE": "ns"}
+    results = job_api_pb2.MetricResults(
+        attempted=[
+            _info(
+                "beam:metric:user:sum_int64:v1",
+                "beam:metrics:sum_int64:v1",
+                _varint(-3),
+                NAME="c",
+                **user,
+            ),
+            _info(
+                "beam:metric:user:distribution_double:v1",
+                "beam:metrics:distribution_double:v1",
+                _varint(2) + struct.pack(">ddd", 3.0, 1.0, 2.0),
+                NAME="d",
+                **user,
+            ),
+            _info(
+                "beam:metric:user:latest_int64:v1",
+                "beam:metrics:latest_int64:v1",
+                _varint(1700) + _varint(9),
+                NAME="g",
+                **user,
+            ),
+            _info(
+                "beam:metric:element_count:v1",
+                "beam:metrics:sum_int64:v1",
+                _varint(12),
+                PCOLLECTION="words",
+            ),
+            # A system metric, and a malformed payload: neither shows, neither breaks the rest.
+            _info(
+                "beam:metric:ptransform_execution_time:total_msecs:v1",
+                "beam:metrics:sum_int64:v1",
+                _varint(5),
+            ),
+            _info(
+                "beam:metric:user:sum_int64:v1",
+                "beam:metrics:sum_int64:v1",
+                b"\x80",
+                NAME="bad",
+                **user,
+            ),
+        ],
+        committed=[
+            _info(
+                "beam:metric:user:sum_int64:v1",
+                "beam:metrics:sum_int64:v1",
+                _varint(-3),
+                NAME="c",
+                **user,
+            ),
+        ],
+    )
+    metrics = {m.name or m.pcollection: m for m in job_metrics(results)}
+
+    assert sorted(metrics) == ["c", "d", "g", "words"]
+    assert (metrics["c"].kind, metrics["c"].attempted, metrics["c"].committed) == (
+        "counter",
+        -3,
+        -3,
+    )
+    assert metrics["c"].step == "Count" and metrics["c"].namespace == "ns"
+    assert metrics["d"].attempted == {"count": 2, "sum": 3.0, "min": 1.0, "max": 2.0, "mean": 1.5}
+    assert metrics["d"].committed is None
+    assert metrics["g"].attempted == {"value": 9, "timestamp_ms": 1700}
+    assert (metrics["words"].kind, metrics["words"].attempted) == ("element_count", 12)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\xff" * 11])
+def test_a_cut_or_overlong_varint_is_a_value_error(payload):
+    with pytest.raises(ValueError):
+        decode("beam:metrics:sum_int64:v1", payload)
+
+
+def test_the_graph_has_a_node_per_leaf_transform_and_an_edge_per_consumed_pcollection():
+    pipeline = pipeline_pb2.Pipeline(root_transform_ids=["read", "count", "orphan-root"])
+    transforms = pipeline.components.transforms
+    transforms["read"].CopyFrom(
+        pipeline_pb2.PTransform(unique_name="Read", outputs={"out": "lines"})
+    )
+    transforms["count"].CopyFrom(
+        pipeline_pb2.PTransform(
+            unique_name="Count",
+            subtransforms=["split", "sum"],
+            inputs={"in": "lines"},
+            outputs={"out": "counts"},
+        )
+    )
+    transforms["split"].CopyFrom(
+        pipeline_pb2.PTransform(
+            unique_name="Count/Split", inputs={"in": "lines"}, outputs={"out": "words"}
+        )
+    )
+    transforms["sum"].CopyFrom(
+        pipeline_pb2.PTransform(
+            unique_name="Count/Sum",
+            inputs={"in": "words", "side": "lines"},
+            outputs={"out": "counts"},
+        )
+    )
+    for pcollection in ("lines", "words", "counts"):
+        pipeline.components.pcollections[pcollection].unique_name = pcollection.title()
+
+    graph = pipeline_graph(pipeline)
+
+    assert [n.name for n in graph.nodes] == ["Read", "Count/Split", "Count/Sum"]
+    assert sorted((e.source, e.target, e.pcollection) for e in graph.edges) == [
+        ("read", "split", "Lines"),
+        ("read", "sum", "Lines"),
+        ("split", "sum", "Words"),
+    ]
