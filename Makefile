@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8099
+DASHBOARD_PORT ?= 8098
 STAMP := $(VENV)/.installed
 # Editable installs write the project's own egg-info: one at a time, even under make -j.
 EDITABLE := flock .editable-install.lock
@@ -22,7 +23,7 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
 
-.PHONY: run setup stand-ins test test-control-plane test-e2e fuzz lint proto bench clean sam-validate worker-lock
+.PHONY: run setup stand-ins chromium test test-control-plane test-e2e fuzz lint proto bench clean sam-validate worker-lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,9 +51,11 @@ stand-ins:
 	PYTHONPATH=layers $(PYTHON) -m beamjobs.worker.image_environments build \
 		apache/beam_python3.11_sdk:2.50.0 .cache/environments
 
-## Serve the Job API on localhost:$(PORT) with the embedded AWS and the local executor.
+## Serve the Job API on localhost:$(PORT), and the dashboard on http://localhost:$(DASHBOARD_PORT),
+## with the embedded AWS and the local executor.
 run: $(STAMP) $(WORKER_STAMP)
-	$(BIN)/beamjobs serve --port $(PORT) --template template.yaml --worker-python $(WORKER_PYTHON)
+	$(BIN)/beamjobs serve --port $(PORT) --dashboard-port $(DASHBOARD_PORT) --template template.yaml \
+		--worker-python $(WORKER_PYTHON)
 
 ## Re-pin worker/requirements.txt: resolve what the SDK image of $(BEAM_VERSION) installs.
 worker-lock: $(STAMP)
@@ -66,14 +69,20 @@ worker-lock: $(STAMP)
 ## declare the same protobuf names, so the suites that import apache_beam run in their own
 ## interpreter. The two interpreters run side by side (most of either's time is spent waiting
 ## on processes, sockets and clocks); each one's output is shown whole when it ends.
-test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) stand-ins sam-validate
+test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) stand-ins sam-validate chromium
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-control-plane test-e2e
 
 test-control-plane: $(STAMP)
 	$(BIN)/pytest tests/unit tests/integration tests/faults tests/abuse
 
-test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) stand-ins
-	$(BIN)/pytest tests/e2e
+## The end-to-end and browser tests (both submit with the Beam SDK). Screenshots of the pages
+## land in build/screenshots.
+test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) stand-ins chromium
+	$(BIN)/pytest tests/e2e tests/browser
+
+## Debian's Chromium, which the browser tests drive (Playwright never downloads one here).
+chromium:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 ## The abuse suite's generated requests, ten times CI's budget.
 fuzz: $(STAMP) $(WORKER_STAMP)
@@ -109,6 +118,7 @@ proto: $(STAMP)
 bench: $(STAMP) $(WORKER_STAMP)
 	BEAMJOBS_WORKER_PYTHON=$(WORKER_PYTHON) $(BIN)/python bench/bench.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/soak.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/listing.py
 
 clean:
 	rm -rf $(VENV) $(WORKER_VENV) $(SAM_VENV) .pytest_cache .cache

@@ -70,6 +70,7 @@ def _start(name: str, port: int) -> subprocess.Popen[bytes]:
             str(port),
             "--template",
             "template.yaml",
+            "--no-dashboard",
         ]
     else:
         command = [

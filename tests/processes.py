@@ -55,6 +55,16 @@ class Process:
             time.sleep(0.1)
         raise TimeoutError(f"port {port} never opened:\n{self.log.read_text()}")
 
+    def dashboard_url(self, timeout: float = 30) -> str:
+        """Where the server's dashboard is, as it announced it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log.read_text().splitlines():
+                if line.startswith("Beamjobs dashboard on "):
+                    return line.removeprefix("Beamjobs dashboard on ").strip()
+            time.sleep(0.1)
+        raise TimeoutError(f"no dashboard announced:\n{self.log.read_text()}")
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -78,6 +88,9 @@ def serve(
             str(port),
             "--template",
             "template.yaml",
+            # Any free port: servers run side by side.
+            "--dashboard-port",
+            "0",
             *extra,
         ],
         tmp / f"{name}.log",

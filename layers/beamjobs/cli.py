@@ -48,7 +48,13 @@ def _quiet_powertools() -> None:
 
 
 async def _serve(
-    settings: Settings, host: str, port: int, doorbell: int | None = None, *, owns_aws: bool
+    settings: Settings,
+    host: str,
+    port: int,
+    doorbell: int | None = None,
+    *,
+    owns_aws: bool,
+    dashboard_port: int | None,
 ) -> None:
     from beamjobs.local_executor import ProcessExecutor
     from beamjobs.shim.invoker import InProcessInvoker
@@ -71,6 +77,7 @@ async def _serve(
             f"AWS at {settings.endpoint_url}",
             doorbell,
             drain=0.0 if owns_aws else settings.drain_seconds,
+            dashboard=(dashboard_port, True) if dashboard_port is not None else None,
         )
     finally:
         # Workers outlive a shim whose AWS outlives it too (another serve takes over). With an
@@ -93,7 +100,16 @@ async def _serve_deployed(host: str, port: int) -> None:
     invoker = LambdaInvoker(aws.client("lambda", settings), functions)
     stores = runtime.stores(settings)
     via = f"functions {functions}"
-    await _run_shim(invoker, stores, settings, host, port, via, drain=settings.drain_seconds)
+    await _run_shim(
+        invoker,
+        stores,
+        settings,
+        host,
+        port,
+        via,
+        drain=settings.drain_seconds,
+        dashboard=(settings.health_port, False),
+    )
 
 
 async def _run_shim(
@@ -106,7 +122,11 @@ async def _run_shim(
     doorbell: int | None = None,
     *,
     drain: float,
+    dashboard: tuple[int, bool] | None = None,
 ) -> None:
+    """Serve until signalled; with `dashboard` (a port, and whether to serve pages), the
+    dashboard too, or its /healthz alone (on every interface: the load balancer's check)."""
+    from beamjobs.dashboard.server import start_dashboard
     from beamjobs.shim.server import serve_until_signalled, start_shim
 
     shim = await start_shim(
@@ -122,11 +142,29 @@ async def _run_shim(
     if doorbell is not None:  # the embedded AWS rings it after each item put
         asyncio.get_running_loop().add_reader(doorbell, _answer, doorbell, shim.feed.wake)
     print(f"Beamjobs Job API on {host}:{shim.port} ({via})", flush=True)
-    await serve_until_signalled(shim, drain)
+    runner = None
+    if dashboard is not None:
+        dashboard_port, pages = dashboard
+        # Pages for this machine only; /healthz alone wherever the load balancer checks.
+        runner, bound = await start_dashboard(
+            f"localhost:{shim.port}",
+            "localhost" if pages else host,
+            dashboard_port,
+            lambda: shim.serving,
+            pages=pages,
+        )
+        if pages:
+            print(f"Beamjobs dashboard on http://localhost:{bound}", flush=True)
+    try:
+        await serve_until_signalled(shim, drain)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
 
 
-async def _connect(endpoint: str, listen: str, plaintext: bool) -> None:
+async def _connect(endpoint: str, listen: str, plaintext: bool, dashboard_port: int | None) -> None:
     from beamjobs.connect import Identity, start_proxy
+    from beamjobs.dashboard.server import start_dashboard
 
     identity = Identity()
     who = await asyncio.to_thread(identity.who)
@@ -136,11 +174,18 @@ async def _connect(endpoint: str, listen: str, plaintext: bool) -> None:
         f"({'plaintext' if plaintext else 'TLS'}) as {who}",
         flush=True,
     )
+    runner = None
+    if dashboard_port is not None:
+        # The dashboard reads through the proxy: it sees what this identity may see.
+        runner, bound = await start_dashboard(address, "localhost", dashboard_port, lambda: True)
+        print(f"Beamjobs dashboard on http://localhost:{bound}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if runner is not None:
+        await runner.cleanup()
     await proxy.stop(5)
 
 
@@ -159,6 +204,27 @@ def _log_quietly() -> None:
     # One line per request to the embedded AWS would drown everything else.
     for noisy in ("werkzeug", "botocore.credentials"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _dashboard_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--dashboard-port N (0: any free port) and --no-dashboard, as `dashboard`: a port or None."""
+
+    def dashboard(context: click.Context, _: click.Parameter, port: int) -> int | None:
+        return None if context.params.pop("no_dashboard", False) else port
+
+    command = click.option(
+        "--dashboard-port",
+        "dashboard",
+        type=click.IntRange(0, 65535),
+        default=8098,
+        show_default=True,
+        envvar="BEAMJOBS_DASHBOARD_PORT",
+        callback=dashboard,
+        help="the dashboard's port, on localhost (0: any free port)",
+    )(command)
+    return click.option("--no-dashboard", is_flag=True, is_eager=True, help="serve no dashboard")(
+        command
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -201,6 +267,7 @@ def cli() -> None:
     help="with --require-auth: a principal (or account id) that sees and steers every job; "
     "repeatable",
 )
+@_dashboard_options
 def serve(
     host: str,
     port: int,
@@ -210,6 +277,7 @@ def serve(
     require_auth: bool,
     allowed_principal: tuple[str, ...],
     admin_principal: tuple[str, ...],
+    dashboard: int | None,
 ) -> None:
     """Serve the Job API with the embedded AWS (or --aws-endpoint) and the local executor."""
     from beamjobs.connect import LOOPBACK_HOSTS
@@ -243,12 +311,14 @@ def serve(
         use_offline_credentials()
         settings = settings_at(aws_endpoint)
         provision(settings, template)
-        asyncio.run(_serve(settings, host, port, owns_aws=False))
+        asyncio.run(_serve(settings, host, port, owns_aws=False, dashboard_port=dashboard))
         return
     embedded = EmbeddedAwsProcess(template)
     try:
         settings = settings_at(embedded.start())
-        asyncio.run(_serve(settings, host, port, embedded.doorbell, owns_aws=True))
+        asyncio.run(
+            _serve(settings, host, port, embedded.doorbell, owns_aws=True, dashboard_port=dashboard)
+        )
     finally:
         embedded.stop()
 
@@ -270,11 +340,12 @@ def shim(host: str, port: int) -> None:
     is_flag=True,
     help="no TLS to the endpoint: only for a Job API on a private network or localhost",
 )
-def connect(endpoint: str, listen: str, plaintext: bool) -> None:
+@_dashboard_options
+def connect(endpoint: str, listen: str, plaintext: bool, dashboard: int | None) -> None:
     """A local proxy that forwards unmodified Beam SDKs to an authenticated Job API with your
     AWS identity."""
     _log_quietly()
-    asyncio.run(_connect(endpoint, listen, plaintext))
+    asyncio.run(_connect(endpoint, listen, plaintext, dashboard))
 
 
 @cli.command("aws")

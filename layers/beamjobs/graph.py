@@ -33,6 +33,11 @@ class Graph:
     edges: list[Edge]
 
 
+def pcollection_names(pipeline: pipeline_pb2.Pipeline) -> dict[str, str]:
+    """Each PCollection's unique name, by id (metrics name PCollections by id)."""
+    return {key: p.unique_name or key for key, p in pipeline.components.pcollections.items()}
+
+
 def pipeline_graph(pipeline: pipeline_pb2.Pipeline) -> Graph:
     transforms = pipeline.components.transforms
     leaves: list[str] = []

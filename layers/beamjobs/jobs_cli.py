@@ -3,8 +3,9 @@
 Output is a table on a terminal and JSON otherwise (`--format` chooses). JSON field names are
 the proto field names of beamjobs/api/jobs.proto and job_api.proto (times as RFC 3339 text,
 states and importances by name); `metrics` and `graph` print the records of beamjobs.metrics and
-beamjobs.graph. Exit codes: 0 ok, 1 any other failure, 2 usage (or a request the service calls
-invalid), 3 not found, 4 not authenticated or not allowed.
+beamjobs.graph (a metric also names its PCollection: `pcollection_name`). Exit codes: 0 ok,
+1 any other failure, 2 usage (or a request the service calls invalid), 3 not found, 4 not
+authenticated or not allowed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from beamjobs.api import job_api_pb2, job_api_pb2_grpc, jobs_pb2, jobs_pb2_grpc, pipeline_pb2
-from beamjobs.graph import pipeline_graph
+from beamjobs.graph import pcollection_names, pipeline_graph
 from beamjobs.metrics import job_metrics
 from beamjobs.model import IMPORTANCES
 from beamjobs.states import JobState
@@ -424,15 +425,24 @@ def metrics(connection: Connection, output: Output, job_id: str) -> None:
         job_api_pb2.GetJobMetricsRequest(job_id=job_id), metadata=connection.metadata()
     )
     decoded = job_metrics(answer.metrics)
+    pipeline = connection.job_api.GetPipeline(
+        job_api_pb2.GetJobPipelineRequest(job_id=job_id), metadata=connection.metadata()
+    )
+    names = pcollection_names(pipeline_pb2.Pipeline.FromString(pipeline.pipeline))
     if output.json:
-        output.emit_json([asdict(metric) for metric in decoded])
+        output.emit_json(
+            [
+                {**asdict(metric), "pcollection_name": names.get(metric.pcollection, "")}
+                for metric in decoded
+            ]
+        )
         return
     table = output.table("KIND", "STEP", "PCOLLECTION", "NAME", "ATTEMPTED", "COMMITTED")
     for metric in decoded:
         table.add_row(
             metric.kind,
             metric.step or "-",
-            metric.pcollection or "-",
+            names.get(metric.pcollection, metric.pcollection) or "-",
             f"{metric.namespace}:{metric.name}" if metric.name else "-",
             _value(metric.attempted),
             _value(metric.committed),

@@ -104,6 +104,8 @@ class Settings:
     warm_workers: int = _setting("BEAMJOBS_WARM_WORKERS", 2, _number(int))
     # Shim: how long open streams may follow their jobs once the shim is told to stop.
     drain_seconds: float = _setting("BEAMJOBS_DRAIN_SECONDS", 110.0, _number(float))
+    # Shim, as deployed: the HTTP port of /healthz, the load balancer's health check.
+    health_port: int = _setting("BEAMJOBS_HEALTH_PORT", 8098, _number(int))
 
     # Worker: the function of the worker channel it reports through (locally, "worker" at the
     # executor's own endpoint), and its job's worker secret.

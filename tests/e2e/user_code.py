@@ -3,6 +3,9 @@ worker imports this module: it imports nothing the workers' environment lacks.""
 
 import time
 
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
 
 def sleep_long(x):
     time.sleep(300)
@@ -11,6 +14,11 @@ def sleep_long(x):
 
 def square(x):
     return x * x
+
+
+def sleep_a_moment(x):
+    time.sleep(3)
+    return x
 
 
 def sleep_briefly(x):
@@ -36,3 +44,15 @@ def what_the_job_can_reach(_):
     except Exception as error:  # what it answers is the point
         seen["read"] = type(error).__name__
     return json.dumps(seen)
+
+
+class CountWords(beam.DoFn):
+    """Splits lines into words, counting them in the counter dashboard:words."""
+
+    def __init__(self):
+        self.words = Metrics.counter("dashboard", "words")
+
+    def process(self, line):
+        for word in line.split():
+            self.words.inc()
+            yield word

@@ -179,6 +179,8 @@ def test_prepare_records_the_caller_as_the_jobs_owner(stores, executor):
         "query_get_state",
         "query_get_pipeline",
         "query_get_job_metrics",
+        "query_get_job",
+        "query_list_messages",
     ],
 )
 def test_another_principals_job_is_not_found_and_left_as_it_was(prepared, stores, executor, name):
@@ -204,6 +206,25 @@ def test_get_jobs_lists_the_callers_jobs_and_an_admins_lists_every_job(prepared,
         )
     }
     assert listed == {"alice": [prepared], "bob": ["bobs"], "admin": ["bobs", prepared]}
+
+
+def test_list_jobs_lists_the_callers_jobs_that_its_filters_admit(prepared, stores):
+    stores.jobs.create(make_job("bobs", job_name="wordcount", owner=BOB["principal"]))
+    for job_id in (prepared, "bobs"):
+        advance(stores.jobs, job_id, JobState.STARTING, JobState.RUNNING)
+
+    alice = _invoke(query, _event("query_list_jobs"))["result"]
+    [listed] = alice["jobs"]
+    assert (listed["job_id"], listed["state"], alice["next_page_token"]) == (
+        prepared,
+        "RUNNING",
+        "",
+    )
+    assert listed["started_at"] is not None and listed["ended_at"] is None
+    others = _event("query_list_jobs")
+    others["request"]["owner"] = BOB["principal"]
+    answer = _invoke(query, others)
+    assert answer["error"]["code"] == "PERMISSION_DENIED"
 
 
 def test_get_state_answers_the_current_state_and_its_time(prepared, stores):

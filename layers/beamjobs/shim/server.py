@@ -73,6 +73,7 @@ class Shim:
         self._staging = staging
         self.feed = feed
         self.streams = streams
+        self.serving = True
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS, drain: float = 0.0) -> None:
         """Tell load balancers first and take no new calls (clients reconnect elsewhere, or to
@@ -80,6 +81,7 @@ class Shim:
         up to `drain` seconds, then end the rest with UNAVAILABLE; let in-flight calls finish
         within `grace`. Beam's SDKs never resubscribe: a stream ended early fails the user's
         wait_until_finish."""
+        self.serving = False
         await self._health.enter_graceful_shutdown()
         stopping = asyncio.ensure_future(self.server.stop(drain + grace))
         await self.streams.drained(drain)

@@ -1,0 +1,1 @@
+"""The web dashboard (beamjobs.dashboard.server) and its pages (static/)."""

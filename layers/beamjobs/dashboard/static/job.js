@@ -1,0 +1,153 @@
+// One job: its details, timeline, graph, metrics and messages, kept live by its event stream.
+"use strict";
+
+const jobId = decodeURIComponent(location.pathname.split("/").pop());
+const base = `/api/jobs/${encodeURIComponent(jobId)}`;
+const IMPORTANCES = ["JOB_MESSAGE_DEBUG", "JOB_MESSAGE_DETAILED", "JOB_MESSAGE_BASIC",
+  "JOB_MESSAGE_WARNING", "JOB_MESSAGE_ERROR"];
+const TERMINAL = new Set(["DONE", "FAILED", "CANCELLED", "DRAINED"]);
+let ended = false;
+let elementCounts = {};
+
+function showFailure(error) {
+  const failure = document.getElementById("failure");
+  failure.textContent = String(error.message || error);
+  failure.hidden = false;
+}
+
+function row(...cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) {
+    const td = document.createElement("td");
+    if (cell instanceof Node) td.append(cell); else td.textContent = cell;
+    tr.append(td);
+  }
+  return tr;
+}
+
+function duration(text) {
+  if (!text) return "–";
+  const seconds = parseFloat(text);
+  const minutes = Math.floor(seconds / 60);
+  return minutes ? `${minutes}m ${(seconds % 60).toFixed(1)}s` : `${seconds.toFixed(1)}s`;
+}
+
+async function loadDetail() {
+  const detail = await api(base);
+  const job = detail.summary;
+  document.title = `Beamjobs — ${job.job_name}`;
+  document.getElementById("title").textContent = job.job_name;
+  document.getElementById("name").textContent = job.job_name;
+  document.getElementById("job-id").textContent = job.job_id;
+  document.getElementById("state").replaceChildren(stateBadge(job.state));
+  ended = TERMINAL.has(job.state);
+  document.getElementById("cancel").disabled = ended;
+  const facts = [
+    ["Owner", job.owner], ["Engine", job.engine], ["Created", when(job.created_at)],
+    ["Started", when(job.started_at)], ["Ended", when(job.ended_at)],
+    ["Ran for", duration(detail.run_duration)],
+    ["Worker", `${detail.worker.vcpu} vCPU, ${detail.worker.memory_mb} MiB`],
+    ["Bounded", detail.bounded ? "yes" : "no (streaming)"],
+  ];
+  document.getElementById("facts").replaceChildren(...facts.flatMap(([name, value]) =>
+    [element("dt", name), element("dd", value || "–")]));
+  document.getElementById("timeline").replaceChildren(...(detail.history || []).map((event) => {
+    const item = document.createElement("li");
+    item.append(stateBadge(event.state), element("span", when(event.timestamp), "muted"));
+    return item;
+  }));
+  document.getElementById("environments").replaceChildren(...(detail.environments || []).map(
+    (env) => row(element("span", env.id, "mono"), element("span", env.urn, "mono"), env.container_image || "–")));
+  document.getElementById("artifacts").replaceChildren(...(detail.artifacts || []).map(
+    (a) => row(a.staged_name, element("span", a.environment_id, "mono"),
+      element("span", (a.sha256 || "").slice(0, 16), "mono"), a.staged ? "yes" : "no")));
+}
+
+function shown(value) {
+  if (value === null || value === undefined) return "–";
+  if (typeof value === "object" && "count" in value) {
+    return `n=${value.count} sum=${value.sum} min=${value.min} max=${value.max}`;
+  }
+  if (typeof value === "object") return String(value.value);
+  return String(value);
+}
+
+async function loadMetrics() {
+  const metrics = await api(`${base}/metrics`);
+  const user = metrics.filter((m) => m.kind !== "element_count");
+  const elements = metrics.filter((m) => m.kind === "element_count");
+  document.getElementById("metrics").replaceChildren(...user.map((m) => {
+    const tr = row(m.kind, m.step, `${m.namespace}:${m.name}`, shown(m.attempted), shown(m.committed));
+    tr.dataset.metric = `${m.namespace}:${m.name}`;
+    return tr;
+  }));
+  document.getElementById("elements").replaceChildren(...elements.map(
+    (m) => row(m.pcollection_name || m.pcollection, shown(m.attempted), shown(m.committed))));
+  elementCounts = Object.fromEntries(elements.map((m) => [m.pcollection, m.committed ?? m.attempted]));
+  annotateGraph(elementCounts);
+}
+
+function filterMessages() {
+  const minimum = IMPORTANCES.indexOf(document.getElementById("importance").value);
+  for (const message of document.querySelectorAll(".message")) {
+    message.hidden = IMPORTANCES.indexOf(message.dataset.importance) < minimum;
+  }
+}
+
+function addMessage(message) {
+  const line = document.createElement("div");
+  line.className = "message";
+  line.dataset.importance = message.importance;
+  line.append(element("span", new Date(message.time).toLocaleTimeString(undefined, { hour12: false }), "muted"),
+    element("span", message.importance.replace("JOB_MESSAGE_", ""), "level"),
+    element("span", message.message_text));
+  const box = document.getElementById("messages");
+  const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+  box.append(line);
+  const minimum = IMPORTANCES.indexOf(document.getElementById("importance").value);
+  line.hidden = IMPORTANCES.indexOf(message.importance) < minimum;
+  if (atBottom) box.scrollTop = box.scrollHeight;
+}
+
+function follow() {
+  const feed = new EventSource(`${base}/live`);
+  feed.onopen = () => liveIndicator("live", true);
+  feed.addEventListener("message", (event) => addMessage(JSON.parse(event.data)));
+  feed.addEventListener("state", () => { loadDetail().catch(showFailure); loadMetrics().catch(showFailure); });
+  feed.addEventListener("end", () => {
+    feed.close();
+    const indicator = document.getElementById("live");
+    indicator.className = "live ended";
+    indicator.textContent = "ended";
+  });
+  feed.addEventListener("failure", (event) => { feed.close(); showFailure(JSON.parse(event.data)); });
+  feed.onerror = () => { if (ended) feed.close(); liveIndicator("live", false); };
+}
+
+function askToCancel() {
+  document.getElementById("confirm-name").textContent = document.getElementById("name").textContent;
+  document.getElementById("confirm").showModal();
+}
+
+async function cancelJob() {
+  document.getElementById("confirm").close();
+  document.getElementById("cancel").disabled = true;
+  try {
+    await api(`${base}/cancel`, { method: "POST", headers: { "X-Beamjobs-Request": "1" } });
+    await loadDetail();
+  } catch (error) {
+    showFailure(error);
+  }
+}
+
+document.getElementById("importance").addEventListener("change", filterMessages);
+document.getElementById("cancel").addEventListener("click", askToCancel);
+document.getElementById("keep").addEventListener("click", () => document.getElementById("confirm").close());
+document.getElementById("confirm-cancel").addEventListener("click", cancelJob);
+
+loadDetail().then(follow).catch(showFailure);
+api(`${base}/graph`).then((graph) => { drawGraph(document.getElementById("graph"), graph); annotateGraph(elementCounts); })
+  .catch(showFailure);
+loadMetrics().catch(showFailure);
+// Metrics are published while the job runs: read them again until it ends.
+setInterval(() => { if (!ended) loadMetrics().catch(() => {}); }, 2000);
