@@ -8,11 +8,14 @@ import base64
 import datetime
 import hashlib
 import json
+import os
 import queue
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 
 import boto3
 import botocore.auth
@@ -326,11 +329,14 @@ def tunnel(deployment):
             "--listen",
             f"127.0.0.1:{port}",
             "--plaintext",
+            "--dashboard-port",
+            "0",
         ],
         deployment["tmp"] / "connect.log",
         env=deployment["alice"].env,
     )
     proxy.wait_for_port(port)
+    deployment["tunnel dashboard"] = proxy.dashboard_url()
     yield f"127.0.0.1:{port}"
     proxy.stop()
     assert deployment["alice"].arn in proxy.log.read_text()
@@ -511,7 +517,7 @@ def tls_front(deployment, tmp_path):
 def _connect(deployment, endpoint, **env):
     port = free_port()
     proxy = Process(
-        ["connect", "--endpoint", endpoint, "--listen", f"127.0.0.1:{port}"],
+        ["connect", "--endpoint", endpoint, "--listen", f"127.0.0.1:{port}", "--no-dashboard"],
         deployment["tmp"] / f"connect-tls-{port}.log",
         env={**deployment["alice"].env, **env},
     )
@@ -548,3 +554,47 @@ def test_connect_reaches_the_shim_over_tls_and_only_with_a_trusted_certificate(
         assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
     finally:
         untrusting.stop()
+
+
+def _cli(deployment, user: User | None, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "beamjobs.cli", "jobs", "--endpoint", deployment["endpoint"], *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, **(user.env if user else {})},
+    )
+
+
+def test_the_cli_proves_its_users_identity_and_lists_their_jobs_only(deployment, channel):
+    stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+    alices = _prepare(stub, deployment["alice"], "cli-alice").preparation_id
+    bobs = _prepare(stub, deployment["bob"], "cli-bob").preparation_id
+
+    as_alice = _cli(deployment, deployment["alice"], "--auth", "list", "--name", "cli-")
+    as_bob = _cli(deployment, deployment["bob"], "--auth", "describe", alices)
+    anonymous = _cli(deployment, None, "list")
+    mallory = _cli(deployment, deployment["mallory"], "--auth", "list")
+
+    assert as_alice.returncode == 0, as_alice.stderr
+    assert [job["job_id"] for job in json.loads(as_alice.stdout)] == [alices]
+    assert bobs not in as_alice.stdout
+    assert as_bob.returncode == 3  # another's job is not found
+    assert anonymous.returncode == 4 and "UNAUTHENTICATED" in anonymous.stderr
+    assert mallory.returncode == 4 and "PERMISSION_DENIED" in mallory.stderr
+
+
+def test_the_dashboard_of_connect_reads_with_its_users_identity(deployment, channel, tunnel):
+    dashboard = deployment["tunnel dashboard"]
+    stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+    alices = _prepare(stub, deployment["alice"], "board-alice").preparation_id
+    bobs = _prepare(stub, deployment["bob"], "board-bob").preparation_id
+
+    with urllib.request.urlopen(f"{dashboard}/api/jobs?name=board-", timeout=30) as answer:
+        listed = [job["job_id"] for job in json.load(answer)["jobs"]]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{dashboard}/api/jobs/{bobs}", timeout=30)
+
+    assert listed == [alices]
+    assert refused.value.code == 404
