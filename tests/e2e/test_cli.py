@@ -288,3 +288,10 @@ def test_an_unreachable_endpoint_fails_with_1():
     done = beamjobs(f"localhost:{free_port()}", "list", timeout=60)
     assert done.returncode == 1
     assert "UNAVAILABLE" in done.stderr
+
+
+def test_a_table_is_shown_without_colour_when_not_on_a_terminal(endpoint, finished):
+    done = beamjobs(endpoint, "--format", "table", "list", "--name", "cli-count")
+    assert done.returncode == 0, done.stderr
+    assert "JOB ID" in done.stdout and "cli-count" in done.stdout
+    assert "\x1b[" not in done.stdout
