@@ -335,10 +335,7 @@ def _duration(detail: Any) -> str:
 @_rpc
 def cancel(connection: Connection, output: Output, job_id: str) -> None:
     """Cancel a job."""
-    answer = connection.job_api.Cancel(
-        job_api_pb2.CancelJobRequest(job_id=job_id), metadata=connection.metadata()
-    )
-    _report_state(output, job_id, answer.state)
+    _steer(connection, output, "Cancel", job_api_pb2.CancelJobRequest(job_id=job_id))
 
 
 @jobs.command()
@@ -346,17 +343,16 @@ def cancel(connection: Connection, output: Output, job_id: str) -> None:
 @_rpc
 def drain(connection: Connection, output: Output, job_id: str) -> None:
     """Drain a streaming job: stop reading, finish what is in flight."""
-    answer = connection.job_api.Drain(
-        job_api_pb2.DrainJobRequest(job_id=job_id), metadata=connection.metadata()
-    )
-    _report_state(output, job_id, answer.state)
+    _steer(connection, output, "Drain", job_api_pb2.DrainJobRequest(job_id=job_id))
 
 
-def _report_state(output: Output, job_id: str, state: int) -> None:
+def _steer(connection: Connection, output: Output, verb: str, request: Any) -> None:
+    """Cancel or Drain, and say the state the job is in after it."""
+    state = getattr(connection.job_api, verb)(request, metadata=connection.metadata()).state
     if output.json:
-        output.emit_json({"job_id": job_id, "state": job_api_pb2.JobState.Enum.Name(state)})
+        output.emit_json({"job_id": request.job_id, "state": job_api_pb2.JobState.Enum.Name(state)})
     else:
-        output.print(f"{job_id}: {_state(state)}")
+        output.print(f"{request.job_id}: {_state(state)}")
 
 
 @jobs.command()
