@@ -97,6 +97,10 @@ def test_the_change_feed_skips_a_malformed_record_and_its_followers_get_every_ev
         for follower in followers:
             follower.start()
         _until(lambda: shim.feed.subscriber_count == 2)
+        # A message the followers can only get from the feed: once seen, the feed reads the
+        # stream (it starts at LATEST, so a record put before that would never reach it).
+        Jobs(stores.jobs).say("followed", [Message("JOB_MESSAGE_BASIC", "warm-up", 1.0)])
+        _until(lambda: seen["followed"] == ["warm-up"])
         _put(stores, POISONED_EVENT)  # onto the stream, as the feed reads it
         _until(lambda: _reported(caplog, "ev#000000000002"))
         for job_id in seen:
@@ -105,7 +109,7 @@ def test_the_change_feed_skips_a_malformed_record_and_its_followers_get_every_ev
         for follower in followers:
             follower.join(30)
         health = health_pb2_grpc.HealthStub(shim.channel).Check(health_pb2.HealthCheckRequest())
-    assert seen == {"followed": ["hello followed"], "bystander": ["hello bystander"]}
+    assert seen == {"followed": ["warm-up", "hello followed"], "bystander": ["hello bystander"]}
     assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
