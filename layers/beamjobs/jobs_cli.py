@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import click
 import grpc
-from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
@@ -28,6 +27,7 @@ from beamjobs.api import job_api_pb2, job_api_pb2_grpc, jobs_pb2, jobs_pb2_grpc,
 from beamjobs.graph import pcollection_names, pipeline_graph
 from beamjobs.metrics import job_metrics
 from beamjobs.model import IMPORTANCES
+from beamjobs.proto_json import as_json
 from beamjobs.states import JobState
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -163,10 +163,6 @@ def _rpc(command: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def _as_dict(message: Any) -> dict[str, Any]:
-    return dict(json_format.MessageToDict(message, preserving_proto_field_name=True))
-
-
 def _when(stamp: Any, present: bool = True) -> str:
     if not present:
         return "-"
@@ -242,7 +238,7 @@ def list_jobs(
     )
     listed = list(_listed(connection, request, limit, page_size))
     if output.json:
-        output.emit_json([_as_dict(job) for job in listed])
+        output.emit_json([as_json(job) for job in listed])
         return
     table = output.table("JOB ID", "NAME", "STATE", "CREATED", "ENDED", "OWNER", "ENGINE")
     for job in listed:
@@ -283,7 +279,7 @@ def describe(connection: Connection, output: Output, job_id: str) -> None:
         jobs_pb2.GetJobRequest(job_id=job_id), metadata=connection.metadata()
     )
     if output.json:
-        output.emit_json(_as_dict(detail))
+        output.emit_json(as_json(detail))
         return
     job = detail.summary
     facts = output.table("", "", title=f"Job {job.job_id}")
@@ -375,7 +371,7 @@ def logs(
         if minimum and IMPORTANCES.index(name) < IMPORTANCES.index(minimum):
             continue
         if output.json:
-            click.echo(json.dumps(_as_dict(message), ensure_ascii=False))
+            click.echo(json.dumps(as_json(message), ensure_ascii=False))
         else:
             level = name.removeprefix("JOB_MESSAGE_")
             style = {"ERROR": "red", "WARNING": "yellow", "DEBUG": "dim"}.get(level, "")
@@ -420,25 +416,20 @@ def metrics(connection: Connection, output: Output, job_id: str) -> None:
     answer = connection.job_api.GetJobMetrics(
         job_api_pb2.GetJobMetricsRequest(job_id=job_id), metadata=connection.metadata()
     )
-    decoded = job_metrics(answer.metrics)
     pipeline = connection.job_api.GetPipeline(
         job_api_pb2.GetJobPipelineRequest(job_id=job_id), metadata=connection.metadata()
     )
     names = pcollection_names(pipeline_pb2.Pipeline.FromString(pipeline.pipeline))
+    decoded = job_metrics(answer.metrics, names)
     if output.json:
-        output.emit_json(
-            [
-                {**asdict(metric), "pcollection_name": names.get(metric.pcollection, "")}
-                for metric in decoded
-            ]
-        )
+        output.emit_json([asdict(metric) for metric in decoded])
         return
     table = output.table("KIND", "STEP", "PCOLLECTION", "NAME", "ATTEMPTED", "COMMITTED")
     for metric in decoded:
         table.add_row(
             metric.kind,
             metric.step or "-",
-            names.get(metric.pcollection, metric.pcollection) or "-",
+            metric.pcollection_name or metric.pcollection or "-",
             f"{metric.namespace}:{metric.name}" if metric.name else "-",
             _value(metric.attempted),
             _value(metric.committed),

@@ -6,6 +6,7 @@ big-endian double."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,13 +45,19 @@ class Metric:
     namespace: str
     name: str
     pcollection: str = ""
+    # The PCollection's unique name in the pipeline (metrics name it by id).
+    pcollection_name: str = ""
     attempted: Any = None
     committed: Any = None
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def job_metrics(results: job_api_pb2.MetricResults) -> list[Metric]:
-    """The user metrics and element counts in `results`; other system metrics are left out."""
+def job_metrics(
+    results: job_api_pb2.MetricResults, pcollection_names: Mapping[str, str] | None = None
+) -> list[Metric]:
+    """The user metrics and element counts in `results` (PCollections named by
+    `pcollection_names`, by id); other system metrics are left out."""
+    names = pcollection_names or {}
     metrics: dict[tuple[Any, ...], Metric] = {}
     for column, infos in (("attempted", results.attempted), ("committed", results.committed)):
         for raw in infos:
@@ -72,6 +79,7 @@ def job_metrics(results: job_api_pb2.MetricResults) -> list[Metric]:
                     labels.get("NAMESPACE", ""),
                     labels.get("NAME", ""),
                     labels.get("PCOLLECTION", ""),
+                    names.get(labels.get("PCOLLECTION", ""), ""),
                     labels=labels,
                 ),
             )

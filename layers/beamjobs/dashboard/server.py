@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -21,11 +22,11 @@ from typing import Any
 
 import grpc
 from aiohttp import web
-from google.protobuf import json_format
 
 from beamjobs.api import job_api_pb2, job_api_pb2_grpc, jobs_pb2, jobs_pb2_grpc, pipeline_pb2
 from beamjobs.graph import pcollection_names, pipeline_graph
 from beamjobs.metrics import job_metrics
+from beamjobs.proto_json import as_json
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ STATIC = Path(__file__).parent / "static"
 REQUEST_HEADER = "X-Beamjobs-Request"
 # How often the jobs list is read again for a page that follows it.
 LIST_REFRESH_SECONDS = 1.0
+# The jobs whose PCollection names are kept (the most recently shown).
+_NAMES_KEPT = 256
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -46,10 +49,6 @@ _HTTP_STATUS = {
 JobState = job_api_pb2.JobState
 
 
-def _as_dict(message: Any) -> dict[str, Any]:
-    return dict(json_format.MessageToDict(message, preserving_proto_field_name=True))
-
-
 class Dashboard:
     """The dashboard's routes over one channel to the Job API."""
 
@@ -57,6 +56,7 @@ class Dashboard:
         self._jobs = jobs_pb2_grpc.JobsStub(channel)
         self._job_api = job_api_pb2_grpc.JobServiceStub(channel)
         self._serving = serving
+        self._names: OrderedDict[str, dict[str, str]] = OrderedDict()
 
     def app(self, *, pages: bool = True) -> web.Application:
         """The application; without `pages`, /healthz alone (the deployed shim's)."""
@@ -87,7 +87,7 @@ class Dashboard:
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         page = await self._jobs.ListJobs(_listing(request))
-        return web.json_response(_as_dict(page))
+        return web.json_response(as_json(page))
 
     async def live_jobs(self, request: web.Request) -> web.StreamResponse:
         """The first page of the list as server-sent events: again whenever it changes."""
@@ -95,7 +95,7 @@ class Dashboard:
         stream = await _event_stream(request)
         last = None
         while True:
-            page = _as_dict(await self._jobs.ListJobs(listing))
+            page = as_json(await self._jobs.ListJobs(listing))
             if page != last:
                 await _send(stream, "jobs", page)
                 last = page
@@ -103,18 +103,13 @@ class Dashboard:
 
     async def get_job(self, request: web.Request) -> web.Response:
         detail = await self._jobs.GetJob(jobs_pb2.GetJobRequest(job_id=_job_id(request)))
-        return web.json_response(_as_dict(detail))
+        return web.json_response(as_json(detail))
 
     async def metrics(self, request: web.Request) -> web.Response:
         job_id = _job_id(request)
         answer = await self._job_api.GetJobMetrics(job_api_pb2.GetJobMetricsRequest(job_id=job_id))
-        names = pcollection_names(await self._pipeline(job_id))
-        return web.json_response(
-            [
-                {**asdict(metric), "pcollection_name": names.get(metric.pcollection, "")}
-                for metric in job_metrics(answer.metrics)
-            ]
-        )
+        names = await self._pcollection_names(job_id)
+        return web.json_response([asdict(m) for m in job_metrics(answer.metrics, names)])
 
     async def graph(self, request: web.Request) -> web.Response:
         pipeline = await self._pipeline(_job_id(request))
@@ -133,9 +128,9 @@ class Dashboard:
             response = first
             while response is not grpc.aio.EOF:
                 if response.HasField("message_response"):
-                    await _send(stream, "message", _as_dict(response.message_response))
+                    await _send(stream, "message", as_json(response.message_response))
                 else:
-                    await _send(stream, "state", _as_dict(response.state_response))
+                    await _send(stream, "state", as_json(response.state_response))
                 response = await call.read()
             await _send(stream, "end", {})
         except grpc.aio.AioRpcError as error:  # the stream started: say it as an event
@@ -149,6 +144,16 @@ class Dashboard:
             raise web.HTTPForbidden(text=f"a Cancel needs the header {REQUEST_HEADER}: 1")
         answer = await self._job_api.Cancel(job_api_pb2.CancelJobRequest(job_id=_job_id(request)))
         return web.json_response({"state": JobState.Enum.Name(answer.state)})
+
+    async def _pcollection_names(self, job_id: str) -> dict[str, str]:
+        """A job's PCollection names, read once: a job page asks for metrics every two seconds
+        while the job runs, and a pipeline may be tens of megabytes (its names never change)."""
+        if job_id not in self._names:
+            self._names[job_id] = pcollection_names(await self._pipeline(job_id))
+            while len(self._names) > _NAMES_KEPT:
+                self._names.popitem(last=False)
+        self._names.move_to_end(job_id)
+        return self._names[job_id]
 
     async def _pipeline(self, job_id: str) -> pipeline_pb2.Pipeline:
         answer = await self._job_api.GetPipeline(job_api_pb2.GetJobPipelineRequest(job_id=job_id))
