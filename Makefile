@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8099
 DASHBOARD_PORT ?= 8098
+# Upstream engines, space-separated NAME=HOST:PORT (e.g. ENGINES="flink=10.0.3.4:8099").
+ENGINES ?=
 STAMP := $(VENV)/.installed
 # Editable installs write the project's own egg-info: one at a time, even under make -j.
 EDITABLE := flock .editable-install.lock
@@ -55,7 +57,7 @@ stand-ins:
 ## with the embedded AWS and the local executor.
 run: $(STAMP) $(WORKER_STAMP)
 	$(BIN)/beamjobs serve --port $(PORT) --dashboard-port $(DASHBOARD_PORT) --template template.yaml \
-		--worker-python $(WORKER_PYTHON)
+		--worker-python $(WORKER_PYTHON) $(foreach engine,$(ENGINES),--engine $(engine))
 
 ## Re-pin worker/requirements.txt: resolve what the SDK image of $(BEAM_VERSION) installs.
 worker-lock: $(STAMP)

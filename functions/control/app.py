@@ -38,7 +38,7 @@ def _routes() -> dict[str, Route]:
     service = JobControl(
         Jobs(stores.jobs),
         stores.blobs,
-        runtime.executor(settings, stores.jobs),
+        runtime.engines(settings, stores.jobs),
         stores.artifacts.location,
         settings.quotas(),
     )

@@ -5,7 +5,7 @@ bucket."""
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beamjobs import runtime
 from beamjobs.handlers import Route, caller_of, dispatch
-from beamjobs.options import SERVICE_OPTIONS
+from beamjobs.options import ENGINE, SERVICE_OPTIONS
 from beamjobs.service import JobQueries, job_detail, job_summary
 from beamjobs.settings import Settings
 from beamjobs.validation import require_id
@@ -25,7 +25,8 @@ tracer = Tracer(service="beamjobs-query")
 @functools.cache
 def _routes() -> dict[str, Route]:
     """Built once per execution environment, on first use (never at import time)."""
-    stores = runtime.stores(Settings.from_env())
+    settings = Settings.from_env()
+    stores = runtime.stores(settings)
     service = JobQueries(stores.jobs, stores.blobs, stores.artifacts.location)
 
     def get_jobs(call: dict[str, Any]) -> dict[str, Any]:
@@ -88,8 +89,11 @@ def _routes() -> dict[str, Route]:
             "ended": page.ended,
         }
 
+    # The engines this deployment offers, for --beamjobs_engine's description.
+    engine = replace(ENGINE, description=settings.engine_choice().description())
+
     def describe_pipeline_options(call: dict[str, Any]) -> dict[str, Any]:
-        return {"options": [asdict(option) for option in SERVICE_OPTIONS]}
+        return {"options": [asdict(option) for option in (*SERVICE_OPTIONS, engine)]}
 
     return {
         "GetJobs": get_jobs,

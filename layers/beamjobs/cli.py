@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import click
 
 from beamjobs import aws, runtime
+from beamjobs.errors import InvalidArgument
 from beamjobs.jobs_cli import jobs as jobs_commands
 from beamjobs.settings import Settings
 from beamjobs.shim.invoker import Handler, Invoker
@@ -199,6 +200,15 @@ def _authentication(settings: Settings) -> Authentication | None:
     return verifier, AccessPolicy(settings.allowed_principals, settings.admin_principals)
 
 
+def _engines(specs: tuple[str, ...]) -> tuple[str, ...]:
+    from beamjobs.engines import parse_engines
+
+    try:
+        return parse_engines(",".join(specs))
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 def _log_quietly() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # One line per request to the embedded AWS would drown everything else.
@@ -267,6 +277,23 @@ def cli() -> None:
     help="with --require-auth: a principal (or account id) that sees and steers every job; "
     "repeatable",
 )
+@click.option(
+    "--engine",
+    "engines",
+    multiple=True,
+    metavar="NAME=HOST:PORT",
+    callback=lambda _context, _param, specs: _engines(specs),
+    help="an upstream engine: a Beam Job API endpoint (Flink's or Spark's job server, Prism, "
+    "another Beamjobs) that jobs choose with --beamjobs_engine=NAME; repeatable",
+)
+@click.option(
+    "--default-engine", metavar="NAME", help="the engine of jobs that choose none (default: local)"
+)
+@click.option(
+    "--streaming-engine",
+    metavar="NAME",
+    help="the engine of streaming (unbounded) pipelines that choose none (default: refused)",
+)
 @_dashboard_options
 def serve(
     host: str,
@@ -277,6 +304,9 @@ def serve(
     require_auth: bool,
     allowed_principal: tuple[str, ...],
     admin_principal: tuple[str, ...],
+    engines: tuple[str, ...],
+    default_engine: str | None,
+    streaming_engine: str | None,
     dashboard: int | None,
 ) -> None:
     """Serve the Job API with the embedded AWS (or --aws-endpoint) and the local executor."""
@@ -299,13 +329,21 @@ def serve(
     from beamjobs.provision import provision
 
     def settings_at(endpoint_url: str) -> Settings:
-        return dataclasses.replace(
+        settings = dataclasses.replace(
             local_settings(endpoint_url),
             worker_python=worker_python,
             require_auth=require_auth,
             allowed_principals=allowed_principal or (LOCAL_ACCOUNT,),
             admin_principals=admin_principal,
+            upstream_engines=engines,
+            default_engine=default_engine,
+            streaming_engine=streaming_engine,
         )
+        try:
+            settings.engine_choice()
+        except InvalidArgument as error:
+            raise click.UsageError(error.message) from None
+        return settings
 
     if aws_endpoint:
         use_offline_credentials()

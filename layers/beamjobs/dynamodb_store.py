@@ -4,8 +4,9 @@ Items of a job, all under the partition key ``job#<id>``:
 
 - ``sk = "ev#<seq, zero-padded>"``: the job's log (beamjobs.store). Each event holds its change
   and the job's snapshot after it (``job_state``, ``job_state_time``, ``job_pipeline_ref``,
-  ``job_unstaged``, ``job_artifacts``, ``job_started_at``, and the staging token's
-  ``job_staging_*``). An append is a put conditional on a free slot.
+  ``job_unstaged``, ``job_artifacts``, ``job_started_at``, the staging token's
+  ``job_staging_*``, and a mirrored job's ``job_upstream_*``). An append is a put conditional
+  on a free slot.
 - ``sk = "job"``: the job record: what never changes (name, owner, options, created, the
   staging token's hash, the worker secret), and a projection of the snapshot for listing
   (``gsi1``; ``owner``, an owner's jobs; ``state``, one state's jobs) and for the reconciler
@@ -46,6 +47,7 @@ from beamjobs.model import (
     Message,
     Staged,
     StagingLease,
+    Upstream,
     event_bytes,
     unknown_job,
 )
@@ -508,6 +510,8 @@ def _snapshot(job: Job) -> dict[str, Any]:
         "staging_session": job.staging_lease.session if job.staging_lease else None,
         "staging_until": _decimal(job.staging_lease.until) if job.staging_lease else None,
         "staging_spent": job.staging_spent or None,
+        "upstream_job_id": job.upstream.job_id if job.upstream else None,
+        "upstream_cursor": job.upstream.cursor if job.upstream else None,
     }
 
 
@@ -525,11 +529,16 @@ def _with_snapshot(job: Job, event: dict[str, Any]) -> Job:
         started_at=None if started_at is None else float(started_at),
         staging_lease=_lease(event.get("job_staging_session"), event.get("job_staging_until")),
         staging_spent=bool(event.get("job_staging_spent")),
+        upstream=_upstream(event.get("job_upstream_job_id"), event.get("job_upstream_cursor")),
     )
 
 
 def _lease(session: Any, until: Any) -> StagingLease | None:
     return None if session is None else StagingLease(str(session), float(until))
+
+
+def _upstream(job_id: Any, cursor: Any) -> Upstream | None:
+    return None if job_id is None else Upstream(str(job_id), str(cursor or ""))
 
 
 def _written_by(error: BaseException | None, writer: str) -> bool:
@@ -575,6 +584,7 @@ def _read_job(values: dict[str, Any]) -> Job:
         staging_lease=_lease(values.get("staging_session"), values.get("staging_until")),
         staging_spent=bool(values.get("staging_spent")),
         engine=str(values.get("engine", "")),
+        upstream=_upstream(values.get("upstream_job_id"), values.get("upstream_cursor")),
     )
 
 

@@ -80,6 +80,30 @@ def worker_task_overrides(
     }
 
 
+MIRROR_CONTAINER = "mirror"
+
+
+def mirror_task_overrides(
+    job_id: str, worker_secret: str, engine: str, endpoint: str
+) -> dict[str, Any]:
+    """The `overrides` of RunTask for one job's mirror (beamjobs.mirror): a small task of its
+    task definition's size, reporting with the job's secret, following the job upstream."""
+    environment = {
+        WORKER_SECRET_ENV: worker_secret,
+        "BEAMJOBS_UPSTREAM_ENGINE": engine,
+        "BEAMJOBS_UPSTREAM_ENDPOINT": endpoint,
+    }
+    return {
+        "containerOverrides": [
+            {
+                "name": MIRROR_CONTAINER,
+                "command": ["python", "-m", "beamjobs.mirror", job_id],
+                "environment": [{"name": k, "value": v} for k, v in environment.items()],
+            }
+        ],
+    }
+
+
 def task_definition_with_sdk(base: dict[str, Any], sdk_image: str) -> dict[str, Any]:
     """A RegisterTaskDefinition request: the base worker task plus the SDK image as a
     worker-pool sidecar. The worker waits for the sidecar to start; the sidecar is not

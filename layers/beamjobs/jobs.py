@@ -15,10 +15,11 @@ learns of another's jobs. The service's own verbs (a worker's, the reconciler's)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from beamjobs.errors import Conflict, FailedPrecondition
 from beamjobs.identity import Caller
@@ -29,6 +30,9 @@ from beamjobs.model import (
     Message,
     Staged,
     StagingLease,
+    Upstream,
+    identified_batches,
+    is_after,
     message_batches,
     unknown_job,
 )
@@ -225,6 +229,48 @@ def say_rule(messages: tuple[Message, ...]) -> Rule:
     return lambda job, now: Change(messages=messages)
 
 
+def attach_rule(upstream_job_id: str, replacing: str | None) -> Rule:
+    """The job's mirror prepared its upstream job: the job now runs there. A mirror that
+    resumes and finds its upstream preparation never ran replaces it (`replacing`, the one it
+    found); any other attachment stands (Conflict), so a job runs upstream once."""
+
+    def rule(job: Job, now: float) -> Change | None:
+        if is_terminal(job.state) or job.state is JobState.STOPPED:
+            raise FailedPrecondition(f"job {job.job_id} is {job.state.value}: it runs nowhere")
+        attached = job.upstream.job_id if job.upstream else None
+        if attached == upstream_job_id:
+            return None
+        if attached != replacing:
+            raise Conflict(f"job {job.job_id} runs upstream as {attached}")
+        return Change(upstream=Upstream(upstream_job_id))
+
+    return rule
+
+
+def mirror_rule(messages: tuple[tuple[str, Message], ...]) -> Rule:
+    """Upstream messages (id, message) are appended after the ones mirrored before, and the
+    cursor moves past them in the same event; messages at or before the cursor are replays (a
+    mirror that resumed, a retried call) and are dropped. The mirror's own messages (id "")
+    are appended and move nothing."""
+
+    def rule(job: Job, now: float) -> Change | None:
+        if job.upstream is None:
+            raise FailedPrecondition(f"job {job.job_id} runs on no upstream engine")
+        cursor = job.upstream.cursor
+        fresh = []
+        for message_id, message in messages:
+            if not message_id:
+                fresh.append(message)
+            elif is_after(message_id, cursor):
+                fresh.append(message)
+                cursor = message_id
+        if not fresh:
+            return None
+        return Change(messages=tuple(fresh), upstream=replace(job.upstream, cursor=cursor))
+
+    return rule
+
+
 def _error(cause: str, now: float) -> Message:
     return Message("JOB_MESSAGE_ERROR", cause, now)
 
@@ -325,6 +371,32 @@ class Jobs:
         the batches before it stored; the caller retries the rest (see message_batches)."""
         for batch in message_batches(messages):
             self.apply(job_id, say_rule(batch))
+
+    def attach(self, job_id: str, upstream_job_id: str, *, replacing: str | None = None) -> Job:
+        return self.apply(job_id, attach_rule(upstream_job_id, replacing)).job
+
+    def mirror(self, job_id: str, messages: Sequence[tuple[str, Message]]) -> Job:
+        """Append upstream messages (id, message) not mirrored before, in as few events as the
+        bounds allow; the job after them (its upstream cursor says how far it got)."""
+        job = None
+        for batch in identified_batches(messages):
+            job = self.apply(job_id, mirror_rule(batch)).job
+        return job if job is not None else self.get(job_id)
+
+    def end_as_upstream(self, job_id: str, state: JobState, cause: str) -> Job:
+        """The job's upstream job ended in `state`: the job ends as it did (a final state
+        written meanwhile stands). A cancel or drain made on the upstream engine itself shows
+        as CANCELLING or DRAINING first, as through Beamjobs."""
+        if state is JobState.DONE:
+            return self.finish(job_id)
+        if state is JobState.FAILED:
+            return self.fail(job_id, cause)
+        if state is JobState.CANCELLED:
+            self.cancel(job_id)
+        elif state is JobState.DRAINED and self.get(job_id).state is JobState.RUNNING:
+            with contextlib.suppress(FailedPrecondition):  # a batch job: FAILED, with the cause
+                self.drain(job_id)
+        return self.settle(job_id, cause)
 
     def beat(self, job_id: str, *, known: Job | None = None) -> JobState:
         """The worker is alive; answers the job's state, so a worker learns of a cancel

@@ -287,7 +287,10 @@ def describe(connection: Connection, output: Output, job_id: str) -> None:
         ("name", job.job_name),
         ("state", _state(job.state)),
         ("owner", job.owner),
-        ("engine", job.engine),
+        (
+            "engine",
+            f"{job.engine} (job {job.upstream_job_id})" if job.upstream_job_id else job.engine,
+        ),
         ("created", _when(job.created_at)),
         ("started", _when(job.started_at, job.HasField("started_at"))),
         ("ended", _when(job.ended_at, job.HasField("ended_at"))),

@@ -25,7 +25,7 @@ from beamjobs.errors import BeamjobsError
 from beamjobs.executor import ExecutorError
 from beamjobs.jobs import Jobs
 from beamjobs.local_worker_channel import LocalWorkerChannel
-from beamjobs.model import Job, job_to_json
+from beamjobs.model import ACTIVE_STATES, Job, job_to_json
 from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, read_option
 from beamjobs.reconcile import fail_lost_jobs
 from beamjobs.settings import Settings
@@ -38,6 +38,11 @@ logger = logging.getLogger(__name__)
 _STOP_GRACE_SECONDS = 5.0
 # How long a fork may take to be reported before the fork server is deemed broken.
 _FORK_TIMEOUT_SECONDS = 30.0
+# A mirror that died is started again after this long; one that died more than this many times
+# within the window is lost.
+_MIRROR_RESTART_SECONDS = 1.0
+_MIRROR_DEATHS = 5
+_MIRROR_DEATHS_WINDOW_SECONDS = 600.0
 
 
 @dataclass
@@ -148,12 +153,32 @@ def worker_environment(settings: Settings, channel_url: str) -> dict[str, str]:
     return {**inherited, **worker.to_env()}
 
 
+def mirror_environment(
+    settings: Settings, channel_url: str, job: Job, endpoint: str
+) -> dict[str, str]:
+    """A mirror's environment: a worker's, with its job's secret, its upstream engine, and the
+    lease and longest job time it enforces itself."""
+    mirror = Settings(
+        region=settings.region,
+        endpoint_url=channel_url,
+        worker_function=WORKER_FUNCTION,
+        worker_secret=job.worker_secret,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        lease_seconds=settings.lease_seconds,
+        max_job_seconds=settings.max_job_seconds,
+        upstream_engine=job.engine,
+        upstream_endpoint=endpoint,
+    )
+    return {**worker_environment(settings, channel_url), **mirror.to_env()}
+
+
 class ProcessExecutor:
     name = "local"
 
     def __init__(
         self, settings: Settings, store: JobStore, blobs: BlobStore, outcomes: JobStore
     ) -> None:
+        self._settings = settings
         self._store = store
         self._jobs = Jobs(store)
         self._max_job_seconds = settings.max_job_seconds
@@ -197,6 +222,54 @@ class ProcessExecutor:
         threading.Thread(
             target=self._watch, args=(worker, timeout), name=f"watch-{job.job_id}", daemon=True
         ).start()
+
+    def start_mirror(self, job: Job, endpoint: str) -> None:
+        """Start the job's mirror towards `endpoint`: a process of the control plane's
+        interpreter (it runs no pipeline), started again whenever it dies before the job ends
+        (it resumes where the job's log says it got to)."""
+        with self._lock:
+            if job.job_id in self._workers or job.job_id in self._forking:
+                return  # a retried Run: its mirror is under way
+            self._forking.add(job.job_id)
+        try:
+            env = mirror_environment(self._settings, self.channel.url, job, endpoint)
+            threading.Thread(
+                target=self._keep_mirror,
+                args=(job.job_id, env),
+                name=f"mirror-{job.job_id}",
+                daemon=True,
+            ).start()
+        finally:
+            with self._lock:
+                self._forking.discard(job.job_id)
+
+    def _keep_mirror(self, job_id: str, env: dict[str, str]) -> None:
+        """Run the mirror until it exits having recorded the job's end (or the job ended);
+        a mirror that keeps dying at once is lost."""
+        deaths: list[float] = []
+        while True:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "beamjobs.mirror", job_id],
+                env=env,
+                start_new_session=True,
+            )
+            worker = Worker(job_id, process.pid)
+            with self._lock:
+                self._workers[job_id] = worker
+            worker.code = process.wait()
+            worker.exited.set()
+            with self._lock:
+                self._workers.pop(job_id, None)
+            if worker.code == 0 or self._store.get(job_id).state not in ACTIVE_STATES:
+                return
+            now = time.monotonic()
+            deaths = [t for t in deaths if now - t < _MIRROR_DEATHS_WINDOW_SECONDS] + [now]
+            if len(deaths) > _MIRROR_DEATHS:
+                cause = f"mirror lost: it died {len(deaths)} times ({_exit_cause(worker.code)})"
+                self._jobs.settle(job_id, cause)
+                return
+            logger.warning("the mirror of job %s died (%s): starting it again", job_id, worker.code)
+            time.sleep(_MIRROR_RESTART_SECONDS)
 
     def stop(self, job_id: str) -> None:
         with self._lock:

@@ -81,14 +81,46 @@ class StagingLease:
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """Where a job that runs on an upstream engine is there (beamjobs.mirror): the upstream's
+    job id, and the id of the last upstream message mirrored into the job's log ("" for none).
+    It moves in the same event as the messages it counts, so a mirror that resumes after a
+    crash mirrors every message once."""
+
+    job_id: str
+    cursor: str = ""
+
+
+def _numbered(message_id: str) -> tuple[int, ...] | None:
+    parts = message_id.split(".")
+    if not all(part.isdigit() and len(part) <= 18 for part in parts):
+        return None
+    return tuple(int(part) for part in parts)
+
+
+def is_after(message_id: str, cursor: str) -> bool:
+    """Whether an upstream message comes after the cursor (the last one mirrored). Beam's job
+    servers number their messages (the reference server "1", "2", …; Beamjobs
+    "<seq>.<index>"), and numbers say which came first; a message whose id is not a number
+    cannot be placed, and counts as new unless it is the cursor itself."""
+    if not cursor:
+        return True
+    mine, last = _numbered(message_id), _numbered(cursor)
+    if mine is None or last is None:
+        return message_id != cursor
+    return mine > last
+
+
+@dataclass(frozen=True)
 class Change:
     """What one event adds to a job: messages, then a new state; or a staging outcome; or a
-    staging session's lease."""
+    staging session's lease; and, for a mirrored job, where its upstream job is."""
 
     state: JobState | None = None
     messages: tuple[Message, ...] = ()
     staged: Staged | None = None
     lease: StagingLease | None = None
+    upstream: Upstream | None = None
 
 
 @dataclass(frozen=True)
@@ -135,8 +167,10 @@ class Job:
     # the sha256 of each staged artifact of its pipeline, the ones its worker may read.
     worker_secret: str | None = None
     artifacts: tuple[str, ...] = ()
-    # The engine it runs on (beamjobs.executor's name); "" for jobs older than engines.
+    # The engine it runs on (beamjobs.engines); "" for jobs older than engines.
     engine: str = ""
+    # On an upstream engine: its job there, once the mirror prepared it.
+    upstream: Upstream | None = None
 
     def after(self, change: Change, seq: int, at: float) -> Job:
         """The job once `change` is its event `seq`, written at `at`."""
@@ -153,6 +187,8 @@ class Job:
                 staging_lease=None,
                 staging_spent=not change.staged.unstaged,
             )
+        if change.upstream is not None:
+            job = replace(job, upstream=change.upstream)
         if change.state is not None:
             job = replace(job, state=change.state, state_time=at)
             if change.state is JobState.STARTING:
@@ -172,6 +208,7 @@ def job_to_json(job: Job) -> str:
 def job_from_json(text: str) -> Job:
     values = json.loads(text)
     lease = values.get("staging_lease")
+    upstream = values.get("upstream")
     return Job(
         **{
             **values,
@@ -180,6 +217,7 @@ def job_from_json(text: str) -> Job:
             "unstaged": tuple(values["unstaged"]),
             "artifacts": tuple(values.get("artifacts", ())),
             "staging_lease": StagingLease(**lease) if lease else None,
+            "upstream": Upstream(**upstream) if upstream else None,
         }
     )
 
@@ -212,6 +250,18 @@ def message_batches(messages: Sequence[Message]) -> list[tuple[Message, ...]]:
         batches[-1].append(message)
         size += length
     return [tuple(batch) for batch in batches]
+
+
+def identified_batches(
+    messages: Sequence[tuple[str, Message]],
+) -> list[tuple[tuple[str, Message], ...]]:
+    """Messages with ids (upstream ones), cut to size, in the batches that each fit one event,
+    each message keeping its id."""
+    ids = iter([message_id for message_id, _ in messages])
+    return [
+        tuple((next(ids), message) for message in batch)
+        for batch in message_batches([message for _, message in messages])
+    ]
 
 
 def event_bytes(event: Event) -> int:

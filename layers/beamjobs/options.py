@@ -56,6 +56,15 @@ WORKER_MEMORY_MB = OptionDescriptor(
 )
 
 SERVICE_OPTIONS = (JOB_TIMEOUT_SECONDS, WORKER_VCPU, WORKER_MEMORY_MB)
+# Which engine runs the job (beamjobs.engines; DescribePipelineOptions names the deployment's).
+ENGINE = OptionDescriptor(
+    name="beamjobs_engine",
+    type="STRING",
+    description="The engine that runs the job: the built-in one or an upstream Beam job server.",
+    default_value="",
+    minimum=0,
+    maximum=0,
+)
 
 
 def option_key(name: str) -> str:

@@ -11,6 +11,7 @@ from beamjobs import aws
 from beamjobs.artifacts import ArtifactStore
 from beamjobs.blobs import BlobStore
 from beamjobs.dynamodb_store import DynamoJobStore
+from beamjobs.engines import Engines, MirrorStarter
 from beamjobs.executor import Executor
 from beamjobs.jobs import item_lifetime
 from beamjobs.settings import Settings
@@ -74,11 +75,21 @@ def _new_executor(settings: Settings, jobs: DynamoJobStore) -> Executor:
             settings.state_machine_arn,
             blobs,
             worker_task_definition=settings.worker_task_definition,
+            mirror_task_definition=settings.mirror_task_definition,
             max_job_seconds=settings.max_job_seconds,
         )
     from beamjobs.local_executor import ProcessExecutor
 
     return ProcessExecutor(settings, jobs, blobs, stores(settings).outcomes)
+
+
+def engines(settings: Settings, jobs: DynamoJobStore) -> Engines:
+    """The deployment's engines: the built-in executor, and mirrors for the upstream ones
+    (started by the executor that also runs workers: a process locally, a task on AWS)."""
+    builtin = executor(settings, jobs)
+    if not isinstance(builtin, MirrorStarter):  # an executor a test brought
+        return Engines.only(builtin)
+    return Engines(settings.engine_choice(), builtin, builtin)
 
 
 def install_executor(settings: Settings, chosen: Executor) -> None:

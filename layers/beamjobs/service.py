@@ -14,8 +14,9 @@ from google.protobuf import message as protobuf
 from beamjobs import poison
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
+from beamjobs.engines import Engines
 from beamjobs.errors import InvalidArgument, MalformedItem, Unavailable
-from beamjobs.executor import Executor, ExecutorError
+from beamjobs.executor import ExecutorError
 from beamjobs.fargate import task_size
 from beamjobs.identity import Caller
 from beamjobs.jobs import Jobs
@@ -98,13 +99,13 @@ class JobControl:
         self,
         jobs: Jobs,
         blobs: BlobStore,
-        executor: Executor,
+        engines: Engines,
         artifacts: ArtifactLocation,
         quotas: Quotas,
     ) -> None:
         self._jobs = jobs
         self._blobs = blobs
-        self._executor = executor
+        self._engines = engines
         self._artifacts = artifacts
         self._quotas = quotas
 
@@ -128,6 +129,7 @@ class JobControl:
         pipeline = check_prepare(pipeline_bytes, options, job_name)
         check_quotas(self._quotas, pipeline, options)
         summary = summarize(pipeline, self._artifacts)
+        engine = self._engines.choice.choose(options, bounded=summary.bounded)
         # SDKs always send job_name "job"; the user's --job_name travels in the options.
         name = str(options.get(option_key("job_name")) or job_name or "job")
         options_json = json.dumps(options, sort_keys=True, separators=(",", ":"))
@@ -150,7 +152,7 @@ class JobControl:
             owner=caller.principal,
             staging_token_sha256=staging_token_sha256,
             worker_secret=mint_worker_secret(),
-            engine=self._executor.name,
+            engine=engine,
         )
         self._jobs.prepare(job)
         return job.job_id
@@ -187,7 +189,7 @@ class JobControl:
         job = self._jobs.start(job_id, caller)
         if job.state is JobState.STARTING:
             try:
-                self._executor.start(job)
+                self._engines.start(job)
             except ExecutorError as error:
                 cause = f"the job could not be started: {error}"
                 self._jobs.fail(job.job_id, cause)
@@ -199,21 +201,21 @@ class JobControl:
         CANCELLING and its work is stopped; a finished one answers with its final state."""
         job = self._jobs.cancel(require_id(job_id), caller)
         if job.state is JobState.CANCELLING:
-            self._stop(job.job_id)
+            self._stop(job)
         return job.state
 
     def drain(self, caller: Caller, job_id: str) -> JobState:
         """Drain a streaming job: stop reading, finish in-flight work."""
         job = self._jobs.drain(require_id(job_id), caller)
         if job.state is JobState.DRAINING:
-            self._stop(job.job_id)
+            self._stop(job)
         return job.state
 
-    def _stop(self, job_id: str) -> None:
+    def _stop(self, job: Job) -> None:
         try:
-            self._executor.stop(job_id)
+            self._engines.stop(job)
         except ExecutorError as error:
-            raise Unavailable(f"could not stop job {job_id}: {error}") from error
+            raise Unavailable(f"could not stop job {job.job_id}: {error}") from error
 
 
 class JobQueries:
@@ -313,6 +315,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "ended_at": job.state_time if is_terminal(job.state) else None,
         "owner": job.owner or "",
         "engine": job.engine,
+        "upstream_job_id": job.upstream.job_id if job.upstream else "",
     }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from beamjobs.engines import EngineChoice, parse_engines
 from beamjobs.errors import InvalidArgument
 from beamjobs.identity import parse_principals
 from beamjobs.limits import Quotas
@@ -106,6 +107,17 @@ class Settings:
     drain_seconds: float = _setting("BEAMJOBS_DRAIN_SECONDS", 110.0, _number(float))
     # Shim, as deployed: the HTTP port of /healthz, the load balancer's health check.
     health_port: int = _setting("BEAMJOBS_HEALTH_PORT", 8098, _number(int))
+    # Upstream Beam Job API endpoints a job may run on (beamjobs.engines), `NAME=HOST:PORT`
+    # each; the engine of a job that names none (the built-in one when unset); and the engine
+    # of streaming pipelines (none: they are refused at Prepare).
+    upstream_engines: tuple[str, ...] = _setting("BEAMJOBS_UPSTREAM_ENGINES", (), parse_engines)
+    default_engine: str | None = _setting("BEAMJOBS_DEFAULT_ENGINE")
+    streaming_engine: str | None = _setting("BEAMJOBS_STREAMING_ENGINE")
+    # AWS executor: the mirror's task definition (beamjobs.mirror, for upstream engines).
+    mirror_task_definition: str | None = _setting("BEAMJOBS_MIRROR_TASK_DEFINITION")
+    # Mirror: the upstream engine it runs its job on, by name and Job API endpoint.
+    upstream_engine: str | None = _setting("BEAMJOBS_UPSTREAM_ENGINE")
+    upstream_endpoint: str | None = _setting("BEAMJOBS_UPSTREAM_ENDPOINT")
 
     # Worker: the function of the worker channel it reports through (locally, "worker" at the
     # executor's own endpoint), and its job's worker secret.
@@ -163,6 +175,12 @@ class Settings:
             staging_idle_seconds=self.staging_idle_seconds,
         )
 
+    def engine_choice(self) -> EngineChoice:
+        builtin = "fargate" if self.executor == "stepfunctions" else "local"
+        return EngineChoice.of(
+            builtin, self.upstream_engines, self.default_engine, self.streaming_engine
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, worker: bool = False) -> Settings:
         """The settings in `env` (the process's environment by default); InvalidArgument
@@ -205,11 +223,14 @@ class Settings:
         if self.executor == "stepfunctions":
             required["BEAMJOBS_STATE_MACHINE_ARN"] = self.state_machine_arn
             required["BEAMJOBS_WORKER_TASK_DEFINITION"] = self.worker_task_definition
+            if self.upstream_engines:
+                required["BEAMJOBS_MIRROR_TASK_DEFINITION"] = self.mirror_task_definition
         if self.require_auth:
             required["BEAMJOBS_ALLOWED_PRINCIPALS"] = ",".join(self.allowed_principals)
         missing = [variable for variable, value in required.items() if not value]
         if missing:
             raise InvalidArgument(f"missing settings: {', '.join(missing)}")
+        self.engine_choice()  # the engines named must be among those declared
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes `from_env` rebuild these settings (for worker processes)."""

@@ -1,7 +1,9 @@
 """The AWS executor: each job is one Step Functions execution of the run-job state machine
 (statemachine/run_job.asl.json), which runs the job's worker as a Fargate task.
 
-The execution is named by the job id, so a retried Run starts nothing new; Cancel and Drain
+A job on an upstream engine runs its mirror (beamjobs.mirror) instead, as a small task of the
+same state machine, started again if it dies. The execution is named by the job id, so a retried
+Run starts nothing new; Cancel and Drain
 stop the execution, which stops the task. A pipeline whose environment is DOCKER runs with its
 SDK image as a worker-pool sidecar: a revision of the worker's task definition is registered
 per image (beamjobs.fargate), once per image and process. How a job ends when its worker could
@@ -19,11 +21,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 from beamjobs.aws import error_code
 from beamjobs.blobs import BlobStore
 from beamjobs.executor import ExecutorError
-from beamjobs.fargate import task_definition_with_sdk, worker_task_overrides
+from beamjobs.fargate import (
+    mirror_task_overrides,
+    task_definition_with_sdk,
+    worker_task_overrides,
+)
 from beamjobs.model import Job
 from beamjobs.options import JOB_TIMEOUT_SECONDS, job_options, read_option
 from beamjobs.pipelines import docker_images
 from beamjobs.validation import parse_pipeline
+
+# A mirror ends its job itself at the job's time limit (cancelling it upstream); its task's own
+# limit comes this much later.
+MIRROR_GRACE_SECONDS = 300
 
 
 def execution_arn(state_machine_arn: str, job_id: str) -> str:
@@ -43,6 +53,7 @@ class StepFunctionsExecutor:
         blobs: BlobStore,
         *,
         worker_task_definition: str,
+        mirror_task_definition: str | None = None,
         max_job_seconds: int,
     ) -> None:
         self._sfn = sfn
@@ -50,6 +61,7 @@ class StepFunctionsExecutor:
         self._state_machine_arn = state_machine_arn
         self._blobs = blobs
         self._worker_task_definition = worker_task_definition
+        self._mirror_task_definition = mirror_task_definition
         self._max_job_seconds = max_job_seconds
         # SDK image → the worker task definition revision with that image as its sidecar.
         self._with_sdk: dict[str, str] = {}
@@ -77,10 +89,28 @@ class StepFunctionsExecutor:
                     job.job_id, job.worker_secret or "", options, with_sdk_sidecar=bool(images)
                 )
             ),
-            "timeout_seconds": min(
-                int(read_option(options, JOB_TIMEOUT_SECONDS)), self._max_job_seconds
-            ),
+            "timeout_seconds": self._timeout(options),
+            "mirror": False,
         }
+
+    def mirror_input(self, job: Job, endpoint: str) -> dict[str, Any]:
+        """What the state machine needs to run a job's mirror: the mirror's task definition
+        and overrides; its time limit leaves the mirror time to end the job itself first."""
+        if not self._mirror_task_definition:
+            raise ExecutorError("this deployment has no mirror task (MirrorTaskDefinition)")
+        return {
+            "job_id": job.job_id,
+            "task_definition": self._mirror_task_definition,
+            "overrides": _step_functions_casing(
+                mirror_task_overrides(job.job_id, job.worker_secret or "", job.engine, endpoint)
+            ),
+            "timeout_seconds": self._timeout(job_options(job, self._blobs)) + MIRROR_GRACE_SECONDS,
+            "mirror": True,
+        }
+
+    def _timeout(self, options: dict[str, Any]) -> int:
+        """The job's --job_timeout_seconds, at most the deployment's maximum."""
+        return min(int(read_option(options, JOB_TIMEOUT_SECONDS)), self._max_job_seconds)
 
     def _task_definition_with_sdk(self, image: str) -> str:
         if image not in self._with_sdk:
@@ -105,11 +135,17 @@ class StepFunctionsExecutor:
         return self._with_sdk[image]
 
     def start(self, job: Job) -> None:
+        self._start_execution(job.job_id, self.execution_input(job))
+
+    def start_mirror(self, job: Job, endpoint: str) -> None:
+        self._start_execution(job.job_id, self.mirror_input(job, endpoint))
+
+    def _start_execution(self, job_id: str, execution_input: dict[str, Any]) -> None:
         try:
             self._sfn.start_execution(
                 stateMachineArn=self._state_machine_arn,
-                name=job.job_id,
-                input=json.dumps(self.execution_input(job)),
+                name=job_id,
+                input=json.dumps(execution_input),
             )
         except ClientError as error:
             if error_code(error) == "ExecutionAlreadyExists":

@@ -1,6 +1,9 @@
 """The worker channel: everything a job's worker may do, and only for its own job.
 
-A worker runs its job's code, and that code runs with the worker's credentials. So a worker
+A worker runs its job's code, and that code runs with the worker's credentials. A mirror (the
+worker of a job on an upstream engine, beamjobs.mirror) reports through the same channel: where
+its job runs upstream (Attach), the upstream's messages (Mirror) and how it ended
+(EndAsUpstream). So a worker
 holds no access to the table or the bucket at all: it holds its job's worker secret, minted at
 Prepare and handed to the job's worker alone, and reports through this channel (the worker
 function), which acts on the job that the secret is for and on no other. What it reads (the
@@ -22,12 +25,15 @@ from beamjobs.blobs import BlobStore
 from beamjobs.errors import InvalidArgument
 from beamjobs.handlers import Route
 from beamjobs.jobs import Jobs
-from beamjobs.model import Job, Message, job_to_json, unknown_job
+from beamjobs.model import ACTIVE_STATES, Job, Message, job_to_json, unknown_job
+from beamjobs.states import JobState, is_terminal
 
 # A claim's URLs are used at once (the worker fetches what it runs before running it).
 URL_SECONDS = 3600
 # Metrics travel inline in a Lambda payload (at most 6 MB, base64 in JSON).
 MAX_METRICS_BYTES = 4 * 1024 * 1024
+# An upstream message id is kept as the job's cursor, in every event after it.
+MAX_UPSTREAM_ID_CHARS = 200
 # The bucket keys a job's worker may have written: its metrics.
 _METRICS_PREFIX = "metrics/"
 
@@ -73,11 +79,15 @@ class WorkerChannel:
             raise unknown_job(job_id)
         return job
 
-    def claim(self, job_id: Any, secret: Any) -> Claim | Job:
+    def claim(self, job_id: Any, secret: Any, *, resume: bool = False) -> Claim | Job:
         """RUNNING, and what to run, when this worker claimed the job; else the job as it is
-        (which must not run)."""
+        (which must not run). A mirror that `resume`s (restarted after a crash) gets its
+        active job's claim again, with how far it had mirrored."""
         known = self._job(job_id, secret)
         claimed = self._jobs.running(known.job_id, known=known)
+        if claimed is None and resume:
+            current = self._jobs.get(known.job_id)
+            claimed = current if current.state in ACTIVE_STATES else None
         if claimed is None:
             return known
         job = claimed
@@ -96,17 +106,7 @@ class WorkerChannel:
 
     def say(self, job_id: Any, secret: Any, messages: Any) -> None:
         job = self._job(job_id, secret)
-        if not isinstance(messages, list):
-            raise InvalidArgument("messages must be a list")
-        try:
-            batch = [
-                Message(str(m["importance"]), str(m["text"]), float(m["time"])) for m in messages
-            ]
-        except (KeyError, TypeError, ValueError) as error:
-            raise InvalidArgument(
-                f"a message must have importance, text and time: {error}"
-            ) from error
-        self._jobs.say(job.job_id, batch)
+        self._jobs.say(job.job_id, [_message(m) for m in _messages(messages)])
 
     def publish_metrics(self, job_id: Any, secret: Any, metrics: Any) -> None:
         job = self._job(job_id, secret)
@@ -121,12 +121,54 @@ class WorkerChannel:
         if job.metrics_ref != key:
             self._jobs.store.set_metrics_ref(job.job_id, key)
 
+    def attach(self, job_id: Any, secret: Any, upstream_job_id: Any, replacing: Any) -> None:
+        job = self._job(job_id, secret)
+        if not isinstance(upstream_job_id, str) or not 0 < len(upstream_job_id) <= 1000:
+            raise InvalidArgument("upstream_job_id must be a string of 1 to 1000 characters")
+        if replacing is not None and not isinstance(replacing, str):
+            raise InvalidArgument("replacing must be a string")
+        self._jobs.attach(job.job_id, upstream_job_id, replacing=replacing)
+
+    def mirror(self, job_id: Any, secret: Any, messages: Any) -> str:
+        """Append upstream messages not mirrored before; the upstream cursor after them."""
+        job = self._job(job_id, secret)
+        pairs = [(str(m.get("id", "")), m) for m in _messages(messages)]
+        if any(len(message_id) > MAX_UPSTREAM_ID_CHARS for message_id, _ in pairs):
+            raise InvalidArgument(
+                f"an upstream message id is {MAX_UPSTREAM_ID_CHARS} characters at most"
+            )
+        after = self._jobs.mirror(job.job_id, [(i, _message(m)) for i, m in pairs])
+        return after.upstream.cursor if after.upstream else ""
+
+    def end_as_upstream(self, job_id: Any, secret: Any, state: Any, cause: Any) -> str:
+        job = self._job(job_id, secret)
+        try:
+            ended = JobState(state)
+        except ValueError:
+            raise InvalidArgument(f"state must be a job state, not {str(state)[:40]!r}") from None
+        if not is_terminal(ended):
+            raise InvalidArgument(f"state must be a final state, not {ended.value}")
+        return self._outcomes.end_as_upstream(job.job_id, ended, str(cause)).state.value
+
     def finish(self, job_id: Any, secret: Any) -> str:
         return self._outcomes.finish(self._job(job_id, secret).job_id).state.value
 
     def fail(self, job_id: Any, secret: Any, cause: Any) -> str:
         job = self._job(job_id, secret)
         return self._outcomes.fail(job.job_id, str(cause)).state.value
+
+
+def _messages(messages: Any) -> list[Any]:
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise InvalidArgument("messages must be a list of objects")
+    return messages
+
+
+def _message(message: dict[str, Any]) -> Message:
+    try:
+        return Message(str(message["importance"]), str(message["text"]), float(message["time"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidArgument(f"a message must have importance, text and time: {error}") from error
 
 
 def routes(channel: WorkerChannel) -> dict[str, Route]:
@@ -137,7 +179,7 @@ def routes(channel: WorkerChannel) -> dict[str, Route]:
         return call["request"].get("job_id"), call["request"].get("worker_secret")
 
     def claim(call: dict[str, Any]) -> dict[str, Any]:
-        claimed = channel.claim(*job(call))
+        claimed = channel.claim(*job(call), resume=call["request"].get("resume") is True)
         if not isinstance(claimed, Claim):
             return {"claimed": False, "state": claimed.state.value}
         return {
@@ -160,6 +202,19 @@ def routes(channel: WorkerChannel) -> dict[str, Route]:
         channel.publish_metrics(*job(call), call["request"].get("metrics"))
         return {}
 
+    def attach(call: dict[str, Any]) -> dict[str, Any]:
+        request = call["request"]
+        channel.attach(*job(call), request.get("upstream_job_id"), request.get("replacing"))
+        return {}
+
+    def mirror(call: dict[str, Any]) -> dict[str, Any]:
+        return {"cursor": channel.mirror(*job(call), call["request"].get("messages"))}
+
+    def end_as_upstream(call: dict[str, Any]) -> dict[str, Any]:
+        request = call["request"]
+        state = channel.end_as_upstream(*job(call), request.get("state"), request.get("cause"))
+        return {"state": state}
+
     def finish(call: dict[str, Any]) -> dict[str, Any]:
         return {"state": channel.finish(*job(call))}
 
@@ -173,4 +228,7 @@ def routes(channel: WorkerChannel) -> dict[str, Route]:
         "PublishMetrics": publish_metrics,
         "Finish": finish,
         "Fail": fail,
+        "Attach": attach,
+        "Mirror": mirror,
+        "EndAsUpstream": end_as_upstream,
     }

@@ -36,6 +36,7 @@ from beamjobs.api import pipeline_pb2
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
 from beamjobs.dynamodb_store import DynamoJobStore
+from beamjobs.engines import Engines
 from beamjobs.identity import LOCAL_CALLER
 from beamjobs.jobs import Jobs
 from beamjobs.limits import Quotas
@@ -286,7 +287,11 @@ def _control(cloudformation, outputs):
         max_job_seconds=3600,
     )
     control = JobControl(
-        Jobs(jobs), blobs, executor, ArtifactLocation(outputs["ArtifactsBucketName"]), Quotas()
+        Jobs(jobs),
+        blobs,
+        Engines.only(executor),
+        ArtifactLocation(outputs["ArtifactsBucketName"]),
+        Quotas(),
     )
     return control, jobs, blobs, sfn
 
@@ -364,7 +369,7 @@ def test_a_worker_task_that_fails_fails_the_job_with_the_cause(deployed, monkeyp
             ecs.delete_task_definitions(taskDefinitions=[arn])
 
     assert control.run(LOCAL_CALLER, job_id) == job_id
-    control._executor.start(jobs.get(job_id))  # a retried Run starts nothing new
+    control._engines.start(jobs.get(job_id))  # a retried Run starts nothing new
     arn = execution_arn(outputs["StateMachineArn"], job_id)
     execution = _wait_for(sfn, arn, {"FAILED", "SUCCEEDED", "ABORTED"})
     assert execution["status"] == "FAILED"

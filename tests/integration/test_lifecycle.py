@@ -9,6 +9,7 @@ import pytest
 
 from beamjobs import runtime
 from beamjobs.dynamodb_store import DynamoJobStore
+from beamjobs.engines import Engines
 from beamjobs.identity import LOCAL_CALLER
 from beamjobs.jobs import Jobs
 from beamjobs.limits import Quotas
@@ -98,7 +99,11 @@ class SettlingExecutor:
 
 def test_racing_cancels_and_completions_agree_on_one_terminal_state(jobs, stores):
     control = JobControl(
-        Jobs(jobs), stores.blobs, SettlingExecutor(jobs), stores.artifacts.location, Quotas()
+        Jobs(jobs),
+        stores.blobs,
+        Engines.only(SettlingExecutor(jobs)),
+        stores.artifacts.location,
+        Quotas(),
     )
     ids = [f"race-{i}" for i in range(100)]
     for job_id in ids:

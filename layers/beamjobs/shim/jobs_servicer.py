@@ -47,6 +47,7 @@ def job_summary(values: dict[str, Any]) -> jobs_pb2.JobSummary:
         ended_at=_optional_timestamp(values["ended_at"]),
         owner=values["owner"],
         engine=values["engine"],
+        upstream_job_id=values["upstream_job_id"],
     )
 
 

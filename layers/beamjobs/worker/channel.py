@@ -17,7 +17,7 @@ import urllib3
 
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.errors import NotFound, Unavailable, error_from_code
-from beamjobs.model import Job, Message, job_from_json, message_batches
+from beamjobs.model import Job, Message, identified_batches, job_from_json, message_batches
 from beamjobs.shim.invoker import Invoker
 from beamjobs.states import JobState
 
@@ -99,10 +99,10 @@ class JobChannel:
     def now(self) -> float:
         return time.time()
 
-    def claim(self) -> Claimed | JobState:
+    def claim(self, *, resume: bool = False) -> Claimed | JobState:
         """The job, RUNNING and claimed by this worker, with what it runs; else the state
-        that says it must not run."""
-        answer = self._call("Claim")
+        that says it must not run. A mirror `resume`s: its active job is its again."""
+        answer = self._call("Claim", resume=resume)
         if not answer["claimed"]:
             return JobState(answer["state"])
         return Claimed(
@@ -127,6 +127,27 @@ class JobChannel:
 
     def publish_metrics(self, results: bytes) -> None:
         self._call("PublishMetrics", metrics=base64.b64encode(results).decode())
+
+    def attach(self, upstream_job_id: str, *, replacing: str | None = None) -> None:
+        self._call("Attach", upstream_job_id=upstream_job_id, replacing=replacing)
+
+    def mirror(self, messages: Sequence[tuple[str, Message]], cursor: str) -> str:
+        """Append upstream messages (id, message) in the batches that each fit one event (and
+        so one call); the cursor after them (`cursor` when there were none)."""
+        for batch in identified_batches(messages):
+            cursor = str(
+                self._call(
+                    "Mirror",
+                    messages=[
+                        {"id": i, "importance": m.importance, "text": m.text, "time": m.time}
+                        for i, m in batch
+                    ],
+                )["cursor"]
+            )
+        return cursor
+
+    def end_as_upstream(self, state: JobState, cause: str) -> JobState:
+        return JobState(self._call("EndAsUpstream", state=state.value, cause=cause)["state"])
 
     def finish(self) -> JobState:
         return JobState(self._call("Finish")["state"])

@@ -43,7 +43,7 @@ async function loadDetail() {
   ended = TERMINAL.has(job.state);
   document.getElementById("cancel").disabled = ended;
   const facts = [
-    ["Owner", job.owner], ["Engine", job.engine], ["Created", when(job.created_at)],
+    ["Owner", job.owner], ["Engine", job.upstream_job_id ? `${job.engine} (job ${job.upstream_job_id})` : job.engine], ["Created", when(job.created_at)],
     ["Started", when(job.started_at)], ["Ended", when(job.ended_at)],
     ["Ran for", duration(detail.run_duration)],
     ["Worker", `${detail.worker.vcpu} vCPU, ${detail.worker.memory_mb} MiB`],
