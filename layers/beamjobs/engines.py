@@ -102,14 +102,11 @@ class EngineChoice:
             return asked or self.default
         engine = asked or self.streaming
         if engine is None or engine == self.builtin:
-            where = (
-                f"set --{ENGINE.name} to a streaming engine ({', '.join(self.upstreams)})"
-                if self.upstreams
-                else "this deployment has no upstream engine (beamjobs serve --engine)"
-            )
+            offered = ", ".join(self.upstreams) or "none: this deployment has no upstream engine"
             raise FailedPrecondition(
                 f"the pipeline is unbounded (streaming), and the {self.builtin!r} engine runs "
-                f"bounded pipelines only: {where}"
+                f"bounded pipelines only: choose an upstream streaming engine with "
+                f"--{ENGINE.name} ({offered})"
             )
         return engine
 

@@ -141,23 +141,24 @@ class Mirror:
             logger.info("another mirror runs job %s upstream", self._channel.job_id)
             return
         cursor = claimed.job.upstream.cursor if claimed.job.upstream else ""
-        threads = [
-            threading.Thread(target=self._follow_messages, args=(upstream_id, cursor), daemon=True),
-            threading.Thread(target=self._steer, args=(upstream_id, timeout), daemon=True),
-        ]
-        flusher = threading.Thread(target=self._flush, args=(cursor,), daemon=True)
-        for thread in (*threads, flusher):
+        messages = threading.Thread(target=self._follow_messages, args=(upstream_id, cursor))
+        steering = threading.Thread(target=self._steer, args=(upstream_id, timeout))
+        flusher = threading.Thread(target=self._flush, args=(cursor,))
+        for thread in (messages, steering, flusher):
             thread.start()
-        ending = self._follow_states(upstream_id)
-        threads[0].join(_MESSAGES_AFTER_END_SECONDS)
+        upstream_ended = self._follow_states(upstream_id)
+        ended_here = self._ended.is_set()
+        self._ended.set()  # nothing is opened again, and steering stops
+        messages.join(_MESSAGES_AFTER_END_SECONDS)  # its stream ends with the job
+        steering.join()
         self._stop_streams()
         self._pending.put(None)
         flusher.join()
-        if not self._ended.is_set():  # the upstream job ended: its final metrics
-            self._publish_metrics(upstream_id)
-        elif self._ending is None:
-            return  # ended here, and recorded (the reconciler, a cancel that won)
-        self._channel.end_as_upstream(ending.state, ending.cause)
+        if not ended_here:
+            self._publish_metrics(upstream_id)  # the final ones
+            self._channel.end_as_upstream(upstream_ended, self._cause(upstream_id, upstream_ended))
+        elif self._ending is not None:  # else it was recorded (the reconciler, a cancel)
+            self._channel.end_as_upstream(self._ending.state, self._ending.cause)
 
     # -- starting, or resuming -----------------------------------------------------------------
 
@@ -229,15 +230,16 @@ class Mirror:
 
     # -- following ------------------------------------------------------------------------------
 
-    def _follow_states(self, upstream_id: str) -> Ending:
-        """Follow the upstream job's states until it ends (or the job ended here)."""
+    def _follow_states(self, upstream_id: str) -> JobState:
+        """Follow the upstream job's states until it ends (its final state), or the job ends
+        here (then what the state is does not matter)."""
         while not self._ended.is_set():
             stream = self._open(self._upstream.states(upstream_id))
             try:
                 for state in stream:
                     self._contact()
                     if isinstance(state, JobState) and is_terminal(state):
-                        return self._as_upstream_ended(upstream_id, state)
+                        return state
             except BeamjobsError as error:
                 if self._ended.is_set():
                     break
@@ -246,15 +248,18 @@ class Mirror:
                         raise EngineLost(self._lost(f"it no longer knows job {upstream_id}"))
                     self._check_lease(str(error))
                 except EngineLost as lost:
-                    return self._end_here(Ending(JobState.FAILED, str(lost)), upstream_id)
+                    self._end_here(Ending(JobState.FAILED, str(lost)), upstream_id)
+                    break
             self._ended.wait(_REOPEN_SECONDS)
-        return self._ending or Ending(JobState.FAILED, "")
+        return JobState.FAILED
 
-    def _as_upstream_ended(self, upstream_id: str, state: JobState) -> Ending:
+    def _cause(self, upstream_id: str, state: JobState) -> str:
+        """Why the job ended so: a failure's is the upstream's last error (as Beam's SDK makes
+        it the pipeline's exception)."""
         where = f"on the upstream engine {self._engine} (job {upstream_id})"
-        if state is JobState.FAILED:
-            return Ending(state, self._last_error or f"the job failed {where}")
-        return Ending(state, f"the job ended {state.value} {where}")
+        if state is JobState.FAILED and self._last_error:
+            return self._last_error
+        return f"the job ended {state.value} {where}"
 
     def _follow_messages(self, upstream_id: str, cursor: str) -> None:
         """Queue the upstream's messages not mirrored before, until its stream ends with the
@@ -386,7 +391,7 @@ class Mirror:
         self._contact()
         return metrics
 
-    def _end_here(self, ending: Ending | None, upstream_id: str) -> Ending:
+    def _end_here(self, ending: Ending | None, upstream_id: str) -> None:
         """The job ends here (`ending`: how, for the mirror to record; None when it was
         recorded already): the upstream job is cancelled, and following stops."""
         with self._lock:
@@ -398,7 +403,6 @@ class Mirror:
         except BeamjobsError:
             logger.warning("could not cancel upstream job %s", upstream_id, exc_info=True)
         self._stop_streams()
-        return ending or Ending(JobState.FAILED, "")
 
     def _open(self, stream: Followed) -> Followed:
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
 import pytest
 import urllib3
@@ -71,6 +72,11 @@ ROUTES = {
     "PublishMetrics": {"metrics": base64.b64encode(b"forged").decode()},
     "Finish": {},
     "Fail": {"cause": "forged"},
+    "Attach": {"upstream_job_id": "forged"},
+    "Mirror": {
+        "messages": [{"id": "1", "importance": "JOB_MESSAGE_BASIC", "text": "f", "time": 1}]
+    },
+    "EndAsUpstream": {"state": "DONE", "cause": "forged"},
 }
 
 
@@ -120,3 +126,62 @@ def test_malformed_calls_are_invalid_arguments(two_jobs):
         "INVALID_ARGUMENT"
     )
     assert _invoke("Beat", "mine", "")["error"]["code"] == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(
+    ("rpc", "request_"),
+    [
+        ("Attach", {"upstream_job_id": ""}),
+        ("Attach", {"upstream_job_id": "u" * 1001}),
+        ("Attach", {"upstream_job_id": "u", "replacing": 7}),
+        ("Mirror", {"messages": "x"}),
+        ("Mirror", {"messages": [{"id": "1"}]}),
+        ("Mirror", {"messages": [{**ROUTES["Mirror"]["messages"][0], "id": "9" * 201}]}),
+        ("EndAsUpstream", {"state": "RUNNING", "cause": "c"}),
+        ("EndAsUpstream", {"state": "NOT_A_STATE", "cause": "c"}),
+    ],
+)
+def test_malformed_mirror_calls_are_invalid_arguments_and_store_nothing(two_jobs, rpc, request_):
+    stores = two_jobs
+    advance(stores.jobs, "mine", JobState.RUNNING)
+    before = (stores.jobs.get("mine"), stores.jobs.events("mine"))
+    assert _invoke(rpc, "mine", SECRET, **request_)["error"]["code"] == "INVALID_ARGUMENT"
+    assert (stores.jobs.get("mine"), stores.jobs.events("mine")) == before
+
+
+def _mine(rpc, **request):
+    """A call of the job "mine"'s worker, each with a request id of its own."""
+    return _invoke(rpc, "mine", SECRET, request_id=uuid.uuid4().hex, **request)
+
+
+def test_a_mirror_attaches_mirrors_once_and_ends_as_its_upstream_job(two_jobs):
+    stores = two_jobs
+    # Given a job its mirror claimed, prepared upstream as "up-1"
+    assert worker(CLAIM, LocalContext(function_name="worker"))["result"]["claimed"]
+    assert _mine("Attach", upstream_job_id="up-1") == {"result": {}}
+    # ... which a second mirror cannot take over
+    assert _mine("Attach", upstream_job_id="up-2")["error"]["code"] == "ABORTED"
+
+    # When upstream messages are mirrored, some of them twice (a mirror that resumed)
+    def message(id_, text):
+        return {"id": id_, "importance": "JOB_MESSAGE_BASIC", "text": text, "time": 1.0}
+
+    first = [message("1", "one"), message("2", "two")]
+    assert _mine("Mirror", messages=first) == {"result": {"cursor": "2"}}
+    again = [message("2", "two"), message("3", "three")]
+    assert _mine("Mirror", messages=again) == {"result": {"cursor": "3"}}
+
+    # Then each is the job's once, in order; a resumed claim says where it got to
+    assert [m.text for e in stores.jobs.events("mine") for m in e.messages] == [
+        "one",
+        "two",
+        "three",
+    ]
+    resumed = _mine("Claim", resume=True)["result"]
+    assert resumed["claimed"] and '"cursor": "3"' in resumed["job"]
+    # ... and it ends as its upstream job did (a failure with the upstream's cause)
+    ended = _mine("EndAsUpstream", state="FAILED", cause="upstream broke")
+    assert ended == {"result": {"state": "FAILED"}}
+    assert stores.jobs.events("mine")[-1].messages[0].text == "upstream broke"
+    # A claim of an ended job, resumed or not, runs nothing
+    assert not _mine("Claim", resume=True)["result"]["claimed"]

@@ -1,0 +1,225 @@
+"""The mirror (beamjobs.mirror) in this process, against a scripted upstream engine (a real gRPC
+Job API server, tests/upstream_double.py), reporting through the worker function as on AWS: a
+real Drain, the upstream's refusals and failures, and an upstream that forgot the job."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from beamjobs.jobs import Jobs
+from beamjobs.mirror import Mirror
+from beamjobs.model import Upstream
+from beamjobs.shim.invoker import InProcessInvoker
+from beamjobs.states import JobState
+from beamjobs.upstream import UpstreamJobService
+from beamjobs.worker.channel import WORKER_FUNCTION, JobChannel
+from beamjobs.worker_channel import mint_worker_secret
+from beamjobs_functions.worker import app as worker_function
+from tests.integration.conftest import make_job, pipeline_bytes
+from tests.jobstates import advance
+from tests.upstream_double import ScriptedUpstream, State
+
+S = JobState
+LEASE_SECONDS = 2.0
+
+
+@pytest.fixture(autouse=True)
+def fresh_worker_function():
+    worker_function._routes.cache_clear()
+    yield
+    worker_function._routes.cache_clear()
+
+
+def _started(stores, job_id: str, *, bounded: bool = True, **fields) -> str:
+    """A job Run has started (STARTING) on the engine "up": its worker secret."""
+    secret = mint_worker_secret()
+    stores.jobs.create(
+        make_job(
+            job_id,
+            pipeline_ref=stores.blobs.put_content("pipelines", pipeline_bytes(bounded=bounded)),
+            options_ref=stores.blobs.put_content("options", b"{}"),
+            worker_secret=secret,
+            bounded=bounded,
+            engine="up",
+            **fields,
+        )
+    )
+    advance(stores.jobs, job_id, S.STARTING)
+    return secret
+
+
+class Mirroring:
+    """A mirror running in a thread of this process."""
+
+    def __init__(self, job_id: str, secret: str, upstream: ScriptedUpstream) -> None:
+        invoker = InProcessInvoker({WORKER_FUNCTION: worker_function.lambda_handler})
+        self._service = UpstreamJobService(upstream.endpoint)
+        mirror = Mirror(
+            JobChannel(invoker, job_id, secret),
+            self._service,
+            "up",
+            heartbeat_seconds=0.2,
+            lease_seconds=LEASE_SECONDS,
+            max_job_seconds=60,
+        )
+        self.thread = threading.Thread(target=mirror.run, daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the mirror did not end"
+        self._service.close()
+
+
+@pytest.fixture
+def upstream():
+    started = ScriptedUpstream()
+    yield started
+    started.stop()
+
+
+def _wait(condition, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _states(stores, job_id: str) -> list[JobState]:
+    return [e.state for e in stores.jobs.events(job_id) if e.state is not None]
+
+
+def _texts(stores, job_id: str) -> list[str]:
+    return [m.text for e in stores.jobs.events(job_id) for m in e.messages]
+
+
+def test_drain_really_drains_on_an_engine_that_drains(settings, stores, upstream):
+    # Given a streaming job running upstream
+    secret = _started(stores, "drained", bounded=False)
+    mirroring = Mirroring("drained", secret, upstream)
+    _wait(lambda: upstream.state == State.RUNNING, "RUNNING upstream")
+
+    # When it is drained through Beamjobs
+    assert Jobs(stores.jobs).drain("drained").state is S.DRAINING
+
+    # Then the upstream drains it, and the job ends DRAINED after DRAINING
+    mirroring.join()
+    assert "Drain" in upstream.calls and "Cancel" not in upstream.calls
+    assert _states(stores, "drained")[-3:] == [S.RUNNING, S.DRAINING, S.DRAINED]
+    assert stores.jobs.get("drained").upstream == Upstream("up-1")
+
+
+def test_an_engine_that_cannot_drain_cancels_the_job_and_says_so(settings, stores):
+    upstream = ScriptedUpstream(drains=False)
+    try:
+        secret = _started(stores, "undrainable", bounded=False)
+        mirroring = Mirroring("undrainable", secret, upstream)
+        _wait(lambda: upstream.state == State.RUNNING, "RUNNING upstream")
+        Jobs(stores.jobs).drain("undrainable")
+        mirroring.join()
+    finally:
+        upstream.stop()
+    assert _states(stores, "undrainable")[-2:] == [S.CANCELLING, S.CANCELLED]
+    assert any("cannot drain" in text for text in _texts(stores, "undrainable"))
+
+
+def test_the_upstreams_refusal_fails_the_job_with_its_status(settings, stores):
+    upstream = ScriptedUpstream(refuse_prepare="this engine runs no Python")
+    try:
+        secret = _started(stores, "refused")
+        Mirroring("refused", secret, upstream).join()
+    finally:
+        upstream.stop()
+    assert _states(stores, "refused")[-1] is S.FAILED
+    [cause] = _texts(stores, "refused")
+    assert "refused the job" in cause and "INVALID_ARGUMENT: this engine runs no Python" in cause
+
+
+def test_a_failed_upstream_job_fails_with_its_error_and_keeps_its_metrics(
+    settings, stores, upstream
+):
+    secret = _started(stores, "failing")
+    mirroring = Mirroring("failing", secret, upstream)
+    _wait(lambda: upstream.state == State.RUNNING, "RUNNING upstream")
+
+    # When the upstream job logs, then fails with a traceback
+    upstream.say("starting")
+    upstream.say("Traceback: boom", api_error())
+    upstream.move(State.FAILED)
+
+    # Then the job FAILED, its cause the upstream's error, with the upstream's metrics
+    mirroring.join()
+    assert _states(stores, "failing")[-1] is S.FAILED
+    assert _texts(stores, "failing") == ["starting", "Traceback: boom", "Traceback: boom"]
+    assert stores.blobs.get(stores.jobs.get("failing").metrics_ref).endswith(b"counter")
+
+
+def api_error() -> int:
+    from beamjobs.api import job_api_pb2
+
+    return job_api_pb2.JobMessage.JOB_MESSAGE_ERROR
+
+
+def test_a_cancel_through_beamjobs_is_forwarded(settings, stores, upstream):
+    secret = _started(stores, "cancelled")
+    mirroring = Mirroring("cancelled", secret, upstream)
+    _wait(lambda: upstream.state == State.RUNNING, "RUNNING upstream")
+    Jobs(stores.jobs).cancel("cancelled")
+    mirroring.join()
+    assert upstream.state == State.CANCELLED
+    assert _states(stores, "cancelled")[-2:] == [S.CANCELLING, S.CANCELLED]
+
+
+def test_a_resumed_mirror_whose_upstream_forgot_the_job_fails_it_as_engine_lost(
+    settings, stores, upstream
+):
+    # Given a job a mirror left RUNNING upstream as "up-gone", an id the upstream does not know
+    secret = _started(stores, "forgotten")
+    job = advance(stores.jobs, "forgotten", S.RUNNING)
+    Jobs(stores.jobs).attach(job.job_id, "up-gone")
+    # When a mirror resumes it
+    Mirroring("forgotten", secret, upstream).join()
+    # Then the job failed: the engine lost it
+    assert _states(stores, "forgotten")[-1] is S.FAILED
+    [cause] = _texts(stores, "forgotten")
+    assert cause.startswith("engine lost") and "no longer knows job up-gone" in cause
+
+
+def test_an_upstream_unreachable_past_the_lease_is_engine_lost(settings, stores, upstream):
+    secret = _started(stores, "unreachable")
+    mirroring = Mirroring("unreachable", secret, upstream)
+    _wait(lambda: upstream.state == State.RUNNING, "RUNNING upstream")
+    stopped = time.monotonic()
+    upstream.stop()
+    mirroring.join()
+    assert time.monotonic() - stopped >= LEASE_SECONDS
+    assert _states(stores, "unreachable")[-1] is S.FAILED
+    assert "engine lost" in _texts(stores, "unreachable")[-1]
+
+
+def test_a_mirror_that_died_before_the_upstream_ran_the_job_prepares_it_again(
+    settings, stores, upstream
+):
+    # Given a job whose mirror attached upstream preparation "up-1", and died before running it
+    secret = _started(stores, "again")
+    advance(stores.jobs, "again", S.RUNNING)
+    upstream.Prepare(upstream_request(), None)
+    Jobs(stores.jobs).attach("again", "up-1")
+    # When a mirror resumes it
+    mirroring = Mirroring("again", secret, upstream)
+    _wait(lambda: upstream.state == State.RUNNING, "RUNNING upstream")
+    upstream.move(State.DONE)
+    mirroring.join()
+    # Then it ran once, as a new preparation that replaced the one that never ran
+    assert upstream.calls.count("Run") == 1 and list(upstream.prepared) == ["up-1", "up-2"]
+    assert stores.jobs.get("again").upstream == Upstream("up-2")
+    assert _states(stores, "again")[-1] is S.DONE
+
+
+def upstream_request():
+    from beamjobs.api import job_api_pb2
+
+    return job_api_pb2.PrepareJobRequest(job_name="again")
