@@ -7,6 +7,7 @@
   environment, handlers reached with lambda.invoke.
 - `beamjobs connect`: a local proxy for SDKs to an authenticated Job API.
 - `beamjobs jobs`: see and steer jobs (beamjobs.jobs_cli).
+- `beamjobs mirror JOB_ID`: a mirror task's whole life (beamjobs.mirror).
 """
 
 from __future__ import annotations
@@ -413,6 +414,15 @@ def aws_alone(port: int, template: Path, doorbell_fd: int | None) -> None:
 
 
 cli.add_command(jobs_commands)
+
+
+@cli.command()
+@click.argument("job_id")
+def mirror(job_id: str) -> None:
+    """Follow a job on its upstream engine (a mirror task: settings from the environment)."""
+    from beamjobs.mirror import main as mirror_main
+
+    sys.exit(mirror_main([job_id]))
 
 
 @cli.command()

@@ -97,7 +97,8 @@ def mirror_task_overrides(
         "containerOverrides": [
             {
                 "name": MIRROR_CONTAINER,
-                "command": ["python", "-m", "beamjobs.mirror", job_id],
+                # The shim's image, whose entry point is the `beamjobs` command.
+                "command": ["mirror", job_id],
                 "environment": [{"name": k, "value": v} for k, v in environment.items()],
             }
         ],

@@ -10,9 +10,9 @@ the message, so a mirror started again resumes following with nothing lost or re
 upstream still keeps. An upstream that cannot be reached for longer than the lease fails the job
 ("engine lost"); a job that ends here (a timeout, the reconciler) is cancelled there.
 
-`python -m beamjobs.mirror JOB_ID`: settings from the environment (the worker's, and
-BEAMJOBS_UPSTREAM_ENDPOINT). Exit code 0 once the job's outcome is recorded (or it must not run);
-anything else means "start me again".
+`beamjobs mirror JOB_ID` (or `python -m beamjobs.mirror JOB_ID`): settings from the environment
+(the worker's, with BEAMJOBS_UPSTREAM_ENGINE and BEAMJOBS_UPSTREAM_ENDPOINT). Exit code 0 once the
+job's outcome is recorded (or it must not run); anything else means "start me again".
 """
 
 from __future__ import annotations

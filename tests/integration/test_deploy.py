@@ -36,7 +36,7 @@ from beamjobs.api import pipeline_pb2
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
 from beamjobs.dynamodb_store import DynamoJobStore
-from beamjobs.engines import Engines
+from beamjobs.engines import EngineChoice, Engines
 from beamjobs.identity import LOCAL_CALLER
 from beamjobs.jobs import Jobs
 from beamjobs.limits import Quotas
@@ -50,6 +50,7 @@ from tests.integration.conftest import EVENTS, ROOT, TEMPLATE, pipeline_bytes
 
 REGION = "us-east-1"
 STACK = "beamjobs-test"
+UPSTREAM = "flink=10.0.3.4:8099"
 CODE_BUCKET = "beamjobs-packaged-code"
 
 
@@ -194,6 +195,8 @@ def deployed(monkeypatch, moto_gaps_bridged):
             "SubnetIds": ",".join(s["SubnetId"] for s in subnets["Subnets"][:2]),
             "ShimImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/beamjobs-shim:1",
             "WorkerImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/beamjobs-worker:1",
+            # Beam's Flink job server on EMR, as an upstream engine.
+            "UpstreamEngines": UPSTREAM,
         }
         cloudformation = boto3.client("cloudformation", region_name=REGION)
         cloudformation.create_stack(
@@ -267,41 +270,47 @@ def _outputs(cloudformation):
     return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
 
 
+def _resource(cloudformation, logical_id):
+    [physical] = [
+        r["PhysicalResourceId"]
+        for r in cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+        if r["LogicalResourceId"] == logical_id
+    ]
+    return physical
+
+
 def _control(cloudformation, outputs):
     jobs = DynamoJobStore(
         boto3.client("dynamodb", region_name=REGION), outputs["JobsTableName"], item_lifetime=86_400
     )
     blobs = BlobStore(boto3.client("s3", region_name=REGION), outputs["ArtifactsBucketName"])
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    [worker_task] = [
-        r["PhysicalResourceId"]
-        for r in cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
-        if r["LogicalResourceId"] == "WorkerTaskDefinition"
-    ]
     executor = StepFunctionsExecutor(
         sfn,
         boto3.client("ecs", region_name=REGION),
         outputs["StateMachineArn"],
         blobs,
-        worker_task_definition=worker_task,
+        worker_task_definition=_resource(cloudformation, "WorkerTaskDefinition"),
+        mirror_task_definition=_resource(cloudformation, "MirrorTaskDefinition"),
         max_job_seconds=3600,
     )
+    engines = Engines(EngineChoice.of("fargate", (UPSTREAM,), None, None), executor, executor)
     control = JobControl(
         Jobs(jobs),
         blobs,
-        Engines.only(executor),
+        engines,
         ArtifactLocation(outputs["ArtifactsBucketName"]),
         Quotas(),
     )
     return control, jobs, blobs, sfn
 
 
-def _prepare(control, blobs, pipeline=None):
+def _prepare(control, blobs, pipeline=None, options=None):
     pipeline_ref = blobs.put_content("pipelines", pipeline or pipeline_bytes())
     return control.prepare(
         LOCAL_CALLER,
         pipeline_ref=pipeline_ref,
-        options={},
+        options=options or {},
         job_name="on-aws",
         staging_token_sha256=digest(mint()),
     )
@@ -483,6 +492,68 @@ def test_a_docker_environment_runs_its_sdk_image_beside_the_worker(deployed, mon
         if inputs[0]["task_definition"] in described:
             break
         assert time.monotonic() < deadline, described
+        time.sleep(0.1)
+
+
+def test_a_job_on_an_upstream_engine_runs_its_mirror_where_it_reaches_the_engine(deployed):
+    # Given a deployment with an upstream engine, and a job that chooses it
+    cloudformation, _ = deployed
+    outputs = _outputs(cloudformation)
+    control, jobs, blobs, sfn = _control(cloudformation, outputs)
+    job_id = _prepare(control, blobs, options={"beam:option:beamjobs_engine:v1": "flink"})
+    assert jobs.get(job_id).engine == "flink"
+
+    # When it is run
+    control.run(LOCAL_CALLER, job_id)
+
+    # Then its execution runs the mirror's task (not a worker), following the job on the engine
+    arn = execution_arn(outputs["StateMachineArn"], job_id)
+    _wait_for_state(sfn, arn, "RunMirror")
+    input_ = json.loads(sfn.describe_execution(executionArn=arn)["input"])
+    mirror_task = _resource(cloudformation, "MirrorTaskDefinition")
+    assert input_["mirror"] is True and input_["task_definition"] == mirror_task
+    [override] = input_["overrides"]["ContainerOverrides"]
+    assert override["Name"] == "mirror" and override["Command"] == ["mirror", job_id]
+    environment = {e["Name"]: e["Value"] for e in override["Environment"]}
+    assert environment["BEAMJOBS_UPSTREAM_ENDPOINT"] == "10.0.3.4:8099"
+    assert environment["BEAMJOBS_WORKER_SECRET"] == jobs.get(job_id).worker_secret
+    # ... in the mirrors' security group, which may reach AWS's APIs and, with upstream engines
+    # configured, their ports (as written: moto's CloudFormation applies no egress rules)
+    cloudformation_, transformed = deployed
+    group = transformed["Resources"]["MirrorSecurityGroup"]["Properties"]
+    https, upstream_rule = group["SecurityGroupEgress"]
+    assert (https["FromPort"], https["ToPort"]) == (443, 443)
+    assert upstream_rule["Fn::If"][0] == "HasUpstreamEngines"
+    assert upstream_rule["Fn::If"][1]["CidrIp"] == {"Ref": "UpstreamEnginesCidr"}
+    assert "SecurityGroupIngress" not in group
+    [task] = _tasks_of(mirror_task)
+    assert task["overrides"]["containerOverrides"][0]["name"] == "mirror"
+    # ... and every function knows the deployment's engines (DescribePipelineOptions, Prepare)
+    lambdas = boto3.client("lambda", region_name=REGION)
+    control_env = lambdas.get_function_configuration(
+        FunctionName=_resource(cloudformation, "ControlFunction")
+    )["Environment"]["Variables"]
+    assert control_env["BEAMJOBS_UPSTREAM_ENGINES"] == UPSTREAM
+    assert control_env["BEAMJOBS_MIRROR_TASK_DEFINITION"] == mirror_task
+
+
+def _tasks_of(task_definition, timeout=30):
+    """The ECS tasks run from `task_definition`, once there are any."""
+    ecs = boto3.client("ecs", region_name=REGION)
+    deadline = time.monotonic() + timeout
+    while True:
+        clusters = ecs.list_clusters()["clusterArns"]
+        tasks = [
+            task
+            for cluster in clusters
+            for arns in [ecs.list_tasks(cluster=cluster)["taskArns"]]
+            if arns
+            for task in ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]
+            if task["taskDefinitionArn"] == task_definition
+        ]
+        if tasks:
+            return tasks
+        assert time.monotonic() < deadline, "no task ran"
         time.sleep(0.1)
 
 
