@@ -140,6 +140,7 @@ async def _run_shim(
         advertised_endpoint=settings.advertised_endpoint,
         authentication=_authentication(settings),
         quotas=settings.quotas(),
+        engines=settings.engine_choice(),
     )
     if doorbell is not None:  # the embedded AWS rings it after each item put
         asyncio.get_running_loop().add_reader(doorbell, _answer, doorbell, shim.feed.wake)

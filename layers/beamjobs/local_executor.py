@@ -193,6 +193,8 @@ class ProcessExecutor:
         self._workers: dict[str, Worker] = {}
         self._forking: set[str] = set()
         self._lock = threading.Lock()
+        # Set once every worker is being stopped: mirrors are then not started again.
+        self._stopping = threading.Event()
         # Workers outlive a restarted shim, and a worker can hang: the same check that runs on
         # a schedule on AWS runs here too.
         threading.Thread(
@@ -260,7 +262,7 @@ class ProcessExecutor:
             worker.exited.set()
             with self._lock:
                 self._workers.pop(job_id, None)
-            if worker.code == 0 or self._store.get(job_id).state not in ACTIVE_STATES:
+            if self._stopping.is_set() or worker.code == 0 or not self._active(job_id):
                 return
             now = time.monotonic()
             deaths = [t for t in deaths if now - t < _MIRROR_DEATHS_WINDOW_SECONDS] + [now]
@@ -270,6 +272,14 @@ class ProcessExecutor:
                 return
             logger.warning("the mirror of job %s died (%s): starting it again", job_id, worker.code)
             time.sleep(_MIRROR_RESTART_SECONDS)
+
+    def _active(self, job_id: str) -> bool:
+        """Whether the job is active (so, unsure, when its state cannot be read now)."""
+        try:
+            return self._store.get(job_id).state in ACTIVE_STATES
+        except BeamjobsError:
+            logger.warning("could not read job %s", job_id, exc_info=True)
+            return True
 
     def stop(self, job_id: str) -> None:
         with self._lock:
@@ -284,6 +294,7 @@ class ProcessExecutor:
     def stop_all(self) -> None:
         """Stop every worker this executor started (their whole process groups) and wait for
         them to end, killing those that outlast the grace period."""
+        self._stopping.set()
         with self._lock:
             workers = list(self._workers.values())
         for worker in workers:

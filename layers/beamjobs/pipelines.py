@@ -20,10 +20,15 @@ class PipelineSummary:
     staged: tuple[str, ...] = ()
 
 
-def summarize(pipeline: pipeline_pb2.Pipeline, artifacts: ArtifactLocation) -> PipelineSummary:
+def is_bounded(pipeline: pipeline_pb2.Pipeline) -> bool:
+    """A batch pipeline: no PCollection of it is unbounded."""
     pcollections = pipeline.components.pcollections.values()
+    return all(p.is_bounded != pipeline_pb2.IsBounded.UNBOUNDED for p in pcollections)
+
+
+def summarize(pipeline: pipeline_pb2.Pipeline, artifacts: ArtifactLocation) -> PipelineSummary:
     return PipelineSummary(
-        bounded=all(p.is_bounded != pipeline_pb2.IsBounded.UNBOUNDED for p in pcollections),
+        bounded=is_bounded(pipeline),
         environment_urns=tuple(
             sorted({env.urn for env in pipeline.components.environments.values()})
         ),

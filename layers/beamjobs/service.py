@@ -14,7 +14,7 @@ from google.protobuf import message as protobuf
 from beamjobs import poison
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
-from beamjobs.engines import Engines
+from beamjobs.engines import EngineChoice, Engines
 from beamjobs.errors import InvalidArgument, MalformedItem, Unavailable
 from beamjobs.executor import ExecutorError
 from beamjobs.fargate import task_size
@@ -30,6 +30,7 @@ from beamjobs.pipelines import (
     dependencies,
     docker_images,
     environments,
+    is_bounded,
     summarize,
 )
 from beamjobs.staging_tokens import SHA256
@@ -77,12 +78,17 @@ class JobInfo:
     options: dict[str, Any]
 
 
-def check_quotas(quotas: Quotas, pipeline: protobuf.Message, options: dict[str, Any]) -> None:
-    """ResourceExhausted when a well-formed Prepare asks for more than a principal may have:
-    a larger worker, or a DOCKER image not allowed."""
+def admit(
+    quotas: Quotas, engines: EngineChoice, pipeline: protobuf.Message, options: dict[str, Any]
+) -> str:
+    """The engine of a well-formed Prepare, if the deployment admits it: ResourceExhausted when
+    it asks for more than a principal may have (a larger worker, a DOCKER image not allowed),
+    and the engine choice's refusals (beamjobs.engines). The shim checks before it stores the
+    pipeline, the handler again (it may be invoked directly)."""
     cpu, memory = task_size(options)
     quotas.check_worker(int(cpu) / 1024, int(memory))
     quotas.check_images(docker_images(pipeline))
+    return engines.choose(options, bounded=is_bounded(pipeline))
 
 
 def new_job_id(job_name: str) -> str:
@@ -127,9 +133,8 @@ class JobControl:
         # client's mistake (INVALID_ARGUMENT), not a job that fails when it starts.
         pipeline_bytes = self._blobs.get(pipeline_ref)
         pipeline = check_prepare(pipeline_bytes, options, job_name)
-        check_quotas(self._quotas, pipeline, options)
+        engine = admit(self._quotas, self._engines.choice, pipeline, options)
         summary = summarize(pipeline, self._artifacts)
-        engine = self._engines.choice.choose(options, bounded=summary.bounded)
         # SDKs always send job_name "job"; the user's --job_name travels in the options.
         name = str(options.get(option_key("job_name")) or job_name or "job")
         options_json = json.dumps(options, sort_keys=True, separators=(",", ":"))

@@ -149,6 +149,18 @@ BAD_PREPARES = {
         prepare_request(options={f"beam:option:o{i}:v1": "v" for i in range(1001)}),
         "1001 pipeline options; the limit is 1000",
     ),
+    "an engine that is not one": (
+        prepare_request(options=option("beamjobs_engine", "spark")),
+        "not an engine of this deployment: one of local",
+    ),
+    "an engine of 450 KB": (
+        prepare_request(options=option("beamjobs_engine", "f" * 450_000)),
+        "not an engine of this deployment",
+    ),
+    "an engine that is a nested struct": (
+        prepare_request(options=option("beamjobs_engine", {"a": ["b"]})),
+        "not an engine of this deployment",
+    ),
 }
 
 
@@ -156,6 +168,17 @@ BAD_PREPARES = {
 def test_a_malformed_prepare_is_invalid_argument(server, unchanged, case):
     request, naming = BAD_PREPARES[case]
     refused(lambda: server.jobs.Prepare(request), Code.INVALID_ARGUMENT, naming=naming)
+
+
+def test_a_streaming_pipeline_with_no_engine_for_it_is_refused_before_anything_is_stored(
+    server, unchanged
+):
+    streaming = pipeline()
+    streaming.components.pcollections["out"].is_bounded = pipeline_pb2.IsBounded.UNBOUNDED
+    request = prepare_request(streaming)
+    refused(
+        lambda: server.jobs.Prepare(request), Code.FAILED_PRECONDITION, naming="--beamjobs_engine"
+    )
 
 
 def test_every_problem_of_a_prepare_is_reported_at_once(server, unchanged):

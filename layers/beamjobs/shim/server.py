@@ -21,6 +21,7 @@ from beamjobs.api import (
     jobs_pb2,
     jobs_pb2_grpc,
 )
+from beamjobs.engines import EngineChoice
 from beamjobs.identity import AccessPolicy
 from beamjobs.limits import MAX_STREAMS_PER_CONNECTION, PIPELINE_MESSAGE_MAX_BYTES, Quotas
 from beamjobs.runtime import Stores
@@ -108,10 +109,13 @@ async def start_shim(
     advertised_endpoint: str | None = None,
     authentication: Authentication | None = None,
     quotas: Quotas | None = None,
+    engines: EngineChoice | None = None,
 ) -> Shim:
     """Serve the Job API; with `authentication`, for the principals it admits only (without,
-    every call is the local caller); each principal within `quotas` (the defaults when None)."""
+    every call is the local caller); each principal within `quotas` (the defaults when None);
+    jobs on `engines` (the local one alone when None)."""
     quotas = quotas or Quotas()
+    engines = engines or EngineChoice.of("local", (), None, None)
     return_large_buffers_to_the_os()
     pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="shim-blocking")
     backend = Backend(invoker, stores, pool)
@@ -146,7 +150,7 @@ async def start_shim(
     streams = OpenStreams(quotas.streams_per_principal)
     endpoint = staging_endpoint(host, bound, advertised_endpoint)
     job_api_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(backend, feed, endpoint, streams, quotas), server
+        JobServicer(backend, feed, endpoint, streams, quotas, engines), server
     )
     jobs_pb2_grpc.add_JobsServicer_to_server(JobsServicer(backend), server)
     staging = ArtifactStagingServicer(backend, quotas, streams)

@@ -12,11 +12,12 @@ from google.protobuf import json_format
 
 from beamjobs import staging_tokens
 from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
+from beamjobs.engines import EngineChoice
 from beamjobs.errors import FailedPrecondition, InvalidArgument
 from beamjobs.jobs import Jobs
 from beamjobs.limits import Quotas, exceeded
 from beamjobs.model import Event, Job, message_id
-from beamjobs.service import check_quotas
+from beamjobs.service import admit
 from beamjobs.shim import streams
 from beamjobs.shim.auth import current_caller
 from beamjobs.shim.backend import Backend, guarded
@@ -103,8 +104,10 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
         staging_endpoint: str,
         streams: OpenStreams,
         quotas: Quotas,
+        engines: EngineChoice,
     ) -> None:
         self._quotas = quotas
+        self._engines = engines
         self._stores = backend.stores
         self._feed = feed
         self._streams = streams
@@ -119,7 +122,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
         # Checked, and counted against the caller's quota, before anything is stored: a
         # refused Prepare leaves nothing behind.
         pipeline = await self._blocking(check_prepare, request.pipeline, options, request.job_name)
-        check_quotas(self._quotas, pipeline, options)
+        admit(self._quotas, self._engines, pipeline, options)
         await self._blocking(Jobs(self._stores.jobs).admit_prepare, current_caller(), self._quotas)
         # The pipeline can be far larger than a Lambda payload: the handler gets an S3 key.
         pipeline_ref = await self._blocking(
