@@ -130,11 +130,17 @@ class Engines:
         return cls(EngineChoice.of(builtin.name, (), None, None), builtin, _NO_MIRRORS)
 
     def start(self, job: Job) -> None:
+        """Start the job's work where it was prepared to run ("": before engines, built in)."""
         endpoint = self.choice.upstreams.get(job.engine)
-        if endpoint is None:
+        if endpoint is not None:
+            self._mirrors.start_mirror(job, endpoint)
+        elif job.engine in ("", self.choice.builtin):
             self._builtin.start(job)
         else:
-            self._mirrors.start_mirror(job, endpoint)
+            raise ExecutorError(
+                f"its engine {job.engine!r} is no longer one of this deployment's "
+                f"({', '.join(self.choice.names())})"
+            )
 
     def stop(self, job: Job) -> None:
         """Stop the job's work. An upstream job's mirror forwards the Cancel or Drain itself,

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from beamjobs.artifacts import ArtifactLocation
 from beamjobs.blobs import BlobStore
@@ -133,9 +134,10 @@ class ForkServer:
             threading.Thread(target=_await_orphan, args=(worker,), daemon=True).start()
 
 
-def worker_environment(settings: Settings, channel_url: str) -> dict[str, str]:
+def worker_environment(settings: Settings, channel_url: str, **more: Any) -> dict[str, str]:
     """The environment of the workers: none of this process's settings (the table, the
-    bucket, the AWS endpoint they are in), only what a worker needs and its channel."""
+    bucket, the AWS endpoint they are in), only what a worker needs and its channel (and the
+    settings `more` names)."""
     inherited = {
         name: value
         for name, value in os.environ.items()
@@ -149,6 +151,7 @@ def worker_environment(settings: Settings, channel_url: str) -> dict[str, str]:
         warm_workers=settings.warm_workers,
         artifact_cache_dir=settings.artifact_cache_dir,
         environment_cache_dir=settings.environment_cache_dir,
+        **more,
     )
     return {**inherited, **worker.to_env()}
 
@@ -158,18 +161,15 @@ def mirror_environment(
 ) -> dict[str, str]:
     """A mirror's environment: a worker's, with its job's secret, its upstream engine, and the
     lease and longest job time it enforces itself."""
-    mirror = Settings(
-        region=settings.region,
-        endpoint_url=channel_url,
-        worker_function=WORKER_FUNCTION,
+    return worker_environment(
+        settings,
+        channel_url,
         worker_secret=job.worker_secret,
-        heartbeat_seconds=settings.heartbeat_seconds,
         lease_seconds=settings.lease_seconds,
         max_job_seconds=settings.max_job_seconds,
         upstream_engine=job.engine,
         upstream_endpoint=endpoint,
     )
-    return {**worker_environment(settings, channel_url), **mirror.to_env()}
 
 
 class ProcessExecutor:

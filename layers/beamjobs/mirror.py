@@ -29,6 +29,7 @@ from typing import Any
 from beamjobs import aws
 from beamjobs.api import pipeline_pb2
 from beamjobs.artifacts import FILE, ArtifactLocation
+from beamjobs.batching import gather
 from beamjobs.dependencies import staged_sha256
 from beamjobs.errors import BeamjobsError, Conflict
 from beamjobs.model import Message, is_after
@@ -302,7 +303,7 @@ class Mirror:
         done = False
         while not (done and not batch):
             if not done:
-                done = self._gather(batch)
+                done = gather(self._pending, batch, limit=_BATCH, wait=_FLUSH_SECONDS)
             if not batch:
                 continue
             try:
@@ -312,23 +313,6 @@ class Mirror:
                 time.sleep(_FLUSH_SECONDS)
                 continue
             batch = []
-
-    def _gather(self, batch: list[tuple[str, Message]]) -> bool:
-        """Add queued messages to `batch` (waiting a flush interval for the first); whether
-        the queue ended."""
-        try:
-            item = self._pending.get(timeout=_FLUSH_SECONDS)
-        except queue.Empty:
-            return False
-        while item is not None:
-            batch.append(item)
-            if len(batch) >= _BATCH:
-                return False
-            try:
-                item = self._pending.get_nowait()
-            except queue.Empty:
-                return False
-        return True
 
     # -- steering ---------------------------------------------------------------------------------
 

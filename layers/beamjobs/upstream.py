@@ -30,6 +30,8 @@ CHUNK_BYTES = 1024 * 1024
 # Unary calls to the upstream answer within this long, or count as a failure to reach it.
 CALL_SECONDS = 30.0
 _STATE_NAMES = job_api_pb2.JobState.Enum
+# Addresses a job server advertises that mean "this host" (see _reachable).
+_LOCAL_HOSTS = frozenset({"0.0.0.0", "::", "localhost", "127.0.0.1", "::1"})
 _IMPORTANCE_NAMES = job_api_pb2.JobMessage.MessageImportance
 
 
@@ -119,9 +121,18 @@ class UpstreamJobService:
             )
         return Preparation(
             answer.preparation_id,
-            answer.artifact_staging_endpoint.url,
+            self._reachable(answer.artifact_staging_endpoint.url),
             answer.staging_session_token,
         )
+
+    def _reachable(self, staging_endpoint: str) -> str:
+        """The staging endpoint, as this machine reaches it: job servers bound to every
+        interface, or to their own loopback, advertise that address (Beam's own do), which
+        means the host of the Job API endpoint here."""
+        host, _, port = staging_endpoint.rpartition(":")
+        if host.strip("[]") in _LOCAL_HOSTS and port:
+            return f"{self.endpoint.rpartition(':')[0]}:{port}"
+        return staging_endpoint
 
     def run(self, preparation_id: str) -> str:
         with upstream_errors():

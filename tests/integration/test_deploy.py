@@ -270,15 +270,6 @@ def _outputs(cloudformation):
     return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
 
 
-def _resource(cloudformation, logical_id):
-    [physical] = [
-        r["PhysicalResourceId"]
-        for r in cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
-        if r["LogicalResourceId"] == logical_id
-    ]
-    return physical
-
-
 def _control(cloudformation, outputs):
     jobs = DynamoJobStore(
         boto3.client("dynamodb", region_name=REGION), outputs["JobsTableName"], item_lifetime=86_400
@@ -290,8 +281,8 @@ def _control(cloudformation, outputs):
         boto3.client("ecs", region_name=REGION),
         outputs["StateMachineArn"],
         blobs,
-        worker_task_definition=_resource(cloudformation, "WorkerTaskDefinition"),
-        mirror_task_definition=_resource(cloudformation, "MirrorTaskDefinition"),
+        worker_task_definition=_physical(cloudformation, "WorkerTaskDefinition"),
+        mirror_task_definition=_physical(cloudformation, "MirrorTaskDefinition"),
         max_job_seconds=3600,
     )
     engines = Engines(EngineChoice.of("fargate", (UPSTREAM,), None, None), executor, executor)
@@ -510,7 +501,7 @@ def test_a_job_on_an_upstream_engine_runs_its_mirror_where_it_reaches_the_engine
     arn = execution_arn(outputs["StateMachineArn"], job_id)
     _wait_for_state(sfn, arn, "RunMirror")
     input_ = json.loads(sfn.describe_execution(executionArn=arn)["input"])
-    mirror_task = _resource(cloudformation, "MirrorTaskDefinition")
+    mirror_task = _physical(cloudformation, "MirrorTaskDefinition")
     assert input_["mirror"] is True and input_["task_definition"] == mirror_task
     [override] = input_["overrides"]["ContainerOverrides"]
     assert override["Name"] == "mirror" and override["Command"] == ["mirror", job_id]
@@ -531,7 +522,7 @@ def test_a_job_on_an_upstream_engine_runs_its_mirror_where_it_reaches_the_engine
     # ... and every function knows the deployment's engines (DescribePipelineOptions, Prepare)
     lambdas = boto3.client("lambda", region_name=REGION)
     control_env = lambdas.get_function_configuration(
-        FunctionName=_resource(cloudformation, "ControlFunction")
+        FunctionName=_physical(cloudformation, "ControlFunction")
     )["Environment"]["Variables"]
     assert control_env["BEAMJOBS_UPSTREAM_ENGINES"] == UPSTREAM
     assert control_env["BEAMJOBS_MIRROR_TASK_DEFINITION"] == mirror_task

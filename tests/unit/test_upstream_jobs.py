@@ -7,12 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beamjobs.engines import EngineChoice, parse_engine, parse_engines
+from beamjobs.engines import EngineChoice, Engines, parse_engine, parse_engines
 from beamjobs.errors import Conflict, FailedPrecondition, InvalidArgument
+from beamjobs.executor import ExecutorError
 from beamjobs.jobs import Jobs
 from beamjobs.memory_store import MemoryJobStore
 from beamjobs.model import Message, is_after
 from beamjobs.states import JobState
+from beamjobs.upstream import UpstreamJobService
 from tests.jobstates import advance
 from tests.unit.test_jobs import prepared, states
 
@@ -175,3 +177,53 @@ def test_engines_are_named_once_and_the_builtin_name_is_taken():
         choice("a=h:1", default="b")
     with pytest.raises(InvalidArgument):
         choice(streaming="local")
+
+
+class Recorder:
+    name = "local"
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, str | None]] = []
+
+    def start(self, job) -> None:
+        self.started.append((job.job_id, None))
+
+    def start_mirror(self, job, endpoint: str) -> None:
+        self.started.append((job.job_id, endpoint))
+
+    def stop(self, job_id: str) -> None:
+        self.started.append((job_id, "stopped"))
+
+
+def test_a_job_starts_where_it_was_prepared_to_run(jobs):
+    recorder = Recorder()
+    engines = Engines(choice("flink=f:1"), recorder, recorder)
+    for job_id, engine in (("old", ""), ("here", "local"), ("there", "flink")):
+        prepared(jobs.store, job_id, engine=engine)
+        engines.start(jobs.get(job_id))
+    assert recorder.started == [("old", None), ("here", None), ("there", "f:1")]
+    # A job's Cancel reaches its upstream through its mirror, not by stopping anything here
+    engines.stop(jobs.get("there"))
+    assert ("there", "stopped") not in recorder.started
+    # An engine taken out of the deployment since the job was prepared runs nothing
+    prepared(jobs.store, "orphan", engine="spark")
+    with pytest.raises(ExecutorError, match="'spark' is no longer one"):
+        engines.start(jobs.get("orphan"))
+
+
+@pytest.mark.parametrize(
+    ("advertised", "reached"),
+    [
+        ("localhost:8098", "10.0.3.4:8098"),
+        ("0.0.0.0:8098", "10.0.3.4:8098"),
+        ("[::]:8098", "10.0.3.4:8098"),
+        ("10.0.3.9:8098", "10.0.3.9:8098"),
+        ("", ""),
+    ],
+)
+def test_a_staging_endpoint_on_the_job_servers_own_host_is_reached_there(advertised, reached):
+    upstream = UpstreamJobService("10.0.3.4:8099")
+    try:
+        assert upstream._reachable(advertised) == reached
+    finally:
+        upstream.close()

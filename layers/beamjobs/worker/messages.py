@@ -8,6 +8,7 @@ import threading
 import time
 from types import TracebackType
 
+from beamjobs.batching import gather
 from beamjobs.errors import BeamjobsError
 from beamjobs.model import Message, message_batches, utf8_size
 from beamjobs.worker.channel import Reports
@@ -155,17 +156,6 @@ class MessageForwarder(logging.Handler):
     def _collect(self, batch: list[Message]) -> bool:
         """Add what waits in the queue (waiting a flush interval for something) to `batch`, up
         to a batch's worth; return whether the end of the stream was reached."""
-        try:
-            item = self._queue.get(timeout=self._flush_seconds)
-        except queue.Empty:
-            return False
-        while item is not None:
-            self._dequeued(item)
-            batch.append(item)
-            if len(batch) >= _BATCH:
-                return False
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-        return True
+        return gather(
+            self._queue, batch, limit=_BATCH, wait=self._flush_seconds, taken=self._dequeued
+        )
