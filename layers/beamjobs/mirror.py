@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from beamjobs import aws
@@ -60,14 +59,6 @@ _STOPPING = frozenset({JobState.CANCELLING, JobState.DRAINING})
 
 class EngineLost(BeamjobsError):
     """The upstream could not be reached for longer than the lease, or forgot the job."""
-
-
-@dataclass(frozen=True)
-class Ending:
-    """How the mirror ends its job: as the upstream job ended, or with a cause of its own."""
-
-    state: JobState
-    cause: str
 
 
 def upstream_pipeline(pipeline: bytes, location: ArtifactLocation) -> bytes:
@@ -115,7 +106,8 @@ class Mirror:
         self._last_contact = clock()
         self._last_problem = ""
         self._ended = threading.Event()  # the job ended here: stop following
-        self._ending: Ending | None = None
+        # Why the mirror fails the job itself (the upstream lost, the job's time limit).
+        self._failure: str | None = None
         self._streams: list[Followed] = []
         self._lock = threading.Lock()
         self._pending: queue.SimpleQueue[tuple[str, Message] | None] = queue.SimpleQueue()
@@ -158,8 +150,8 @@ class Mirror:
         if not ended_here:
             self._publish_metrics(upstream_id)  # the final ones
             self._channel.end_as_upstream(upstream_ended, self._cause(upstream_id, upstream_ended))
-        elif self._ending is not None:  # else it was recorded (the reconciler, a cancel)
-            self._channel.end_as_upstream(self._ending.state, self._ending.cause)
+        elif self._failure is not None:  # else it was recorded (the reconciler, a cancel)
+            self._channel.fail(self._failure)
 
     # -- starting, or resuming -----------------------------------------------------------------
 
@@ -249,7 +241,7 @@ class Mirror:
                         raise EngineLost(self._lost(f"it no longer knows job {upstream_id}"))
                     self._check_lease(str(error))
                 except EngineLost as lost:
-                    self._end_here(Ending(JobState.FAILED, str(lost)), upstream_id)
+                    self._end_here(upstream_id, failure=str(lost))
                     break
             self._ended.wait(_REOPEN_SECONDS)
         return JobState.FAILED
@@ -325,7 +317,7 @@ class Mirror:
         while not self._ended.is_set():
             if self._clock() > deadline:
                 cause = f"the job timed out after {timeout:g} s (--{JOB_TIMEOUT_SECONDS.name})"
-                self._end_here(Ending(JobState.FAILED, cause), upstream_id)
+                self._end_here(upstream_id, failure=cause)
                 return
             try:
                 state = self._channel.beat(self._channel.job_id)
@@ -333,7 +325,7 @@ class Mirror:
                 logger.warning("heartbeat failed", exc_info=True)
                 state = None
             if state is not None and is_terminal(state):
-                self._end_here(None, upstream_id)
+                self._end_here(upstream_id)
                 return
             if state in _STOPPING and state not in forwarded and self._forward(state, upstream_id):
                 forwarded.add(state)
@@ -375,12 +367,11 @@ class Mirror:
         self._contact()
         return metrics
 
-    def _end_here(self, ending: Ending | None, upstream_id: str) -> None:
-        """The job ends here (`ending`: how, for the mirror to record; None when it was
-        recorded already): the upstream job is cancelled, and following stops."""
+    def _end_here(self, upstream_id: str, *, failure: str | None = None) -> None:
+        """The job ends here (`failure`: the cause the mirror fails it with; None when its end
+        was recorded already): the upstream job is cancelled, and following stops."""
         with self._lock:
-            if ending is not None:
-                self._ending = ending
+            self._failure = failure
         self._ended.set()
         try:
             self._upstream.cancel(upstream_id)
