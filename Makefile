@@ -108,6 +108,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check layers functions tests bench
 	$(BIN)/ruff format --check layers functions tests bench
 	$(BIN)/mypy layers functions
+	$(BIN)/lint-imports
 	$(BIN)/cfn-lint template.yaml
 
 ## Regenerate the wire classes from proto/ (a test regenerates into a temporary PROTO_OUT and

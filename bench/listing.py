@@ -23,13 +23,13 @@ from typing import Any
 
 import grpc
 
-from beamjobs import aws as aws_clients
 from beamjobs.api import job_api_pb2, job_api_pb2_grpc, jobs_pb2, jobs_pb2_grpc, pipeline_pb2
-from beamjobs.dynamodb_store import DynamoJobStore, listing_query
-from beamjobs.embedded import LOCAL_TABLE, local_settings, use_offline_credentials
-from beamjobs.model import Job
-from beamjobs.states import JobState
-from beamjobs.store import JobQuery
+from beamjobs.aws import clients as aws_clients
+from beamjobs.aws.dynamodb_store import DynamoJobStore, listing_query
+from beamjobs.domain.model import Job
+from beamjobs.domain.states import JobState
+from beamjobs.domain.store import JobQuery
+from beamjobs.local.embedded import LOCAL_TABLE, local_settings, use_offline_credentials
 from tests.processes import ROOT, Process, free_port, serve
 
 PAGE = 100

@@ -26,17 +26,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from beamjobs import aws, runtime
+from beamjobs import runtime
 from beamjobs.api import pipeline_pb2
-from beamjobs.embedded import start_embedded
-from beamjobs.identity import LOCAL_CALLER
-from beamjobs.jobs import Jobs
-from beamjobs.limits import Quotas
-from beamjobs.model import Job
-from beamjobs.reconcile import fail_lost_jobs
-from beamjobs.service import JobControl
-from beamjobs.staging_tokens import digest, mint
-from beamjobs.states import TERMINAL_STATES, JobState
+from beamjobs.app.reconcile import fail_lost_jobs
+from beamjobs.app.service import JobControl
+from beamjobs.aws import clients
+from beamjobs.domain.identity import LOCAL_CALLER
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.limits import Quotas
+from beamjobs.domain.model import Job
+from beamjobs.domain.staging_tokens import digest, mint
+from beamjobs.domain.states import TERMINAL_STATES, JobState
+from beamjobs.local.embedded import start_embedded
 from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.messages import MessageForwarder
 from tests.faults.harness import Faults
@@ -212,9 +213,9 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
     embedded, settings = start_embedded(ROOT / "template.yaml")
     try:
         stores = runtime.stores(settings)
-        clients = [aws.client("dynamodb", settings), aws.client("s3", settings)]
-        clients.append(aws.client("dynamodb", settings, patient=True))
-        faults = Faults(seed=seed).attach(*clients)
+        attached = [clients.client("dynamodb", settings), clients.client("s3", settings)]
+        attached.append(clients.client("dynamodb", settings, patient=True))
+        faults = Faults(seed=seed).attach(*attached)
         faults.add("*", "throttle", times=10**9, rate=0.05)
         faults.add("*", "lose_response", times=10**9, rate=0.01)
         jobs, outcomes = Jobs(stores.jobs), Jobs(stores.outcomes)
@@ -262,7 +263,7 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
             time.sleep(1)
         elapsed = time.monotonic() - started
         done.set()
-        faults.detach(*clients)
+        faults.detach(*attached)
         listed = {job.job_id: job.state for job in stores.jobs.recent_jobs(jobs_count)}
         verdicts = [_verdict(plan, jobs, listed) for plan in plans.values()]
         for plan, verdict in zip(plans.values(), verdicts, strict=True):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from beamjobs.model import Change, Job, Message, StagingLease
-from beamjobs.states import JobState
-from beamjobs.store import JobStore
+from beamjobs.domain.model import Change, Job, Message, StagingLease
+from beamjobs.domain.states import JobState
+from beamjobs.domain.store import JobStore
 
 
 def advance(

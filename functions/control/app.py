@@ -17,10 +17,10 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beamjobs import runtime
-from beamjobs.errors import InvalidArgument
-from beamjobs.handlers import Route, caller_of, dispatch, idempotency_records
-from beamjobs.jobs import Jobs
-from beamjobs.service import JobControl
+from beamjobs.app.handlers import Route, caller_of, dispatch, idempotency_records
+from beamjobs.app.service import JobControl
+from beamjobs.domain.errors import InvalidArgument
+from beamjobs.domain.jobs import Jobs
 from beamjobs.settings import Settings
 
 logger = Logger(service="beamjobs-control")
@@ -38,7 +38,7 @@ def _routes() -> dict[str, Route]:
     service = JobControl(
         Jobs(stores.jobs),
         stores.blobs,
-        runtime.engines(settings, stores.jobs),
+        runtime.engines(settings),
         stores.artifacts.location,
         settings.quotas(),
     )

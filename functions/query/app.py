@@ -12,11 +12,11 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beamjobs import runtime
-from beamjobs.handlers import Route, caller_of, dispatch
-from beamjobs.options import ENGINE, SERVICE_OPTIONS
-from beamjobs.service import JobQueries, job_detail, job_summary
+from beamjobs.app.handlers import Route, caller_of, dispatch
+from beamjobs.app.service import JobQueries, job_detail, job_summary
+from beamjobs.domain.options import ENGINE, SERVICE_OPTIONS
+from beamjobs.pipeline.validation import require_id
 from beamjobs.settings import Settings
-from beamjobs.validation import require_id
 
 logger = Logger(service="beamjobs-query")
 tracer = Tracer(service="beamjobs-query")

@@ -12,9 +12,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beamjobs import runtime
-from beamjobs.errors import InvalidArgument
-from beamjobs.reconcile import fail_lost_jobs, settle_execution
-from beamjobs.service import require_id
+from beamjobs.app.reconcile import fail_lost_jobs, settle_execution
+from beamjobs.app.service import require_id
+from beamjobs.domain.errors import InvalidArgument
 from beamjobs.settings import Settings
 
 logger = Logger(service="beamjobs-reconcile")

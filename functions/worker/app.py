@@ -15,10 +15,11 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beamjobs import runtime
-from beamjobs.handlers import Route, dispatch, idempotency_records
-from beamjobs.jobs import Jobs
+from beamjobs.app.handlers import Route, dispatch, idempotency_records
+from beamjobs.app.worker_channel import WorkerChannel, routes
+from beamjobs.aws.invoker import Handler
+from beamjobs.domain.jobs import Jobs
 from beamjobs.settings import Settings
-from beamjobs.worker_channel import WorkerChannel, routes
 
 logger = Logger(service="beamjobs-worker-channel")
 tracer = Tracer(service="beamjobs-worker-channel")
@@ -29,16 +30,15 @@ idempotency_config = IdempotencyConfig(event_key_jmespath="[rpc, request_id]")
 _UNRECORDED = frozenset({"Beat"})
 
 
-@functools.cache
-def _routes() -> dict[str, Route]:
-    """Built once per execution environment, on first use (never at import time)."""
-    settings = Settings.from_env()
+def handler_for(settings: Settings) -> Handler:
+    """The worker function's handler for `settings`: what Lambda runs on AWS (with the settings
+    of its environment), and what the local executor serves to its workers (with its own)."""
     stores = runtime.stores(settings)
     channel = WorkerChannel(
         Jobs(stores.jobs), Jobs(stores.outcomes), stores.blobs, stores.artifacts.location
     )
     persistence = idempotency_records(settings, "worker")
-    return {
+    served: dict[str, Route] = {
         name: route
         if name in _UNRECORDED
         else idempotent_function(
@@ -50,9 +50,20 @@ def _routes() -> dict[str, Route]:
         for name, route in routes(channel).items()
     }
 
+    @logger.inject_lambda_context
+    @tracer.capture_lambda_handler
+    def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        idempotency_config.register_lambda_context(context)
+        return dispatch(event, served, callers=False)
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
+    return handle
+
+
+@functools.cache
+def _deployed() -> Handler:
+    """Built once per execution environment, on first use (never at import time)."""
+    return handler_for(Settings.from_env())
+
+
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    idempotency_config.register_lambda_context(context)
-    return dispatch(event, _routes(), callers=False)
+    return _deployed()(event, context)

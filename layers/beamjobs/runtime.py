@@ -7,13 +7,14 @@ import functools
 import threading
 from dataclasses import dataclass
 
-from beamjobs import aws
-from beamjobs.artifacts import ArtifactStore
-from beamjobs.blobs import BlobStore
-from beamjobs.dynamodb_store import DynamoJobStore
-from beamjobs.engines import Engines, MirrorStarter
-from beamjobs.executor import Executor
-from beamjobs.jobs import item_lifetime
+from beamjobs.aws import clients
+from beamjobs.aws.artifact_store import ArtifactStore
+from beamjobs.aws.blobs import S3BlobStore
+from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.domain.blobs import BlobStore
+from beamjobs.domain.engines import Engines, MirrorStarter
+from beamjobs.domain.executor import Executor
+from beamjobs.domain.jobs import item_lifetime
 from beamjobs.settings import Settings
 
 
@@ -37,15 +38,15 @@ def stores(settings: Settings) -> Stores:
     )
     return Stores(
         jobs=DynamoJobStore(
-            aws.client("dynamodb", settings), settings.table_name, item_lifetime=lifetime
+            clients.client("dynamodb", settings), settings.table_name, item_lifetime=lifetime
         ),
         outcomes=DynamoJobStore(
-            aws.client("dynamodb", settings, patient=True),
+            clients.client("dynamodb", settings, patient=True),
             settings.table_name,
             item_lifetime=lifetime,
         ),
-        blobs=BlobStore(aws.client("s3", settings), settings.bucket_name),
-        artifacts=ArtifactStore(aws.client("s3", settings), settings.bucket_name),
+        blobs=S3BlobStore(clients.client("s3", settings), settings.bucket_name),
+        artifacts=ArtifactStore(clients.client("s3", settings), settings.bucket_name),
     )
 
 
@@ -53,40 +54,39 @@ _executors: dict[Settings, Executor] = {}
 _executors_lock = threading.Lock()
 
 
-def executor(settings: Settings, jobs: DynamoJobStore) -> Executor:
+def executor(settings: Settings) -> Executor:
     """The executor for these settings, shared by everything in the process: the local one owns
     the worker processes it started, so there must be only one."""
     with _executors_lock:
         if settings not in _executors:
-            _executors[settings] = _new_executor(settings, jobs)
+            _executors[settings] = _new_executor(settings)
         return _executors[settings]
 
 
-def _new_executor(settings: Settings, jobs: DynamoJobStore) -> Executor:
-    blobs = stores(settings).blobs
+def _new_executor(settings: Settings) -> Executor:
     if settings.executor == "stepfunctions":
-        from beamjobs.stepfunctions import StepFunctionsExecutor
+        from beamjobs.aws.stepfunctions import StepFunctionsExecutor
 
         # Settings.from_env checks both.
         assert settings.state_machine_arn and settings.worker_task_definition
         return StepFunctionsExecutor(
-            aws.client("stepfunctions", settings),
-            aws.client("ecs", settings),
+            clients.client("stepfunctions", settings),
+            clients.client("ecs", settings),
             settings.state_machine_arn,
-            blobs,
+            stores(settings).blobs,
             worker_task_definition=settings.worker_task_definition,
             mirror_task_definition=settings.mirror_task_definition,
             max_job_seconds=settings.max_job_seconds,
         )
-    from beamjobs.local_executor import ProcessExecutor
+    # The local executor serves its workers' channel, so only the process that runs it (which
+    # has the worker function's handler) can make it: `beamjobs serve` installs it.
+    raise RuntimeError(f"no {settings.executor!r} executor was installed in this process")
 
-    return ProcessExecutor(settings, jobs, blobs, stores(settings).outcomes)
 
-
-def engines(settings: Settings, jobs: DynamoJobStore) -> Engines:
+def engines(settings: Settings) -> Engines:
     """The deployment's engines: the built-in executor, and mirrors for the upstream ones
     (started by the executor that also runs workers: a process locally, a task on AWS)."""
-    builtin = executor(settings, jobs)
+    builtin = executor(settings)
     if not isinstance(builtin, MirrorStarter):  # an executor a test brought
         return Engines.only(builtin)
     return Engines(settings.engine_choice(), builtin, builtin)

@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from beamjobs.engines import EngineChoice, parse_engines
-from beamjobs.errors import InvalidArgument
-from beamjobs.identity import parse_principals
-from beamjobs.limits import Quotas
+from beamjobs.domain.engines import EngineChoice, parse_engines
+from beamjobs.domain.errors import InvalidArgument
+from beamjobs.domain.identity import parse_principals
+from beamjobs.domain.limits import Quotas
 
 Parser = Callable[[str], Any]
 _QUOTAS = Quotas()
@@ -107,13 +107,13 @@ class Settings:
     drain_seconds: float = _setting("BEAMJOBS_DRAIN_SECONDS", 110.0, _number(float))
     # Shim, as deployed: the HTTP port of /healthz, the load balancer's health check.
     health_port: int = _setting("BEAMJOBS_HEALTH_PORT", 8098, _number(int))
-    # Upstream Beam Job API endpoints a job may run on (beamjobs.engines), `NAME=HOST:PORT`
+    # Upstream Beam Job API endpoints a job may run on (beamjobs.domain.engines), `NAME=HOST:PORT`
     # each; the engine of a job that names none (the built-in one when unset); and the engine
     # of streaming pipelines (none: they are refused at Prepare).
     upstream_engines: tuple[str, ...] = _setting("BEAMJOBS_UPSTREAM_ENGINES", (), parse_engines)
     default_engine: str | None = _setting("BEAMJOBS_DEFAULT_ENGINE")
     streaming_engine: str | None = _setting("BEAMJOBS_STREAMING_ENGINE")
-    # AWS executor: the mirror's task definition (beamjobs.mirror, for upstream engines).
+    # AWS executor: the mirror's task definition (beamjobs.upstream.mirror, for upstream engines).
     mirror_task_definition: str | None = _setting("BEAMJOBS_MIRROR_TASK_DEFINITION")
     # Mirror: the upstream engine it runs its job on, by name and Job API endpoint.
     upstream_engine: str | None = _setting("BEAMJOBS_UPSTREAM_ENGINE")
@@ -123,7 +123,7 @@ class Settings:
     # executor's own endpoint), and its job's worker secret.
     worker_function: str | None = _setting("BEAMJOBS_WORKER_FUNCTION")
     worker_secret: str | None = _setting("BEAMJOBS_WORKER_SECRET")
-    # Shim: every RPC must prove an AWS identity (beamjobs.signed_identity) of a principal in
+    # Shim: every RPC must prove an AWS identity (beamjobs.aws.signed_identity) of a principal in
     # allowed_principals; those in admin_principals see and steer every job.
     require_auth: bool = _setting("BEAMJOBS_REQUIRE_AUTH", False, _flag)
     allowed_principals: tuple[str, ...] = _setting(
@@ -131,7 +131,7 @@ class Settings:
     )
     admin_principals: tuple[str, ...] = _setting("BEAMJOBS_ADMIN_PRINCIPALS", (), parse_principals)
 
-    # Quotas, per principal (beamjobs.limits.Quotas says what each bounds).
+    # Quotas, per principal (beamjobs.domain.limits.Quotas says what each bounds).
     quota_concurrent_jobs: int = _setting(
         "BEAMJOBS_QUOTA_CONCURRENT_JOBS", _QUOTAS.concurrent_jobs, _number(int, minimum=1)
     )

@@ -15,7 +15,7 @@ import pytest
 from botocore.config import Config
 
 from beamjobs.api import artifact_api_pb2_grpc, job_api_pb2_grpc, jobs_pb2_grpc
-from beamjobs.embedded import LOCAL_BUCKET, LOCAL_REGION, LOCAL_TABLE
+from beamjobs.local.embedded import LOCAL_BUCKET, LOCAL_REGION, LOCAL_TABLE
 from tests.processes import Process, free_port, serve
 
 MiB = 1024 * 1024

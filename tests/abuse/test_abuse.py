@@ -24,12 +24,12 @@ from beamjobs.api import (
     jobs_pb2,
     pipeline_pb2,
 )
-from beamjobs.artifacts import FILE, STAGING_TO
-from beamjobs.dynamodb_store import DynamoJobStore
-from beamjobs.embedded import LOCAL_TABLE
-from beamjobs.environments import DOCKER, EMBEDDED
-from beamjobs.jobs import Jobs
-from beamjobs.model import Message
+from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Message
+from beamjobs.local.embedded import LOCAL_TABLE
+from beamjobs.pipeline.artifacts import FILE, STAGING_TO
+from beamjobs.pipeline.environments import DOCKER, EMBEDDED
 from tests.abuse.conftest import CLIENT_OPTIONS, MiB, rss_bytes
 
 Code = grpc.StatusCode
@@ -603,7 +603,13 @@ def functions(server):
     }
     saved = {name: os.environ.get(name) for name in names}
     os.environ.update(names)
-    from beamjobs.shim.invoker import LocalContext
+    from beamjobs import runtime
+    from beamjobs.local.invoker import LocalContext
+    from beamjobs.settings import Settings
+    from tests.integration.conftest import RecordingExecutor
+
+    # Nothing is run here: the server's executor serves its own process's workers.
+    runtime.install_executor(Settings.from_env(), RecordingExecutor())
     from beamjobs_functions.control.app import lambda_handler as control
     from beamjobs_functions.query.app import lambda_handler as query
     from beamjobs_functions.worker.app import lambda_handler as worker

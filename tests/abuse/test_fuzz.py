@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from beamjobs.api import artifact_api_pb2 as staging_api
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import jobs_pb2, pipeline_pb2
-from beamjobs.environments import DOCKER, EMBEDDED, EXTERNAL
+from beamjobs.pipeline.environments import DOCKER, EMBEDDED, EXTERNAL
 
 EXAMPLES = int(os.environ.get("BEAMJOBS_FUZZ_EXAMPLES", "10000"))
 NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}

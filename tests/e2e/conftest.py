@@ -65,9 +65,9 @@ def started_job(stores, job_id: str, pipeline):
     STARTING, as Prepare and Run would: for tests that run a worker themselves. Returns it."""
     from apache_beam.transforms import environments as beam_environments
 
-    from beamjobs.model import Job
-    from beamjobs.states import JobState
-    from beamjobs.worker_channel import mint_worker_secret
+    from beamjobs.app.worker_channel import mint_worker_secret
+    from beamjobs.domain.model import Job
+    from beamjobs.domain.states import JobState
 
     proto = pipeline.to_runner_api(
         default_environment=beam_environments.EmbeddedPythonEnvironment.default()
@@ -90,18 +90,20 @@ def started_job(stores, job_id: str, pipeline):
     return advance(stores.jobs, job_id, JobState.STARTING)
 
 
-def local_channel(stores):
-    """The workers' channel as the local executor serves it, for these stores."""
-    from beamjobs.local_worker_channel import LocalWorkerChannel
+def local_channel(settings):
+    """The workers' channel as the local executor serves it: the worker function's handler for
+    these settings."""
+    from beamjobs.local.worker_channel import LocalWorkerChannel
+    from beamjobs_functions.worker.app import handler_for
 
-    return LocalWorkerChannel(stores.jobs, stores.outcomes, stores.blobs, stores.artifacts.location)
+    return LocalWorkerChannel(handler_for(settings))
 
 
 def channel_of(url: str, job):
     """The worker channel client of `job`, through the local executor's channel at `url`."""
     import boto3
 
-    from beamjobs.shim.invoker import LambdaInvoker
+    from beamjobs.aws.invoker import LambdaInvoker
     from beamjobs.worker.channel import WORKER_FUNCTION, JobChannel
 
     client = boto3.client("lambda", endpoint_url=url, region_name="us-east-1")

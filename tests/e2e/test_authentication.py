@@ -33,7 +33,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
-from beamjobs.signed_identity import METADATA_KEY, sign, sts_url
+from beamjobs.aws.signed_identity import METADATA_KEY, sign, sts_url
 from tests.e2e.conftest import Process, free_port, serve
 from tests.e2e.user_scripts import SCRIPT, submit
 

@@ -127,9 +127,9 @@ def test_list_filters_by_state_and_by_name(endpoint, finished):
 
 def test_paging_through_2500_jobs_repeats_and_misses_none(server):
     from beamjobs import runtime
-    from beamjobs.embedded import local_settings, use_offline_credentials
-    from beamjobs.model import Job
-    from beamjobs.states import JobState
+    from beamjobs.domain.model import Job
+    from beamjobs.domain.states import JobState
+    from beamjobs.local.embedded import local_settings, use_offline_credentials
 
     endpoint, aws_endpoint = server
     use_offline_credentials()

@@ -262,7 +262,7 @@ def _mirror_pids(job_id: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             continue
-        if b"beamjobs.mirror" in cmdline and job_id.encode() in cmdline:
+        if b"beamjobs.upstream.mirror" in cmdline and job_id.encode() in cmdline:
             pids.append(int(entry.name))
     return pids
 

@@ -7,9 +7,10 @@ import logging
 import apache_beam as beam
 import pytest
 
-from beamjobs import aws, runtime
-from beamjobs.embedded import start_embedded, use_offline_credentials
-from beamjobs.states import JobState
+from beamjobs import runtime
+from beamjobs.aws import clients
+from beamjobs.domain.states import JobState
+from beamjobs.local.embedded import start_embedded, use_offline_credentials
 from beamjobs.worker.artifacts import ArtifactCache
 from beamjobs.worker.image_environments import ImageEnvironments
 from beamjobs.worker.run import execute
@@ -32,21 +33,21 @@ def settings():
 @pytest.fixture(scope="module")
 def channel(settings):
     """The workers' channel, served here (its writes are this process's, under the faults)."""
-    served = local_channel(runtime.stores(settings))
+    served = local_channel(settings)
     yield served
     served.stop()
 
 
 @pytest.fixture
 def faults(settings):
-    clients = [
-        aws.client("dynamodb", settings),
-        aws.client("dynamodb", settings, patient=True),
-        aws.client("s3", settings),
+    attached = [
+        clients.client("dynamodb", settings),
+        clients.client("dynamodb", settings, patient=True),
+        clients.client("s3", settings),
     ]
-    harness = Faults().attach(*clients)
+    harness = Faults().attach(*attached)
     yield harness
-    harness.detach(*clients)
+    harness.detach(*attached)
 
 
 def _squares():

@@ -10,12 +10,13 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 
-from beamjobs import aws, runtime
-from beamjobs.dynamodb_store import DynamoJobStore
-from beamjobs.embedded import start_embedded, use_offline_credentials
-from beamjobs.local_executor import worker_environment
-from beamjobs.reconcile import fail_lost_jobs
-from beamjobs.states import TERMINAL_STATES, JobState
+from beamjobs import runtime
+from beamjobs.app.reconcile import fail_lost_jobs
+from beamjobs.aws import clients
+from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.domain.states import TERMINAL_STATES, JobState
+from beamjobs.local.embedded import start_embedded, use_offline_credentials
+from beamjobs.local.executor import worker_environment
 from tests.e2e import user_code
 from tests.e2e.conftest import ROOT, WORKER_PYTHON, local_channel, started_job
 
@@ -34,7 +35,7 @@ def settings():
 
 @pytest.fixture(scope="module")
 def channel(settings):
-    served = local_channel(runtime.stores(settings))
+    served = local_channel(settings)
     yield served
     served.stop()
 
@@ -42,7 +43,7 @@ def channel(settings):
 def test_a_worker_killed_at_every_write_point_leaves_one_true_outcome(settings, channel, tmp_path):
     stores = runtime.stores(settings)
     later = DynamoJobStore(
-        aws.client("dynamodb", settings),
+        clients.client("dynamodb", settings),
         settings.table_name,
         item_lifetime=86_400,
         clock=lambda: stores.jobs.now() + 900,

@@ -13,10 +13,10 @@ import apache_beam as beam
 import pytest
 
 from beamjobs import runtime
-from beamjobs.embedded import local_settings, use_offline_credentials
-from beamjobs.local_executor import worker_environment
-from beamjobs.provision import provision
-from beamjobs.states import JobState
+from beamjobs.domain.states import JobState
+from beamjobs.local.embedded import local_settings, use_offline_credentials
+from beamjobs.local.executor import worker_environment
+from beamjobs.local.provision import provision
 from tests.e2e import user_code
 from tests.e2e.conftest import (
     ROOT,
@@ -58,7 +58,7 @@ def test_a_worker_as_pid_1_stops_within_seconds_of_sigterm(stores, tmp_path):
     pipeline = beam.Pipeline()
     _ = pipeline | beam.Create([1]) | beam.Map(user_code.sleep_long)
     job = started_job(stores, "pid-one", pipeline)
-    channel = local_channel(stores)
+    channel = local_channel(settings)
     worker = subprocess.Popen(
         # PID 1 of a namespace of its own, leading its own session, as a task's process is
         ["unshare", "--pid", "--fork", "--mount-proc", "setsid", WORKER_PYTHON]

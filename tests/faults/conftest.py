@@ -3,7 +3,7 @@ to the process's own AWS clients (the ones the stores, handlers and shim use).""
 
 import pytest
 
-from beamjobs import aws
+from beamjobs.aws import clients
 from tests.faults.harness import Faults
 from tests.integration.conftest import (  # noqa: F401 (fixtures shared with the integration tests)
     channel,
@@ -19,7 +19,7 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures shared with the
 def faults(request):
     configured = request.getfixturevalue("settings")
     services = ("dynamodb", "s3", "dynamodbstreams")
-    clients = [aws.client(service, configured) for service in services]
-    harness = Faults().attach(*clients)
+    attached = [clients.client(service, configured) for service in services]
+    harness = Faults().attach(*attached)
     yield harness
-    harness.detach(*clients)
+    harness.detach(*attached)

@@ -53,7 +53,7 @@ WRITES = frozenset(
         "UploadPart",
         "CompleteMultipartUpload",
         "CopyObject",
-        # A worker's every call of its channel (beamjobs.worker_channel) writes something.
+        # A worker's every call of its channel (beamjobs.app.worker_channel) writes something.
         "Invoke",
     }
 )

@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from beamjobs.identity import LOCAL_CALLER
-from beamjobs.shim.invoker import LocalContext
-from beamjobs.states import JobState
+from beamjobs.domain.identity import LOCAL_CALLER
+from beamjobs.domain.states import JobState
+from beamjobs.local.invoker import LocalContext
 from tests.faults.clients.kill_control import REMAINING_MS
 from tests.integration.conftest import ROOT, pipeline_bytes, with_quotas
 

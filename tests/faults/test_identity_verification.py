@@ -14,8 +14,8 @@ from botocore.credentials import ReadOnlyCredentials
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from beamjobs.api import job_api_pb2, job_api_pb2_grpc
-from beamjobs.identity import AccessPolicy
-from beamjobs.signed_identity import METADATA_KEY, Verifier, sign, sts_url
+from beamjobs.aws.signed_identity import METADATA_KEY, Verifier, sign, sts_url
+from beamjobs.domain.identity import AccessPolicy
 from tests.integration.conftest import running_shim
 
 ALICE = "arn:aws:iam::111122223333:user/alice"

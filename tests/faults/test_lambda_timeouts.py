@@ -8,9 +8,10 @@ import json
 from dataclasses import dataclass
 
 from beamjobs import runtime
-from beamjobs.identity import LOCAL_CALLER
-from beamjobs.shim.invoker import LambdaInvoker, LocalContext, event_for
-from beamjobs.states import JobState
+from beamjobs.aws.invoker import LambdaInvoker, event_for
+from beamjobs.domain.identity import LOCAL_CALLER
+from beamjobs.domain.states import JobState
+from beamjobs.local.invoker import LocalContext
 from tests.integration.conftest import RecordingExecutor, pipeline_bytes
 
 # The function's remaining time when it starts: its idempotency record of a call in progress

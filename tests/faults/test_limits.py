@@ -2,9 +2,9 @@
 
 import json
 
-from beamjobs.jobs import Jobs
-from beamjobs.model import Message
-from beamjobs.shim.invoker import LocalContext
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Message
+from beamjobs.local.invoker import LocalContext
 from tests.integration.conftest import EVENTS, make_job
 
 # What a Lambda function may answer with, at most.

@@ -3,9 +3,9 @@ then fails on the writer's own item, and the writer must know it as its own (not
 
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
-from beamjobs.jobs import Jobs
-from beamjobs.model import Message
-from beamjobs.states import JobState
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Message
+from beamjobs.domain.states import JobState
 from tests.integration.conftest import make_job, pipeline_bytes
 from tests.jobstates import advance
 

@@ -4,8 +4,8 @@ in order, once, and a flood beyond its bound is counted instead of growing witho
 
 import logging
 
-from beamjobs.jobs import Jobs
-from beamjobs.model import Message
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Message
 from beamjobs.worker.messages import QUEUE_LIMIT_BYTES, MessageForwarder
 from tests.integration.conftest import make_job
 

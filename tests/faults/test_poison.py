@@ -11,15 +11,15 @@ import threading
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from beamjobs import aws
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
-from beamjobs.dynamodb_store import DynamoJobStore
-from beamjobs.jobs import Jobs
-from beamjobs.model import Message
-from beamjobs.poison import METRIC, skipped
-from beamjobs.reconcile import fail_lost_jobs
-from beamjobs.states import JobState
+from beamjobs.app.reconcile import fail_lost_jobs
+from beamjobs.aws import clients
+from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.aws.malformed_items import METRIC, skipped
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Message
+from beamjobs.domain.states import JobState
 from tests.integration.conftest import Clock, make_job, running_shim
 from tests.jobstates import advance
 
@@ -118,7 +118,7 @@ def test_the_reconciler_settles_every_other_lost_job_and_reports_the_malformed_o
 ):
     clock = Clock(1000.0)
     jobs = DynamoJobStore(
-        aws.client("dynamodb", settings), settings.table_name, item_lifetime=86_400, clock=clock
+        clients.client("dynamodb", settings), settings.table_name, item_lifetime=86_400, clock=clock
     )
     jobs.create(make_job("lost", created=1000.0))
     advance(jobs, "lost", JobState.STARTING, JobState.RUNNING)

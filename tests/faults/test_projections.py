@@ -2,13 +2,13 @@
 listing and the active index). A throttle, timeout or kill between them must neither fail the
 transition that happened nor leave the record behind for good: the next reader repairs it."""
 
-from beamjobs import aws
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
-from beamjobs.dynamodb_store import DynamoJobStore
-from beamjobs.jobs import Jobs
-from beamjobs.reconcile import fail_lost_jobs
-from beamjobs.states import JobState
+from beamjobs.app.reconcile import fail_lost_jobs
+from beamjobs.aws import clients
+from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.states import JobState
 from tests.integration.conftest import Clock, make_job, pipeline_bytes
 from tests.jobstates import advance
 
@@ -42,7 +42,7 @@ def test_a_lost_projection_of_done_is_repaired_by_the_reconciler_never_failed(se
     # and the job stays in the active index)
     clock = Clock(1000.0)
     jobs = DynamoJobStore(
-        aws.client("dynamodb", settings), settings.table_name, item_lifetime=86_400, clock=clock
+        clients.client("dynamodb", settings), settings.table_name, item_lifetime=86_400, clock=clock
     )
     jobs.create(make_job("finished"))
     advance(jobs, "finished", JobState.STARTING)
@@ -64,7 +64,7 @@ def test_a_lost_projection_of_done_is_repaired_by_the_reconciler_never_failed(se
 def test_a_heartbeat_tells_a_cancel_whose_projection_was_lost(settings, faults):
     # Given a running job whose CANCELLING is written but never projected onto its record
     jobs = DynamoJobStore(
-        aws.client("dynamodb", settings), settings.table_name, item_lifetime=86_400
+        clients.client("dynamodb", settings), settings.table_name, item_lifetime=86_400
     )
     jobs.create(make_job("cancelled"))
     advance(jobs, "cancelled", JobState.STARTING)

@@ -7,9 +7,9 @@ import time
 import grpc
 import pytest
 
-from beamjobs import aws
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
+from beamjobs.aws import clients
 from tests.integration.conftest import pipeline_bytes, running_shim, with_quotas
 
 
@@ -27,7 +27,7 @@ def test_a_lost_response_to_the_count_that_fills_the_minute_still_admits_it(
     monkeypatch, settings, stores, executor, faults
 ):
     limited = with_quotas(monkeypatch, settings, executor, quota_prepares_per_minute=1)
-    counting = aws.client("dynamodb", limited)  # the shim's, for these quotas
+    counting = clients.client("dynamodb", limited)  # the shim's, for these quotas
     faults.attach(counting)
     faults.add("UpdateItem", "lose_response", when=_counts)
     if time.time() % 60 > 55:  # both Prepares fall in one minute

@@ -4,11 +4,11 @@ while a worker that started and then went silent is lost after the ordinary leas
 
 import pytest
 
-from beamjobs import aws
-from beamjobs.dynamodb_store import DynamoJobStore
-from beamjobs.jobs import Jobs
-from beamjobs.reconcile import fail_lost_jobs
-from beamjobs.states import JobState
+from beamjobs.app.reconcile import fail_lost_jobs
+from beamjobs.aws import clients
+from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.states import JobState
 from tests.integration.conftest import Clock, make_job
 from tests.jobstates import advance
 
@@ -23,7 +23,7 @@ def clock():
 @pytest.fixture
 def jobs(settings, clock):
     return DynamoJobStore(
-        aws.client("dynamodb", settings), settings.table_name, item_lifetime=86_400, clock=clock
+        clients.client("dynamodb", settings), settings.table_name, item_lifetime=86_400, clock=clock
     )
 
 

@@ -3,11 +3,11 @@ TTL deletes an item once its expiry passes, whatever its job is doing."""
 
 import pytest
 
-from beamjobs import aws
-from beamjobs.dynamodb_store import DynamoJobStore
-from beamjobs.jobs import PREPARATION_WINDOW_SECONDS, Jobs, item_lifetime
-from beamjobs.reconcile import fail_lost_jobs
-from beamjobs.states import JobState
+from beamjobs.app.reconcile import fail_lost_jobs
+from beamjobs.aws import clients
+from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.domain.jobs import PREPARATION_WINDOW_SECONDS, Jobs, item_lifetime
+from beamjobs.domain.states import JobState
 from tests.integration.conftest import Clock, make_job
 from tests.jobstates import advance
 
@@ -32,7 +32,10 @@ def clock():
 
 def _store(settings, clock, lifetime=DAY):
     return DynamoJobStore(
-        aws.client("dynamodb", settings), settings.table_name, item_lifetime=lifetime, clock=clock
+        clients.client("dynamodb", settings),
+        settings.table_name,
+        item_lifetime=lifetime,
+        clock=clock,
     )
 
 
@@ -85,7 +88,7 @@ def test_ttl_never_deletes_an_active_jobs_history(settings, clock):
     ended = jobs.finish("long").state_time
     # Then every item of the job, its first event included, expires 30 days after it ended
     # at the earliest (TTL counted from Prepare would have deleted it while it ran)
-    items = aws.client("dynamodb", settings).query(
+    items = clients.client("dynamodb", settings).query(
         TableName=settings.table_name,
         KeyConditionExpression="pk = :pk",
         ExpressionAttributeValues={":pk": {"S": "job#long"}},

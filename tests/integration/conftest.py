@@ -17,15 +17,16 @@ from typing import Any
 import grpc
 import pytest
 
-from beamjobs import aws, runtime
+from beamjobs import runtime
 from beamjobs.api import pipeline_pb2
-from beamjobs.embedded import EmbeddedAws
-from beamjobs.model import Job
-from beamjobs.provision import provision
+from beamjobs.aws import clients
+from beamjobs.domain.model import Job
+from beamjobs.domain.states import JobState
+from beamjobs.local.embedded import EmbeddedAws
+from beamjobs.local.invoker import InProcessInvoker
+from beamjobs.local.provision import provision
 from beamjobs.settings import Settings
-from beamjobs.shim.invoker import InProcessInvoker
 from beamjobs.shim.server import MAX_MESSAGE_BYTES, start_shim
-from beamjobs.states import JobState
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -119,12 +120,14 @@ def fresh_handlers():
     """Handlers build their dependencies once per process; each test gets a fresh set."""
     from beamjobs_functions.control import app as control
     from beamjobs_functions.query import app as query
+    from beamjobs_functions.worker import app as worker
 
-    control._routes.cache_clear()
-    query._routes.cache_clear()
+    caches = (control._routes, query._routes, worker._deployed)
+    for cache in caches:
+        cache.cache_clear()
     yield
-    control._routes.cache_clear()
-    query._routes.cache_clear()
+    for cache in caches:
+        cache.cache_clear()
 
 
 class RunningShim:
@@ -157,7 +160,7 @@ def running_shim(
     start = start_shim(
         invoker or InProcessInvoker({"control": control, "query": query}),
         runtime.stores(settings),
-        aws.client("dynamodbstreams", settings),
+        clients.client("dynamodbstreams", settings),
         host="127.0.0.1",
         port=0,
         advertised_endpoint=settings.advertised_endpoint,

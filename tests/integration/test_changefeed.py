@@ -11,14 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from beamjobs import aws
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
-from beamjobs.jobs import Jobs
-from beamjobs.model import Message
+from beamjobs.aws import clients
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Message
+from beamjobs.domain.states import JobState
 from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.shim.streams import follow
-from beamjobs.states import JobState
 from tests.integration.conftest import make_job, running_shim
 from tests.jobstates import advance
 
@@ -89,7 +89,7 @@ def test_every_subscriber_gets_exactly_the_stored_sequence(settings, stores):
         async def blocking(function, *args, **kwargs):
             return await loop.run_in_executor(pool, functools.partial(function, *args, **kwargs))
 
-        feed = ChangeFeed(aws.client("dynamodbstreams", settings), stores.jobs, blocking)
+        feed = ChangeFeed(clients.client("dynamodbstreams", settings), stores.jobs, blocking)
         feed.start()
         await asyncio.sleep(0.5)  # the reader has its iterators
 

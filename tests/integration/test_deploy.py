@@ -33,19 +33,19 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service impor
 from samtranslator.translator.transform import transform
 
 from beamjobs.api import pipeline_pb2
-from beamjobs.artifacts import ArtifactLocation
-from beamjobs.blobs import BlobStore
-from beamjobs.dynamodb_store import DynamoJobStore
-from beamjobs.engines import EngineChoice, Engines
-from beamjobs.identity import LOCAL_CALLER
-from beamjobs.jobs import Jobs
-from beamjobs.limits import Quotas
-from beamjobs.provision import load_template
-from beamjobs.service import JobControl
-from beamjobs.shim.invoker import LocalContext
-from beamjobs.staging_tokens import digest, mint
-from beamjobs.states import JobState
-from beamjobs.stepfunctions import StepFunctionsExecutor, execution_arn
+from beamjobs.app.service import JobControl
+from beamjobs.aws.blobs import S3BlobStore
+from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.aws.stepfunctions import StepFunctionsExecutor, execution_arn
+from beamjobs.domain.engines import EngineChoice, Engines
+from beamjobs.domain.identity import LOCAL_CALLER
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.limits import Quotas
+from beamjobs.domain.staging_tokens import digest, mint
+from beamjobs.domain.states import JobState
+from beamjobs.local.invoker import LocalContext
+from beamjobs.local.provision import load_template
+from beamjobs.pipeline.artifacts import ArtifactLocation
 from tests.integration.conftest import EVENTS, ROOT, TEMPLATE, pipeline_bytes
 
 REGION = "us-east-1"
@@ -274,7 +274,7 @@ def _control(cloudformation, outputs):
     jobs = DynamoJobStore(
         boto3.client("dynamodb", region_name=REGION), outputs["JobsTableName"], item_lifetime=86_400
     )
-    blobs = BlobStore(boto3.client("s3", region_name=REGION), outputs["ArtifactsBucketName"])
+    blobs = S3BlobStore(boto3.client("s3", region_name=REGION), outputs["ArtifactsBucketName"])
     sfn = boto3.client("stepfunctions", region_name=REGION)
     executor = StepFunctionsExecutor(
         sfn,

@@ -12,11 +12,13 @@ from pathlib import Path
 
 from moto.core import responses
 
-from beamjobs import aws, moto_tuning, runtime
-from beamjobs.embedded import EmbeddedAwsProcess, local_settings
-from beamjobs.jobs import Jobs
-from beamjobs.model import Message
-from beamjobs.states import JobState
+from beamjobs import runtime
+from beamjobs.aws import clients
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Message
+from beamjobs.domain.states import JobState
+from beamjobs.local import moto_tuning
+from beamjobs.local.embedded import EmbeddedAwsProcess, local_settings
 from tests.integration.conftest import TEMPLATE, make_job
 from tests.jobstates import advance, leased
 
@@ -34,7 +36,7 @@ def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, store
         return generic
 
     monkeypatch.setattr(responses.BaseResponse, "serialized", both)
-    streams = aws.client("dynamodbstreams", settings)
+    streams = clients.client("dynamodbstreams", settings)
     shard = streams.describe_stream(StreamArn=stores.jobs.stream_arn())["StreamDescription"][
         "Shards"
     ][0]["ShardId"]
@@ -51,7 +53,7 @@ def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, store
     )
     stores.jobs.events("j1")
     stores.jobs.list_jobs()
-    db = aws.client("dynamodb", settings)
+    db = clients.client("dynamodb", settings)
     db.get_item(TableName=settings.table_name, Key={"pk": {"S": "job#j1"}, "sk": {"S": "job"}})
     db.delete_item(TableName=settings.table_name, Key={"pk": {"S": "x"}, "sk": {"S": "y"}})
     records = streams.get_records(ShardIterator=iterator)["Records"]
@@ -107,7 +109,7 @@ def test_the_embedded_aws_process_ends_with_the_process_that_started_it(tmp_path
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from beamjobs.embedded import EmbeddedAwsProcess\n"
+            "from beamjobs.local.embedded import EmbeddedAwsProcess\n"
             f"EmbeddedAwsProcess(Path({str(TEMPLATE)!r})).start()\n"
             "print('up', flush=True)\n"
             "time.sleep(60)\n",
@@ -144,7 +146,7 @@ def test_partition_queries_answer_what_moto_answers_from_the_whole_table(
         stores.jobs.create(make_job(job))
         for n in range(4):
             Jobs(stores.jobs).say(job, [Message("JOB_MESSAGE_BASIC", f"{job} {n}", 1.0)])
-    db = aws.client("dynamodb", settings)
+    db = clients.client("dynamodb", settings)
 
     def answers():
         pages = []
@@ -191,7 +193,7 @@ def test_only_the_newest_shard_iterators_are_kept(monkeypatch, settings, stores)
     from moto.dynamodbstreams.models import dynamodbstreams_backends
 
     monkeypatch.setattr(moto_tuning, "MAX_SHARD_ITERATORS", 5)
-    streams = aws.client("dynamodbstreams", settings)
+    streams = clients.client("dynamodbstreams", settings)
     arn = stores.jobs.stream_arn()
     shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
     iterator = streams.get_shard_iterator(

@@ -6,10 +6,10 @@ import time
 import pytest
 
 from beamjobs.api import pipeline_pb2
-from beamjobs.artifacts import FILE
-from beamjobs.dependencies import reference
-from beamjobs.shim.invoker import LocalContext
-from beamjobs.states import JobState
+from beamjobs.domain.states import JobState
+from beamjobs.local.invoker import LocalContext
+from beamjobs.pipeline.artifacts import FILE
+from beamjobs.pipeline.dependencies import reference
 from beamjobs_functions.control.app import lambda_handler as control
 from beamjobs_functions.query.app import lambda_handler as query
 from tests.integration.conftest import EVENTS, make_job, pipeline_bytes
@@ -293,7 +293,7 @@ def test_malformed_events_are_invalid_arguments(settings, mangle):
 
 
 def test_every_rpc_has_an_event_file_named_after_its_function():
-    from beamjobs.shim.invoker import FUNCTION_FOR_RPC
+    from beamjobs.aws.invoker import FUNCTION_FOR_RPC
 
     rpc_events = [p for p in EVENTS.glob("*.json") if p.name.startswith(("control_", "query_"))]
     for path in rpc_events:

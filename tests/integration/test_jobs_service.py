@@ -8,9 +8,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc, jobs_pb2, jobs_pb2_grpc
-from beamjobs.jobs import Jobs
-from beamjobs.model import Message
-from beamjobs.states import JobState
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Message
+from beamjobs.domain.states import JobState
 from tests.integration.conftest import pipeline_bytes
 from tests.jobstates import advance
 

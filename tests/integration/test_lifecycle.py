@@ -7,15 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from beamjobs import runtime
-from beamjobs.dynamodb_store import DynamoJobStore
-from beamjobs.engines import Engines
-from beamjobs.identity import LOCAL_CALLER
-from beamjobs.jobs import Jobs
-from beamjobs.limits import Quotas
-from beamjobs.reconcile import fail_lost_jobs
-from beamjobs.service import JobControl
-from beamjobs.states import TERMINAL_STATES, JobState
+from beamjobs.app.reconcile import fail_lost_jobs
+from beamjobs.app.service import JobControl
+from beamjobs.aws import clients
+from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.domain.engines import Engines
+from beamjobs.domain.identity import LOCAL_CALLER
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.limits import Quotas
+from beamjobs.domain.states import TERMINAL_STATES, JobState
 from tests.integration.conftest import Clock, make_job
 from tests.jobstates import advance
 
@@ -28,7 +28,7 @@ def clock():
 @pytest.fixture
 def jobs(settings, clock):
     return DynamoJobStore(
-        runtime.aws.client("dynamodb", settings),
+        clients.client("dynamodb", settings),
         settings.table_name,
         item_lifetime=86_400,
         clock=clock,
@@ -146,7 +146,7 @@ def test_settling_a_job_never_run_leaves_it_stopped(jobs):
 
 def test_a_heartbeat_writes_only_an_item_of_its_own_outside_every_index(jobs, settings):
     _running(jobs, "beating")
-    db = runtime.aws.client("dynamodb", settings)
+    db = clients.client("dynamodb", settings)
 
     def item(sk):
         key = {"pk": {"S": "job#beating"}, "sk": {"S": sk}}

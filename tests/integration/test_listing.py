@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from beamjobs import dynamodb_store
-from beamjobs.memory_store import MemoryJobStore
-from beamjobs.states import JobState
-from beamjobs.store import JobQuery, JobStore, listing_key
+from beamjobs.aws import dynamodb_store
+from beamjobs.domain.states import JobState
+from beamjobs.domain.store import JobQuery, JobStore, listing_key
+from beamjobs.local.memory_store import MemoryJobStore
 from tests.integration.conftest import make_job
 
 OWNERS = ("alice", "bob", None)

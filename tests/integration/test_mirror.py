@@ -1,4 +1,4 @@
-"""The mirror (beamjobs.mirror) in this process, against a scripted upstream engine (a real gRPC
+"""The mirror (beamjobs.upstream.mirror) in this process, against a scripted upstream engine (a real gRPC
 Job API server, tests/upstream_double.py), reporting through the worker function as on AWS: a
 real Drain, the upstream's refusals and failures, and an upstream that forgot the job."""
 
@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from beamjobs.jobs import Jobs
-from beamjobs.mirror import Mirror
-from beamjobs.model import Upstream
-from beamjobs.shim.invoker import InProcessInvoker
-from beamjobs.states import JobState
-from beamjobs.upstream import UpstreamJobService
+from beamjobs.app.worker_channel import mint_worker_secret
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Upstream
+from beamjobs.domain.states import JobState
+from beamjobs.local.invoker import InProcessInvoker
+from beamjobs.upstream.client import UpstreamJobService
+from beamjobs.upstream.mirror import Mirror
 from beamjobs.worker.channel import WORKER_FUNCTION, JobChannel
-from beamjobs.worker_channel import mint_worker_secret
 from beamjobs_functions.worker import app as worker_function
 from tests.integration.conftest import make_job, pipeline_bytes
 from tests.jobstates import advance
@@ -28,9 +28,9 @@ LEASE_SECONDS = 2.0
 
 @pytest.fixture(autouse=True)
 def fresh_worker_function():
-    worker_function._routes.cache_clear()
+    worker_function._deployed.cache_clear()
     yield
-    worker_function._routes.cache_clear()
+    worker_function._deployed.cache_clear()
 
 
 def _started(stores, job_id: str, *, bounded: bool = True, **fields) -> str:

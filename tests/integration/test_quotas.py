@@ -9,12 +9,12 @@ from google.protobuf import struct_pb2
 
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
-from beamjobs.errors import ResourceExhausted
-from beamjobs.identity import LOCAL_CALLER
-from beamjobs.jobs import Jobs
-from beamjobs.limits import Quotas
-from beamjobs.memory_store import MemoryJobStore
-from beamjobs.states import JobState
+from beamjobs.domain.errors import ResourceExhausted
+from beamjobs.domain.identity import LOCAL_CALLER
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.limits import Quotas
+from beamjobs.domain.states import JobState
+from beamjobs.local.memory_store import MemoryJobStore
 from tests.integration.conftest import pipeline_bytes, running_shim, with_quotas
 from tests.jobstates import advance
 

@@ -11,9 +11,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
-from beamjobs.jobs import Jobs
-from beamjobs.model import Message
-from beamjobs.states import JobState
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Message
+from beamjobs.domain.states import JobState
 from tests.integration.conftest import pipeline_bytes
 from tests.jobstates import advance
 

@@ -13,9 +13,10 @@ from google.protobuf import struct_pb2
 
 from beamjobs.api import artifact_api_pb2 as artifacts_api
 from beamjobs.api import artifact_api_pb2_grpc, job_api_pb2, job_api_pb2_grpc, pipeline_pb2
-from beamjobs.artifacts import ARTIFACT_PREFIX, FILE, INCOMING_PREFIX, STAGING_TO
-from beamjobs.staging_tokens import mint
-from beamjobs.staging_tokens import token as staging_token
+from beamjobs.aws.artifact_store import INCOMING_PREFIX
+from beamjobs.domain.staging_tokens import mint
+from beamjobs.domain.staging_tokens import token as staging_token
+from beamjobs.pipeline.artifacts import ARTIFACT_PREFIX, FILE, STAGING_TO
 from tests.integration.conftest import running_shim
 
 CHUNK = 2 * 1024 * 1024

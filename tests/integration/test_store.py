@@ -2,10 +2,10 @@ import threading
 
 import pytest
 
-from beamjobs import aws
-from beamjobs.errors import Conflict, NotFound
-from beamjobs.jobs import Jobs, start_rule
-from beamjobs.model import (
+from beamjobs.aws import clients
+from beamjobs.domain.errors import Conflict, NotFound
+from beamjobs.domain.jobs import Jobs, start_rule
+from beamjobs.domain.model import (
     EVENT_PAGE_BYTES,
     MAX_MESSAGE_BYTES,
     Change,
@@ -15,7 +15,7 @@ from beamjobs.model import (
     job_from_json,
     job_to_json,
 )
-from beamjobs.states import JobState
+from beamjobs.domain.states import JobState
 from tests.integration.conftest import make_job
 from tests.jobstates import advance, leased
 
@@ -144,7 +144,7 @@ def test_the_state_is_read_from_the_log_even_when_the_record_lags(stores, settin
     advance(stores.jobs, "j1", JobState.STARTING)
     Jobs(stores.jobs).say("j1", [Message("JOB_MESSAGE_BASIC", "hi", 1.0)])
     # As if the projection onto the record had been lost (a writer died between its writes):
-    aws.client("dynamodb", settings).update_item(
+    clients.client("dynamodb", settings).update_item(
         TableName=settings.table_name,
         Key={"pk": {"S": "job#j1"}, "sk": {"S": "job"}},
         UpdateExpression="SET #s = :s, seq = :n",

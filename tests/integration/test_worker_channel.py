@@ -12,10 +12,10 @@ import pytest
 import urllib3
 
 from beamjobs.api import pipeline_pb2
-from beamjobs.artifacts import ARTIFACT_PREFIX, FILE
-from beamjobs.dependencies import reference
-from beamjobs.shim.invoker import LocalContext
-from beamjobs.states import JobState
+from beamjobs.domain.states import JobState
+from beamjobs.local.invoker import LocalContext
+from beamjobs.pipeline.artifacts import ARTIFACT_PREFIX, FILE
+from beamjobs.pipeline.dependencies import reference
 from beamjobs_functions.worker.app import lambda_handler as worker
 from tests.integration.conftest import EVENTS, make_job, pipeline_bytes
 from tests.jobstates import advance

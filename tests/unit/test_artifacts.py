@@ -1,8 +1,8 @@
 import hashlib
 
 from beamjobs.api import pipeline_pb2
-from beamjobs.artifacts import EMBEDDED, FILE, STAGING_TO, URL, ArtifactLocation
-from beamjobs.dependencies import (
+from beamjobs.pipeline.artifacts import EMBEDDED, FILE, STAGING_TO, URL, ArtifactLocation
+from beamjobs.pipeline.dependencies import (
     declared_sha256,
     display_name,
     reference,

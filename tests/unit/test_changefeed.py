@@ -10,12 +10,12 @@ import pytest
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
-from beamjobs.errors import ResourceExhausted, Unavailable
-from beamjobs.model import Event, Message
+from beamjobs.domain.errors import ResourceExhausted, Unavailable
+from beamjobs.domain.model import Event, Message
+from beamjobs.domain.states import JobState
+from beamjobs.domain.store import EventPage
 from beamjobs.shim.changefeed import RESYNC, ChangeFeed
 from beamjobs.shim.streams import follow
-from beamjobs.states import JobState
-from beamjobs.store import EventPage
 
 _serialize = TypeSerializer().serialize
 FAST = {"busy_interval": 0.001, "max_idle_interval": 0.005, "describe_interval": 0.01}

@@ -3,7 +3,7 @@ when the output is not a terminal (no server is reached here)."""
 
 from click.testing import CliRunner
 
-from beamjobs.cli import cli
+from beamjobs.cli.main import cli
 
 
 def test_a_usage_error_exits_with_2_and_says_why():

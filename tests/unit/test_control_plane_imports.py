@@ -9,12 +9,12 @@ from pathlib import Path
 CONTROL_PLANE = [
     "beamjobs.cli",
     "beamjobs.shim.server",
-    "beamjobs.stepfunctions",
+    "beamjobs.aws.stepfunctions",
     "beamjobs_functions.control.app",
     "beamjobs_functions.query.app",
     "beamjobs_functions.reconcile.app",
     "beamjobs_functions.worker.app",
-    "beamjobs.local_executor",
+    "beamjobs.local.executor",
 ]
 
 

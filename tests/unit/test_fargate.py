@@ -1,12 +1,12 @@
 import pytest
 
-from beamjobs.errors import InvalidArgument
-from beamjobs.fargate import (
+from beamjobs.aws.fargate import (
     SDK_CONTAINER,
     WORKER_POOL_ENV,
     task_definition_with_sdk,
     worker_task_overrides,
 )
+from beamjobs.domain.errors import InvalidArgument
 
 BASE = {
     "family": "beamjobs-worker",

@@ -1,9 +1,9 @@
 import threading
 
-from beamjobs.errors import Unavailable
-from beamjobs.jobs import Jobs
-from beamjobs.memory_store import MemoryJobStore
-from beamjobs.states import JobState
+from beamjobs.domain.errors import Unavailable
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.states import JobState
+from beamjobs.local.memory_store import MemoryJobStore
 from beamjobs.worker.heartbeat import Heartbeat
 from tests.jobstates import advance
 from tests.unit.test_jobs import prepared

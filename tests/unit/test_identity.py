@@ -11,9 +11,9 @@ from botocore.awsrequest import AWSResponse
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import EndpointConnectionError
 
-from beamjobs.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
-from beamjobs.identity import AccessPolicy, Caller, parse_principals, principal_of
-from beamjobs.signed_identity import SIGNATURE_LIFETIME_SECONDS, Verifier, sign, sts_url
+from beamjobs.aws.signed_identity import SIGNATURE_LIFETIME_SECONDS, Verifier, sign, sts_url
+from beamjobs.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
+from beamjobs.domain.identity import AccessPolicy, Caller, parse_principals, principal_of
 
 URL = sts_url("us-east-1")
 ALICE = "arn:aws:iam::111122223333:user/alice"
@@ -162,7 +162,7 @@ def test_a_proof_for_a_future_time_is_refused_as_for_a_past_one():
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.7", "::"])
 def test_a_shim_that_authenticates_no_one_refuses_to_serve_beyond_this_machine(host, capsys):
-    from beamjobs.cli import main
+    from beamjobs.cli.main import main
 
     with pytest.raises(SystemExit) as refused:
         main(["serve", "--host", host])
@@ -173,7 +173,7 @@ def test_a_shim_that_authenticates_no_one_refuses_to_serve_beyond_this_machine(h
 def test_the_local_proxy_refuses_to_listen_beyond_this_machine():
     import asyncio
 
-    from beamjobs.connect import start_proxy
+    from beamjobs.cli.connect import start_proxy
 
     with pytest.raises(ValueError, match="this machine only"):
         asyncio.run(start_proxy("shim:443", "0.0.0.0:8099", identity=object()))  # type: ignore[arg-type]

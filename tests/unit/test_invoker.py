@@ -6,15 +6,10 @@ import pytest
 from botocore.stub import Stubber
 
 from beamjobs.api import job_api_pb2, jobs_pb2
-from beamjobs.errors import BeamjobsError, InvalidArgument, Unavailable
-from beamjobs.identity import LOCAL_CALLER
-from beamjobs.shim.invoker import (
-    FUNCTION_FOR_RPC,
-    MAX_PAYLOAD_BYTES,
-    InProcessInvoker,
-    LambdaInvoker,
-    event_for,
-)
+from beamjobs.aws.invoker import FUNCTION_FOR_RPC, MAX_PAYLOAD_BYTES, LambdaInvoker, event_for
+from beamjobs.domain.errors import BeamjobsError, InvalidArgument, Unavailable
+from beamjobs.domain.identity import LOCAL_CALLER
+from beamjobs.local.invoker import InProcessInvoker
 
 NAMES = {"control": "stack-ControlFunction-abc", "query": "stack-QueryFunction-def"}
 
@@ -69,36 +64,37 @@ def test_lambda_invoker_returns_the_functions_answer(lambda_client):
     assert LambdaInvoker(client, NAMES).invoke(function, event) == answer
 
 
-def test_a_throttled_function_is_retried_with_the_same_event(lambda_client):
+def test_a_throttle_that_outlasts_botocores_retries_is_unavailable_at_once(lambda_client):
+    # Given a function whose invocation is throttled (botocore has retried it already: the
+    # stubbed client answers after its retries)
+    client, stubber = lambda_client
+    function, event = event_for("GetJobs", LOCAL_CALLER, {})
+    stubber.add_client_error(
+        "invoke", service_error_code="TooManyRequestsException", http_status_code=429
+    )
+    sleeps = []
+    # When the invoker calls it, then it answers UNAVAILABLE without a second loop of its own
+    with pytest.raises(Unavailable, match="TooManyRequestsException"):
+        LambdaInvoker(client, NAMES, sleep=sleeps.append).invoke(function, event)
+    assert sleeps == []
+
+
+def test_an_invocation_whose_answer_was_lost_is_sent_again_with_the_same_event(lambda_client):
+    # Given a Run whose function's answer is lost once (its outcome in doubt)
     client, stubber = lambda_client
     function, event = event_for("Run", LOCAL_CALLER, {"preparation_id": "p"})
-    for _ in range(2):
-        stubber.add_client_error(
-            "invoke",
-            service_error_code="TooManyRequestsException",
-            http_status_code=429,
-            expected_params=_expected(event, "control"),
-        )
+    in_progress = {"error": {"code": "UNAVAILABLE", "message": "...", "in_progress": True}}
+    stubber.add_response(
+        "invoke", {"StatusCode": 200, "Payload": _payload(in_progress)}, _expected(event, "control")
+    )
     answer = {"result": {"job_id": "p"}}
     stubber.add_response(
         "invoke", {"StatusCode": 200, "Payload": _payload(answer)}, _expected(event, "control")
     )
     sleeps = []
-    invoker = LambdaInvoker(client, NAMES, sleep=sleeps.append)
-    assert invoker.invoke(function, event) == answer
-    assert len(sleeps) == 2 and sleeps[1] > sleeps[0]
-
-
-def test_a_function_throttled_past_the_retries_is_unavailable(lambda_client):
-    client, stubber = lambda_client
-    function, event = event_for("GetJobs", LOCAL_CALLER, {})
-    for _ in range(3):
-        stubber.add_client_error(
-            "invoke", service_error_code="TooManyRequestsException", http_status_code=429
-        )
-    invoker = LambdaInvoker(client, NAMES, attempts=3, sleep=lambda _: None)
-    with pytest.raises(Unavailable, match="after 3 attempts"):
-        invoker.invoke(function, event)
+    # When it is invoked, then the same event goes again and its answer is the call's
+    assert LambdaInvoker(client, NAMES, sleep=sleeps.append).invoke(function, event) == answer
+    assert len(sleeps) == 1
 
 
 def test_a_failing_function_is_an_internal_error_with_its_message(lambda_client):

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beamjobs.errors import Conflict, FailedPrecondition, NotFound
-from beamjobs.identity import Caller
-from beamjobs.jobs import (
+from beamjobs.domain.errors import Conflict, FailedPrecondition, NotFound
+from beamjobs.domain.identity import Caller
+from beamjobs.domain.jobs import (
     PREPARATION_WINDOW_SECONDS,
     STAGING_LEASE_SECONDS,
     Jobs,
@@ -18,10 +18,10 @@ from beamjobs.jobs import (
     item_lifetime,
     start_rule,
 )
-from beamjobs.memory_store import MemoryJobStore
-from beamjobs.model import Change, Job, Message
-from beamjobs.states import TERMINAL_STATES, JobState, can_transition
-from beamjobs.store import JobStore
+from beamjobs.domain.model import Change, Job, Message
+from beamjobs.domain.states import TERMINAL_STATES, JobState, can_transition
+from beamjobs.domain.store import JobStore
+from beamjobs.local.memory_store import MemoryJobStore
 from tests.jobstates import advance, leased
 
 S = JobState

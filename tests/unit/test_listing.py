@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beamjobs.errors import InvalidArgument, PermissionDenied
-from beamjobs.identity import Caller
-from beamjobs.listing import job_query, page_size, page_token, resume_after
-from beamjobs.states import JobState
+from beamjobs.domain.errors import InvalidArgument, PermissionDenied
+from beamjobs.domain.identity import Caller
+from beamjobs.domain.listing import job_query, page_size, page_token, resume_after
+from beamjobs.domain.states import JobState
 
 ALICE = Caller("arn:aws:iam::111122223333:user/alice")
 ADMIN = Caller("arn:aws:iam::111122223333:role/ops", admin=True)

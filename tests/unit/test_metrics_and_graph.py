@@ -6,8 +6,8 @@ import struct
 import pytest
 
 from beamjobs.api import job_api_pb2, metrics_pb2, pipeline_pb2
-from beamjobs.graph import pipeline_graph
-from beamjobs.metrics import decode, job_metrics
+from beamjobs.pipeline.graph import pipeline_graph
+from beamjobs.pipeline.metrics import decode, job_metrics
 
 
 def _varint(value: int) -> bytes:

@@ -1,11 +1,11 @@
 import pytest
 
 from beamjobs.api import pipeline_pb2
-from beamjobs.artifacts import ArtifactLocation
-from beamjobs.environments import EMBEDDED, EXTERNAL, unsupported_environments_message
-from beamjobs.errors import InvalidArgument
-from beamjobs.pipelines import summarize
-from beamjobs.validation import parse_pipeline
+from beamjobs.domain.errors import InvalidArgument
+from beamjobs.pipeline.artifacts import ArtifactLocation
+from beamjobs.pipeline.environments import EMBEDDED, EXTERNAL, unsupported_environments_message
+from beamjobs.pipeline.summary import summarize
+from beamjobs.pipeline.validation import parse_pipeline
 
 LOCATION = ArtifactLocation("bucket")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from beamjobs.errors import InvalidArgument
+from beamjobs.domain.errors import InvalidArgument
 from beamjobs.settings import Settings
 
 BASE = {"BEAMJOBS_TABLE": "jobs", "BEAMJOBS_BUCKET": "blobs"}

@@ -1,6 +1,6 @@
 import pytest
 
-from beamjobs.states import TERMINAL_STATES, JobState, can_transition, is_terminal
+from beamjobs.domain.states import TERMINAL_STATES, JobState, can_transition, is_terminal
 
 
 def test_the_happy_path_is_allowed():

@@ -1,7 +1,7 @@
 import grpc
 import pytest
 
-from beamjobs.errors import (
+from beamjobs.domain.errors import (
     ERRORS_BY_CODE,
     AlreadyExists,
     BeamjobsError,

@@ -1,4 +1,4 @@
-"""The aggregate's rules for jobs on an upstream engine (beamjobs.mirror reports them), and the
+"""The aggregate's rules for jobs on an upstream engine (beamjobs.upstream.mirror reports them), and the
 choice of engine at Prepare, on the in-memory store (sockets off)."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beamjobs.engines import EngineChoice, Engines, parse_engine, parse_engines
-from beamjobs.errors import Conflict, FailedPrecondition, InvalidArgument
-from beamjobs.executor import ExecutorError
-from beamjobs.jobs import Jobs
-from beamjobs.memory_store import MemoryJobStore
-from beamjobs.model import Message, is_after
-from beamjobs.states import JobState
-from beamjobs.upstream import UpstreamJobService
+from beamjobs.domain.engines import EngineChoice, Engines, parse_engine, parse_engines
+from beamjobs.domain.errors import Conflict, FailedPrecondition, InvalidArgument
+from beamjobs.domain.executor import ExecutorError
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Message, is_after
+from beamjobs.domain.states import JobState
+from beamjobs.local.memory_store import MemoryJobStore
+from beamjobs.upstream.client import UpstreamJobService
 from tests.jobstates import advance
 from tests.unit.test_jobs import prepared, states
 

@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beamjobs.errors import InvalidArgument
-from beamjobs.options import JOB_TIMEOUT_SECONDS, WORKER_VCPU, option_key, read_option
-from beamjobs.service import new_job_id
-from beamjobs.validation import require_id, staged_name_problem, text_problem
+from beamjobs.app.service import new_job_id
+from beamjobs.domain.errors import InvalidArgument
+from beamjobs.domain.options import JOB_TIMEOUT_SECONDS, WORKER_VCPU, option_key, read_option
+from beamjobs.pipeline.validation import require_id, staged_name_problem, text_problem
 
 
 @given(st.text())

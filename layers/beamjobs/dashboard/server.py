@@ -24,8 +24,8 @@ import grpc
 from aiohttp import web
 
 from beamjobs.api import job_api_pb2, job_api_pb2_grpc, jobs_pb2, jobs_pb2_grpc, pipeline_pb2
-from beamjobs.graph import pcollection_names, pipeline_graph
-from beamjobs.metrics import job_metrics
+from beamjobs.pipeline.graph import pcollection_names, pipeline_graph
+from beamjobs.pipeline.metrics import job_metrics
 from beamjobs.proto_json import as_json
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Authentication of every RPC: who calls, before any servicer runs.
 
-Each call must carry an identity proof (beamjobs.signed_identity) that verifies, of a principal
+Each call must carry an identity proof (beamjobs.aws.signed_identity) that verifies, of a principal
 the deployment allows; else it ends UNAUTHENTICATED or PERMISSION_DENIED before its servicer
 is reached. Only health checks are open (load balancers and orchestrators ask them with no
 identity). A shim that authenticates no one serves everyone as the local caller.
@@ -17,10 +17,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from beamjobs.errors import BeamjobsError, Unauthenticated
-from beamjobs.identity import LOCAL_CALLER, AccessPolicy, Caller
+from beamjobs.aws.signed_identity import METADATA_KEY, Verifier
+from beamjobs.domain.errors import BeamjobsError, Unauthenticated
+from beamjobs.domain.identity import LOCAL_CALLER, AccessPolicy, Caller
 from beamjobs.shim.status import status_for
-from beamjobs.signed_identity import METADATA_KEY, Verifier
 
 OPEN_SERVICES = frozenset({health_pb2.DESCRIPTOR.services_by_name["Health"].full_name})
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")

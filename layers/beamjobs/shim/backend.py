@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 import grpc
 
-from beamjobs.errors import BeamjobsError, error_from_code
+from beamjobs.aws.invoker import Invoker, event_for
+from beamjobs.domain.errors import BeamjobsError, error_from_code
 from beamjobs.runtime import Stores
 from beamjobs.shim.auth import current_caller
-from beamjobs.shim.invoker import Invoker, event_for
 from beamjobs.shim.status import status_for
 
 logger = logging.getLogger(__name__)

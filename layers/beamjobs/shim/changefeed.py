@@ -27,12 +27,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from beamjobs import poison
-from beamjobs.aws import error_code
-from beamjobs.dynamodb_store import DynamoJobStore, event_from_stream_image
-from beamjobs.errors import BeamjobsError, MalformedItem, ResourceExhausted
-from beamjobs.limits import Quotas
-from beamjobs.model import Event, event_bytes
+from beamjobs.aws import malformed_items
+from beamjobs.aws.dynamodb_store import DynamoJobStore, event_from_stream_image
+from beamjobs.aws.errors import error_code
+from beamjobs.domain.errors import BeamjobsError, MalformedItem, ResourceExhausted
+from beamjobs.domain.limits import Quotas
+from beamjobs.domain.model import Event, event_bytes
 
 logger = logging.getLogger(__name__)
 Blocking = Callable[..., Awaitable[Any]]
@@ -180,7 +180,7 @@ class ChangeFeed:
             try:
                 decoded = event_from_stream_image(image) if image else None
             except MalformedItem as error:  # skipped: its job's followers see a gap, and
-                poison.skipped("the change feed", _keys(record), error)  # catch up
+                malformed_items.skipped("the change feed", _keys(record), error)  # catch up
                 continue
             if decoded is None:
                 continue  # a job record's projection or heartbeat, an idempotency item

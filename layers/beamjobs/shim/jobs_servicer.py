@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from beamjobs.api import job_api_pb2, jobs_pb2, jobs_pb2_grpc
-from beamjobs.errors import InvalidArgument
+from beamjobs.domain.errors import InvalidArgument
 from beamjobs.shim.backend import Backend, guarded
 from beamjobs.shim.times import message_time, timestamp
 

@@ -1,6 +1,6 @@
 """Message sizes per method: the server accepts messages as large as a pipeline may be, and every
 other method refuses, before parsing, any request message over its own limit
-(beamjobs.limits.message_limit) with INVALID_ARGUMENT naming the limit."""
+(beamjobs.domain.limits.message_limit) with INVALID_ARGUMENT naming the limit."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 
-from beamjobs.errors import InvalidArgument
-from beamjobs.limits import PIPELINE_MESSAGE_MAX_BYTES, message_limit
+from beamjobs.domain.errors import InvalidArgument
+from beamjobs.domain.limits import PIPELINE_MESSAGE_MAX_BYTES, message_limit
 from beamjobs.shim.memory import trim_soon
 
 

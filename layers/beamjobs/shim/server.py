@@ -21,20 +21,20 @@ from beamjobs.api import (
     jobs_pb2,
     jobs_pb2_grpc,
 )
-from beamjobs.engines import EngineChoice
-from beamjobs.identity import AccessPolicy
-from beamjobs.limits import MAX_STREAMS_PER_CONNECTION, PIPELINE_MESSAGE_MAX_BYTES, Quotas
+from beamjobs.aws.invoker import Invoker
+from beamjobs.aws.signed_identity import Verifier
+from beamjobs.domain.engines import EngineChoice
+from beamjobs.domain.identity import AccessPolicy
+from beamjobs.domain.limits import MAX_STREAMS_PER_CONNECTION, PIPELINE_MESSAGE_MAX_BYTES, Quotas
 from beamjobs.runtime import Stores
 from beamjobs.shim.auth import Authenticator
 from beamjobs.shim.backend import Backend
 from beamjobs.shim.changefeed import ChangeFeed
-from beamjobs.shim.invoker import Invoker
 from beamjobs.shim.jobs_servicer import JobsServicer
 from beamjobs.shim.memory import return_large_buffers_to_the_os
 from beamjobs.shim.message_limits import MessageLimits
 from beamjobs.shim.servicer import JobServicer, OpenStreams
 from beamjobs.shim.staging import ArtifactStagingServicer
-from beamjobs.signed_identity import Verifier
 
 # How calls are authenticated: identity proofs verified by one, principals admitted by the other.
 Authentication = tuple[Verifier, AccessPolicy]

@@ -10,21 +10,21 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from beamjobs import staging_tokens
 from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
-from beamjobs.engines import EngineChoice
-from beamjobs.errors import FailedPrecondition, InvalidArgument
-from beamjobs.jobs import Jobs
-from beamjobs.limits import Quotas, exceeded
-from beamjobs.model import Event, Job, message_id
-from beamjobs.service import admit
+from beamjobs.app.service import admit
+from beamjobs.domain import staging_tokens
+from beamjobs.domain.engines import EngineChoice
+from beamjobs.domain.errors import FailedPrecondition, InvalidArgument
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.limits import Quotas, exceeded
+from beamjobs.domain.model import Event, Job, message_id
+from beamjobs.domain.states import JobState as States
+from beamjobs.pipeline.validation import check_prepare, require_id
 from beamjobs.shim import streams
 from beamjobs.shim.auth import current_caller
 from beamjobs.shim.backend import Backend, guarded
 from beamjobs.shim.changefeed import CLOSED, ChangeFeed
 from beamjobs.shim.times import message_time, timestamp
-from beamjobs.states import JobState as States
-from beamjobs.validation import check_prepare, require_id
 
 JobState = job_api_pb2.JobState
 STATE_STREAM_END_PAUSE_SECONDS = 2.0

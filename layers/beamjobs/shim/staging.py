@@ -1,13 +1,13 @@
 """Beam's ArtifactStagingService: the reverse-retrieval protocol, in which the server asks the
 SDK to resolve each environment's dependencies and then to send each one's bytes.
 
-Bytes go straight to S3 by content (beamjobs.artifacts.Upload): nothing is held in the shim
+Bytes go straight to S3 by content (beamjobs.aws.artifact_store.Upload): nothing is held in the shim
 beyond one part, nothing half-written becomes visible, and bytes already stored are not stored
 again. The session's outcome, the pipeline rewritten to the staged references, is recorded on
 the preparation through the control handler, so any shim replica can serve the Run. A session
 that ends early records what it staged; Run then refuses the job and names what is missing.
 
-The staging token (beamjobs.staging_tokens) is the preparer's alone. A session holds it by an
+The staging token (beamjobs.domain.staging_tokens) is the preparer's alone. A session holds it by an
 exclusive lease (a second session meanwhile is ABORTED); one that completes spends it, one
 that ends early lets go of it, so that the client may stage again.
 """
@@ -21,17 +21,22 @@ from typing import Any
 
 import grpc
 
-from beamjobs import staging_tokens
 from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, pipeline_pb2
-from beamjobs.artifacts import ArtifactStore, Upload
-from beamjobs.dependencies import declared_sha256, display_name, reference, staged_sha256
-from beamjobs.errors import BeamjobsError, DeadlineExceeded, FailedPrecondition, InvalidArgument
-from beamjobs.jobs import STAGING_LEASE_SECONDS
-from beamjobs.limits import Quotas
+from beamjobs.aws.artifact_store import ArtifactStore, Upload
+from beamjobs.domain import staging_tokens
+from beamjobs.domain.errors import (
+    BeamjobsError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+)
+from beamjobs.domain.jobs import STAGING_LEASE_SECONDS
+from beamjobs.domain.limits import Quotas
+from beamjobs.pipeline.dependencies import declared_sha256, display_name, reference, staged_sha256
+from beamjobs.pipeline.validation import dependency_problems, parse_pipeline
 from beamjobs.shim.auth import current_caller
 from beamjobs.shim.backend import Backend, guarded
 from beamjobs.shim.servicer import OpenStreams
-from beamjobs.validation import dependency_problems, parse_pipeline
 
 logger = logging.getLogger(__name__)
 Request = artifact_api_pb2.ArtifactRequestWrapper

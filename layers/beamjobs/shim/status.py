@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from beamjobs.errors import BeamjobsError
+from beamjobs.domain.errors import BeamjobsError
 
 
 def status_for(error: BeamjobsError) -> grpc.StatusCode:

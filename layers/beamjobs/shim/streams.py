@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
-from beamjobs.errors import Unavailable
-from beamjobs.model import Event, unknown_job
+from beamjobs.domain.errors import Unavailable
+from beamjobs.domain.model import Event, unknown_job
+from beamjobs.domain.states import is_terminal
+from beamjobs.domain.store import EventPage, JobStore
 from beamjobs.shim.changefeed import ChangeFeed, Closed, Subscription
-from beamjobs.states import is_terminal
-from beamjobs.store import EventPage, JobStore
 
 Blocking = Callable[..., Awaitable[Any]]
 

@@ -20,7 +20,7 @@ from apache_beam.internal import pickler
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from beamjobs.artifacts import ArtifactLocation
+from beamjobs.pipeline.artifacts import ArtifactLocation
 from beamjobs.worker.packages import (
     IN_PROCESS_URNS,
     StagedFiles,

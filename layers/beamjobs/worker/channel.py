@@ -1,4 +1,4 @@
-"""A worker's side of the worker channel (beamjobs.worker_channel): how it claims its job,
+"""A worker's side of the worker channel (beamjobs.app.worker_channel): how it claims its job,
 reads what it runs, and reports, holding nothing but its job's id and worker secret. It reaches
 the worker function through an invoker (lambda.invoke on AWS; locally, the same handler served
 by `beamjobs serve`)."""
@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 import urllib3
 
-from beamjobs.artifacts import ArtifactLocation
-from beamjobs.errors import NotFound, Unavailable, error_from_code
-from beamjobs.model import Job, Message, identified_batches, job_from_json, message_batches
-from beamjobs.shim.invoker import Invoker
-from beamjobs.states import JobState
+from beamjobs.aws.invoker import Invoker
+from beamjobs.domain.errors import NotFound, Unavailable, error_from_code
+from beamjobs.domain.model import Job, Message, identified_batches, job_from_json, message_batches
+from beamjobs.domain.states import JobState
+from beamjobs.pipeline.artifacts import ArtifactLocation
 
 # The name workers call the channel's function by (its deployed name is their setting). This
 # module imports no protobuf classes: the worker loads Beam's own, under the same names.

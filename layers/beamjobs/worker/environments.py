@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.portability import common_urns, python_urns
 from apache_beam.portability.api import beam_runner_api_pb2, endpoints_pb2
 
-from beamjobs.environments import unsupported_environments_message
+from beamjobs.pipeline.environments import unsupported_environments_message
 from beamjobs.worker import sdk_images
 from beamjobs.worker.image_environments import (
     THIS_PYTHON,
@@ -76,7 +76,7 @@ def run_docker_here(
 
 def use_worker_pool(pipeline: beam_runner_api_pb2.Pipeline, address: str) -> None:
     """On Fargate the pipeline's SDK image runs beside the worker as a worker pool (see
-    beamjobs.fargate): DOCKER environments become EXTERNAL ones served by it."""
+    beamjobs.aws.fargate): DOCKER environments become EXTERNAL ones served by it."""
     payload = beam_runner_api_pb2.ExternalPayload(
         endpoint=endpoints_pb2.ApiServiceDescriptor(url=address)
     ).SerializeToString()

@@ -22,8 +22,8 @@ import signal
 import sys
 from typing import TextIO
 
-from beamjobs import aws
-from beamjobs.model import job_from_json
+from beamjobs.aws import clients
+from beamjobs.domain.model import job_from_json
 from beamjobs.settings import Settings
 
 # Imports Beam and FnApiRunner: workers inherit them already imported.
@@ -129,7 +129,7 @@ def serve() -> None:
     settings = Settings.from_env(worker=True)
     # Building an AWS client loads its service model (~0.3 s); workers inherit it. Nothing is
     # sent here, so no connection exists yet to be shared across a fork.
-    aws.client("lambda", settings, patient=True)
+    clients.client("lambda", settings, patient=True)
     pool = WarmPool(settings.warm_workers)
     pool.refill()
     out = sys.stdout

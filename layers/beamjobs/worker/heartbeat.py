@@ -10,8 +10,8 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from beamjobs.errors import BeamjobsError
-from beamjobs.states import JobState, is_terminal
+from beamjobs.domain.errors import BeamjobsError
+from beamjobs.domain.states import JobState, is_terminal
 from beamjobs.worker.channel import Reports
 
 logger = logging.getLogger(__name__)

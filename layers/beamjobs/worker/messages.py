@@ -8,9 +8,9 @@ import threading
 import time
 from types import TracebackType
 
-from beamjobs.batching import gather
-from beamjobs.errors import BeamjobsError
-from beamjobs.model import Message, message_batches, utf8_size
+from beamjobs.domain.errors import BeamjobsError
+from beamjobs.domain.model import Message, message_batches, utf8_size
+from beamjobs.worker.batching import gather
 from beamjobs.worker.channel import Reports
 
 logger = logging.getLogger(__name__)

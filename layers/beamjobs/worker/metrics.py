@@ -15,7 +15,7 @@ from apache_beam.metrics.monitoring_infos import consolidate
 from apache_beam.portability.api import beam_job_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-from beamjobs.errors import BeamjobsError
+from beamjobs.domain.errors import BeamjobsError
 from beamjobs.worker.channel import JobChannel
 
 logger = logging.getLogger(__name__)

@@ -17,12 +17,12 @@ from apache_beam.portability.api import beam_provision_api_pb2, beam_runner_api_
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from google.protobuf import struct_pb2
 
-from beamjobs import aws
-from beamjobs.errors import BeamjobsError
-from beamjobs.model import Job
+from beamjobs.aws import clients
+from beamjobs.aws.invoker import LambdaInvoker
+from beamjobs.domain.errors import BeamjobsError
+from beamjobs.domain.model import Job
+from beamjobs.domain.states import JobState
 from beamjobs.settings import Settings
-from beamjobs.shim.invoker import LambdaInvoker
-from beamjobs.states import JobState
 from beamjobs.worker import environments, packages, process_environment
 from beamjobs.worker.artifacts import (
     ArtifactCache,
@@ -85,7 +85,7 @@ class JobRunner:
         )
         # Patient: a job's outcome must not be lost to a passing throttle of the function.
         self._invoker = LambdaInvoker(
-            aws.client("lambda", self._settings, patient=True),
+            clients.client("lambda", self._settings, patient=True),
             {WORKER_FUNCTION: self._settings.worker_function},
         )
 

@@ -3,7 +3,7 @@
 
 import sys
 
-from beamjobs import aws
+from beamjobs.aws import clients
 from beamjobs.settings import Settings
 from beamjobs.worker.run import JobRunner
 from tests.faults.harness import Faults
@@ -13,6 +13,6 @@ if __name__ == "__main__":
     settings = Settings.from_env(worker=True)
     runner = JobRunner()
     faults = Faults()
-    faults.attach(aws.client("lambda", settings, patient=True))
+    faults.attach(clients.client("lambda", settings, patient=True))
     faults.kill_at_write(n)
     sys.exit(runner.run(job_id))

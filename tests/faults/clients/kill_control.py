@@ -8,9 +8,10 @@ import json
 import sys
 from dataclasses import dataclass
 
-from beamjobs import aws, runtime
+from beamjobs import runtime
+from beamjobs.aws import clients
+from beamjobs.local.invoker import LocalContext
 from beamjobs.settings import Settings
-from beamjobs.shim.invoker import LocalContext
 from tests.faults.harness import Faults
 from tests.integration.conftest import RecordingExecutor
 
@@ -29,7 +30,7 @@ if __name__ == "__main__":
     runtime.install_executor(settings, RecordingExecutor())
     from beamjobs_functions.control.app import lambda_handler
 
-    faults = Faults().attach(aws.client("dynamodb", settings), aws.client("s3", settings))
+    faults = Faults().attach(clients.client("dynamodb", settings), clients.client("s3", settings))
     faults.kill_at_write(n)
     job_id = None
     for event in events:

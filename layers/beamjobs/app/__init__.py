@@ -1,0 +1,1 @@
+"""The application services: the operations the handlers and the shim call."""

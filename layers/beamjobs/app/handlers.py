@@ -1,0 +1,86 @@
+"""What every Lambda handler shares: the event contract and turning domain errors into data.
+
+An event is ``{"rpc": <Job API method>, "request_id": <id minted by the shim per gRPC call>,
+"caller": {"principal": <ARN>, "admin": <bool>}, "request": {...}}``. The caller is whom the
+shim authenticated the gRPC call for; the handlers trust it, as only the shim may invoke them.
+A handler answers ``{"result": {...}}`` or ``{"error": {"code": <gRPC status name>,
+"message": ...}}``: domain errors are data, so the invoker never has to guess a status from a
+stack trace. Retries of one gRPC call carry the same request_id, which is the
+idempotency key of the handlers that create things.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+)
+
+from beamjobs.aws import clients
+from beamjobs.domain.errors import BeamjobsError, InvalidArgument, Unavailable
+from beamjobs.domain.identity import Caller
+from beamjobs.settings import Settings
+
+# A route takes the validated event as the keyword argument `call` and returns the result
+# object (the keyword is what the idempotency decorator hashes).
+Route = Callable[..., dict[str, Any]]
+
+
+def dispatch(event: Any, routes: Mapping[str, Route], *, callers: bool = True) -> dict[str, Any]:
+    """Validate the event's envelope, call the route for its rpc, and wrap the outcome.
+    `callers`: the events carry the caller the shim served (the worker function's, sent by
+    workers, carry none: a worker secret in the request says which job they act for)."""
+    try:
+        call = _validated(event, routes, callers)
+        return {"result": routes[call["rpc"]](call=call)}
+    except BeamjobsError as error:
+        return {"error": {"code": error.code, "message": error.message}}
+    except IdempotencyAlreadyInProgressError:
+        # A retry of a call whose first invocation has not finished, or was stopped at its
+        # timeout (its record expires then): the invoker sends it again.
+        return {
+            "error": {
+                "code": Unavailable.code,
+                "message": "the same call is still in progress",
+                "in_progress": True,
+            }
+        }
+
+
+def _validated(event: Any, routes: Mapping[str, Route], callers: bool) -> dict[str, Any]:
+    if not isinstance(event, dict):
+        raise InvalidArgument("the event must be a JSON object")
+    rpc = event.get("rpc")
+    if rpc not in routes:
+        raise InvalidArgument(f"this function serves {sorted(routes)}, not {rpc!r}")
+    request_id = event.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        raise InvalidArgument("request_id is required")
+    request = event.get("request", {})
+    if not isinstance(request, dict):
+        raise InvalidArgument("request must be a JSON object")
+    if not callers:
+        return {"rpc": rpc, "request_id": request_id, "request": request}
+    caller = Caller.from_wire(event.get("caller")).to_wire()
+    return {"rpc": rpc, "request_id": request_id, "caller": caller, "request": request}
+
+
+def idempotency_records(settings: Settings, function: str) -> DynamoDBPersistenceLayer:
+    """Where a function's idempotency records live: items of the jobs table, apart from any
+    job's (their own partition), expiring with the table's TTL."""
+    return DynamoDBPersistenceLayer(
+        table_name=settings.table_name,
+        key_attr="pk",
+        sort_key_attr="sk",
+        static_pk_value=f"idempotency#{function}",
+        expiry_attr="expires_at",
+        boto3_client=clients.client("dynamodb", settings),
+    )
+
+
+def caller_of(call: dict[str, Any]) -> Caller:
+    """The caller of a validated call (kept as JSON in it: the idempotency layer hashes it)."""
+    return Caller.from_wire(call["caller"])

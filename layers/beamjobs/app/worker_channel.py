@@ -1,0 +1,234 @@
+"""The worker channel: everything a job's worker may do, and only for its own job.
+
+A worker runs its job's code, and that code runs with the worker's credentials. A mirror (the
+worker of a job on an upstream engine, beamjobs.upstream.mirror) reports through the same channel:
+where its job runs upstream (Attach), the upstream's messages (Mirror) and how it ended
+(EndAsUpstream). So a worker
+holds no access to the table or the bucket at all: it holds its job's worker secret, minted at
+Prepare and handed to the job's worker alone, and reports through this channel (the worker
+function), which acts on the job that the secret is for and on no other. What it reads (the
+pipeline, its options, its staged artifacts) it gets as presigned URLs for exactly those
+objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from beamjobs.app.handlers import Route
+from beamjobs.domain.blobs import BlobStore
+from beamjobs.domain.errors import InvalidArgument
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import ACTIVE_STATES, Job, Message, job_to_json, unknown_job
+from beamjobs.domain.states import JobState, is_terminal
+from beamjobs.pipeline.artifacts import ARTIFACT_PREFIX, ArtifactLocation
+
+# A claim's URLs are used at once (the worker fetches what it runs before running it).
+URL_SECONDS = 3600
+# Metrics travel inline in a Lambda payload (at most 6 MB, base64 in JSON).
+MAX_METRICS_BYTES = 4 * 1024 * 1024
+# An upstream message id is kept as the job's cursor, in every event after it.
+MAX_UPSTREAM_ID_CHARS = 200
+# The bucket keys a job's worker may have written: its metrics.
+_METRICS_PREFIX = "metrics/"
+
+
+def mint_worker_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def metrics_key(job_id: str) -> str:
+    return f"{_METRICS_PREFIX}{job_id}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker that claimed its job runs: the job, and where to read its inputs."""
+
+    job: Job
+    # The bucket staged artifacts are in (their URLs name it).
+    bucket: str
+    pipeline_url: str
+    options_url: str
+    artifact_urls: dict[str, str]
+
+
+class WorkerChannel:
+    def __init__(
+        self, jobs: Jobs, outcomes: Jobs, blobs: BlobStore, artifacts: ArtifactLocation
+    ) -> None:
+        """`outcomes`: the same jobs through a patient client, for a job's outcome once its
+        work is done, which a passing throttle must not lose."""
+        self._jobs = jobs
+        self._outcomes = outcomes
+        self._blobs = blobs
+        self._artifacts = artifacts
+
+    def _job(self, job_id: Any, secret: Any) -> Job:
+        """The job, if `secret` is its worker secret; NOT_FOUND otherwise (whether the job
+        exists is not the secret holder's business)."""
+        if not isinstance(job_id, str) or not isinstance(secret, str) or not secret:
+            raise InvalidArgument("job_id and worker_secret are required")
+        job = self._jobs.get(job_id)
+        if not (job.worker_secret and hmac.compare_digest(job.worker_secret, secret)):
+            raise unknown_job(job_id)
+        return job
+
+    def claim(self, job_id: Any, secret: Any, *, resume: bool = False) -> Claim | Job:
+        """RUNNING, and what to run, when this worker claimed the job; else the job as it is
+        (which must not run). A mirror that `resume`s (restarted after a crash) gets its
+        active job's claim again, with how far it had mirrored."""
+        known = self._job(job_id, secret)
+        claimed = self._jobs.running(known.job_id, known=known)
+        if claimed is None and resume:
+            current = self._jobs.get(known.job_id)
+            claimed = current if current.state in ACTIVE_STATES else None
+        if claimed is None:
+            return known
+        job = claimed
+        url = self._blobs.presigned_url
+        return Claim(
+            job=job,
+            bucket=self._artifacts.bucket,
+            pipeline_url=url(job.pipeline_ref, URL_SECONDS),
+            options_url=url(job.options_ref, URL_SECONDS),
+            artifact_urls={sha: url(ARTIFACT_PREFIX + sha, URL_SECONDS) for sha in job.artifacts},
+        )
+
+    def beat(self, job_id: Any, secret: Any) -> str:
+        job = self._job(job_id, secret)
+        return self._jobs.beat(job.job_id, known=job).value
+
+    def say(self, job_id: Any, secret: Any, messages: Any) -> None:
+        job = self._job(job_id, secret)
+        self._jobs.say(job.job_id, [_message(m) for m in _messages(messages)])
+
+    def publish_metrics(self, job_id: Any, secret: Any, metrics: Any) -> None:
+        job = self._job(job_id, secret)
+        try:
+            data = base64.b64decode(str(metrics), validate=True)
+        except binascii.Error:
+            raise InvalidArgument("metrics must be base64") from None
+        if len(data) > MAX_METRICS_BYTES:
+            raise InvalidArgument(f"metrics of {len(data)} bytes exceed {MAX_METRICS_BYTES}")
+        key = metrics_key(job.job_id)
+        self._blobs.put(key, data)
+        if job.metrics_ref != key:
+            self._jobs.store.set_metrics_ref(job.job_id, key)
+
+    def attach(self, job_id: Any, secret: Any, upstream_job_id: Any, replacing: Any) -> None:
+        job = self._job(job_id, secret)
+        if not isinstance(upstream_job_id, str) or not 0 < len(upstream_job_id) <= 1000:
+            raise InvalidArgument("upstream_job_id must be a string of 1 to 1000 characters")
+        if replacing is not None and not isinstance(replacing, str):
+            raise InvalidArgument("replacing must be a string")
+        self._jobs.attach(job.job_id, upstream_job_id, replacing=replacing)
+
+    def mirror(self, job_id: Any, secret: Any, messages: Any) -> str:
+        """Append upstream messages not mirrored before; the upstream cursor after them."""
+        job = self._job(job_id, secret)
+        pairs = [(str(m.get("id", "")), m) for m in _messages(messages)]
+        if any(len(message_id) > MAX_UPSTREAM_ID_CHARS for message_id, _ in pairs):
+            raise InvalidArgument(
+                f"an upstream message id is {MAX_UPSTREAM_ID_CHARS} characters at most"
+            )
+        after = self._jobs.mirror(job.job_id, [(i, _message(m)) for i, m in pairs])
+        return after.upstream.cursor if after.upstream else ""
+
+    def end_as_upstream(self, job_id: Any, secret: Any, state: Any, cause: Any) -> str:
+        job = self._job(job_id, secret)
+        try:
+            ended = JobState(state)
+        except ValueError:
+            raise InvalidArgument(f"state must be a job state, not {str(state)[:40]!r}") from None
+        if not is_terminal(ended):
+            raise InvalidArgument(f"state must be a final state, not {ended.value}")
+        return self._outcomes.end_as_upstream(job.job_id, ended, str(cause)).state.value
+
+    def finish(self, job_id: Any, secret: Any) -> str:
+        return self._outcomes.finish(self._job(job_id, secret).job_id).state.value
+
+    def fail(self, job_id: Any, secret: Any, cause: Any) -> str:
+        job = self._job(job_id, secret)
+        return self._outcomes.fail(job.job_id, str(cause)).state.value
+
+
+def _messages(messages: Any) -> list[Any]:
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise InvalidArgument("messages must be a list of objects")
+    return messages
+
+
+def _message(message: dict[str, Any]) -> Message:
+    try:
+        return Message(str(message["importance"]), str(message["text"]), float(message["time"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidArgument(f"a message must have importance, text and time: {error}") from error
+
+
+def routes(channel: WorkerChannel) -> dict[str, Route]:
+    """The channel's calls as handler routes (JSON in, JSON out), for the worker function
+    and for the local executor's own endpoint."""
+
+    def job(call: dict[str, Any]) -> tuple[Any, Any]:
+        return call["request"].get("job_id"), call["request"].get("worker_secret")
+
+    def claim(call: dict[str, Any]) -> dict[str, Any]:
+        claimed = channel.claim(*job(call), resume=call["request"].get("resume") is True)
+        if not isinstance(claimed, Claim):
+            return {"claimed": False, "state": claimed.state.value}
+        return {
+            "claimed": True,
+            "job": job_to_json(claimed.job),
+            "bucket": claimed.bucket,
+            "pipeline_url": claimed.pipeline_url,
+            "options_url": claimed.options_url,
+            "artifact_urls": claimed.artifact_urls,
+        }
+
+    def beat(call: dict[str, Any]) -> dict[str, Any]:
+        return {"state": channel.beat(*job(call))}
+
+    def say(call: dict[str, Any]) -> dict[str, Any]:
+        channel.say(*job(call), call["request"].get("messages"))
+        return {}
+
+    def publish_metrics(call: dict[str, Any]) -> dict[str, Any]:
+        channel.publish_metrics(*job(call), call["request"].get("metrics"))
+        return {}
+
+    def attach(call: dict[str, Any]) -> dict[str, Any]:
+        request = call["request"]
+        channel.attach(*job(call), request.get("upstream_job_id"), request.get("replacing"))
+        return {}
+
+    def mirror(call: dict[str, Any]) -> dict[str, Any]:
+        return {"cursor": channel.mirror(*job(call), call["request"].get("messages"))}
+
+    def end_as_upstream(call: dict[str, Any]) -> dict[str, Any]:
+        request = call["request"]
+        state = channel.end_as_upstream(*job(call), request.get("state"), request.get("cause"))
+        return {"state": state}
+
+    def finish(call: dict[str, Any]) -> dict[str, Any]:
+        return {"state": channel.finish(*job(call))}
+
+    def fail(call: dict[str, Any]) -> dict[str, Any]:
+        return {"state": channel.fail(*job(call), call["request"].get("cause"))}
+
+    return {
+        "Claim": claim,
+        "Beat": beat,
+        "Say": say,
+        "PublishMetrics": publish_metrics,
+        "Finish": finish,
+        "Fail": fail,
+        "Attach": attach,
+        "Mirror": mirror,
+        "EndAsUpstream": end_as_upstream,
+    }

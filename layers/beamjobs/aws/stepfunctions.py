@@ -1,0 +1,181 @@
+"""The AWS executor: each job is one Step Functions execution of the run-job state machine
+(statemachine/run_job.asl.json), which runs the job's worker as a Fargate task.
+
+A job on an upstream engine runs its mirror (beamjobs.upstream.mirror) instead, as a small task of
+the same state machine, started again if it dies. The execution is named by the job id, so a retried
+Run starts nothing new; Cancel and Drain
+stop the execution, which stops the task. A pipeline whose environment is DOCKER runs with its
+SDK image as a worker-pool sidecar: a revision of the worker's task definition is registered
+per image (beamjobs.aws.fargate), once per image and process. How a job ends when its worker could
+not record it is settled by the reconcile function (beamjobs.app.reconcile), from the state
+machine's Catch and from the execution's status change.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from beamjobs.aws.errors import error_code
+from beamjobs.aws.fargate import (
+    mirror_task_overrides,
+    task_definition_with_sdk,
+    worker_task_overrides,
+)
+from beamjobs.domain.blobs import BlobStore
+from beamjobs.domain.executor import ExecutorError
+from beamjobs.domain.model import Job
+from beamjobs.domain.options import JOB_TIMEOUT_SECONDS, job_options, read_option
+from beamjobs.pipeline.summary import docker_images
+from beamjobs.pipeline.validation import parse_pipeline
+
+# A mirror ends its job itself at the job's time limit (cancelling it upstream); its task's own
+# limit comes this much later.
+MIRROR_GRACE_SECONDS = 300
+
+
+def execution_arn(state_machine_arn: str, job_id: str) -> str:
+    """arn:…:stateMachine:<name> → arn:…:execution:<name>:<job id>."""
+    prefix, name = state_machine_arn.rsplit(":stateMachine:", 1)
+    return f"{prefix}:execution:{name}:{job_id}"
+
+
+class StepFunctionsExecutor:
+    name = "fargate"
+
+    def __init__(
+        self,
+        sfn: Any,
+        ecs: Any,
+        state_machine_arn: str,
+        blobs: BlobStore,
+        *,
+        worker_task_definition: str,
+        mirror_task_definition: str | None = None,
+        max_job_seconds: int,
+    ) -> None:
+        self._sfn = sfn
+        self._ecs = ecs
+        self._state_machine_arn = state_machine_arn
+        self._blobs = blobs
+        self._worker_task_definition = worker_task_definition
+        self._mirror_task_definition = mirror_task_definition
+        self._max_job_seconds = max_job_seconds
+        # SDK image → the worker task definition revision with that image as its sidecar.
+        self._with_sdk: dict[str, str] = {}
+
+    def execution_input(self, job: Job) -> dict[str, Any]:
+        """What the state machine needs: the job, its task definition and overrides, its time
+        limit (the job's --job_timeout_seconds, at most the deployment's maximum)."""
+        options = job_options(job, self._blobs)
+        images = docker_images(parse_pipeline(self._blobs.get(job.pipeline_ref)))
+        if len(images) > 1:
+            raise ExecutorError(
+                f"the pipeline's DOCKER environments use {len(images)} SDK images "
+                f"({', '.join(images)}); a job's worker runs one SDK image beside it"
+            )
+        # The options were validated at Prepare (JobControl.prepare).
+        return {
+            "job_id": job.job_id,
+            "task_definition": (
+                self._task_definition_with_sdk(images[0])
+                if images
+                else self._worker_task_definition
+            ),
+            "overrides": _step_functions_casing(
+                worker_task_overrides(
+                    job.job_id, job.worker_secret or "", options, with_sdk_sidecar=bool(images)
+                )
+            ),
+            "timeout_seconds": self._timeout(options),
+            "mirror": False,
+        }
+
+    def mirror_input(self, job: Job, endpoint: str) -> dict[str, Any]:
+        """What the state machine needs to run a job's mirror: the mirror's task definition
+        and overrides; its time limit leaves the mirror time to end the job itself first."""
+        if not self._mirror_task_definition:
+            raise ExecutorError("this deployment has no mirror task (MirrorTaskDefinition)")
+        return {
+            "job_id": job.job_id,
+            "task_definition": self._mirror_task_definition,
+            "overrides": _step_functions_casing(
+                mirror_task_overrides(job.job_id, job.worker_secret or "", job.engine, endpoint)
+            ),
+            "timeout_seconds": self._timeout(job_options(job, self._blobs)) + MIRROR_GRACE_SECONDS,
+            "mirror": True,
+        }
+
+    def _timeout(self, options: dict[str, Any]) -> int:
+        """The job's --job_timeout_seconds, at most the deployment's maximum."""
+        return min(int(read_option(options, JOB_TIMEOUT_SECONDS)), self._max_job_seconds)
+
+    def _task_definition_with_sdk(self, image: str) -> str:
+        if image not in self._with_sdk:
+            try:
+                base = self._ecs.describe_task_definition(
+                    taskDefinition=self._worker_task_definition
+                )["taskDefinition"]
+                # What DescribeTaskDefinition adds (ARN, revision, status…) is not registrable.
+                accepted = self._ecs.meta.service_model.operation_model(
+                    "RegisterTaskDefinition"
+                ).input_shape.members
+                request = task_definition_with_sdk(
+                    {key: value for key, value in base.items() if key in accepted}, image
+                )
+                registered = self._ecs.register_task_definition(**request)["taskDefinition"]
+            except ClientError as error:
+                raise ExecutorError(
+                    f"could not register the worker task with SDK image {image}: "
+                    f"{error_code(error)}"
+                ) from error
+            self._with_sdk[image] = str(registered["taskDefinitionArn"])
+        return self._with_sdk[image]
+
+    def start(self, job: Job) -> None:
+        self._start_execution(job.job_id, self.execution_input(job))
+
+    def start_mirror(self, job: Job, endpoint: str) -> None:
+        self._start_execution(job.job_id, self.mirror_input(job, endpoint))
+
+    def _start_execution(self, job_id: str, execution_input: dict[str, Any]) -> None:
+        try:
+            self._sfn.start_execution(
+                stateMachineArn=self._state_machine_arn,
+                name=job_id,
+                input=json.dumps(execution_input),
+            )
+        except ClientError as error:
+            if error_code(error) == "ExecutionAlreadyExists":
+                return  # a retry of this Run: the execution is under way
+            raise ExecutorError(f"StartExecution failed: {error_code(error)}") from error
+        except BotoCoreError as error:
+            raise ExecutorError(f"StartExecution failed: {error}") from error
+
+    def stop(self, job_id: str) -> None:
+        try:
+            self._sfn.stop_execution(
+                executionArn=execution_arn(self._state_machine_arn, job_id),
+                error="Beamjobs.Stopped",
+                cause=f"job {job_id} was cancelled or drained",
+            )
+        except ClientError as error:
+            raise ExecutorError(f"StopExecution failed: {error_code(error)}") from error
+        except BotoCoreError as error:
+            raise ExecutorError(f"StopExecution failed: {error}") from error
+
+
+def _step_functions_casing(overrides: dict[str, Any]) -> dict[str, Any]:
+    """RunTask's overrides as Step Functions passes them: PascalCase keys (the ECS API's
+    JSON uses camelCase), values unchanged."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key[:1].upper() + key[1:]: convert(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [convert(item) for item in value]
+        return value
+
+    return dict(convert(overrides))

@@ -1,0 +1,1 @@
+"""The `beamjobs` command: serve, connect, mirror and the jobs commands."""

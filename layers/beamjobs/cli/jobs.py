@@ -1,0 +1,474 @@
+"""`beamjobs jobs`: list, describe, cancel, drain, follow and measure jobs from a terminal.
+
+Output is a table on a terminal and JSON otherwise (`--format` chooses). JSON field names are
+the proto field names of beamjobs/api/jobs.proto and job_api.proto (times as RFC 3339 text,
+states and importances by name); `metrics` and `graph` print the records of
+beamjobs.pipeline.metrics and beamjobs.pipeline.graph (a metric also names its PCollection:
+`pcollection_name`). Exit codes: 0 ok, 1 any other failure, 2 usage (or a request the service calls
+invalid), 3 not found, 4 not authenticated or not allowed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+from beamjobs.api import job_api_pb2, job_api_pb2_grpc, jobs_pb2, jobs_pb2_grpc, pipeline_pb2
+from beamjobs.domain.model import IMPORTANCES
+from beamjobs.domain.states import JobState
+from beamjobs.pipeline.graph import pcollection_names, pipeline_graph
+from beamjobs.pipeline.metrics import job_metrics
+from beamjobs.proto_json import as_json
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_AUTH = 1, 2, 3, 4
+_EXIT_FOR_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE,
+    grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND,
+    grpc.StatusCode.UNAUTHENTICATED: EXIT_AUTH,
+    grpc.StatusCode.PERMISSION_DENIED: EXIT_AUTH,
+}
+_STATE_STYLE = {
+    "DONE": "green",
+    "RUNNING": "cyan",
+    "STARTING": "cyan",
+    "FAILED": "red",
+    "CANCELLED": "yellow",
+    "CANCELLING": "yellow",
+    "DRAINING": "yellow",
+    "DRAINED": "yellow",
+}
+_IMPORTANCE_NAMES = [name.removeprefix("JOB_MESSAGE_").lower() for name in IMPORTANCES]
+
+
+class Connection:
+    """The channel to a Job API endpoint, with a proof of the user's AWS identity on every
+    call when authenticating (as `beamjobs connect` adds one)."""
+
+    def __init__(self, endpoint: str, *, tls: bool, authenticate: bool) -> None:
+        self.endpoint = endpoint
+        self._channel = (
+            grpc.secure_channel(endpoint, grpc.ssl_channel_credentials())
+            if tls
+            else grpc.insecure_channel(endpoint)
+        )
+        self._identity: Any = None
+        if authenticate:
+            from beamjobs.cli.connect import Identity
+
+            self._identity = Identity()
+        self.jobs = jobs_pb2_grpc.JobsStub(self._channel)
+        self.job_api = job_api_pb2_grpc.JobServiceStub(self._channel)
+
+    def metadata(self) -> list[tuple[str, str]]:
+        if self._identity is None:
+            return []
+        from beamjobs.aws.signed_identity import METADATA_KEY
+
+        return [(METADATA_KEY, self._identity.proof())]
+
+
+class Output:
+    """Tables (with colour on a terminal) or JSON."""
+
+    def __init__(self, format_: str | None) -> None:
+        self.json = (format_ or ("table" if sys.stdout.isatty() else "json")) == "json"
+        self.console = Console(highlight=False)
+
+    def emit_json(self, value: Any) -> None:
+        click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+    def table(self, *columns: str, title: str | None = None) -> Table:
+        return Table(*columns, title=title, title_justify="left", box=None, pad_edge=False)
+
+    def print(self, *things: Any) -> None:
+        self.console.print(*things)
+
+
+@click.group()
+@click.option(
+    "--endpoint",
+    envvar="BEAMJOBS_ENDPOINT",
+    default="localhost:8099",
+    show_default=True,
+    help="the Job API's HOST:PORT",
+)
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["table", "json"]),
+    help="table on a terminal, JSON otherwise",
+)
+@click.option(
+    "--tls/--plaintext",
+    default=None,
+    help="TLS to the endpoint (default: plaintext to this machine only, TLS elsewhere)",
+)
+@click.option(
+    "--auth/--no-auth",
+    default=None,
+    help="prove your AWS identity on every call, as `beamjobs connect` does (default: "
+    "everywhere but this machine)",
+)
+@click.pass_context
+def jobs(
+    context: click.Context,
+    endpoint: str,
+    format_: str | None,
+    tls: bool | None,
+    auth: bool | None,
+) -> None:
+    """See and steer jobs."""
+    from beamjobs.cli.connect import LOOPBACK_HOSTS
+
+    remote = endpoint.rpartition(":")[0] not in LOOPBACK_HOSTS
+    context.obj = (
+        Connection(
+            endpoint,
+            tls=remote if tls is None else tls,
+            authenticate=remote if auth is None else auth,
+        ),
+        Output(format_),
+    )
+
+
+def _rpc(command: F) -> F:
+    """Pass the connection and output; turn an RPC's failure into a message and an exit code."""
+
+    @functools.wraps(command)
+    @click.pass_obj
+    def run(obj: tuple[Connection, Output], *args: Any, **kwargs: Any) -> Any:
+        connection, output = obj
+        try:
+            return command(connection, output, *args, **kwargs)
+        except grpc.RpcError as error:
+            code = error.code()  # type: ignore[attr-defined]
+            click.echo(f"beamjobs: {code.name}: {error.details()}", err=True)  # type: ignore[attr-defined]
+            sys.exit(_EXIT_FOR_STATUS.get(code, EXIT_FAILURE))
+        except RuntimeError as error:  # no AWS credentials to authenticate with
+            click.echo(f"beamjobs: {error}", err=True)
+            sys.exit(EXIT_AUTH)
+
+    return run  # type: ignore[return-value]
+
+
+def _when(stamp: Any, present: bool = True) -> str:
+    if not present:
+        return "-"
+    return stamp.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _state(state: int) -> str:
+    name = job_api_pb2.JobState.Enum.Name(state)
+    style = _STATE_STYLE.get(name)
+    return f"[{style}]{name}[/]" if style else name
+
+
+def _time_option(text: str | None) -> Any:
+    """A time given as ISO 8601 (UTC unless it says otherwise), as a Timestamp."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    stamp = job_api_pb2.JobStateEvent().timestamp
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+@jobs.command("list")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice([s.value for s in JobState], case_sensitive=False),
+    help="jobs in this state (repeatable: any of them)",
+)
+@click.option("--name", "name_prefix", default="", help="jobs whose name starts with this")
+@click.option("--created-after", help="jobs created at or after this time (ISO 8601)")
+@click.option("--created-before", help="jobs created before this time (ISO 8601)")
+@click.option("--owner", default="", help="an owner's jobs (admins only)")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="at most this many jobs (0: every one)",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 1000),
+    default=100,
+    show_default=True,
+    help="jobs asked for per call",
+)
+@_rpc
+def list_jobs(
+    connection: Connection,
+    output: Output,
+    states: tuple[str, ...],
+    name_prefix: str,
+    created_after: str | None,
+    created_before: str | None,
+    owner: str,
+    limit: int,
+    page_size: int,
+) -> None:
+    """List jobs, newest first."""
+    request = jobs_pb2.ListJobsRequest(
+        states=[job_api_pb2.JobState.Enum.Value(s.upper()) for s in states],
+        name_prefix=name_prefix,
+        created_after=_time_option(created_after),
+        created_before=_time_option(created_before),
+        owner=owner,
+    )
+    listed = list(_listed(connection, request, limit, page_size))
+    if output.json:
+        output.emit_json([as_json(job) for job in listed])
+        return
+    table = output.table("JOB ID", "NAME", "STATE", "CREATED", "ENDED", "OWNER", "ENGINE")
+    for job in listed:
+        table.add_row(
+            job.job_id,
+            job.job_name,
+            _state(job.state),
+            _when(job.created_at),
+            _when(job.ended_at, job.HasField("ended_at")),
+            job.owner,
+            job.engine,
+        )
+    output.print(table)
+
+
+def _listed(
+    connection: Connection, request: Any, limit: int, page_size: int
+) -> Iterator[jobs_pb2.JobSummary]:
+    """The jobs `request` lists, page after page, `limit` at most (0: all)."""
+    count = 0
+    while True:
+        request.page_size = page_size if not limit else min(page_size, limit - count)
+        page = connection.jobs.ListJobs(request, metadata=connection.metadata())
+        for job in page.jobs:
+            yield job
+            count += 1
+        if not page.next_page_token or (limit and count >= limit):
+            return
+        request.page_token = page.next_page_token
+
+
+@jobs.command()
+@click.argument("job_id")
+@_rpc
+def describe(connection: Connection, output: Output, job_id: str) -> None:
+    """Show a job: its times, history, environments, artifacts and worker."""
+    detail = connection.jobs.GetJob(
+        jobs_pb2.GetJobRequest(job_id=job_id), metadata=connection.metadata()
+    )
+    if output.json:
+        output.emit_json(as_json(detail))
+        return
+    job = detail.summary
+    facts = output.table("", "", title=f"Job {job.job_id}")
+    for name, value in (
+        ("name", job.job_name),
+        ("state", _state(job.state)),
+        ("owner", job.owner),
+        (
+            "engine",
+            f"{job.engine} (job {job.upstream_job_id})" if job.upstream_job_id else job.engine,
+        ),
+        ("created", _when(job.created_at)),
+        ("started", _when(job.started_at, job.HasField("started_at"))),
+        ("ended", _when(job.ended_at, job.HasField("ended_at"))),
+        ("ran for", _duration(detail)),
+        ("worker", f"{detail.worker.vcpu:g} vCPU, {detail.worker.memory_mb} MiB"),
+        ("bounded", "yes" if detail.bounded else "no (streaming)"),
+    ):
+        facts.add_row(f"[bold]{name}[/]", value)
+    output.print(facts)
+    history = output.table("STATE", "SINCE", title="\nHistory")
+    for event in detail.history:
+        history.add_row(_state(event.state), _when(event.timestamp))
+    output.print(history)
+    environments = output.table("ENVIRONMENT", "URN", "IMAGE", title="\nEnvironments")
+    for env in detail.environments:
+        environments.add_row(env.id, env.urn, env.container_image or "-")
+    output.print(environments)
+    if detail.artifacts:
+        artifacts = output.table("ARTIFACT", "ENVIRONMENT", "SHA256", "STAGED", title="\nArtifacts")
+        for artifact in detail.artifacts:
+            artifacts.add_row(
+                artifact.staged_name,
+                artifact.environment_id,
+                artifact.sha256[:16],
+                "yes" if artifact.staged else "[red]no[/]",
+            )
+        output.print(artifacts)
+
+
+def _duration(detail: Any) -> str:
+    if not detail.HasField("run_duration"):
+        return "-"
+    seconds = detail.run_duration.ToTimedelta().total_seconds()
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}h{minutes:02d}m{seconds:04.1f}s" if hours else f"{minutes}m{seconds:04.1f}s"
+
+
+@jobs.command()
+@click.argument("job_id")
+@_rpc
+def cancel(connection: Connection, output: Output, job_id: str) -> None:
+    """Cancel a job."""
+    _steer(connection, output, "Cancel", job_api_pb2.CancelJobRequest(job_id=job_id))
+
+
+@jobs.command()
+@click.argument("job_id")
+@_rpc
+def drain(connection: Connection, output: Output, job_id: str) -> None:
+    """Drain a streaming job: stop reading, finish what is in flight."""
+    _steer(connection, output, "Drain", job_api_pb2.DrainJobRequest(job_id=job_id))
+
+
+def _steer(connection: Connection, output: Output, verb: str, request: Any) -> None:
+    """Cancel or Drain, and say the state the job is in after it."""
+    state = getattr(connection.job_api, verb)(request, metadata=connection.metadata()).state
+    if output.json:
+        output.emit_json({"job_id": request.job_id, "state": job_api_pb2.JobState.Enum.Name(state)})
+    else:
+        output.print(f"{request.job_id}: {_state(state)}")
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="follow the job's messages until it ends")
+@click.option(
+    "--importance",
+    type=click.Choice(_IMPORTANCE_NAMES, case_sensitive=False),
+    help="messages of at least this importance",
+)
+@_rpc
+def logs(
+    connection: Connection, output: Output, job_id: str, follow: bool, importance: str | None
+) -> None:
+    """Print a job's messages (one JSON object a line, in JSON)."""
+    minimum = f"JOB_MESSAGE_{importance.upper()}" if importance else ""
+    messages = _followed(connection, job_id) if follow else _stored(connection, job_id, minimum)
+    for message in messages:
+        name = job_api_pb2.JobMessage.MessageImportance.Name(message.importance)
+        if minimum and IMPORTANCES.index(name) < IMPORTANCES.index(minimum):
+            continue
+        if output.json:
+            click.echo(json.dumps(as_json(message), ensure_ascii=False))
+        else:
+            level = name.removeprefix("JOB_MESSAGE_")
+            style = {"ERROR": "red", "WARNING": "yellow", "DEBUG": "dim"}.get(level, "")
+            output.console.print(
+                f"{message.time} [{style or 'default'}]{level:<8}[/] {message.message_text}",
+                markup=True,
+                highlight=False,
+            )
+
+
+def _stored(connection: Connection, job_id: str, minimum: str) -> Iterable[Any]:
+    """The messages stored so far, page after page."""
+    request = jobs_pb2.ListMessagesRequest(
+        job_id=job_id,
+        minimum_importance=job_api_pb2.JobMessage.MessageImportance.Value(
+            minimum or "MESSAGE_IMPORTANCE_UNSPECIFIED"
+        ),
+    )
+    while True:
+        page = connection.jobs.ListMessages(request, metadata=connection.metadata())
+        yield from page.messages
+        if page.next_page_token == request.page_token:  # no event since: all read
+            return
+        request.page_token = page.next_page_token
+
+
+def _followed(connection: Connection, job_id: str) -> Iterable[Any]:
+    """Every message, as Beam's message stream replays them and follows the job to its end."""
+    stream = connection.job_api.GetMessageStream(
+        job_api_pb2.JobMessagesRequest(job_id=job_id), metadata=connection.metadata()
+    )
+    for response in stream:
+        if response.HasField("message_response"):
+            yield response.message_response
+
+
+@jobs.command()
+@click.argument("job_id")
+@_rpc
+def metrics(connection: Connection, output: Output, job_id: str) -> None:
+    """A job's counters, distributions, gauges and element counts."""
+    answer = connection.job_api.GetJobMetrics(
+        job_api_pb2.GetJobMetricsRequest(job_id=job_id), metadata=connection.metadata()
+    )
+    pipeline = connection.job_api.GetPipeline(
+        job_api_pb2.GetJobPipelineRequest(job_id=job_id), metadata=connection.metadata()
+    )
+    names = pcollection_names(pipeline_pb2.Pipeline.FromString(pipeline.pipeline))
+    decoded = job_metrics(answer.metrics, names)
+    if output.json:
+        output.emit_json([asdict(metric) for metric in decoded])
+        return
+    table = output.table("KIND", "STEP", "PCOLLECTION", "NAME", "ATTEMPTED", "COMMITTED")
+    for metric in decoded:
+        table.add_row(
+            metric.kind,
+            metric.step or "-",
+            metric.pcollection_name or metric.pcollection or "-",
+            f"{metric.namespace}:{metric.name}" if metric.name else "-",
+            _value(metric.attempted),
+            _value(metric.committed),
+        )
+    output.print(table)
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict) and "count" in value:
+        return f"n={value['count']} sum={value['sum']} min={value['min']} max={value['max']}"
+    if isinstance(value, dict):
+        return str(value["value"])
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@jobs.command()
+@click.argument("job_id")
+@_rpc
+def graph(connection: Connection, output: Output, job_id: str) -> None:
+    """A job's pipeline graph: its transforms, and the PCollections between them."""
+    answer = connection.job_api.GetPipeline(
+        job_api_pb2.GetJobPipelineRequest(job_id=job_id), metadata=connection.metadata()
+    )
+    drawn = pipeline_graph(pipeline_pb2.Pipeline.FromString(answer.pipeline))
+    if output.json:
+        output.emit_json(asdict(drawn))
+        return
+    names = {node.transform_id: node.name for node in drawn.nodes}
+    table = output.table("TRANSFORM", "READS", "URN")
+    for node in drawn.nodes:
+        inputs = [
+            f"{edge.pcollection} ← {names[edge.source]}"
+            for edge in drawn.edges
+            if edge.target == node.transform_id
+        ]
+        table.add_row(f"[bold]{node.name}[/]", "\n".join(inputs) or "-", node.urn)
+    output.print(table)

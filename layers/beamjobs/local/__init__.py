@@ -1,0 +1,1 @@
+"""Local mode: the embedded AWS, the local executor, and in-memory twins."""

@@ -1,0 +1,192 @@
+"""The embedded AWS: moto's server on localhost, shaped like a deployment by template.yaml.
+
+`beamjobs serve` runs it in a process of its own (EmbeddedAwsProcess): moto and the shim then
+run on separate cores instead of sharing one interpreter lock, which measurably shortens every
+call; a doorbell pipe tells the shim's change feed when an item was put."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from beamjobs.local import moto_sts, moto_tuning
+from beamjobs.local.provision import provision
+from beamjobs.settings import Settings
+
+LOCAL_TABLE = "beamjobs-jobs"
+LOCAL_BUCKET = "beamjobs-artifacts"
+LOCAL_REGION = "us-east-1"
+# moto's default account: the embedded AWS's IAM users and roles are made in it.
+LOCAL_ACCOUNT = "123456789012"
+
+
+def use_offline_credentials() -> None:
+    """moto accepts any credentials; make sure boto3 finds some and never looks further."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "embedded"),
+        ("AWS_SECRET_ACCESS_KEY", "embedded"),
+        ("AWS_DEFAULT_REGION", LOCAL_REGION),
+    ):
+        os.environ.setdefault(name, value)
+
+
+# DynamoDB operations that put items. A job's events are only ever put (the change feed reads
+# nothing else from the stream), so updates and deletes need not wake it.
+_ITEM_PUTS = frozenset(
+    f"DynamoDB_20120810.{operation}"
+    for operation in ("PutItem", "BatchWriteItem", "TransactWriteItems")
+)
+
+
+class _OneRequestAtATime:
+    """moto's backends are not thread-safe: concurrent DynamoDB transactions on one table were
+    seen to fail inside moto ("dictionary changed size during iteration"). Real DynamoDB
+    serializes them; so does this wrapper, while connections are still served by threads.
+    After each item put it calls the put listeners."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+        self.put_listeners: list[Callable[[], None]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with self._lock:
+            answer = list(self._app(environ, start_response))
+        if environ.get("HTTP_X_AMZ_TARGET") in _ITEM_PUTS:
+            for listener in self.put_listeners:
+                listener()
+        return answer
+
+
+class EmbeddedAws:
+    """moto's server application on 127.0.0.1 (port 0 picks a free one), in a thread."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._port = port
+        self._server: BaseWSGIServer | None = None
+        self._app: _OneRequestAtATime | None = None
+        self.endpoint_url = ""
+
+    def start(self) -> str:
+        use_offline_credentials()
+        moto_tuning.install()
+        moto_sts.install()
+        self._app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            "127.0.0.1", self._port, self._app, threaded=True, request_handler=MotoRequestHandler
+        )
+        threading.Thread(
+            target=self._server.serve_forever, name="embedded-aws", daemon=True
+        ).start()
+        self.endpoint_url = f"http://127.0.0.1:{self._server.server_port}"
+        return self.endpoint_url
+
+    def on_item_put(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (on a server thread) after every DynamoDB item put (how the
+        doorbell of `ring_on_item_puts` is rung)."""
+        assert self._app is not None, "start() first"
+        self._app.put_listeners.append(listener)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+
+
+def ring_on_item_puts(aws: EmbeddedAws, doorbell_fd: int) -> None:
+    """Write a byte to `doorbell_fd` after every item put. A full pipe already holds an
+    unanswered ring, so a ring that does not fit is dropped."""
+    os.set_blocking(doorbell_fd, False)
+
+    def ring() -> None:
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(doorbell_fd, b".")
+
+    aws.on_item_put(ring)
+
+
+def exit_with_parent() -> None:
+    """End this process once the process that started it is gone (it cannot stop us itself if
+    it was killed)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+class EmbeddedAwsProcess:
+    """`beamjobs aws` as a child process, provisioned from the template, with a doorbell: a
+    pipe that receives a byte after every item put."""
+
+    def __init__(self, template: Path) -> None:
+        self._template = template
+        self._process: subprocess.Popen[str] | None = None
+        self.doorbell = -1
+        self.endpoint_url = ""
+
+    def start(self) -> str:
+        use_offline_credentials()
+        self.doorbell, ring_end = os.pipe()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "beamjobs.cli", "aws", "--port", "0"]
+            + ["--template", str(self._template), "--doorbell-fd", str(ring_end)],
+            pass_fds=[ring_end],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        os.close(ring_end)
+        assert self._process.stdout is not None
+        # Its first line announces where it serves: "Embedded AWS on <url>".
+        announced = self._process.stdout.readline().split()
+        if not announced:
+            raise RuntimeError(f"the embedded AWS exited with {self._process.wait()}")
+        self.endpoint_url = announced[-1]
+        return self.endpoint_url
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+
+def local_settings(endpoint_url: str) -> Settings:
+    """The local table, bucket and region at `endpoint_url`; every other setting (heartbeats,
+    limits, the advertised endpoint) from the environment as in AWS."""
+    return Settings.from_env(
+        {
+            **os.environ,
+            "BEAMJOBS_TABLE": LOCAL_TABLE,
+            "BEAMJOBS_BUCKET": LOCAL_BUCKET,
+            "AWS_REGION": LOCAL_REGION,
+            "AWS_ENDPOINT_URL": endpoint_url,
+        }
+    )
+
+
+def start_embedded(template: Path, port: int = 0) -> tuple[EmbeddedAws, Settings]:
+    """Start the embedded AWS and create the table and bucket from the template."""
+    aws = EmbeddedAws(port)
+    settings = local_settings(aws.start())
+    provision(settings, template)
+    return aws, settings

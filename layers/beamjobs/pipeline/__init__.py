@@ -1,0 +1,1 @@
+"""Reading pipelines: what the control plane learns from a pipeline's proto."""
