@@ -125,8 +125,11 @@ class SoakExecutor:
         claimed = self._jobs.running(job.job_id, known=job)
         if claimed is None:
             return
-        forwarder = MessageForwarder(self._jobs, job.job_id, flush_seconds=0.1)
-        with Heartbeat(self._jobs, job.job_id, HEARTBEAT_SECONDS, on_stop=stop.set), forwarder:
+        forwarder = MessageForwarder(self._jobs.handle(job.job_id), flush_seconds=0.1)
+        with (
+            Heartbeat(self._jobs.handle(job.job_id), HEARTBEAT_SECONDS, on_stop=stop.set),
+            forwarder,
+        ):
             for i in range(MESSAGES):
                 if stop.wait(plan.work_seconds / MESSAGES):
                     return  # stopped: the process ends, its watcher settles the job

@@ -25,7 +25,7 @@ def test_throttled_message_writes_lose_and_repeat_nothing(stores, faults):
     stores.jobs.create(make_job("chatty"))
     faults.add("PutItem", "throttle", times=8, when=lambda b: "messages" in b.get("Item", {}))
     # When the pipeline logs 120 lines through the forwarder
-    with MessageForwarder(Jobs(stores.jobs), "chatty", logging.WARNING, flush_seconds=0.05):
+    with MessageForwarder(Jobs(stores.jobs).handle("chatty"), logging.WARNING, flush_seconds=0.05):
         for i in range(120):
             log.warning("line %d", i)
     # Then every line is stored, once, in order
@@ -37,7 +37,9 @@ def test_a_flood_beyond_the_bound_is_counted_not_queued_without_limit(stores, fa
     # Given a store that refuses every message put for a while
     stores.jobs.create(make_job("flood"))
     rule = faults.add("PutItem", "throttle", times=10**9, when=lambda b: "messages" in b["Item"])
-    forwarder = MessageForwarder(Jobs(stores.jobs), "flood", logging.WARNING, flush_seconds=0.05)
+    forwarder = MessageForwarder(
+        Jobs(stores.jobs).handle("flood"), logging.WARNING, flush_seconds=0.05
+    )
     with forwarder:
         # When the job logs far more bytes than the bound meanwhile (lines of 10 KB)
         for i in range(LINES):

@@ -30,7 +30,7 @@ def test_a_worker_whose_job_was_cancelled_stops_its_work_despite_a_failed_beat()
     prepared(store, "j")
     advance(store, "j", JobState.STARTING, JobState.RUNNING)
     stopped = threading.Event()
-    with Heartbeat(Jobs(store), "j", interval=0.01, on_stop=stopped.set):
+    with Heartbeat(Jobs(store).handle("j"), interval=0.01, on_stop=stopped.set):
         # When the job is cancelled after a few beats
         while store.beats < 3:
             threading.Event().wait(0.01)
@@ -44,7 +44,7 @@ def test_a_running_job_keeps_beating_until_the_worker_is_done():
     prepared(store, "j")
     advance(store, "j", JobState.STARTING, JobState.RUNNING)
     stopped = threading.Event()
-    with Heartbeat(Jobs(store), "j", interval=0.01, on_stop=stopped.set):
+    with Heartbeat(Jobs(store).handle("j"), interval=0.01, on_stop=stopped.set):
         threading.Event().wait(0.1)
     beats = store.beats
     assert beats >= 3 and not stopped.is_set()

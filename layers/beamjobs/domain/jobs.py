@@ -286,6 +286,23 @@ class Decided:
     changed: bool
 
 
+class JobHandle:
+    """The verbs a job's work reports through, bound to that job (as a worker's channel is)."""
+
+    def __init__(self, jobs: Jobs, job_id: str) -> None:
+        self._jobs = jobs
+        self.job_id = job_id
+
+    def now(self) -> float:
+        return self._jobs.now()
+
+    def beat(self) -> JobState:
+        return self._jobs.beat(self.job_id)
+
+    def say(self, messages: Sequence[Message]) -> None:
+        self._jobs.say(self.job_id, messages)
+
+
 class Jobs:
     """The verbs over one store."""
 
@@ -294,6 +311,10 @@ class Jobs:
 
     def now(self) -> float:
         return self.store.now()
+
+    def handle(self, job_id: str) -> JobHandle:
+        """The verbs of one job's work, bound to it."""
+        return JobHandle(self, job_id)
 
     def prepare(self, job: Job) -> None:
         self.store.create(job)

@@ -320,7 +320,7 @@ class Mirror:
                 self._end_here(upstream_id, failure=cause)
                 return
             try:
-                state = self._channel.beat(self._channel.job_id)
+                state = self._channel.beat()
             except BeamjobsError:
                 logger.warning("heartbeat failed", exc_info=True)
                 state = None

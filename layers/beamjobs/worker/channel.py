@@ -32,14 +32,16 @@ _HTTP = urllib3.PoolManager(
 
 
 class Reports(Protocol):
-    """What a heartbeat and a message forwarder report through (the channel, or the job
-    aggregate itself in tests of them)."""
+    """One job, as a heartbeat and a message forwarder report through it (the job's channel,
+    or the job aggregate's handle, beamjobs.domain.jobs.JobHandle, beside a store)."""
+
+    job_id: str
 
     def now(self) -> float: ...
 
-    def beat(self, job_id: str) -> JobState: ...
+    def beat(self) -> JobState: ...
 
-    def say(self, job_id: str, messages: Sequence[Message]) -> None: ...
+    def say(self, messages: Sequence[Message]) -> None: ...
 
 
 def _download(url: str) -> Iterator[bytes]:
@@ -112,10 +114,10 @@ class JobChannel:
             artifacts=PresignedArtifacts(answer["bucket"], answer["artifact_urls"]),
         )
 
-    def beat(self, job_id: str) -> JobState:
+    def beat(self) -> JobState:
         return JobState(self._call("Beat")["state"])
 
-    def say(self, job_id: str, messages: Sequence[Message]) -> None:
+    def say(self, messages: Sequence[Message]) -> None:
         """In the batches that each fit one event (and so one call)."""
         for batch in message_batches(messages):
             self._call(

@@ -26,13 +26,11 @@ def stop_own_work() -> None:
 class Heartbeat:
     def __init__(
         self,
-        jobs: Reports,
-        job_id: str,
+        job: Reports,
         interval: float,
         on_stop: Callable[[], None] = stop_own_work,
     ) -> None:
-        self._jobs = jobs
-        self._job_id = job_id
+        self._job = job
         self._interval = interval
         self._on_stop = on_stop
         self._done = threading.Event()
@@ -54,13 +52,13 @@ class Heartbeat:
     def _beat(self) -> None:
         while True:
             try:
-                state = self._jobs.beat(self._job_id)
+                state = self._job.beat()
             except BeamjobsError:
                 # A missed beat is not fatal; missing many is what the lease is for.
-                logger.warning("heartbeat of job %s failed", self._job_id, exc_info=True)
+                logger.warning("heartbeat of job %s failed", self._job.job_id, exc_info=True)
             else:
                 if is_terminal(state) or state in _STOPPING:
-                    logger.warning("job %s is %s: stopping its work", self._job_id, state.value)
+                    logger.warning("job %s is %s: stopping its work", self._job.job_id, state.value)
                     self._on_stop()
                     return
             if self._done.wait(self._interval):

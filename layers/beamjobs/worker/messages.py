@@ -51,8 +51,7 @@ class MessageForwarder(logging.Handler):
 
     def __init__(
         self,
-        jobs: Reports,
-        job_id: str,
+        job: Reports,
         level: int = logging.INFO,
         formatter: logging.Formatter | None = None,
         *,
@@ -60,8 +59,7 @@ class MessageForwarder(logging.Handler):
     ) -> None:
         super().__init__(level)
         self.setFormatter(formatter)
-        self._jobs = jobs
-        self._job_id = job_id
+        self._job = job
         self._flush_seconds = flush_seconds
         self._queue: queue.Queue[Message | None] = queue.Queue()
         self._queued_bytes = 0
@@ -81,7 +79,7 @@ class MessageForwarder(logging.Handler):
 
     def say(self, importance: str, text: str) -> None:
         """Queue a message of the worker's own (e.g. progress), stored like the job's logs."""
-        self._enqueue(Message(importance, text, self._jobs.now()))
+        self._enqueue(Message(importance, text, self._job.now()))
 
     def _enqueue(self, message: Message) -> None:
         size = utf8_size(message.text)
@@ -129,7 +127,7 @@ class MessageForwarder(logging.Handler):
                             "JOB_MESSAGE_WARNING",
                             f"{dropped} log messages were dropped: the job logged faster "
                             "than they could be stored",
-                            self._jobs.now(),
+                            self._job.now(),
                         )
                     )
                 if not done:
@@ -137,13 +135,13 @@ class MessageForwarder(logging.Handler):
             # One event per call, so a failure leaves exactly the unstored ones pending.
             for batch in message_batches(pending):
                 try:
-                    self._jobs.say(self._job_id, batch)
+                    self._job.say(batch)
                 except BeamjobsError:
                     failures += 1
                     if done and failures > _FAILURES_AFTER_END:
-                        logger.error("messages of job %s could not be stored", self._job_id)
+                        logger.error("messages of job %s could not be stored", self._job.job_id)
                         return
-                    logger.warning("storing messages of job %s failed: retrying", self._job_id)
+                    logger.warning("storing messages of job %s failed: retrying", self._job.job_id)
                     time.sleep(self._flush_seconds)
                     break
                 failures = 0

@@ -147,9 +147,9 @@ def execute(
     failure: str | None = None
     infos: list[Any] = []
     publisher = MetricsPublisher(channel)
-    messages = MessageForwarder(channel, job_id, formatter=HarnessLogFormatter())
+    messages = MessageForwarder(channel, formatter=HarnessLogFormatter())
     workspace = Path(tempfile.mkdtemp(prefix=f"beamjobs-{job_id[:40]}-"))
-    with Heartbeat(channel, job_id, heartbeat_seconds), messages:
+    with Heartbeat(channel, heartbeat_seconds), messages:
         try:
             pipeline = beam_runner_api_pb2.Pipeline.FromString(claimed.pipeline)
             options = claimed.options
