@@ -5,17 +5,20 @@ bucket."""
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beamjobs import runtime
+from beamjobs.app import answers
 from beamjobs.app.handlers import Route, caller_of, dispatch
-from beamjobs.app.service import JobQueries, job_detail, job_summary
+from beamjobs.app.service import JobQueries
+from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.options import ENGINE, SERVICE_OPTIONS
 from beamjobs.pipeline.validation import require_id
+from beamjobs.proto_json import to_answer
 from beamjobs.settings import Settings
 
 logger = Logger(service="beamjobs-query")
@@ -27,20 +30,10 @@ def _routes() -> dict[str, Route]:
     """Built once per execution environment, on first use (never at import time)."""
     settings = Settings.from_env()
     stores = runtime.stores(settings)
-    service = JobQueries(stores.jobs, stores.blobs, stores.artifacts.location)
+    service = JobQueries(Jobs(stores.jobs), stores.blobs, stores.artifacts.location)
 
     def get_jobs(call: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "jobs": [
-                {
-                    "job_id": info.job_id,
-                    "job_name": info.job_name,
-                    "state": info.state.value,
-                    "pipeline_options": info.options,
-                }
-                for info in service.list_jobs(caller_of(call))
-            ]
-        }
+        return to_answer(answers.job_infos(service.list_jobs(caller_of(call))))
 
     def get_state(call: dict[str, Any]) -> dict[str, Any]:
         job = service.get(caller_of(call), call["request"].get("job_id"))
@@ -67,10 +60,11 @@ def _routes() -> dict[str, Route]:
             created_before=request.get("created_before"),
             owner=request.get("owner", ""),
         )
-        return {"jobs": [job_summary(job) for job in jobs], "next_page_token": token}
+        return to_answer(answers.job_list(jobs, token))
 
     def get_job(call: dict[str, Any]) -> dict[str, Any]:
-        return job_detail(service.detail(caller_of(call), call["request"].get("job_id")))
+        detail = service.detail(caller_of(call), call["request"].get("job_id"))
+        return to_answer(answers.job_detail(detail, service.now()))
 
     def list_messages(call: dict[str, Any]) -> dict[str, Any]:
         request = call["request"]
@@ -80,20 +74,13 @@ def _routes() -> dict[str, Route]:
             minimum_importance=request.get("minimum_importance", ""),
             token=request.get("page_token", ""),
         )
-        return {
-            "messages": [
-                {"id": id_, "importance": m.importance, "text": m.text, "time": m.time}
-                for id_, m in page.messages
-            ],
-            "next_page_token": page.next_token,
-            "ended": page.ended,
-        }
+        return to_answer(answers.message_page(page))
 
     # The engines this deployment offers, for --beamjobs_engine's description.
     engine = replace(ENGINE, description=settings.engine_choice().description())
 
     def describe_pipeline_options(call: dict[str, Any]) -> dict[str, Any]:
-        return {"options": [asdict(option) for option in (*SERVICE_OPTIONS, engine)]}
+        return to_answer(answers.option_descriptors((*SERVICE_OPTIONS, engine)))
 
     return {
         "GetJobs": get_jobs,

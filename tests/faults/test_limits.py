@@ -53,6 +53,6 @@ def test_get_jobs_fits_a_lambda_response_whatever_the_number_of_jobs(stores, exe
     answer = lambda_handler(event, LocalContext(function_name="query"))
     # Then the answer fits, and holds the newest jobs, newest first
     assert len(json.dumps(answer).encode()) < LAMBDA_RESPONSE_BYTES
-    ids = [job["job_id"] for job in answer["result"]["jobs"]]
+    ids = [job["job_id"] for job in answer["result"]["job_info"]]
     assert 1000 >= len(ids) > 900
     assert ids == [f"job-{i:04d}" for i in range(1799, 1799 - len(ids), -1)]

@@ -27,7 +27,6 @@ from beamjobs.domain.model import IMPORTANCES, Job, Message, message_id
 from beamjobs.domain.options import job_options, option_key
 from beamjobs.domain.staging_tokens import SHA256
 from beamjobs.domain.states import JobState, is_terminal
-from beamjobs.domain.store import JobStore
 from beamjobs.pipeline.artifacts import ArtifactLocation
 from beamjobs.pipeline.summary import (
     ArtifactView,
@@ -227,10 +226,13 @@ class JobControl:
 class JobQueries:
     """The read-only operations."""
 
-    def __init__(self, store: JobStore, blobs: BlobStore, artifacts: ArtifactLocation) -> None:
-        self._jobs = Jobs(store)
+    def __init__(self, jobs: Jobs, blobs: BlobStore, artifacts: ArtifactLocation) -> None:
+        self._jobs = jobs
         self._blobs = blobs
         self._artifacts = artifacts
+
+    def now(self) -> float:
+        return self._jobs.now()
 
     def page(
         self, caller: Caller, *, size: int = 0, token: str = "", **filters: Any
@@ -307,44 +309,3 @@ class JobQueries:
                 break
             infos.append(info)
         return infos
-
-
-def job_summary(job: Job) -> dict[str, Any]:
-    """A job as ListJobs lists it (JSON; times in seconds since the epoch, None when unset)."""
-    return {
-        "job_id": job.job_id,
-        "job_name": job.job_name,
-        "state": job.state.value,
-        "state_time": job.state_time,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "ended_at": job.state_time if is_terminal(job.state) else None,
-        "owner": job.owner or "",
-        "engine": job.engine,
-        "upstream_job_id": job.upstream.job_id if job.upstream else "",
-    }
-
-
-def job_detail(detail: JobDetail) -> dict[str, Any]:
-    """A job as GetJob answers it (JSON)."""
-    job = detail.job
-    return {
-        "summary": job_summary(job),
-        "history": [{"state": state.value, "time": at} for state, at in detail.history],
-        "environments": [
-            {"id": e.environment_id, "urn": e.urn, "container_image": e.container_image}
-            for e in detail.environments
-        ],
-        "artifacts": [
-            {
-                "environment_id": a.environment_id,
-                "staged_name": a.name,
-                "sha256": a.sha256,
-                "staged": a.staged,
-            }
-            for a in detail.dependencies
-        ],
-        "worker": {"vcpu": detail.worker_vcpu, "memory_mb": detail.worker_memory_mb},
-        "bounded": job.bounded,
-        "unstaged": list(job.unstaged),
-    }

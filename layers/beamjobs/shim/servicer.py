@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from beamjobs.api import endpoints_pb2, job_api_pb2, job_api_pb2_grpc
+from beamjobs.app import answers
 from beamjobs.app.service import admit
 from beamjobs.domain import staging_tokens
 from beamjobs.domain.engines import EngineChoice
@@ -20,15 +21,14 @@ from beamjobs.domain.limits import Quotas, exceeded
 from beamjobs.domain.model import Event, Job, message_id
 from beamjobs.domain.states import JobState as States
 from beamjobs.pipeline.validation import check_prepare, require_id
+from beamjobs.proto_json import from_answer
 from beamjobs.shim import streams
 from beamjobs.shim.auth import current_caller
 from beamjobs.shim.backend import Backend, guarded
 from beamjobs.shim.changefeed import CLOSED, ChangeFeed
-from beamjobs.shim.times import message_time, timestamp
 
 JobState = job_api_pb2.JobState
 STATE_STREAM_END_PAUSE_SECONDS = 2.0
-JobMessage = job_api_pb2.JobMessage
 
 
 class OpenStreams:
@@ -77,20 +77,11 @@ def _options(struct: Any) -> dict[str, Any]:
         raise InvalidArgument(f"pipeline_options cannot be read: {error}") from None
 
 
-def _state_event(state: str, at: float) -> job_api_pb2.JobStateEvent:
-    return job_api_pb2.JobStateEvent(state=JobState.Enum.Value(state), timestamp=timestamp(at))
-
-
 def _messages(event: Event) -> list[job_api_pb2.JobMessagesResponse]:
     """One response per message of a stored batch."""
     return [
         job_api_pb2.JobMessagesResponse(
-            message_response=JobMessage(
-                message_id=message_id(event.seq, index),
-                time=message_time(message.time),
-                importance=JobMessage.MessageImportance.Value(message.importance),
-                message_text=message.text,
-            )
+            message_response=answers.job_message(message_id(event.seq, index), message)
         )
         for index, message in enumerate(event.messages)
     ]
@@ -155,20 +146,12 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     @guarded
     async def GetJobs(self, request: Any, context: Any) -> Any:
         result = await self._call("GetJobs", {})
-        response = job_api_pb2.GetJobsResponse()
-        for job in result["jobs"]:
-            info = response.job_info.add(
-                job_id=job["job_id"],
-                job_name=job["job_name"],
-                state=JobState.Enum.Value(job["state"]),
-            )
-            info.pipeline_options.update(job["pipeline_options"])
-        return response
+        return from_answer(result, job_api_pb2.GetJobsResponse())
 
     @guarded
     async def GetState(self, request: Any, context: Any) -> Any:
         result = await self._call("GetState", {"job_id": request.job_id})
-        return _state_event(result["state"], result["timestamp"])
+        return answers.state_event(States(result["state"]), result["timestamp"])
 
     @guarded
     async def GetPipeline(self, request: Any, context: Any) -> Any:
@@ -199,16 +182,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
     @guarded
     async def DescribePipelineOptions(self, request: Any, context: Any) -> Any:
         result = await self._call("DescribePipelineOptions", {})
-        response = job_api_pb2.DescribePipelineOptionsResponse()
-        for option in result["options"]:
-            response.options.add(
-                name=option["name"],
-                type=job_api_pb2.PipelineOptionType.Enum.Value(option["type"]),
-                description=option["description"],
-                default_value=option["default_value"],
-                group=option["group"],
-            )
-        return response
+        return from_answer(result, job_api_pb2.DescribePipelineOptionsResponse())
 
     @guarded
     async def GetStateStream(self, request: Any, context: Any) -> Any:
@@ -218,7 +192,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
             async with contextlib.aclosing(self._follow(job_id, context)) as events:
                 async for event in events:
                     if event.state is not None:
-                        yield _state_event(event.state.value, event.time)
+                        yield answers.state_event(event.state, event.time)
             # Nothing follows the terminal state. The stream still ends a moment later, not at
             # once: Beam's Python SDK stops reading at the terminal state without cancelling,
             # and a server-side end racing that was seen to hang the SDK process's exit inside
@@ -238,7 +212,7 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
                         yield response
                     if event.state is not None:
                         yield job_api_pb2.JobMessagesResponse(
-                            state_response=_state_event(event.state.value, event.time)
+                            state_response=answers.state_event(event.state, event.time)
                         )
 
     async def _owned(self, job_id: str) -> Job:
