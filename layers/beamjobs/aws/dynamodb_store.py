@@ -3,10 +3,8 @@
 Items of a job, all under the partition key ``job#<id>``:
 
 - ``sk = "ev#<seq, zero-padded>"``: the job's log (beamjobs.domain.store). Each event holds its
-  change and the job's snapshot after it (``job_state``, ``job_state_time``, ``job_pipeline_ref``,
-  ``job_unstaged``, ``job_artifacts``, ``job_started_at``, the staging token's
-  ``job_staging_*``, and a mirrored job's ``job_upstream_*``). An append is a put conditional
-  on a free slot.
+  change and the job's snapshot after it (beamjobs.aws.dynamodb_items declares every attribute
+  of both kinds of item, once). An append is a put conditional on a free slot.
 - ``sk = "job"``: the job record: what never changes (name, owner, options, created, the
   staging token's hash, the worker secret), and a projection of the snapshot for listing
   (``gsi1``; ``owner``, an owner's jobs; ``state``, one state's jobs) and for the reconciler
@@ -28,13 +26,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from beamjobs.aws import dynamodb_items as codec
 from beamjobs.aws import malformed_items
 from beamjobs.aws.errors import aws_errors
 from beamjobs.domain import poison
@@ -45,14 +41,9 @@ from beamjobs.domain.model import (
     Change,
     Event,
     Job,
-    Message,
-    Staged,
-    StagingLease,
-    Upstream,
     event_bytes,
     unknown_job,
 )
-from beamjobs.domain.states import JobState
 from beamjobs.domain.store import EventPage, JobPage, JobQuery, JobStore, listing_key
 
 logger = logging.getLogger(__name__)
@@ -75,21 +66,6 @@ _INDEX_PAGE = 100
 _LISTING_READ_BUDGET = 2000
 # Keys per BatchGetItem, DynamoDB's most.
 _BATCH_GET_KEYS = 100
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
-
-def _to_item(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
-
-
-def _from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deserializer.deserialize(v) for k, v in item.items()}
-
-
-def _decimal(value: float) -> Decimal:
-    return Decimal(repr(round(value, 6)))
 
 
 def _pk(job_id: str) -> str:
@@ -123,21 +99,9 @@ class DynamoJobStore(JobStore):
         record = {
             "pk": _pk(job.job_id),
             "sk": JOB_SK,
-            "job_id": job.job_id,
-            "job_name": job.job_name,
-            "owner": job.owner,
-            "staging_token_sha256": job.staging_token_sha256,
-            "worker_secret": job.worker_secret,
-            "created_at": _decimal(job.created_at),
-            "options_ref": job.options_ref,
-            "options_json": job.options_json,
-            "bounded": job.bounded,
-            "environment_urns": list(job.environment_urns),
-            "engine": job.engine or None,
+            **codec.record(job),
             "gsi1pk": LIST_PARTITION,
             "gsi1sk": listing_key(job),
-            "seq": job.seq,
-            **_snapshot(job),
             "expires_at": self._expiry(),
         }
         self._put_new(record, "attribute_not_exists(pk)", f"job {job.job_id}")
@@ -147,23 +111,19 @@ class DynamoJobStore(JobStore):
             page = self._db.query(
                 TableName=self._table,
                 KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues=_to_item({":pk": _pk(job_id)}),
+                ExpressionAttributeValues=codec.to_item({":pk": _pk(job_id)}),
                 ScanIndexForward=False,
                 ConsistentRead=True,
                 Limit=2,
             )
-        items = [_from_item(item) for item in page.get("Items", [])]
-        if not items or items[0]["sk"] != JOB_SK:
+        found = [codec.from_item(item) for item in page.get("Items", [])]
+        if not found or found[0]["sk"] != JOB_SK:
             raise unknown_job(job_id)
-        record = _job_from_record(items[0])
-        if len(items) < 2:
+        record = codec.job_from_record(found[0])
+        if len(found) < 2:
             return record
-        tail = items[1]
-        try:
-            job = _with_snapshot(record, tail)
-        except poison.DECODING_ERRORS as error:
-            raise poison.malformed(_key(tail), error) from error
-        if _snapshot(job) != _snapshot(record):
+        job = codec.with_snapshot(record, found[1])
+        if codec.snapshot(job) != codec.snapshot(record):
             # The record's projection was lost or is late: bring it up to the log.
             self._project(job)
         return job
@@ -172,7 +132,7 @@ class DynamoJobStore(JobStore):
         now = round(self._clock(), 6)  # as stored, so the job answered is the job read later
         after = job.after(change, job.seq + 1, now)
         self._put_event(change, after, at=now)
-        if _snapshot(after) != _snapshot(job):
+        if codec.snapshot(after) != codec.snapshot(job):
             self._project(after)
         return after
 
@@ -182,7 +142,7 @@ class DynamoJobStore(JobStore):
         query: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
-            "ExpressionAttributeValues": _to_item(
+            "ExpressionAttributeValues": codec.to_item(
                 {":pk": _pk(job_id), ":lo": _event_sk(after_seq + 1), ":hi": EVENT_PREFIX + "~"}
             ),
             "ConsistentRead": True,
@@ -191,7 +151,7 @@ class DynamoJobStore(JobStore):
             with aws_errors(f"events of job {job_id}"):
                 page = self._db.query(**query)
             for item in page.get("Items", []):
-                event = _event_from_item(_from_item(item))
+                event = codec.event_from_item(codec.from_item(item))
                 events.append(event)
                 size += event_bytes(event)
             if "LastEvaluatedKey" not in page:
@@ -206,7 +166,7 @@ class DynamoJobStore(JobStore):
         if after is not None:
             # A page starts after a key of the index: its partition, the job's and `after`.
             start = {**partition, "pk": _pk(after.partition("#")[2]), "sk": JOB_SK}
-            request["ExclusiveStartKey"] = _to_item({**start, "gsi1sk": after})
+            request["ExclusiveStartKey"] = codec.to_item({**start, "gsi1sk": after})
         filtered = "FilterExpression" in request
         jobs: list[Job] = []
         read = 0
@@ -228,7 +188,7 @@ class DynamoJobStore(JobStore):
             if last is None:
                 return JobPage(jobs, None)
             if read >= _LISTING_READ_BUDGET:
-                return JobPage(jobs, str(_from_item(last)["gsi1sk"]))
+                return JobPage(jobs, str(codec.from_item(last)["gsi1sk"]))
             request["ExclusiveStartKey"] = last
 
     def active_jobs(self) -> list[Job]:
@@ -242,10 +202,10 @@ class DynamoJobStore(JobStore):
         with aws_errors(f"heartbeat of job {job_id}"):
             self._db.update_item(
                 TableName=self._table,
-                Key=_to_item({"pk": _pk(job_id), "sk": BEAT_SK}),
+                Key=codec.to_item({"pk": _pk(job_id), "sk": BEAT_SK}),
                 UpdateExpression="SET beat_at = :t, expires_at = :e",
-                ExpressionAttributeValues=_to_item(
-                    {":t": _decimal(self._clock()), ":e": self._expiry()}
+                ExpressionAttributeValues=codec.to_item(
+                    {":t": codec.decimal(self._clock()), ":e": self._expiry()}
                 ),
             )
 
@@ -253,7 +213,7 @@ class DynamoJobStore(JobStore):
         beats: dict[str, float] = {}
         for start in range(0, len(job_ids), _BATCH_GET_KEYS):
             keys = [
-                _to_item({"pk": _pk(job_id), "sk": BEAT_SK})
+                codec.to_item({"pk": _pk(job_id), "sk": BEAT_SK})
                 for job_id in job_ids[start : start + _BATCH_GET_KEYS]
             ]
             request: dict[str, Any] = {
@@ -264,16 +224,16 @@ class DynamoJobStore(JobStore):
                 with aws_errors("heartbeats"):
                     answer = self._db.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self._table, []):
-                    values = _from_item(item)
+                    values = codec.from_item(item)
                     try:
                         beats[str(values["pk"])[len("job#") :]] = float(values["beat_at"])
                     except poison.DECODING_ERRORS as error:  # as if never heard of
-                        malformed_items.skipped("the heartbeats", _key(values), error)
+                        malformed_items.skipped("the heartbeats", codec.item_key(values), error)
                 request = answer.get("UnprocessedKeys") or {}
         return beats
 
     def set_metrics_ref(self, job_id: str, metrics_ref: str) -> None:
-        self._update_record(job_id, "SET metrics_ref = :m", {":m": metrics_ref})
+        self._update_record(job_id, f"SET {codec.METRICS_REF} = :m", {":m": metrics_ref})
 
     def count(self, counter: str, limit: int, *, keep_seconds: float) -> bool:
         # Counters are items of their own partition, apart from every job's; the condition
@@ -285,12 +245,12 @@ class DynamoJobStore(JobStore):
             with aws_errors(f"counter {counter}"):
                 self._db.update_item(
                     TableName=self._table,
-                    Key=_to_item({"pk": f"counter#{counter}", "sk": "counter"}),
+                    Key=codec.to_item({"pk": f"counter#{counter}", "sk": "counter"}),
                     UpdateExpression=(
                         f"ADD n :one SET {WRITER} = :w, expires_at = if_not_exists(expires_at, :e)"
                     ),
                     ConditionExpression="attribute_not_exists(n) OR n < :limit",
-                    ExpressionAttributeValues=_to_item(
+                    ExpressionAttributeValues=codec.to_item(
                         {
                             ":one": 1,
                             ":limit": limit,
@@ -327,7 +287,7 @@ class DynamoJobStore(JobStore):
             "TableName": self._table,
             "IndexName": index,
             "KeyConditionExpression": f"{key} = :p",
-            "ExpressionAttributeValues": _to_item({":p": value}),
+            "ExpressionAttributeValues": codec.to_item({":p": value}),
             "Limit": _INDEX_PAGE,
             "ScanIndexForward": oldest_first,
         }
@@ -342,25 +302,12 @@ class DynamoJobStore(JobStore):
     def _put_event(self, change: Change, after: Job, *, at: float) -> None:
         """Write `change` as event `after.seq` (the job after it: `after`), written at `at`, if
         that slot is free; Conflict when another writer took it."""
-        item: dict[str, Any] = {
+        item = {
             "pk": _pk(after.job_id),
             "sk": _event_sk(after.seq),
-            "seq": after.seq,
-            "time": _decimal(at),
+            **codec.event_attributes(change, after, at),
             "expires_at": self._expiry(),
-            **{f"job_{name}": value for name, value in _snapshot(after).items()},
         }
-        if change.state is not None:
-            item["state"] = change.state.value
-        if change.messages:
-            item["messages"] = [
-                {"importance": m.importance, "text": m.text, "time": _decimal(m.time)}
-                for m in change.messages
-            ]
-        if change.staged is not None:
-            item["staged_pipeline_ref"] = change.staged.pipeline_ref
-            item["staged_unstaged"] = list(change.staged.unstaged)
-            item["staged_artifacts"] = list(change.staged.artifacts)
         self._put_new(item, "attribute_not_exists(sk)", f"job {after.job_id}")
 
     def _put_new(self, item: dict[str, Any], condition: str, what: str) -> None:
@@ -373,7 +320,7 @@ class DynamoJobStore(JobStore):
             with aws_errors(what):
                 self._db.put_item(
                     TableName=self._table,
-                    Item=_to_item({**item, WRITER: writer}),
+                    Item=codec.to_item({**item, WRITER: writer}),
                     ConditionExpression=condition,
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
@@ -386,7 +333,7 @@ class DynamoJobStore(JobStore):
         """Copy the job's snapshot as of its last event (`job.seq`) onto the record. Only ever
         moves forward (a later projection that landed first wins), and never fails its caller:
         the log is the truth, and the next reader repairs a lost projection."""
-        snapshot = _snapshot(job)
+        snapshot = codec.snapshot(job)
         assignments = [
             f"#{name} = :{name}" for name, value in snapshot.items() if value is not None
         ]
@@ -426,10 +373,10 @@ class DynamoJobStore(JobStore):
         with aws_errors(f"job {job_id}"):
             self._db.update_item(
                 TableName=self._table,
-                Key=_to_item({"pk": _pk(job_id), "sk": JOB_SK}),
+                Key=codec.to_item({"pk": _pk(job_id), "sk": JOB_SK}),
                 UpdateExpression=update,
                 ConditionExpression=expression,
-                ExpressionAttributeValues=_to_item(values),
+                ExpressionAttributeValues=codec.to_item(values),
                 **({"ExpressionAttributeNames": {f"#{n}": n for n in names}} if names else {}),
             )
 
@@ -439,11 +386,11 @@ def _listed_jobs(page: dict[str, Any]) -> list[Job]:
     job)."""
     jobs = []
     for item in page.get("Items", []):
-        values = _from_item(item)
+        values = codec.from_item(item)
         try:
-            jobs.append(_job_from_record(values))
+            jobs.append(codec.job_from_record(values))
         except MalformedItem as error:
-            malformed_items.skipped("the job list", _key(values), error)
+            malformed_items.skipped("the job list", codec.item_key(values), error)
     return jobs
 
 
@@ -491,55 +438,12 @@ def listing_query(query: JobQuery) -> tuple[dict[str, Any], dict[str, str]]:
         "IndexName": index,
         "KeyConditionExpression": condition,
         "ExpressionAttributeNames": names,
-        "ExpressionAttributeValues": _to_item(values),
+        "ExpressionAttributeValues": codec.to_item(values),
         "ScanIndexForward": False,
     }
     if filters:
         request["FilterExpression"] = " AND ".join(filters)
     return request, partition
-
-
-def _snapshot(job: Job) -> dict[str, Any]:
-    """The part of a job its events change, as stored (None: absent)."""
-    return {
-        "state": job.state.value,
-        "state_time": _decimal(job.state_time),
-        "pipeline_ref": job.pipeline_ref,
-        "unstaged": list(job.unstaged) or None,
-        "artifacts": list(job.artifacts) or None,
-        "started_at": None if job.started_at is None else _decimal(job.started_at),
-        "staging_session": job.staging_lease.session if job.staging_lease else None,
-        "staging_until": _decimal(job.staging_lease.until) if job.staging_lease else None,
-        "staging_spent": job.staging_spent or None,
-        "upstream_job_id": job.upstream.job_id if job.upstream else None,
-        "upstream_cursor": job.upstream.cursor if job.upstream else None,
-    }
-
-
-def _with_snapshot(job: Job, event: dict[str, Any]) -> Job:
-    """The job with the snapshot an event item recorded."""
-    started_at = event.get("job_started_at")
-    return replace(
-        job,
-        seq=int(event["seq"]),
-        state=JobState(event["job_state"]),
-        state_time=float(event["job_state_time"]),
-        pipeline_ref=str(event["job_pipeline_ref"]),
-        unstaged=tuple(event.get("job_unstaged") or ()),
-        artifacts=tuple(event.get("job_artifacts") or ()),
-        started_at=None if started_at is None else float(started_at),
-        staging_lease=_lease(event.get("job_staging_session"), event.get("job_staging_until")),
-        staging_spent=bool(event.get("job_staging_spent")),
-        upstream=_upstream(event.get("job_upstream_job_id"), event.get("job_upstream_cursor")),
-    )
-
-
-def _lease(session: Any, until: Any) -> StagingLease | None:
-    return None if session is None else StagingLease(str(session), float(until))
-
-
-def _upstream(job_id: Any, cursor: Any) -> Upstream | None:
-    return None if job_id is None else Upstream(str(job_id), str(cursor or ""))
 
 
 def _written_by(error: BaseException | None, writer: str) -> bool:
@@ -550,79 +454,10 @@ def _written_by(error: BaseException | None, writer: str) -> bool:
     return bool(existing.get("S") == writer)
 
 
-def _key(values: dict[str, Any]) -> str:
-    return f"{str(values.get('pk'))[:300]!r}/{str(values.get('sk'))[:100]!r}"
-
-
-def _job_from_record(values: dict[str, Any]) -> Job:
-    try:
-        return _read_job(values)
-    except poison.DECODING_ERRORS as error:
-        raise poison.malformed(_key(values), error) from error
-
-
-def _read_job(values: dict[str, Any]) -> Job:
-    started_at = values.get("started_at")
-    return Job(
-        job_id=values["job_id"],
-        job_name=values["job_name"],
-        state=JobState(values["state"]),
-        state_time=float(values["state_time"]),
-        seq=int(values["seq"]),
-        created_at=float(values["created_at"]),
-        pipeline_ref=values["pipeline_ref"],
-        options_ref=values["options_ref"],
-        options_json=values.get("options_json"),
-        bounded=bool(values.get("bounded", True)),
-        environment_urns=tuple(values.get("environment_urns") or ()),
-        metrics_ref=values.get("metrics_ref"),
-        unstaged=tuple(values.get("unstaged") or ()),
-        artifacts=tuple(values.get("artifacts") or ()),
-        started_at=None if started_at is None else float(started_at),
-        owner=values.get("owner"),
-        staging_token_sha256=values.get("staging_token_sha256"),
-        worker_secret=values.get("worker_secret"),
-        staging_lease=_lease(values.get("staging_session"), values.get("staging_until")),
-        staging_spent=bool(values.get("staging_spent")),
-        engine=str(values.get("engine", "")),
-        upstream=_upstream(values.get("upstream_job_id"), values.get("upstream_cursor")),
-    )
-
-
 def event_from_stream_image(image: dict[str, Any]) -> tuple[str, Event] | None:
     """The job id and event in a stream record's new image; None for any other item."""
-    values = _from_item(image)
+    values = codec.from_item(image)
     pk, sk = str(values.get("pk", "")), str(values.get("sk", ""))
     if not pk.startswith("job#") or not sk.startswith(EVENT_PREFIX):
         return None
-    return pk[len("job#") :], _event_from_item(values)
-
-
-def _event_from_item(values: dict[str, Any]) -> Event:
-    try:
-        return _read_event(values)
-    except poison.DECODING_ERRORS as error:
-        raise poison.malformed(_key(values), error) from error
-
-
-def _read_event(values: dict[str, Any]) -> Event:
-    state = values.get("state")
-    staged = values.get("staged_pipeline_ref")
-    return Event(
-        seq=int(values["seq"]),
-        time=float(values["time"]),
-        state=JobState(state) if state else None,
-        messages=tuple(
-            Message(m["importance"], m["text"], float(m["time"]))
-            for m in values.get("messages", [])
-        ),
-        staged=(
-            Staged(
-                str(staged),
-                tuple(values.get("staged_unstaged") or ()),
-                tuple(values.get("staged_artifacts") or ()),
-            )
-            if staged is not None
-            else None
-        ),
-    )
+    return pk[len("job#") :], codec.event_from_item(values)
