@@ -122,6 +122,7 @@ bench: $(STAMP) $(WORKER_STAMP)
 	BEAMJOBS_WORKER_PYTHON=$(WORKER_PYTHON) $(BIN)/python bench/bench.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/soak.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/listing.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/worker_channel.py
 
 clean:
 	rm -rf $(VENV) $(WORKER_VENV) $(SAM_VENV) .pytest_cache .cache
