@@ -21,11 +21,18 @@ BEAM_VERSION := 2.77.0
 TS_CLIENT := tests/e2e/typescript
 TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 
+# Beam's Prism runner, the built-in `prism` engine: built from Beam's Go module at the worker's
+# release into the clone's cache (the Go module proxy's checksum database verifies every module
+# it downloads).
+ENGINES_CACHE := .cache/engines
+PRISM := $(ENGINES_CACHE)/bin/prism
+GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
+
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
 
-.PHONY: run setup stand-ins chromium test test-control-plane test-e2e fuzz lint proto bench clean sam-validate worker-lock
+.PHONY: run setup engines stand-ins chromium test test-control-plane test-e2e fuzz lint proto bench clean sam-validate worker-lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,7 +51,14 @@ $(WORKER_STAMP): worker/requirements.txt pyproject.toml
 	touch $(WORKER_STAMP)
 
 ## Everything the tests need (`make -j4 setup` builds the environments side by side).
-setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(SAM_STAMP) stand-ins
+setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(SAM_STAMP) stand-ins engines
+
+## The engines Beamjobs runs jobs on besides its own: Beam's Prism runner.
+engines: $(PRISM)
+
+$(PRISM):
+	GOBIN=$(abspath $(ENGINES_CACHE))/bin GOMODCACHE=$(abspath $(ENGINES_CACHE))/gomod GOFLAGS=-modcacherw \
+		$(GO) install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
 
 ## The stand-in of Beam 2.50's SDK image that the e2e tests' DOCKER jobs run in (it takes
 ## minutes to build): built ahead, into the cache the tests' workers use, as a worker builds it.
@@ -55,9 +69,10 @@ stand-ins:
 
 ## Serve the Job API on localhost:$(PORT), and the dashboard on http://localhost:$(DASHBOARD_PORT),
 ## with the embedded AWS and the local executor.
-run: $(STAMP) $(WORKER_STAMP)
+run: $(STAMP) $(WORKER_STAMP) $(PRISM)
 	$(BIN)/beamjobs serve --port $(PORT) --dashboard-port $(DASHBOARD_PORT) --template template.yaml \
-		--worker-python $(WORKER_PYTHON) $(foreach engine,$(ENGINES),--engine $(engine))
+		--worker-python $(WORKER_PYTHON) --prism $(PRISM) \
+		$(foreach engine,$(ENGINES),--engine $(engine))
 
 ## Re-pin worker/requirements.txt: resolve what the SDK image of $(BEAM_VERSION) installs.
 worker-lock: $(STAMP)
@@ -71,7 +86,7 @@ worker-lock: $(STAMP)
 ## declare the same protobuf names, so the suites that import apache_beam run in their own
 ## interpreter. The two interpreters run side by side (most of either's time is spent waiting
 ## on processes, sockets and clocks); each one's output is shown whole when it ends.
-test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) stand-ins sam-validate chromium
+test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) stand-ins sam-validate chromium
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-control-plane test-e2e
 
 test-control-plane: $(STAMP)
@@ -79,7 +94,7 @@ test-control-plane: $(STAMP)
 
 ## The end-to-end and browser tests (both submit with the Beam SDK). Screenshots of the pages
 ## land in build/screenshots.
-test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) stand-ins chromium
+test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) stand-ins chromium
 	$(BIN)/pytest tests/e2e tests/browser
 
 ## Debian's Chromium, which the browser tests drive (Playwright never downloads one here).

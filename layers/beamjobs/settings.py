@@ -113,6 +113,9 @@ class Settings:
     upstream_engines: tuple[str, ...] = _setting("BEAMJOBS_UPSTREAM_ENGINES", (), parse_engines)
     default_engine: str | None = _setting("BEAMJOBS_DEFAULT_ENGINE")
     streaming_engine: str | None = _setting("BEAMJOBS_STREAMING_ENGINE")
+    # Beam's Prism runner (its binary), which makes `prism` a built-in engine: each job on it
+    # runs in a Prism its mirror starts (beamjobs.upstream.prism).
+    prism: str | None = _setting("BEAMJOBS_PRISM")
     # AWS executor: the mirror's task definition (beamjobs.upstream.mirror, for upstream engines).
     mirror_task_definition: str | None = _setting("BEAMJOBS_MIRROR_TASK_DEFINITION")
     # Mirror: the upstream engine it runs its job on, by name and Job API endpoint.
@@ -178,7 +181,11 @@ class Settings:
     def engine_choice(self) -> EngineChoice:
         builtin = "fargate" if self.executor == "stepfunctions" else "local"
         return EngineChoice.of(
-            builtin, self.upstream_engines, self.default_engine, self.streaming_engine
+            builtin,
+            self.upstream_engines,
+            self.default_engine,
+            self.streaming_engine,
+            prism=bool(self.prism),
         )
 
     @classmethod

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beamjobs.domain.engines import EngineChoice, Engines, parse_engine, parse_engines
+from beamjobs.domain.engines import OWN_PRISM, EngineChoice, Engines, parse_engine, parse_engines
 from beamjobs.domain.errors import Conflict, FailedPrecondition, InvalidArgument
 from beamjobs.domain.executor import ExecutorError
 from beamjobs.domain.jobs import Jobs
@@ -209,6 +209,32 @@ def test_a_job_starts_where_it_was_prepared_to_run(jobs):
     prepared(jobs.store, "orphan", engine="spark")
     with pytest.raises(ExecutorError, match="'spark' is no longer one"):
         engines.start(jobs.get("orphan"))
+
+
+def test_with_prism_built_in_streaming_pipelines_go_to_it_and_its_name_is_taken():
+    # Given a deployment with Beam's Prism built in, and no streaming engine named
+    engines = EngineChoice.of("local", ("flink=f:1",), None, None, prism=True)
+    # Then it is an engine of the deployment, and streaming pipelines go to it
+    assert engines.names() == ["local", "prism", "flink"]
+    assert engines.choose({}, bounded=False) == "prism"
+    assert engines.choose({ENGINE_KEY: "prism"}, bounded=True) == "prism"
+    assert engines.choose({}, bounded=True) == "local"
+    # Unless another streaming engine is named; and no upstream may take its name
+    named = EngineChoice.of("local", ("flink=f:1",), None, "flink", prism=True)
+    assert named.choose({}, bounded=False) == "flink"
+    with pytest.raises(InvalidArgument, match="'prism' \\(built in\\)"):
+        EngineChoice.of("local", ("prism=p:1",), None, None, prism=True)
+
+
+def test_a_job_on_the_built_in_prism_gets_a_mirror_that_starts_its_own(jobs):
+    recorder = Recorder()
+    engines = Engines(EngineChoice.of("local", (), None, None, prism=True), recorder, recorder)
+    prepared(jobs.store, "streaming", engine="prism")
+    engines.start(jobs.get("streaming"))
+    assert recorder.started == [("streaming", OWN_PRISM)]
+    # Its Cancel reaches Prism through its mirror
+    engines.stop(jobs.get("streaming"))
+    assert ("streaming", "stopped") not in recorder.started
 
 
 @pytest.mark.parametrize(

@@ -302,7 +302,15 @@ def cli() -> None:
 @click.option(
     "--streaming-engine",
     metavar="NAME",
-    help="the engine of streaming (unbounded) pipelines that choose none (default: refused)",
+    help="the engine of streaming (unbounded) pipelines that choose none (default: prism with "
+    "--prism, else refused)",
+)
+@click.option(
+    "--prism",
+    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+    envvar="BEAMJOBS_PRISM",
+    help="Beam's Prism runner (its binary; `make engines` builds it): the built-in engine "
+    "`prism`, which runs streaming pipelines",
 )
 @_dashboard_options
 def serve(
@@ -317,6 +325,7 @@ def serve(
     engines: tuple[str, ...],
     default_engine: str | None,
     streaming_engine: str | None,
+    prism: str | None,
     dashboard: int | None,
 ) -> None:
     """Serve the Job API with the embedded AWS (or --aws-endpoint) and the local executor."""
@@ -348,6 +357,7 @@ def serve(
             upstream_engines=engines,
             default_engine=default_engine,
             streaming_engine=streaming_engine,
+            prism=prism,
         )
         try:
             settings.engine_choice()

@@ -2,11 +2,12 @@
 runs Beam's FnApiRunner in a worker of Beamjobs' own; an upstream engine is another Beam Job
 API endpoint (Beam's Flink or Spark job server, Prism, another Beamjobs), to which a mirror
 (beamjobs.upstream.mirror) hands the job and whose states, messages and metrics it copies into the
-job's durable log.
+job's durable log. A deployment that has Beam's Prism runner also offers `prism`, built in: the
+job's mirror starts a Prism of its own on loopback and hands it the job (beamjobs.upstream.prism).
 
 A job's engine is chosen at Prepare, from its `--beamjobs_engine` or else the deployment's
-default; a streaming (unbounded) pipeline goes to the deployment's streaming engine, since
-FnApiRunner runs bounded pipelines only.
+default; a streaming (unbounded) pipeline goes to the deployment's streaming engine (Prism
+where there is one), since FnApiRunner runs bounded pipelines only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from beamjobs.domain.errors import FailedPrecondition, InvalidArgument
 from beamjobs.domain.executor import Executor, ExecutorError
 from beamjobs.domain.model import Job
 from beamjobs.domain.options import ENGINE, option_key
+
+# The built-in engine that runs Beam's Prism runner in the job's own mirror.
+PRISM = "prism"
+# The upstream endpoint of a job on the built-in Prism: none, the mirror starts its own.
+OWN_PRISM = ""
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _ENDPOINT = re.compile(r"[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}")
@@ -47,8 +53,9 @@ def parse_engines(text: str) -> tuple[str, ...]:
 
 @runtime_checkable
 class MirrorStarter(Protocol):
-    """What starts a job's mirror towards an upstream endpoint (a process locally, a task of
-    the run-job state machine on AWS). Idempotent, as Executor.start is."""
+    """What starts a job's mirror towards an upstream endpoint (OWN_PRISM: towards a Prism the
+    mirror starts itself), a process locally, a task of the run-job state machine on AWS.
+    Idempotent, as Executor.start is."""
 
     def start_mirror(self, job: Job, endpoint: str) -> None: ...
 
@@ -56,24 +63,35 @@ class MirrorStarter(Protocol):
 @dataclass(frozen=True)
 class EngineChoice:
     """The deployment's engines: the built-in one's name, the upstream endpoints by name, the
-    default, and the engine for streaming pipelines (None: streaming pipelines are refused)."""
+    default, the engine for streaming pipelines (None: streaming pipelines are refused), and
+    whether Prism is built in."""
 
     builtin: str
     upstreams: Mapping[str, str]
     default: str
     streaming: str | None
+    prism: bool = False
 
     @classmethod
     def of(
-        cls, builtin: str, specs: tuple[str, ...], default: str | None, streaming: str | None
+        cls,
+        builtin: str,
+        specs: tuple[str, ...],
+        default: str | None,
+        streaming: str | None,
+        *,
+        prism: bool = False,
     ) -> EngineChoice:
         """From the settings; InvalidArgument when the default or the streaming engine is
         not one of them, or the streaming one is the built-in engine (which runs bounded
-        pipelines only)."""
+        pipelines only). With Prism, streaming pipelines go to it unless told otherwise."""
         upstreams = dict(parse_engine(spec) for spec in specs)
-        if builtin in upstreams:
-            raise InvalidArgument(f"an upstream engine cannot be named {builtin!r} (built in)")
-        choice = cls(builtin, upstreams, default or builtin, streaming)
+        for taken in (builtin, PRISM) if prism else (builtin,):
+            if taken in upstreams:
+                raise InvalidArgument(f"an upstream engine cannot be named {taken!r} (built in)")
+        if streaming is None and prism:
+            streaming = PRISM
+        choice = cls(builtin, upstreams, default or builtin, streaming, prism)
         for what, name in (("default", choice.default), ("streaming", streaming)):
             if name is not None and name not in choice.names():
                 raise InvalidArgument(
@@ -86,7 +104,7 @@ class EngineChoice:
         return choice
 
     def names(self) -> list[str]:
-        return [self.builtin, *self.upstreams]
+        return [self.builtin, *([PRISM] if self.prism else []), *self.upstreams]
 
     def choose(self, options: dict[str, Any], *, bounded: bool) -> str:
         """The engine of a job with these options, refused as the client's mistake when the
@@ -102,10 +120,11 @@ class EngineChoice:
             return asked or self.default
         engine = asked or self.streaming
         if engine is None or engine == self.builtin:
-            offered = ", ".join(self.upstreams) or "none: this deployment has no upstream engine"
+            streaming = [name for name in self.names() if name != self.builtin]
+            offered = ", ".join(streaming) or "none: this deployment has no streaming engine"
             raise FailedPrecondition(
                 f"the pipeline is unbounded (streaming), and the {self.builtin!r} engine runs "
-                f"bounded pipelines only: choose an upstream streaming engine with "
+                f"bounded pipelines only: choose a streaming engine with "
                 f"--{ENGINE.name} ({offered})"
             )
         return engine
@@ -131,7 +150,7 @@ class Engines:
 
     def start(self, job: Job) -> None:
         """Start the job's work where it was prepared to run ("": before engines, built in)."""
-        endpoint = self.choice.upstreams.get(job.engine)
+        endpoint = self._mirrored(job)
         if endpoint is not None:
             self._mirrors.start_mirror(job, endpoint)
         elif job.engine in ("", self.choice.builtin):
@@ -145,8 +164,15 @@ class Engines:
     def stop(self, job: Job) -> None:
         """Stop the job's work. An upstream job's mirror forwards the Cancel or Drain itself,
         at its next heartbeat (it alone reaches the upstream)."""
-        if job.engine not in self.choice.upstreams:
+        if self._mirrored(job) is None:
             self._builtin.stop(job.job_id)
+
+    def _mirrored(self, job: Job) -> str | None:
+        """The endpoint a mirror follows the job on (OWN_PRISM: its own); None for a job that
+        the built-in executor runs."""
+        if job.engine == PRISM and self.choice.prism:
+            return OWN_PRISM
+        return self.choice.upstreams.get(job.engine)
 
 
 class _NoMirrors:

@@ -159,8 +159,8 @@ def worker_environment(settings: Settings, channel_url: str, **more: Any) -> dic
 def mirror_environment(
     settings: Settings, channel_url: str, job: Job, endpoint: str
 ) -> dict[str, str]:
-    """A mirror's environment: a worker's, with its job's secret, its upstream engine, and the
-    lease and longest job time it enforces itself."""
+    """A mirror's environment: a worker's, with its job's secret, its upstream engine (or the
+    Prism it starts itself), and the lease and longest job time it enforces itself."""
     return worker_environment(
         settings,
         channel_url,
@@ -169,6 +169,7 @@ def mirror_environment(
         max_job_seconds=settings.max_job_seconds,
         upstream_engine=job.engine,
         upstream_endpoint=endpoint,
+        prism=settings.prism,
     )
 
 

@@ -17,6 +17,7 @@ environment (the worker's, with BEAMJOBS_UPSTREAM_ENGINE and BEAMJOBS_UPSTREAM_E
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sys
@@ -28,6 +29,7 @@ from typing import Any
 from beamjobs.api import pipeline_pb2
 from beamjobs.aws import clients
 from beamjobs.aws.invoker import LambdaInvoker
+from beamjobs.domain.engines import PRISM
 from beamjobs.domain.errors import BeamjobsError, Conflict
 from beamjobs.domain.model import Message, is_after
 from beamjobs.domain.options import ENGINE, JOB_TIMEOUT_SECONDS, option_key, read_option
@@ -42,6 +44,7 @@ from beamjobs.upstream.client import (
     UpstreamJobService,
     UpstreamMessage,
 )
+from beamjobs.upstream.prism import local_prism
 from beamjobs.worker.batching import gather
 from beamjobs.worker.channel import WORKER_FUNCTION, Claimed, JobChannel
 
@@ -400,27 +403,34 @@ def main(argv: list[str]) -> int:
         settings.upstream_engine,
         settings.upstream_endpoint,
     )
-    if not (secret and engine and endpoint):
+    own_prism = engine == PRISM and not endpoint
+    if not (secret and engine and (endpoint or own_prism)):
         raise SystemExit(
             "a mirror needs BEAMJOBS_WORKER_SECRET, BEAMJOBS_UPSTREAM_ENGINE and "
-            "BEAMJOBS_UPSTREAM_ENDPOINT"
+            "BEAMJOBS_UPSTREAM_ENDPOINT (or, on the built-in prism engine, BEAMJOBS_PRISM)"
         )
+    if own_prism and not settings.prism:
+        raise SystemExit("a mirror of a job on the built-in prism engine needs BEAMJOBS_PRISM")
     invoker = LambdaInvoker(
         clients.client("lambda", settings, patient=True),
         {WORKER_FUNCTION: settings.worker_function or WORKER_FUNCTION},
     )
-    upstream = UpstreamJobService(endpoint)
-    try:
+    channel = JobChannel(invoker, job_id, secret)
+    with contextlib.ExitStack() as stack:
+        if own_prism:
+            assert settings.prism  # checked above
+            endpoint = stack.enter_context(local_prism(settings.prism))
+        assert endpoint
+        upstream = UpstreamJobService(endpoint)
+        stack.callback(upstream.close)
         Mirror(
-            JobChannel(invoker, job_id, secret),
+            channel,
             upstream,
             engine,
             heartbeat_seconds=settings.heartbeat_seconds,
             lease_seconds=settings.lease_seconds,
             max_job_seconds=settings.max_job_seconds,
         ).run()
-    finally:
-        upstream.close()
     return 0
 
 
