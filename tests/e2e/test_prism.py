@@ -20,7 +20,7 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils import timestamp
 
 from tests.e2e.conftest import ROOT, free_port, serve
-from tests.e2e.test_upstream_engines import _summary, _wait
+from tests.e2e.test_upstream_engines import _logged, _summary, _wait
 
 PRISM = ROOT / ".cache" / "engines" / "bin" / "prism"
 
@@ -207,3 +207,25 @@ def test_cancel_stops_a_running_streaming_job_and_its_prism(endpoint):
     with pytest.raises(RuntimeError, match="in state CANCELLED"):  # as the SDK reports it
         result.wait_until_finish()
     _wait(lambda: not (_prism_processes() - before), 30, "its Prism to stop")
+
+
+def test_drain_of_a_streaming_job_on_prism_cancels_it_and_says_so(endpoint):
+    # Given an endless streaming job RUNNING on Prism (which has no Drain)
+    pipeline = beam.Pipeline(options=_options(endpoint, "--streaming"))
+    _ = pipeline | PeriodicImpulse(fire_interval=0.2) | beam.Map(str)
+    result = pipeline.run()
+    job_id = result._job_id
+    with grpc.insecure_channel(endpoint) as channel:
+        jobs = beam_job_api_pb2_grpc.JobServiceStub(channel)
+
+        def state():
+            return jobs.GetState(api.GetJobStateRequest(job_id=job_id)).state
+
+        _wait(lambda: state() == api.JobState.RUNNING, 120, "RUNNING")
+        # When it is drained
+        jobs.Drain(api.DrainJobRequest(job_id=job_id))
+        # Then it is cancelled instead, and its messages say why
+        _wait(lambda: state() == api.JobState.CANCELLED, 60, "CANCELLED")
+    with pytest.raises(RuntimeError, match="in state CANCELLED"):
+        result.wait_until_finish()
+    assert any("drain" in text.lower() for text in _logged(endpoint, job_id))
