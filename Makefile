@@ -133,7 +133,7 @@ proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
 		--grpc_python_out=$(PROTO_OUT) proto/beamjobs/api/*.proto
 
-bench: $(STAMP) $(WORKER_STAMP)
+bench: $(STAMP) $(WORKER_STAMP) $(PRISM)
 	BEAMJOBS_WORKER_PYTHON=$(WORKER_PYTHON) $(BIN)/python bench/bench.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/soak.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/listing.py

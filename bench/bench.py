@@ -1,7 +1,7 @@
-"""`make bench`: Beamjobs against Beam's own LocalJobServicer, driven by the same client (the
-Beam Python SDK's PortableRunner) in one run, on this machine.
+"""`make bench`: Beamjobs against Beam's own LocalJobServicer and Beam's Prism runner, driven by
+the same client (the Beam Python SDK's PortableRunner) in one run, on this machine.
 
-Prints, for each server (both running side by side, measured alternately): the median
+Prints, for each server (all running side by side, measured alternately): the median
 submit→DONE of a trivial pipeline, GetState p50/p99, jobs/s with 4 concurrent clients, the median
 Run→RUNNING, the speedup of a CPU-heavy pipeline on 2 SDK workers over 1, and the client's own
 CPU per job (which bounds jobs/s on this machine whatever the server); then the ratios ours/peer.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import resource
 import signal
@@ -40,6 +41,12 @@ from apache_beam.runners.portability import artifact_service
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = "beam:env:embedded_python:v1"
+# `make engines` builds it.
+PRISM = ROOT / ".cache" / "engines" / "bin" / "prism"
+SERVERS = ("beamjobs", "LocalJobServicer", "Prism")
+# Where each server runs the user's code: in its own worker process (EMBEDDED), or, for Prism,
+# which runs no EMBEDDED environment, in the SDK's own process (LOOPBACK).
+ENVIRONMENTS = {"beamjobs": EMBEDDED, "LocalJobServicer": EMBEDDED, "Prism": "LOOPBACK"}
 
 
 def _free_port() -> int:
@@ -61,6 +68,15 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int, timeout: float =
 
 
 def _start(name: str, port: int) -> subprocess.Popen[bytes]:
+    if name == "Prism":
+        process = subprocess.Popen(
+            [str(PRISM), f"--job_port={port}", "--serve_http=false", "--log_level=error"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _wait_for_port(process, port)
+        return process
     if name == "beamjobs":
         command = [
             "-m",
@@ -99,10 +115,14 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _run_trivial_pipeline(endpoint: str) -> tuple[float, str]:
+def _run_trivial_pipeline(endpoint: str, environment: str) -> tuple[float, str]:
     """Build, submit and wait for a trivial pipeline; seconds from submit to DONE, and job id."""
     options = PipelineOptions(
-        ["--runner=PortableRunner", f"--job_endpoint={endpoint}", f"--environment_type={EMBEDDED}"]
+        [
+            "--runner=PortableRunner",
+            f"--job_endpoint={endpoint}",
+            f"--environment_type={environment}",
+        ]
     )
     pipeline = beam.Pipeline(options=options)
     _ = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2)
@@ -137,13 +157,13 @@ def _run_to_running(endpoint: str) -> float:
     raise RuntimeError("the job never ended")
 
 
-def _cpu_heavy_pipeline(endpoint: str, workers: int) -> float:
+def _cpu_heavy_pipeline(endpoint: str, environment: str, workers: int) -> float:
     """Seconds from submit to DONE of a CPU-bound pipeline run by `workers` SDK processes."""
     options = PipelineOptions(
         [
             "--runner=PortableRunner",
             f"--job_endpoint={endpoint}",
-            f"--environment_type={EMBEDDED}",
+            f"--environment_type={environment}",
             "--direct_running_mode=multi_processing",
             f"--direct_num_workers={workers}",
         ]
@@ -176,13 +196,11 @@ def _client_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-SERVERS = ("beamjobs", "LocalJobServicer")
-
-
 def measure_side_by_side(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Both servers run side by side and every measurement alternates between them, so that
-    this machine's speed, which drifts by tens of percent within minutes, weighs on both
-    alike."""
+    """The servers run side by side and every measurement alternates between them, so that
+    this machine's speed, which drifts by tens of percent within minutes, weighs on all alike.
+    Run→RUNNING is measured for the servers that run EMBEDDED environments (it submits with no
+    SDK process to run LOOPBACK code)."""
     endpoints, servers = {}, []
     try:
         for name in SERVERS:
@@ -192,12 +210,12 @@ def measure_side_by_side(args: argparse.Namespace) -> dict[str, dict[str, float]
         figures: dict[str, dict[str, float]] = {name: {} for name in SERVERS}
         runs: dict[str, list[tuple[float, str]]] = {name: [] for name in SERVERS}
         client_cpu = dict.fromkeys(SERVERS, 0.0)
-        for endpoint in endpoints.values():
-            _run_trivial_pipeline(endpoint)  # warm-up: first-use costs on both sides
+        for name, endpoint in endpoints.items():
+            _run_trivial_pipeline(endpoint, ENVIRONMENTS[name])  # warm-up: first-use costs
         for _ in range(args.jobs):
             for name, endpoint in endpoints.items():
                 before = _client_cpu_seconds()
-                runs[name].append(_run_trivial_pipeline(endpoint))
+                runs[name].append(_run_trivial_pipeline(endpoint, ENVIRONMENTS[name]))
                 client_cpu[name] += _client_cpu_seconds() - before
         for name in SERVERS:
             figures[name]["submit_to_done_median_s"] = statistics.median(t for t, _ in runs[name])
@@ -210,23 +228,31 @@ def measure_side_by_side(args: argparse.Namespace) -> dict[str, dict[str, float]
                 started = time.perf_counter()
                 with ThreadPoolExecutor(args.clients) as pool:
                     jobs = range(args.concurrent_jobs // 2)
-                    list(pool.map(lambda _, e=endpoint: _run_trivial_pipeline(e), jobs))
+                    environment = ENVIRONMENTS[name]
+                    list(
+                        pool.map(
+                            lambda _, e=endpoint, v=environment: _run_trivial_pipeline(e, v), jobs
+                        )
+                    )
                 busy[name] += time.perf_counter() - started
         to_running: dict[str, list[float]] = {name: [] for name in SERVERS}
         for _ in range(args.jobs):
             for name, endpoint in endpoints.items():
-                to_running[name].append(_run_to_running(endpoint))
+                if ENVIRONMENTS[name] == EMBEDDED:
+                    to_running[name].append(_run_to_running(endpoint))
         heavy: dict[str, dict[int, float]] = {name: {} for name in SERVERS}
         for workers in (1, 2):
             for name, endpoint in endpoints.items():
-                heavy[name][workers] = _cpu_heavy_pipeline(endpoint, workers)
+                heavy[name][workers] = _cpu_heavy_pipeline(endpoint, ENVIRONMENTS[name], workers)
         for name in SERVERS:
             figures[name].update(
                 {
                     f"jobs_per_s_{args.clients}_clients": 2
                     * (args.concurrent_jobs // 2)
                     / busy[name],
-                    "run_to_running_median_ms": statistics.median(to_running[name]) * 1000,
+                    "run_to_running_median_ms": statistics.median(to_running[name]) * 1000
+                    if to_running[name]
+                    else math.nan,
                     "cpu_heavy_speedup_2_vs_1": heavy[name][1] / heavy[name][2],
                     "client_cpu_s_per_job": client_cpu[name] / args.jobs,
                 }
@@ -433,24 +459,32 @@ def main() -> None:
 
 def compare_jobs(args: argparse.Namespace) -> None:
     results = measure_side_by_side(args)
-    ours, peer = results["beamjobs"], results["LocalJobServicer"]
-    print(f"\n{'metric':<28}{'beamjobs':>12}{'LocalJobServicer':>18}{'ours/peer':>11}")
+    ours = results["beamjobs"]
+    peers = [name for name in SERVERS if name != "beamjobs"]
+    print(
+        f"\n{'metric':<28}"
+        + "".join(f"{name:>18}" for name in SERVERS)
+        + "".join(f"{'ours/' + name:>22}" for name in peers)
+    )
     for metric in ours:
-        ratio = ours[metric] / peer[metric]
-        print(f"{metric:<28}{ours[metric]:>12.3f}{peer[metric]:>18.3f}{ratio:>11.2f}")
+        print(
+            f"{metric:<28}"
+            + "".join(f"{results[name][metric]:>18.3f}" for name in SERVERS)
+            + "".join(f"{ours[metric] / results[name][metric]:>22.2f}" for name in peers)
+        )
     cores = os.cpu_count() or 1
-    ceiling = cores / min(ours["client_cpu_s_per_job"], peer["client_cpu_s_per_job"])
+    least = min(results[name]["client_cpu_s_per_job"] for name in SERVERS)
     print(
         f"\nThe SDK client alone (its process and its pip freeze) uses at least "
-        f"{min(ours['client_cpu_s_per_job'], peer['client_cpu_s_per_job']):.2f} CPU s per job: "
-        f"on this machine's {cores} cores, clients and servers together cannot exceed "
-        f"{ceiling:.2f} jobs/s, whatever the server."
+        f"{least:.2f} CPU s per job: on this machine's {cores} cores, clients and servers "
+        f"together cannot exceed {cores / least:.2f} jobs/s, whatever the server."
     )
     print(
         "\n(lower is better for times and latencies, higher for jobs/s; "
         f"{args.jobs} sequential jobs, {args.get_state_calls} GetState calls, "
         f"{args.concurrent_jobs} jobs over {args.clients} concurrent clients; trivial pipeline, "
-        "EMBEDDED environment, both servers on this machine, measured alternately)"
+        "EMBEDDED environment (Prism: LOOPBACK, so its client also runs the user code), every "
+        "server on this machine, measured alternately; nan: not measured)"
     )
 
 
