@@ -30,6 +30,8 @@ class ScriptedUpstream(job_api_pb2_grpc.JobServiceServicer):
         self._states: list[int] = []
         self._messages: list[tuple[str, int, str]] = []
         self._forgotten = False
+        # The cause a failed job's message stream sends after its FAILED state ("": none).
+        self.cause_after_failure = ""
         self._changed = threading.Condition()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         job_api_pb2_grpc.add_JobServiceServicer_to_server(self, self._server)
@@ -115,6 +117,17 @@ class ScriptedUpstream(job_api_pb2_grpc.JobServiceServicer):
 
     def GetMessageStream(self, request: Any, context: Any) -> Any:
         self._known(request.job_id, context)
+        yield from self._message_stream(context)
+        if self.cause_after_failure and self.state == State.FAILED:
+            # As Prism sends a failure's cause: after the FAILED state, with no id.
+            yield api.JobMessagesResponse(
+                message_response=api.JobMessage(
+                    importance=api.JobMessage.JOB_MESSAGE_ERROR,
+                    message_text=self.cause_after_failure,
+                )
+            )
+
+    def _message_stream(self, context: Any) -> Any:
         for kind, value in self._follow(context, messages=True):
             if kind == "state":
                 yield api.JobMessagesResponse(state_response=api.JobStateEvent(state=value))

@@ -229,3 +229,16 @@ def test_drain_of_a_streaming_job_on_prism_cancels_it_and_says_so(endpoint):
     with pytest.raises(RuntimeError, match="in state CANCELLED"):
         result.wait_until_finish()
     assert any("drain" in text.lower() for text in _logged(endpoint, job_id))
+
+
+def _refuse(word):
+    raise ValueError(f"cannot digest {word!r}: the user's own words")
+
+
+def test_a_failure_on_prism_carries_prisms_cause_to_the_sdk(endpoint):
+    # Given a pipeline whose user code raises, on Prism
+    pipeline = beam.Pipeline(options=_options(endpoint, "--beamjobs_engine=prism"))
+    _ = pipeline | beam.Create(["bad"]) | beam.Map(_refuse)
+    # When it runs, then it FAILS with the traceback Prism sends after its FAILED state
+    with pytest.raises(RuntimeError, match="cannot digest 'bad': the user's own words"):
+        pipeline.run().wait_until_finish()

@@ -157,6 +157,20 @@ def test_a_failed_upstream_job_fails_with_its_error_and_keeps_its_metrics(
     assert stores.blobs.get(stores.jobs.get("failing").metrics_ref).endswith(b"counter")
 
 
+def test_a_cause_the_upstream_sends_after_its_failed_state_is_the_jobs(settings, stores, upstream):
+    # Given an upstream that, as Prism, sends a failed job's cause after the FAILED state
+    upstream.cause_after_failure = "bundle failed: Traceback: late"
+    secret = _started(stores, "late")
+    mirroring = Mirroring("late", secret, upstream)
+    _wait(lambda: upstream.state == State.RUNNING, "RUNNING upstream")
+    # When the upstream job fails
+    upstream.move(State.FAILED)
+    # Then the job FAILED, with that cause
+    mirroring.join()
+    assert _states(stores, "late")[-1] is S.FAILED
+    assert _texts(stores, "late")[-1] == "bundle failed: Traceback: late"
+
+
 def api_error() -> int:
     from beamjobs.api import job_api_pb2
 

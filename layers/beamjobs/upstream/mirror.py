@@ -262,6 +262,9 @@ class Mirror:
         job (opened again whenever it breaks before)."""
         while not self._ended.is_set():
             stream = self._open(self._upstream.messages(upstream_id))
+            # The stream is read to its end even past the job's: Prism sends a failure's cause
+            # as the message after the FAILED state.
+            ended = False
             try:
                 for item in stream:
                     self._contact()
@@ -269,9 +272,12 @@ class Mirror:
                         self._queue(item, cursor)
                         cursor = item.message_id
                     elif isinstance(item, JobState) and is_terminal(item):
-                        return
+                        ended = True
             except BeamjobsError:
-                logger.info("the message stream of %s broke: opening it again", upstream_id)
+                if not ended:
+                    logger.info("the message stream of %s broke: opening it again", upstream_id)
+            if ended:
+                return
             self._ended.wait(_REOPEN_SECONDS)
 
     def _queue(self, item: UpstreamMessage, cursor: str) -> None:
