@@ -162,6 +162,16 @@ def test_a_processing_time_timer_fires_on_prism(endpoint):
     _run(pipeline)
 
 
+def _running(jobs, job_id: str):
+    """Wait until the job is RUNNING; a function that reads its state."""
+
+    def state():
+        return jobs.GetState(api.GetJobStateRequest(job_id=job_id)).state
+
+    _wait(lambda: state() == api.JobState.RUNNING, 120, "RUNNING")
+    return state
+
+
 def _prism_processes() -> set[int]:
     """The pids of the Prism processes this machine runs (started by mirrors)."""
     pids = set()
@@ -194,11 +204,7 @@ def test_cancel_stops_a_running_streaming_job_and_its_prism(endpoint):
     job_id = result._job_id
     with grpc.insecure_channel(endpoint) as channel:
         jobs = beam_job_api_pb2_grpc.JobServiceStub(channel)
-
-        def state():
-            return jobs.GetState(api.GetJobStateRequest(job_id=job_id)).state
-
-        _wait(lambda: state() == api.JobState.RUNNING, 120, "RUNNING")
+        state = _running(jobs, job_id)
         assert _prism_processes() - before, "no Prism runs the job"
         # When it is cancelled
         jobs.Cancel(api.CancelJobRequest(job_id=job_id))
@@ -217,11 +223,7 @@ def test_drain_of_a_streaming_job_on_prism_cancels_it_and_says_so(endpoint):
     job_id = result._job_id
     with grpc.insecure_channel(endpoint) as channel:
         jobs = beam_job_api_pb2_grpc.JobServiceStub(channel)
-
-        def state():
-            return jobs.GetState(api.GetJobStateRequest(job_id=job_id)).state
-
-        _wait(lambda: state() == api.JobState.RUNNING, 120, "RUNNING")
+        state = _running(jobs, job_id)
         # When it is drained
         jobs.Drain(api.DrainJobRequest(job_id=job_id))
         # Then it is cancelled instead, and its messages say why

@@ -63,6 +63,15 @@ class _Part:
     read: Callable[[Stored], Any]
 
 
+def _as_is(field: str, *, required: bool = False) -> _Part:
+    """A field stored as it is, under its own name (None: absent)."""
+    return _Part(
+        field,
+        lambda j: {field: getattr(j, field)},
+        (lambda s: s.required(field)) if required else (lambda s: s.optional(field)),
+    )
+
+
 def _optional_time(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -138,32 +147,18 @@ _SNAPSHOT = (
 
 # What never changes, on the record alone.
 _FIXED = (
-    _Part("job_id", lambda j: {"job_id": j.job_id}, lambda s: s.required("job_id")),
-    _Part("job_name", lambda j: {"job_name": j.job_name}, lambda s: s.required("job_name")),
-    _Part("owner", lambda j: {"owner": j.owner}, lambda s: s.optional("owner")),
-    _Part(
-        "staging_token_sha256",
-        lambda j: {"staging_token_sha256": j.staging_token_sha256},
-        lambda s: s.optional("staging_token_sha256"),
-    ),
-    _Part(
-        "worker_secret",
-        lambda j: {"worker_secret": j.worker_secret},
-        lambda s: s.optional("worker_secret"),
-    ),
+    _as_is("job_id", required=True),
+    _as_is("job_name", required=True),
+    _as_is("owner"),
+    _as_is("staging_token_sha256"),
+    _as_is("worker_secret"),
     _Part(
         "created_at",
         lambda j: {"created_at": decimal(j.created_at)},
         lambda s: float(s.required("created_at")),
     ),
-    _Part(
-        "options_ref", lambda j: {"options_ref": j.options_ref}, lambda s: s.required("options_ref")
-    ),
-    _Part(
-        "options_json",
-        lambda j: {"options_json": j.options_json},
-        lambda s: s.optional("options_json"),
-    ),
+    _as_is("options_ref", required=True),
+    _as_is("options_json"),
     _Part(
         "bounded",
         lambda j: {"bounded": j.bounded},
