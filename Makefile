@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8099
 DASHBOARD_PORT ?= 8098
-# Upstream engines, space-separated NAME=HOST:PORT (e.g. ENGINES="flink=10.0.3.4:8099").
+# Upstream engines, space-separated NAME=HOST:PORT (e.g. ENGINES="flink=10.0.3.4:8099"), and
+# the REST APIs of the Flink clusters behind those that are Beam's Flink job server, the same way.
 ENGINES ?=
+FLINK_REST ?=
 STAMP := $(VENV)/.installed
 # Editable installs write the project's own egg-info: one at a time, even under make -j.
 EDITABLE := flock .editable-install.lock
@@ -27,12 +29,20 @@ TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 ENGINES_CACHE := .cache/engines
 PRISM := $(ENGINES_CACHE)/bin/prism
 GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
+# Real Flink and Spark clusters, each behind Beam's own job server, for the e2e tests and for
+# `make flink` / `make spark`: the distributions from PyPI (engines/distributions.txt, pinned by
+# hash), the job servers' classpaths from Maven Central (engines/*/pom.xml; --strict-checksums
+# refuses a jar whose published checksum differs).
+CLUSTERS := $(ENGINES_CACHE)/flink/.installed $(ENGINES_CACHE)/spark/.installed \
+	$(ENGINES_CACHE)/flink-job-server/.installed $(ENGINES_CACHE)/spark-job-server/.installed
+DOWNLOADS := $(ENGINES_CACHE)/downloads
+MVN ?= mvn
 
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
 
-.PHONY: run setup engines stand-ins chromium test test-control-plane test-e2e fuzz lint proto bench clean sam-validate worker-lock
+.PHONY: run flink spark setup engines stand-ins chromium test test-control-plane test-e2e fuzz lint proto bench clean sam-validate worker-lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,12 +63,47 @@ $(WORKER_STAMP): worker/requirements.txt pyproject.toml
 ## Everything the tests need (`make -j4 setup` builds the environments side by side).
 setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(SAM_STAMP) stand-ins engines
 
-## The engines Beamjobs runs jobs on besides its own: Beam's Prism runner.
-engines: $(PRISM)
+## The engines Beamjobs runs jobs on besides its own: Beam's Prism runner, and the Flink and
+## Spark clusters with their job servers.
+engines: $(PRISM) $(CLUSTERS)
 
 $(PRISM):
 	GOBIN=$(abspath $(ENGINES_CACHE))/bin GOMODCACHE=$(abspath $(ENGINES_CACHE))/gomod GOFLAGS=-modcacherw \
 		$(GO) install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
+
+$(DOWNLOADS)/.installed: engines/distributions.txt $(STAMP)
+	$(BIN)/pip download --quiet --no-deps --require-hashes -r engines/distributions.txt -d $(DOWNLOADS)
+	touch $@
+
+## A distribution's jars and scripts, out of its sdist (the rest is PyFlink's and PySpark's).
+$(ENGINES_CACHE)/flink/.installed: $(DOWNLOADS)/.installed
+	rm -rf $(@D) && mkdir -p $(@D)
+	tar -xzf $(DOWNLOADS)/apache-flink-libraries-*.tar.gz -C $(@D) --strip-components=2 \
+		--wildcards '*/deps/lib' '*/deps/bin'
+	touch $@
+
+$(ENGINES_CACHE)/spark/.installed: $(DOWNLOADS)/.installed
+	rm -rf $(@D) && mkdir -p $(@D)
+	tar -xzf $(DOWNLOADS)/pyspark-*.tar.gz -C $(@D) --strip-components=2 \
+		--wildcards '*/deps/jars' '*/deps/bin'
+	touch $@
+
+$(ENGINES_CACHE)/%-job-server/.installed: engines/%/pom.xml
+	rm -rf $(@D)
+	$(MVN) --quiet --batch-mode --strict-checksums -f $< dependency:copy-dependencies \
+		-DoutputDirectory=$(abspath $(@D))
+	touch $@
+
+## A Flink cluster (a JobManager and a TaskManager) and Beam's Flink job server on
+## localhost:$(FLINK_JOB_PORT), until Ctrl-C; it says how `make run` then serves Beamjobs with it.
+FLINK_JOB_PORT ?= 8097
+flink: $(STAMP) $(CLUSTERS)
+	$(BIN)/python -m engines.clusters flink --job-port $(FLINK_JOB_PORT)
+
+## The same with a Spark standalone master and worker, and Beam's Spark job server.
+SPARK_JOB_PORT ?= 8096
+spark: $(STAMP) $(CLUSTERS)
+	$(BIN)/python -m engines.clusters spark --job-port $(SPARK_JOB_PORT)
 
 ## The stand-in of Beam 2.50's SDK image that the e2e tests' DOCKER jobs run in (it takes
 ## minutes to build): built ahead, into the cache the tests' workers use, as a worker builds it.
@@ -72,7 +117,8 @@ stand-ins:
 run: $(STAMP) $(WORKER_STAMP) $(PRISM)
 	$(BIN)/beamjobs serve --port $(PORT) --dashboard-port $(DASHBOARD_PORT) --template template.yaml \
 		--worker-python $(WORKER_PYTHON) --prism $(PRISM) \
-		$(foreach engine,$(ENGINES),--engine $(engine))
+		$(foreach engine,$(ENGINES),--engine $(engine)) \
+		$(foreach rest,$(FLINK_REST),--flink-rest $(rest))
 
 ## Re-pin worker/requirements.txt: resolve what the SDK image of $(BEAM_VERSION) installs.
 worker-lock: $(STAMP)
@@ -86,7 +132,7 @@ worker-lock: $(STAMP)
 ## declare the same protobuf names, so the suites that import apache_beam run in their own
 ## interpreter. The two interpreters run side by side (most of either's time is spent waiting
 ## on processes, sockets and clocks); each one's output is shown whole when it ends.
-test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) stand-ins sam-validate chromium
+test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) $(CLUSTERS) stand-ins sam-validate chromium
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-control-plane test-e2e
 
 test-control-plane: $(STAMP)
@@ -94,7 +140,7 @@ test-control-plane: $(STAMP)
 
 ## The end-to-end and browser tests (both submit with the Beam SDK). Screenshots of the pages
 ## land in build/screenshots.
-test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) stand-ins chromium
+test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) $(CLUSTERS) stand-ins chromium
 	$(BIN)/pytest tests/e2e tests/browser
 
 ## Debian's Chromium, which the browser tests drive (Playwright never downloads one here).
@@ -120,8 +166,8 @@ sam-validate: $(SAM_STAMP)
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint
 
 lint: $(STAMP)
-	$(BIN)/ruff check layers functions tests bench
-	$(BIN)/ruff format --check layers functions tests bench
+	$(BIN)/ruff check layers functions tests bench engines
+	$(BIN)/ruff format --check layers functions tests bench engines
 	$(BIN)/mypy layers functions
 	$(BIN)/lint-imports
 	$(BIN)/cfn-lint template.yaml

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from beamjobs.domain.engines import EngineChoice, parse_engines
+from beamjobs.domain.engines import EngineChoice, parse_engine, parse_engines
 from beamjobs.domain.errors import InvalidArgument
 from beamjobs.domain.identity import parse_principals
 from beamjobs.domain.limits import Quotas
@@ -116,6 +116,10 @@ class Settings:
     # Beam's Prism runner (its binary), which makes `prism` a built-in engine: each job on it
     # runs in a Prism its mirror starts (beamjobs.upstream.prism).
     prism: str | None = _setting("BEAMJOBS_PRISM")
+    # Upstream engines that are Beam's Flink job server, each with its Flink cluster's REST API,
+    # `NAME=HOST:PORT`: Beam's Flink job server does not cancel the Flink job itself, so the
+    # mirror does (beamjobs.upstream.flink).
+    flink_rest: tuple[str, ...] = _setting("BEAMJOBS_FLINK_REST", (), parse_engines)
     # AWS executor: the mirror's task definition (beamjobs.upstream.mirror, for upstream engines).
     mirror_task_definition: str | None = _setting("BEAMJOBS_MIRROR_TASK_DEFINITION")
     # Mirror: the upstream engine it runs its job on, by name and Job API endpoint.
@@ -179,14 +183,24 @@ class Settings:
         )
 
     def engine_choice(self) -> EngineChoice:
+        """The engines; InvalidArgument when they are not consistent (a Flink REST address
+        of an engine that is not an upstream one included)."""
         builtin = "fargate" if self.executor == "stepfunctions" else "local"
-        return EngineChoice.of(
+        choice = EngineChoice.of(
             builtin,
             self.upstream_engines,
             self.default_engine,
             self.streaming_engine,
             prism=bool(self.prism),
         )
+        strangers = [name for name, _ in map(parse_engine, self.flink_rest)]
+        strangers = [name for name in strangers if name not in choice.upstreams]
+        if strangers:
+            raise InvalidArgument(
+                f"a Flink REST address is for an upstream engine: {', '.join(strangers)} "
+                f"is not one ({', '.join(choice.upstreams) or 'there are none'})"
+            )
+        return choice
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, worker: bool = False) -> Settings:

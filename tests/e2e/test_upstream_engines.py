@@ -73,7 +73,12 @@ SCRIPT = textwrap.dedent(
         print("JOB", result._job_id, flush=True)
         print("STATE", result.wait_until_finish(), flush=True)
         counters = result.metrics().query(MetricsFilter().with_name("words"))["counters"]
-        print("WORDS", sum(counter.committed for counter in counters), flush=True)
+        # Committed, or attempted where the engine commits none (Beam's Spark job server).
+        words = sum(
+            counter.attempted if counter.committed is None else counter.committed
+            for counter in counters
+        )
+        print("WORDS", words, flush=True)
 
 
     if __name__ == "__main__":
@@ -170,13 +175,21 @@ def _stubs(endpoint: str):
     return channel, beam_job_api_pb2_grpc.JobServiceStub(channel)
 
 
-def _submit(tmp_path: Path, front: str, tick: float, *flags: str) -> subprocess.Popen[str]:
+def _submit(
+    tmp_path: Path,
+    front: str,
+    tick: float,
+    *flags: str,
+    engine: str = ENGINE,
+    environment: str = EMBEDDED,
+) -> subprocess.Popen[str]:
+    """The word count (SCRIPT) submitted to `front` for `engine`, running in the background."""
     args = command(
         tmp_path,
         SCRIPT,
         front,
-        f"--environment_type={EMBEDDED}",
-        f"--beamjobs_engine={ENGINE}",
+        f"--environment_type={environment}",
+        f"--beamjobs_engine={engine}",
         *flags,
     )
     # The script's own arguments come first: output prefix and seconds per word.

@@ -15,9 +15,11 @@ from beamjobs.domain.model import Upstream
 from beamjobs.domain.states import JobState
 from beamjobs.local.invoker import InProcessInvoker
 from beamjobs.upstream.client import UpstreamJobService
+from beamjobs.upstream.flink import FlinkRest
 from beamjobs.upstream.mirror import Mirror
 from beamjobs.worker.channel import WORKER_FUNCTION, JobChannel
 from beamjobs_functions.worker import app as worker_function
+from tests.flink_rest_double import FlinkRestDouble
 from tests.integration.conftest import make_job, pipeline_bytes
 from tests.jobstates import advance
 from tests.upstream_double import ScriptedUpstream, State
@@ -54,7 +56,9 @@ def _started(stores, job_id: str, *, bounded: bool = True, **fields) -> str:
 class Mirroring:
     """A mirror running in a thread of this process."""
 
-    def __init__(self, job_id: str, secret: str, upstream: ScriptedUpstream) -> None:
+    def __init__(
+        self, job_id: str, secret: str, upstream: ScriptedUpstream, flink: FlinkRest | None = None
+    ) -> None:
         invoker = InProcessInvoker({WORKER_FUNCTION: worker_function.lambda_handler})
         self._service = UpstreamJobService(upstream.endpoint)
         mirror = Mirror(
@@ -64,6 +68,7 @@ class Mirroring:
             heartbeat_seconds=0.2,
             lease_seconds=LEASE_SECONDS,
             max_job_seconds=60,
+            flink=flink,
         )
         self.thread = threading.Thread(target=mirror.run, daemon=True)
         self.thread.start()
@@ -237,3 +242,51 @@ def upstream_request():
     from beamjobs.api import job_api_pb2
 
     return job_api_pb2.PrepareJobRequest(job_name="again")
+
+
+def test_the_upstream_job_is_named_by_the_jobs_id(settings, stores, upstream):
+    secret = _started(stores, "named")
+    mirroring = Mirroring("named", secret, upstream)
+    _wait(lambda: upstream.state == State.RUNNING, "RUNNING upstream")
+    Jobs(stores.jobs).cancel("named")
+    mirroring.join()
+    [prepared] = upstream.prepared.values()
+    assert prepared.pipeline_options["beam:option:job_name:v1"] == "named"
+
+
+def test_a_cancel_reaches_the_flink_job_that_beams_flink_job_server_leaves_running(
+    settings, stores, upstream
+):
+    # Given a job running upstream on Beam's Flink job server, and Flink running it as "flinked"
+    flink = FlinkRestDouble({"f1": ("flinked", "RUNNING")})
+    try:
+        secret = _started(stores, "flinked")
+        mirroring = Mirroring("flinked", secret, upstream, FlinkRest(flink.address))
+        _wait(lambda: upstream.state == State.RUNNING, "RUNNING upstream")
+        # When it is cancelled through Beamjobs
+        Jobs(stores.jobs).cancel("flinked")
+        mirroring.join()
+    finally:
+        flink.stop()
+    # Then both the job server and Flink were told
+    assert upstream.state == State.CANCELLED
+    assert flink.jobs["f1"] == ("flinked", "CANCELED")
+
+
+def test_a_lost_job_server_still_has_its_flink_job_cancelled(settings, stores):
+    # Given a job running on Beam's Flink job server, and Flink running it
+    upstream = ScriptedUpstream()
+    flink = FlinkRestDouble({"f1": ("orphan", "RUNNING")})
+    try:
+        secret = _started(stores, "orphan")
+        mirroring = Mirroring("orphan", secret, upstream, FlinkRest(flink.address))
+        _wait(lambda: upstream.state == State.RUNNING, "RUNNING upstream")
+        # When the job server is lost for longer than the lease
+        upstream.stop()
+        mirroring.join()
+    finally:
+        flink.stop()
+    # Then the job failed as engine lost, and the Flink job, which no one follows, is cancelled
+    assert _states(stores, "orphan")[-1] is S.FAILED
+    assert any("engine lost" in text for text in _texts(stores, "orphan"))
+    assert flink.jobs["f1"] == ("orphan", "CANCELED")

@@ -179,6 +179,15 @@ def test_engines_are_named_once_and_the_builtin_name_is_taken():
         choice(streaming="local")
 
 
+def test_a_flink_rest_address_is_for_an_upstream_engine():
+    from beamjobs.settings import Settings
+
+    settings = Settings(upstream_engines=("flink=j:8097",), flink_rest=("flink=m:8081",))
+    assert settings.engine_choice().upstreams == {"flink": "j:8097"}
+    with pytest.raises(InvalidArgument, match="spark is not one"):
+        Settings(upstream_engines=("flink=j:8097",), flink_rest=("spark=m:8081",)).engine_choice()
+
+
 class Recorder:
     name = "local"
 

@@ -297,6 +297,14 @@ def cli() -> None:
     "another Beamjobs) that jobs choose with --beamjobs_engine=NAME; repeatable",
 )
 @click.option(
+    "--flink-rest",
+    multiple=True,
+    metavar="NAME=HOST:PORT",
+    callback=lambda _context, _param, specs: _engines(specs),
+    help="the REST API of the Flink cluster behind engine NAME, Beam's Flink job server: "
+    "Cancel then stops the Flink job too, which that job server leaves running; repeatable",
+)
+@click.option(
     "--default-engine", metavar="NAME", help="the engine of jobs that choose none (default: local)"
 )
 @click.option(
@@ -323,6 +331,7 @@ def serve(
     allowed_principal: tuple[str, ...],
     admin_principal: tuple[str, ...],
     engines: tuple[str, ...],
+    flink_rest: tuple[str, ...],
     default_engine: str | None,
     streaming_engine: str | None,
     prism: str | None,
@@ -355,6 +364,7 @@ def serve(
             allowed_principals=allowed_principal or (LOCAL_ACCOUNT,),
             admin_principals=admin_principal,
             upstream_engines=engines,
+            flink_rest=flink_rest,
             default_engine=default_engine,
             streaming_engine=streaming_engine,
             prism=prism,

@@ -170,6 +170,7 @@ def mirror_environment(
         upstream_engine=job.engine,
         upstream_endpoint=endpoint,
         prism=settings.prism,
+        flink_rest=settings.flink_rest,
     )
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from beamjobs.api import pipeline_pb2
 from beamjobs.aws import clients
 from beamjobs.aws.invoker import LambdaInvoker
-from beamjobs.domain.engines import PRISM
+from beamjobs.domain.engines import PRISM, parse_engine
 from beamjobs.domain.errors import BeamjobsError, Conflict
 from beamjobs.domain.model import Message, is_after
 from beamjobs.domain.options import ENGINE, JOB_TIMEOUT_SECONDS, option_key, read_option
@@ -44,6 +44,7 @@ from beamjobs.upstream.client import (
     UpstreamJobService,
     UpstreamMessage,
 )
+from beamjobs.upstream.flink import FlinkRest
 from beamjobs.upstream.prism import local_prism
 from beamjobs.worker.batching import gather
 from beamjobs.worker.channel import WORKER_FUNCTION, Claimed, JobChannel
@@ -58,6 +59,8 @@ _FLUSH_SECONDS = 0.2
 # After the upstream job ended, its message stream has this long to deliver the rest.
 _MESSAGES_AFTER_END_SECONDS = 10.0
 _STOPPING = frozenset({JobState.CANCELLING, JobState.DRAINING})
+# Beam's own option (PipelineOptions.job_name), which engines name their jobs by.
+_JOB_NAME = "job_name"
 
 
 class EngineLost(BeamjobsError):
@@ -79,10 +82,12 @@ def upstream_pipeline(pipeline: bytes, location: ArtifactLocation) -> bytes:
     return bytes(proto.SerializeToString())
 
 
-def upstream_options(options: dict[str, Any]) -> dict[str, Any]:
+def upstream_options(options: dict[str, Any], job_id: str) -> dict[str, Any]:
     """The options as the upstream gets them: without the choice of engine, which is this
-    deployment's and means nothing (or something else) there."""
-    return {key: value for key, value in options.items() if key != option_key(ENGINE.name)}
+    deployment's and means nothing (or something else) there; and named by the job's id here,
+    so that the engine's own tools (Flink's REST API and web UI) show which job it is."""
+    kept = {key: value for key, value in options.items() if key != option_key(ENGINE.name)}
+    return {**kept, option_key(_JOB_NAME): job_id}
 
 
 class Mirror:
@@ -97,10 +102,14 @@ class Mirror:
         heartbeat_seconds: float,
         lease_seconds: float,
         max_job_seconds: float,
+        flink: FlinkRest | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`flink`: the REST API of the Flink cluster behind the upstream, when it is Beam's
+        Flink job server (whose Cancel leaves the Flink job running)."""
         self._channel = channel
         self._upstream = upstream
+        self._flink = flink
         self._engine = engine
         self._heartbeat_seconds = heartbeat_seconds
         self._lease_seconds = lease_seconds
@@ -171,7 +180,7 @@ class Mirror:
         pipeline = upstream_pipeline(claimed.pipeline, claimed.artifacts.location)
         preparation = self._reach(
             lambda: self._upstream.prepare(
-                pipeline, upstream_options(claimed.options), claimed.job.job_id
+                pipeline, upstream_options(claimed.options, claimed.job.job_id), claimed.job.job_id
             )
         )
         self._channel.attach(preparation.preparation_id, replacing=attached)
@@ -355,9 +364,9 @@ class Mirror:
                         f"the upstream engine {self._engine} cannot drain the job ({error}): "
                         "cancelling it instead"
                     )
-                    self._upstream.cancel(upstream_id)
+                    self._cancel(upstream_id)
             else:
-                self._upstream.cancel(upstream_id)
+                self._cancel(upstream_id)
         except BeamjobsError:
             logger.warning("forwarding %s to the upstream failed", state, exc_info=True)
             return False
@@ -383,10 +392,20 @@ class Mirror:
             self._failure = failure
         self._ended.set()
         try:
-            self._upstream.cancel(upstream_id)
+            self._cancel(upstream_id)
         except BeamjobsError:
             logger.warning("could not cancel upstream job %s", upstream_id, exc_info=True)
         self._stop_streams()
+
+    def _cancel(self, upstream_id: str) -> None:
+        """Cancel the upstream job, and its Flink job where the mirror reaches Flink: even when
+        the job server is lost, which would leave the Flink job running with no one to stop it."""
+        try:
+            self._upstream.cancel(upstream_id)
+        finally:
+            if self._flink is not None:
+                cancelled = self._flink.cancel(self._channel.job_id)
+                logger.info("cancelled %d Flink jobs at %s", cancelled, self._flink.address)
 
     def _open(self, stream: Followed) -> Followed:
         with self._lock:
@@ -429,6 +448,7 @@ def main(argv: list[str]) -> int:
         assert endpoint
         upstream = UpstreamJobService(endpoint)
         stack.callback(upstream.close)
+        flink = dict(parse_engine(spec) for spec in settings.flink_rest).get(engine)
         Mirror(
             channel,
             upstream,
@@ -436,6 +456,7 @@ def main(argv: list[str]) -> int:
             heartbeat_seconds=settings.heartbeat_seconds,
             lease_seconds=settings.lease_seconds,
             max_job_seconds=settings.max_job_seconds,
+            flink=FlinkRest(flink) if flink else None,
         ).run()
     return 0
 
