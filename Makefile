@@ -95,10 +95,11 @@ $(ENGINES_CACHE)/%-job-server/.installed: engines/%/pom.xml
 	touch $@
 
 ## A Flink cluster (a JobManager and a TaskManager) and Beam's Flink job server on
-## localhost:$(FLINK_JOB_PORT), until Ctrl-C; it says how `make run` then serves Beamjobs with it.
+## localhost:$(FLINK_JOB_PORT) (Flink's REST API and UI on :$(FLINK_REST_PORT)), until Ctrl-C; it says how `make run` then serves Beamjobs with it.
 FLINK_JOB_PORT ?= 8097
+FLINK_REST_PORT ?= 8081
 flink: $(STAMP) $(CLUSTERS)
-	$(BIN)/python -m engines.clusters flink --job-port $(FLINK_JOB_PORT)
+	$(BIN)/python -m engines.clusters flink --job-port $(FLINK_JOB_PORT) --flink-rest-port $(FLINK_REST_PORT)
 
 ## The same with a Spark standalone master and worker, and Beam's Spark job server.
 SPARK_JOB_PORT ?= 8096

@@ -359,11 +359,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("engine", choices=["flink", "spark"])
     parser.add_argument("--job-port", type=int, default=8097)
+    parser.add_argument("--flink-rest-port", type=int, default=8081, help="Flink's REST API and UI")
     parser.add_argument("--work", type=Path, default=CACHE / "run")
     args = parser.parse_args()
     work = args.work / args.engine
     work.mkdir(parents=True, exist_ok=True)
-    cluster = FlinkCluster(work) if args.engine == "flink" else SparkCluster(work)
+    cluster = (
+        FlinkCluster(work, rest_port=args.flink_rest_port)
+        if args.engine == "flink"
+        else SparkCluster(work)
+    )
     try:
         _serve(cluster, work, args.job_port)
     finally:
