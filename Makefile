@@ -28,6 +28,9 @@ TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 # it downloads).
 ENGINES_CACHE := .cache/engines
 PRISM := $(ENGINES_CACHE)/bin/prism
+# Beam's Python boot (the SDK image's entry point, Go's `container` command), with which Prism
+# runs EMBEDDED Python environments as PROCESS ones.
+PYTHON_BOOT := $(ENGINES_CACHE)/python-boot/container
 GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
 # Real Flink and Spark clusters, each behind Beam's own job server, for the e2e tests and for
 # `make flink` / `make spark`: the distributions from PyPI (engines/distributions.txt, pinned by
@@ -65,11 +68,15 @@ setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(SAM_STAMP) stand-ins engines
 
 ## The engines Beamjobs runs jobs on besides its own: Beam's Prism runner, and the Flink and
 ## Spark clusters with their job servers.
-engines: $(PRISM) $(CLUSTERS)
+engines: $(PRISM) $(PYTHON_BOOT) $(CLUSTERS)
 
 $(PRISM):
 	GOBIN=$(abspath $(ENGINES_CACHE))/bin GOMODCACHE=$(abspath $(ENGINES_CACHE))/gomod GOFLAGS=-modcacherw \
 		$(GO) install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
+
+$(PYTHON_BOOT):
+	GOBIN=$(abspath $(@D)) GOMODCACHE=$(abspath $(ENGINES_CACHE))/gomod GOFLAGS=-modcacherw \
+		$(GO) install github.com/apache/beam/sdks/v2/python/container@v$(BEAM_VERSION)
 
 $(DOWNLOADS)/.installed: engines/distributions.txt $(STAMP)
 	$(BIN)/pip download --quiet --no-deps --require-hashes -r engines/distributions.txt -d $(DOWNLOADS)
@@ -115,9 +122,9 @@ stand-ins:
 
 ## Serve the Job API on localhost:$(PORT), and the dashboard on http://localhost:$(DASHBOARD_PORT),
 ## with the embedded AWS and the local executor.
-run: $(STAMP) $(WORKER_STAMP) $(PRISM)
+run: $(STAMP) $(WORKER_STAMP) $(PRISM) $(PYTHON_BOOT)
 	$(BIN)/beamjobs serve --port $(PORT) --dashboard-port $(DASHBOARD_PORT) --template template.yaml \
-		--worker-python $(WORKER_PYTHON) --prism $(PRISM) \
+		--worker-python $(WORKER_PYTHON) --prism $(PRISM) --python-boot $(PYTHON_BOOT) \
 		$(foreach engine,$(ENGINES),--engine $(engine)) \
 		$(foreach rest,$(FLINK_REST),--flink-rest $(rest))
 
@@ -133,7 +140,7 @@ worker-lock: $(STAMP)
 ## declare the same protobuf names, so the suites that import apache_beam run in their own
 ## interpreter. The two interpreters run side by side (most of either's time is spent waiting
 ## on processes, sockets and clocks); each one's output is shown whole when it ends.
-test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) $(CLUSTERS) stand-ins sam-validate chromium
+test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins sam-validate chromium
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-control-plane test-e2e
 
 test-control-plane: $(STAMP)
@@ -141,7 +148,7 @@ test-control-plane: $(STAMP)
 
 ## The end-to-end and browser tests (both submit with the Beam SDK). Screenshots of the pages
 ## land in build/screenshots.
-test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) $(CLUSTERS) stand-ins chromium
+test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins chromium
 	$(BIN)/pytest tests/e2e tests/browser
 
 ## Debian's Chromium, which the browser tests drive (Playwright never downloads one here).

@@ -116,6 +116,10 @@ class Settings:
     # Beam's Prism runner (its binary), which makes `prism` a built-in engine: each job on it
     # runs in a Prism its mirror starts (beamjobs.upstream.prism).
     prism: str | None = _setting("BEAMJOBS_PRISM")
+    # Beam's Python boot program (the SDK image's entry point; `make engines` builds it): with
+    # it, the built-in Prism runs EMBEDDED Python environments as PROCESS ones, the boot run
+    # with the workers' interpreter (beamjobs.upstream.prism).
+    python_boot: str | None = _setting("BEAMJOBS_PYTHON_BOOT")
     # Upstream engines that are Beam's Flink job server, each with its Flink cluster's REST API,
     # `NAME=HOST:PORT`: Beam's Flink job server does not cancel the Flink job itself, so the
     # mirror does (beamjobs.upstream.flink).

@@ -5,6 +5,7 @@ serve --prism`, which sends streaming pipelines to Prism without being told."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import apache_beam as beam
@@ -19,16 +20,26 @@ from apache_beam.transforms import trigger, userstate, window
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils import timestamp
 
-from tests.e2e.conftest import ROOT, free_port, serve
+from tests.e2e.conftest import EMBEDDED, ROOT, WORKER_PYTHON, free_port, options, serve
 from tests.e2e.test_upstream_engines import _logged, _summary, _wait
+from tests.e2e.user_scripts import PACKAGE
 
 PRISM = ROOT / ".cache" / "engines" / "bin" / "prism"
+PYTHON_BOOT = ROOT / ".cache" / "engines" / "python-boot" / "container"
 
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory) -> str:
     port = free_port()
-    server = serve(tmp_path_factory.mktemp("prism"), "prism", port, "--prism", str(PRISM))
+    server = serve(
+        tmp_path_factory.mktemp("prism"),
+        "prism",
+        port,
+        "--prism",
+        str(PRISM),
+        "--python-boot",
+        str(PYTHON_BOOT),
+    )
     yield f"localhost:{port}"
     server.stop()
 
@@ -68,6 +79,25 @@ def test_sliding_windows_over_an_unbounded_source_run_on_prism(endpoint):
     # When it runs (no engine named), then it is DONE, on Prism
     job_id = _run(pipeline)
     assert _summary(endpoint, job_id)["engine"] == "prism"
+
+
+def test_an_embedded_pipeline_runs_on_prism_with_its_staged_package(endpoint, sdist):
+    # Given a streaming pipeline whose environment is EMBEDDED (which Prism runs no harness of),
+    # and whose code needs a package it stages
+    pipeline = beam.Pipeline(
+        options=options(endpoint, EMBEDDED, "--streaming", f"--extra_package={sdist}")
+    )
+    events = TestStream().add_elements(["a", "b"]).advance_watermark_to_infinity()
+    shouted = pipeline | events | beam.Map(lambda word: __import__(PACKAGE).shout(word))
+    assert_that(shouted, equal_to(["A!", "B!"]))
+    # When it runs, then Prism ran it DONE: a PROCESS harness of Beam's boot installed the package
+    job_id = _run(pipeline)
+    assert _summary(endpoint, job_id)["engine"] == "prism"
+    # ... in the job's own virtualenv, not in the workers' environment
+    installed = subprocess.run(
+        [WORKER_PYTHON, "-c", f"import {PACKAGE}"], capture_output=True, text=True
+    )
+    assert installed.returncode != 0, "the staged package leaked into the workers' environment"
 
 
 def test_a_teststream_pipeline_runs_on_prism(endpoint):

@@ -163,3 +163,22 @@ class DockerPayload(_message.Message):
     CONTAINER_IMAGE_FIELD_NUMBER: _ClassVar[int]
     container_image: str
     def __init__(self, container_image: _Optional[str] = ...) -> None: ...
+
+class ProcessPayload(_message.Message):
+    __slots__ = ("os", "arch", "command", "env")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    OS_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    os: str
+    arch: str
+    command: str
+    env: _containers.ScalarMap[str, str]
+    def __init__(self, os: _Optional[str] = ..., arch: _Optional[str] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...

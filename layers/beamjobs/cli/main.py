@@ -320,6 +320,13 @@ def cli() -> None:
     help="Beam's Prism runner (its binary; `make engines` builds it): the built-in engine "
     "`prism`, which runs streaming pipelines",
 )
+@click.option(
+    "--python-boot",
+    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+    envvar="BEAMJOBS_PYTHON_BOOT",
+    help="Beam's Python boot program (`make engines` builds it): with --prism and "
+    "--worker-python, Prism runs EMBEDDED Python environments as PROCESS ones",
+)
 @_dashboard_options
 def serve(
     host: str,
@@ -335,6 +342,7 @@ def serve(
     default_engine: str | None,
     streaming_engine: str | None,
     prism: str | None,
+    python_boot: str | None,
     dashboard: int | None,
 ) -> None:
     """Serve the Job API with the embedded AWS (or --aws-endpoint) and the local executor."""
@@ -368,6 +376,7 @@ def serve(
             default_engine=default_engine,
             streaming_engine=streaming_engine,
             prism=prism,
+            python_boot=python_boot,
         )
         try:
             settings.engine_choice()

@@ -170,6 +170,8 @@ def mirror_environment(
         upstream_engine=job.engine,
         upstream_endpoint=endpoint,
         prism=settings.prism,
+        python_boot=settings.python_boot,
+        worker_python=settings.worker_python,
         flink_rest=settings.flink_rest,
     )
 

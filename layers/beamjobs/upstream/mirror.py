@@ -18,12 +18,15 @@ environment (the worker's, with BEAMJOBS_UPSTREAM_ENGINE and BEAMJOBS_UPSTREAM_E
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from beamjobs.api import pipeline_pb2
@@ -45,7 +48,7 @@ from beamjobs.upstream.client import (
     UpstreamMessage,
 )
 from beamjobs.upstream.flink import FlinkRest
-from beamjobs.upstream.prism import local_prism
+from beamjobs.upstream.prism import local_prism, process_environments, process_harness
 from beamjobs.worker.batching import gather
 from beamjobs.worker.channel import WORKER_FUNCTION, Claimed, JobChannel
 
@@ -103,13 +106,16 @@ class Mirror:
         lease_seconds: float,
         max_job_seconds: float,
         flink: FlinkRest | None = None,
+        environments: Callable[[bytes], bytes] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`flink`: the REST API of the Flink cluster behind the upstream, when it is Beam's
-        Flink job server (whose Cancel leaves the Flink job running)."""
+        Flink job server (whose Cancel leaves the Flink job running). `environments`: the
+        pipeline with its environments as the upstream can run them (the built-in Prism's)."""
         self._channel = channel
         self._upstream = upstream
         self._flink = flink
+        self._environments = environments
         self._engine = engine
         self._heartbeat_seconds = heartbeat_seconds
         self._lease_seconds = lease_seconds
@@ -178,6 +184,8 @@ class Mirror:
                 return attached
             logger.info("upstream preparation %s never ran: preparing again", attached)
         pipeline = upstream_pipeline(claimed.pipeline, claimed.artifacts.location)
+        if self._environments is not None:
+            pipeline = self._environments(pipeline)
         preparation = self._reach(
             lambda: self._upstream.prepare(
                 pipeline, upstream_options(claimed.options, claimed.job.job_id), claimed.job.job_id
@@ -442,9 +450,14 @@ def main(argv: list[str]) -> int:
     )
     channel = JobChannel(invoker, job_id, secret)
     with contextlib.ExitStack() as stack:
+        environments = None
         if own_prism:
             assert settings.prism  # checked above
             endpoint = stack.enter_context(local_prism(settings.prism))
+            if settings.python_boot and settings.worker_python:
+                files = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="boot-")))
+                harness = process_harness(files, settings.python_boot, settings.worker_python)
+                environments = functools.partial(process_environments, harness=harness)
         assert endpoint
         upstream = UpstreamJobService(endpoint)
         stack.callback(upstream.close)
@@ -457,6 +470,7 @@ def main(argv: list[str]) -> int:
             lease_seconds=settings.lease_seconds,
             max_job_seconds=settings.max_job_seconds,
             flink=FlinkRest(flink) if flink else None,
+            environments=environments,
         ).run()
     return 0
 
