@@ -197,8 +197,8 @@ class Settings:
             self.streaming_engine,
             prism=bool(self.prism),
         )
-        strangers = [name for name, _ in map(parse_engine, self.flink_rest)]
-        strangers = [name for name in strangers if name not in choice.upstreams]
+        named = (parse_engine(spec)[0] for spec in self.flink_rest)
+        strangers = [name for name in named if name not in choice.upstreams]
         if strangers:
             raise InvalidArgument(
                 f"a Flink REST address is for an upstream engine: {', '.join(strangers)} "

@@ -18,13 +18,13 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from engines.clusters import FlinkCluster, JobServer
 from tests.e2e.conftest import free_port, serve
 from tests.e2e.test_upstream_engines import (
-    WORDS,
     _finished,
     _job_id,
     _logged,
     _submit,
     _summary,
     _wait,
+    assert_counted_every_word,
 )
 
 ENGINE = "flink"
@@ -105,10 +105,7 @@ def test_a_word_count_with_an_extra_package_runs_on_flink_to_done(cluster, front
     result = _finished(process)
 
     # Then it is DONE with the right output, and its counter came back through GetJobMetrics
-    assert result["STATE"] == "DONE"
-    counts = dict(line.split(": ") for line in (tmp_path / "counts.txt").read_text().splitlines())
-    assert counts == {word: str(WORDS.count(word)) for word in set(WORDS)}
-    assert int(result["WORDS"]) == len(WORDS)
+    assert_counted_every_word(result, tmp_path)
     summary = _summary(front, result["JOB"])
     assert summary["engine"] == ENGINE
     # ... and Flink lists the job FINISHED

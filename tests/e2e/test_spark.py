@@ -12,7 +12,14 @@ from apache_beam.portability.api import beam_job_api_pb2_grpc
 
 from engines.clusters import JobServer, SparkCluster
 from tests.e2e.conftest import free_port, serve
-from tests.e2e.test_upstream_engines import WORDS, _finished, _job_id, _submit, _summary, _wait
+from tests.e2e.test_upstream_engines import (
+    _finished,
+    _job_id,
+    _submit,
+    _summary,
+    _wait,
+    assert_counted_every_word,
+)
 
 ENGINE = "spark"
 
@@ -64,10 +71,7 @@ def test_a_word_count_runs_on_spark_to_done(cluster, front, tmp_path):
     result = _finished(_word_count(tmp_path, front, 0))
 
     # Then it is DONE with the right output and its counter
-    assert result["STATE"] == "DONE"
-    counts = dict(line.split(": ") for line in (tmp_path / "counts.txt").read_text().splitlines())
-    assert counts == {word: str(WORDS.count(word)) for word in set(WORDS)}
-    assert int(result["WORDS"]) == len(WORDS)
+    assert_counted_every_word(result, tmp_path)
     assert _summary(front, result["JOB"])["engine"] == ENGINE
     # ... as an application of the Spark cluster, FINISHED
     assert _spark_app(cluster, "completedapps", result["JOB"]) == "FINISHED"

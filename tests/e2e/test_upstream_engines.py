@@ -214,6 +214,14 @@ def _finished(process: subprocess.Popen[str]) -> dict[str, str]:
     return lines
 
 
+def assert_counted_every_word(result: dict[str, str], tmp_path: Path) -> None:
+    """The word count (SCRIPT) ended DONE, its output and its counter right."""
+    assert result["STATE"] == "DONE"
+    counts = dict(line.split(": ") for line in (tmp_path / "counts.txt").read_text().splitlines())
+    assert counts == {word: str(WORDS.count(word)) for word in set(WORDS)}
+    assert int(result["WORDS"]) == len(WORDS)
+
+
 def _job_id(process: subprocess.Popen[str]) -> str:
     assert process.stdout is not None
     for line in process.stdout:
@@ -292,10 +300,7 @@ def test_a_word_count_with_an_extra_package_runs_upstream_to_done(upstream, fron
     result = _finished(process)
 
     # Then it is DONE with the right output and the upstream's counter
-    assert result["STATE"] == "DONE"
-    counts = dict(line.split(": ") for line in (tmp_path / "counts.txt").read_text().splitlines())
-    assert counts == {word: str(WORDS.count(word)) for word in set(WORDS)}
-    assert int(result["WORDS"]) == len(WORDS)
+    assert_counted_every_word(result, tmp_path)
     job_id = result["JOB"]
     summary = _summary(front, job_id)
     assert summary["engine"] == ENGINE and summary["upstream_job_id"]

@@ -48,7 +48,7 @@ from beamjobs.upstream.client import (
     UpstreamMessage,
 )
 from beamjobs.upstream.flink import FlinkRest
-from beamjobs.upstream.prism import local_prism, process_environments, process_harness
+from beamjobs.upstream.prism import embedded_as_process, local_prism
 from beamjobs.worker.batching import gather
 from beamjobs.worker.channel import WORKER_FUNCTION, Claimed, JobChannel
 
@@ -456,8 +456,12 @@ def main(argv: list[str]) -> int:
             endpoint = stack.enter_context(local_prism(settings.prism))
             if settings.python_boot and settings.worker_python:
                 files = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="boot-")))
-                harness = process_harness(files, settings.python_boot, settings.worker_python)
-                environments = functools.partial(process_environments, harness=harness)
+                environments = functools.partial(
+                    embedded_as_process,
+                    directory=files,
+                    boot=settings.python_boot,
+                    worker_python=settings.worker_python,
+                )
         assert endpoint
         upstream = UpstreamJobService(endpoint)
         stack.callback(upstream.close)

@@ -126,3 +126,12 @@ def process_environments(pipeline: bytes, harness: ProcessHarness) -> bytes:
             environment.urn = PROCESS
             environment.payload = payload
     return bytes(proto.SerializeToString())
+
+
+def embedded_as_process(pipeline: bytes, directory: Path, boot: str, worker_python: str) -> bytes:
+    """The pipeline as Prism can run it: its EMBEDDED environments as PROCESS ones, with a
+    harness (process_harness) made only for a pipeline that has such an environment."""
+    environments = pipeline_pb2.Pipeline.FromString(pipeline).components.environments
+    if all(environment.urn != EMBEDDED for environment in environments.values()):
+        return pipeline
+    return process_environments(pipeline, process_harness(directory, boot, worker_python))
