@@ -638,6 +638,10 @@ def test_a_malformed_lambda_event_is_answered_invalid_argument(
 
 
 def test_a_flood_of_prepares_from_one_principal_meets_its_quota(server):
+    # The quota counts per clock minute: start early in one, so that the refusal and the call
+    # after it fall in the same minute.
+    if time.time() % 60 > 30:
+        time.sleep(60 - time.time() % 60)
     accepted = 0
     for _ in range(200):
         try:

@@ -5,6 +5,7 @@ serve --prism`, which sends streaming pipelines to Prism without being told."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils import timestamp
 
 from tests.e2e.conftest import EMBEDDED, ROOT, WORKER_PYTHON, free_port, options, serve
+from tests.e2e.test_cli import beamjobs
 from tests.e2e.test_upstream_engines import _logged, _summary, _wait
 from tests.e2e.user_scripts import PACKAGE
 
@@ -98,6 +100,48 @@ def test_an_embedded_pipeline_runs_on_prism_with_its_staged_package(endpoint, sd
         [WORKER_PYTHON, "-c", f"import {PACKAGE}"], capture_output=True, text=True
     )
     assert installed.returncode != 0, "the staged package leaked into the workers' environment"
+
+
+def test_the_sdks_default_docker_environment_runs_on_prism_without_docker(endpoint):
+    # Given a streaming pipeline in the SDK's default environment: DOCKER, Beam's Python SDK
+    # image of this Beam and Python, which is what the worker image is built FROM
+    pipeline = beam.Pipeline(
+        options=PipelineOptions(
+            ["--runner=PortableRunner", f"--job_endpoint={endpoint}", "--streaming"]
+        )
+    )
+    events = TestStream().add_elements([1, 2, 3]).advance_watermark_to_infinity()
+    assert_that(pipeline | events | beam.Map(lambda n: n * 10), equal_to([10, 20, 30]))
+    # When it runs, then Prism ran the image's harness as Beam's boot, with no container runtime
+    job_id = _run(pipeline)
+    done = beamjobs(endpoint, "describe", job_id)
+    assert done.returncode == 0, done.stderr
+    described = json.loads(done.stdout)
+    assert described["summary"]["engine"] == "prism"
+    images = {env["container_image"] for env in described["environments"]} - {""}
+    assert images == {f"apache/beam_python3.11_sdk:{beam.version.__version__}"}
+
+
+def test_another_docker_image_on_prism_fails_with_advice(endpoint):
+    # Given a streaming pipeline whose DOCKER image is not the workers' own (which Prism could
+    # only run in a container)
+    old = "apache/beam_python3.11_sdk:2.50.0"
+    pipeline = beam.Pipeline(
+        options=PipelineOptions(
+            [
+                "--runner=PortableRunner",
+                f"--job_endpoint={endpoint}",
+                "--streaming",
+                f"--environment_config={old}",
+            ]
+        )
+    )
+    _ = pipeline | TestStream().add_elements([1]).advance_watermark_to_infinity()
+    # When it runs, then it fails, telling the SDK what runs instead
+    result = pipeline.run()
+    with pytest.raises(RuntimeError) as failed:
+        result.wait_until_finish()
+    assert old in str(failed.value) and "LOOPBACK" in str(failed.value)
 
 
 def test_a_teststream_pipeline_runs_on_prism(endpoint):

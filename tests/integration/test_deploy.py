@@ -37,7 +37,7 @@ from beamjobs.app.service import JobControl
 from beamjobs.aws.blobs import S3BlobStore
 from beamjobs.aws.dynamodb_store import DynamoJobStore
 from beamjobs.aws.stepfunctions import StepFunctionsExecutor, execution_arn
-from beamjobs.domain.engines import EngineChoice, Engines
+from beamjobs.domain.engines import Engines
 from beamjobs.domain.identity import LOCAL_CALLER
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.limits import Quotas
@@ -46,6 +46,7 @@ from beamjobs.domain.states import JobState
 from beamjobs.local.invoker import LocalContext
 from beamjobs.local.provision import load_template
 from beamjobs.pipeline.artifacts import ArtifactLocation
+from beamjobs.settings import Settings
 from tests.integration.conftest import EVENTS, ROOT, TEMPLATE, pipeline_bytes
 
 REGION = "us-east-1"
@@ -285,7 +286,11 @@ def _control(cloudformation, outputs):
         mirror_task_definition=_physical(cloudformation, "MirrorTaskDefinition"),
         max_job_seconds=3600,
     )
-    engines = Engines(EngineChoice.of("fargate", (UPSTREAM,), None, None), executor, executor)
+    # The engines as the deployed functions see them (the template's defaults: prism built in).
+    control_env = boto3.client("lambda", region_name=REGION).get_function_configuration(
+        FunctionName=_physical(cloudformation, "ControlFunction")
+    )["Environment"]["Variables"]
+    engines = Engines(Settings.from_env(control_env).engine_choice(), executor, executor)
     control = JobControl(
         Jobs(jobs),
         blobs,
@@ -526,6 +531,51 @@ def test_a_job_on_an_upstream_engine_runs_its_mirror_where_it_reaches_the_engine
     )["Environment"]["Variables"]
     assert control_env["BEAMJOBS_UPSTREAM_ENGINES"] == UPSTREAM
     assert control_env["BEAMJOBS_MIRROR_TASK_DEFINITION"] == mirror_task
+
+
+def test_a_streaming_job_runs_on_prism_in_its_own_workers_task(deployed):
+    # Given a deployment as the template makes it by default, and a streaming pipeline that
+    # chooses no engine
+    cloudformation, _ = deployed
+    outputs = _outputs(cloudformation)
+    control, jobs, blobs, sfn = _control(cloudformation, outputs)
+    job_id = _prepare(
+        control, blobs, pipeline_bytes(bounded=False), {"beam:option:worker_vcpu:v1": "2"}
+    )
+    assert jobs.get(job_id).engine == "prism"
+
+    # When it is run
+    control.run(LOCAL_CALLER, job_id)
+
+    # Then its mirror runs in the worker's task (sized as the job asked), not the mirror's
+    arn = execution_arn(outputs["StateMachineArn"], job_id)
+    _wait_for_state(sfn, arn, "RunMirror")
+    input_ = json.loads(sfn.describe_execution(executionArn=arn)["input"])
+    worker_task = _physical(cloudformation, "WorkerTaskDefinition")
+    assert input_["mirror"] is True and input_["task_definition"] == worker_task
+    assert input_["overrides"]["Cpu"] == "2048"
+    [override] = input_["overrides"]["ContainerOverrides"]
+    assert override["Name"] == "worker"
+    assert override["Command"] == ["python", "-m", "beamjobs.upstream.mirror", job_id]
+    environment = {e["Name"]: e["Value"] for e in override["Environment"]}
+    assert environment == {
+        "BEAMJOBS_WORKER_SECRET": jobs.get(job_id).worker_secret,
+        "BEAMJOBS_UPSTREAM_ENGINE": "prism",
+    }
+    # ... whose container names the image's Prism and Beam's boot, and its channel
+    ecs = boto3.client("ecs", region_name=REGION)
+    [container] = ecs.describe_task_definition(taskDefinition=worker_task)["taskDefinition"][
+        "containerDefinitions"
+    ]
+    settings = Settings.from_env(
+        {e["name"]: e["value"] for e in container["environment"]}, worker=True
+    )
+    assert (settings.prism, settings.python_boot) == (
+        "/opt/beamjobs/prism",
+        "/opt/apache/beam/boot",
+    )
+    [task] = _tasks_of(worker_task)
+    assert task["overrides"]["containerOverrides"][0]["command"][-1] == job_id
 
 
 def _tasks_of(task_definition, timeout=30):

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from beamjobs.pipeline.sdk_images import CustomImage, OtherSdkImage, PythonSdkImage, classify
 from beamjobs.worker.image_environments import (
     THIS_PYTHON,
     ImageEnvironments,
     UnrunnableEnvironment,
     image_requirements,
 )
-from beamjobs.worker.sdk_images import CustomImage, OtherSdkImage, PythonSdkImage, classify
 
 
 @pytest.mark.parametrize(

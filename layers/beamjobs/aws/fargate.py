@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from beamjobs.domain.engines import PRISM
 from beamjobs.domain.errors import InvalidArgument
 from beamjobs.domain.options import WORKER_MEMORY_MB, WORKER_VCPU, read_option
 
@@ -63,9 +64,27 @@ def worker_task_overrides(
     job_id: str, worker_secret: str, options: dict[str, Any], *, with_sdk_sidecar: bool
 ) -> dict[str, Any]:
     """The `overrides` of RunTask for one job: its worker reports with the job's secret."""
-    environment = [{"name": WORKER_SECRET_ENV, "value": worker_secret}]
+    environment = {WORKER_SECRET_ENV: worker_secret}
     if with_sdk_sidecar:
-        environment.append({"name": WORKER_POOL_ENV, "value": f"localhost:{SDK_WORKER_POOL_PORT}"})
+        environment[WORKER_POOL_ENV] = f"localhost:{SDK_WORKER_POOL_PORT}"
+    return _worker_container(["python", "-m", "beamjobs.worker", job_id], environment, options)
+
+
+def prism_task_overrides(
+    job_id: str, worker_secret: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The `overrides` of RunTask for one job on the built-in Prism: the worker's task, sized as
+    the job's worker would be, running the job's mirror (beamjobs.upstream.mirror) instead, which
+    starts the Prism and Beam boot of the worker image (template.yaml names them) on loopback."""
+    environment = {WORKER_SECRET_ENV: worker_secret, "BEAMJOBS_UPSTREAM_ENGINE": PRISM}
+    return _worker_container(
+        ["python", "-m", "beamjobs.upstream.mirror", job_id], environment, options
+    )
+
+
+def _worker_container(
+    command: list[str], environment: dict[str, str], options: dict[str, Any]
+) -> dict[str, Any]:
     cpu, memory = task_size(options)
     return {
         "cpu": cpu,
@@ -73,8 +92,8 @@ def worker_task_overrides(
         "containerOverrides": [
             {
                 "name": WORKER_CONTAINER,
-                "command": ["python", "-m", "beamjobs.worker", job_id],
-                "environment": environment,
+                "command": command,
+                "environment": [{"name": k, "value": v} for k, v in environment.items()],
             }
         ],
     }

@@ -1,14 +1,13 @@
 """The AWS executor: each job is one Step Functions execution of the run-job state machine
-(statemachine/run_job.asl.json), which runs the job's worker as a Fargate task.
-
-A job on an upstream engine runs its mirror (beamjobs.upstream.mirror) instead, as a small task of
-the same state machine, started again if it dies. The execution is named by the job id, so a retried
-Run starts nothing new; Cancel and Drain
-stop the execution, which stops the task. A pipeline whose environment is DOCKER runs with its
-SDK image as a worker-pool sidecar: a revision of the worker's task definition is registered
-per image (beamjobs.aws.fargate), once per image and process. How a job ends when its worker could
-not record it is settled by the reconcile function (beamjobs.app.reconcile), from the state
-machine's Catch and from the execution's status change.
+(statemachine/run_job.asl.json), which runs the job's worker as a Fargate task. A job on an
+upstream engine runs its mirror (beamjobs.upstream.mirror) instead, as a small task of the same
+state machine, started again if it dies; on the built-in Prism, the mirror runs in the worker's
+task, whose image has Prism. The execution is named by the job id, so a retried Run starts nothing
+new; Cancel and Drain stop the execution, which stops the task. A pipeline whose environment is
+DOCKER runs with its SDK image as a worker-pool sidecar: a revision of the worker's task definition
+is registered per image (beamjobs.aws.fargate), once per image and process. How a job ends when its
+worker could not record it is settled by the reconcile function (beamjobs.app.reconcile), from the
+state machine's Catch and from the execution's status change.
 """
 
 from __future__ import annotations
@@ -21,10 +20,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from beamjobs.aws.errors import error_code
 from beamjobs.aws.fargate import (
     mirror_task_overrides,
+    prism_task_overrides,
     task_definition_with_sdk,
     worker_task_overrides,
 )
 from beamjobs.domain.blobs import BlobStore
+from beamjobs.domain.engines import OWN_PRISM
 from beamjobs.domain.executor import ExecutorError
 from beamjobs.domain.model import Job
 from beamjobs.domain.options import JOB_TIMEOUT_SECONDS, job_options, read_option
@@ -96,15 +97,22 @@ class StepFunctionsExecutor:
     def mirror_input(self, job: Job, endpoint: str) -> dict[str, Any]:
         """What the state machine needs to run a job's mirror: the mirror's task definition
         and overrides; its time limit leaves the mirror time to end the job itself first."""
-        if not self._mirror_task_definition:
+        options = job_options(job, self._blobs)
+        if endpoint == OWN_PRISM:  # in the worker's task, whose image has Prism
+            task_definition = self._worker_task_definition
+            overrides = prism_task_overrides(job.job_id, job.worker_secret or "", options)
+        elif self._mirror_task_definition:
+            task_definition = self._mirror_task_definition
+            overrides = mirror_task_overrides(
+                job.job_id, job.worker_secret or "", job.engine, endpoint
+            )
+        else:
             raise ExecutorError("this deployment has no mirror task (MirrorTaskDefinition)")
         return {
             "job_id": job.job_id,
-            "task_definition": self._mirror_task_definition,
-            "overrides": _step_functions_casing(
-                mirror_task_overrides(job.job_id, job.worker_secret or "", job.engine, endpoint)
-            ),
-            "timeout_seconds": self._timeout(job_options(job, self._blobs)) + MIRROR_GRACE_SECONDS,
+            "task_definition": task_definition,
+            "overrides": _step_functions_casing(overrides),
+            "timeout_seconds": self._timeout(options) + MIRROR_GRACE_SECONDS,
             "mirror": True,
         }
 

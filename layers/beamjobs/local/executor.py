@@ -23,6 +23,7 @@ from typing import Any
 from beamjobs.app.reconcile import fail_lost_jobs
 from beamjobs.aws.invoker import Handler
 from beamjobs.domain.blobs import BlobStore
+from beamjobs.domain.engines import OWN_PRISM
 from beamjobs.domain.errors import BeamjobsError
 from beamjobs.domain.executor import ExecutorError
 from beamjobs.domain.jobs import Jobs
@@ -160,7 +161,8 @@ def mirror_environment(
     settings: Settings, channel_url: str, job: Job, endpoint: str
 ) -> dict[str, str]:
     """A mirror's environment: a worker's, with its job's secret, its upstream engine (or the
-    Prism it starts itself), and the lease and longest job time it enforces itself."""
+    Prism it starts itself, whose harnesses run with the mirror's own interpreter, the
+    workers'), and the lease and longest job time it enforces itself."""
     return worker_environment(
         settings,
         channel_url,
@@ -171,7 +173,6 @@ def mirror_environment(
         upstream_endpoint=endpoint,
         prism=settings.prism,
         python_boot=settings.python_boot,
-        worker_python=settings.worker_python,
         flink_rest=settings.flink_rest,
     )
 
@@ -231,17 +232,22 @@ class ProcessExecutor:
 
     def start_mirror(self, job: Job, endpoint: str) -> None:
         """Start the job's mirror towards `endpoint`: a process of the control plane's
-        interpreter (it runs no pipeline), started again whenever it dies before the job ends
-        (it resumes where the job's log says it got to)."""
+        interpreter (it runs no pipeline), or, on the built-in Prism, of the workers' (as on
+        AWS, where it runs in the worker's image: Prism's harnesses are the job's workers);
+        started again whenever it dies before the job ends (it resumes where the job's log
+        says it got to)."""
         with self._lock:
             if job.job_id in self._workers or job.job_id in self._forking:
                 return  # a retried Run: its mirror is under way
             self._forking.add(job.job_id)
         try:
             env = mirror_environment(self._settings, self.channel.url, job, endpoint)
+            python = sys.executable
+            if endpoint == OWN_PRISM:
+                python = self._settings.worker_python or sys.executable
             threading.Thread(
                 target=self._keep_mirror,
-                args=(job.job_id, env),
+                args=(job.job_id, python, env),
                 name=f"mirror-{job.job_id}",
                 daemon=True,
             ).start()
@@ -249,13 +255,13 @@ class ProcessExecutor:
             with self._lock:
                 self._forking.discard(job.job_id)
 
-    def _keep_mirror(self, job_id: str, env: dict[str, str]) -> None:
+    def _keep_mirror(self, job_id: str, python: str, env: dict[str, str]) -> None:
         """Run the mirror until it exits having recorded the job's end (or the job ended);
         a mirror that keeps dying at once is lost."""
         deaths: list[float] = []
         while True:
             process = subprocess.Popen(
-                [sys.executable, "-m", "beamjobs.upstream.mirror", job_id],
+                [python, "-m", "beamjobs.upstream.mirror", job_id],
                 env=env,
                 start_new_session=True,
             )

@@ -48,7 +48,7 @@ from beamjobs.upstream.client import (
     UpstreamMessage,
 )
 from beamjobs.upstream.flink import FlinkRest
-from beamjobs.upstream.prism import embedded_as_process, local_prism
+from beamjobs.upstream.prism import local_prism, runnable_on_prism
 from beamjobs.worker.batching import gather
 from beamjobs.worker.channel import WORKER_FUNCTION, Claimed, JobChannel
 
@@ -454,13 +454,14 @@ def main(argv: list[str]) -> int:
         if own_prism:
             assert settings.prism  # checked above
             endpoint = stack.enter_context(local_prism(settings.prism))
-            if settings.python_boot and settings.worker_python:
+            if settings.python_boot:
                 files = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="boot-")))
                 environments = functools.partial(
-                    embedded_as_process,
+                    runnable_on_prism,
                     directory=files,
                     boot=settings.python_boot,
-                    worker_python=settings.worker_python,
+                    # A mirror on the built-in Prism runs with the workers' interpreter.
+                    worker_python=settings.worker_python or sys.executable,
                 )
         assert endpoint
         upstream = UpstreamJobService(endpoint)

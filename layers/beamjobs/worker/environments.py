@@ -11,8 +11,8 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.portability import common_urns, python_urns
 from apache_beam.portability.api import beam_runner_api_pb2, endpoints_pb2
 
+from beamjobs.pipeline import sdk_images
 from beamjobs.pipeline.environments import unsupported_environments_message
-from beamjobs.worker import sdk_images
 from beamjobs.worker.image_environments import (
     THIS_PYTHON,
     ImageEnvironments,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from beamjobs.worker.sdk_images import PythonSdkImage, classify
+from beamjobs.pipeline.sdk_images import PythonSdkImage, classify
 
 # What Beam's Python SDK images install (sdks/python/container in apache/beam): apache-beam
 # with these extras, plus the manual list of packages the containers add.

@@ -1,6 +1,7 @@
 """What a DOCKER environment's container image is, read from its name alone (no registry is
 consulted): one of Beam's Python SDK images, another language's Beam SDK image, or a custom
-image. The worker decides from this how to run the environment without a container runtime."""
+image. The worker, and the built-in Prism's mirror, decide from this how to run the environment
+without a container runtime."""
 
 from __future__ import annotations
 
