@@ -23,6 +23,12 @@ BEAM_VERSION := 2.77.0
 TS_CLIENT := tests/e2e/typescript
 TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 
+# A Java pipeline, as Beam's Java SDK users write one (Beam 2.65.0, the newest whose PortableRunner
+# Maven Central serves here whole), a client of the end-to-end tests: compiled with its classpath
+# copied beside it (--strict-checksums refuses a jar whose published checksum differs).
+JAVA_CLIENT := tests/e2e/java
+JAVA_STAMP := $(JAVA_CLIENT)/target/.built
+
 # Beam's Prism runner, the built-in `prism` engine: built from Beam's Go module at the worker's
 # release into the clone's cache (the Go module proxy's checksum database verifies every module
 # it downloads).
@@ -64,7 +70,11 @@ $(WORKER_STAMP): worker/requirements.txt pyproject.toml
 	touch $(WORKER_STAMP)
 
 ## Everything the tests need (`make -j4 setup` builds the environments side by side).
-setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(SAM_STAMP) stand-ins engines
+setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(SAM_STAMP) stand-ins engines
+
+$(JAVA_STAMP): $(JAVA_CLIENT)/pom.xml $(shell find $(JAVA_CLIENT)/src -name '*.java')
+	cd $(JAVA_CLIENT) && $(MVN) --quiet --batch-mode --strict-checksums clean package
+	touch $@
 
 ## The engines Beamjobs runs jobs on besides its own: Beam's Prism runner, and the Flink and
 ## Spark clusters with their job servers.
@@ -140,7 +150,7 @@ worker-lock: $(STAMP)
 ## declare the same protobuf names, so the suites that import apache_beam run in their own
 ## interpreter. The two interpreters run side by side (most of either's time is spent waiting
 ## on processes, sockets and clocks); each one's output is shown whole when it ends.
-test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins sam-validate chromium
+test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins sam-validate chromium
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-control-plane test-e2e
 
 test-control-plane: $(STAMP)
@@ -148,7 +158,7 @@ test-control-plane: $(STAMP)
 
 ## The end-to-end and browser tests (both submit with the Beam SDK). Screenshots of the pages
 ## land in build/screenshots.
-test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins chromium
+test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins chromium
 	$(BIN)/pytest tests/e2e tests/browser
 
 ## Debian's Chromium, which the browser tests drive (Playwright never downloads one here).

@@ -15,9 +15,11 @@ from beamjobs.worker.channel import Reports
 
 logger = logging.getLogger(__name__)
 
-# Beam's mapping from Python log levels to message importance (as its own job servers do).
+# Python log levels as message importance. JOB_MESSAGE_ERROR is kept for a failed job's cause
+# (beamjobs.domain.jobs): Beam's Java SDK reports the first ERROR message of a failed job as its
+# failure, the Python SDK the last, so there must be only that one. A record logged at ERROR or
+# above (by user code, an SDK harness, the runner) is a warning that names its level.
 _IMPORTANCE = (
-    (logging.ERROR, "JOB_MESSAGE_ERROR"),
     (logging.WARNING, "JOB_MESSAGE_WARNING"),
     (logging.INFO, "JOB_MESSAGE_BASIC"),
     (logging.DEBUG, "JOB_MESSAGE_DEBUG"),
@@ -75,6 +77,8 @@ class MessageForwarder(logging.Handler):
         except Exception:  # a broken log call must not break the pipeline
             self.handleError(record)
             return
+        if record.levelno >= logging.ERROR:
+            text = f"{record.levelname}: {text}"
         self._enqueue(Message(importance_of(record.levelno), text, record.created))
 
     def say(self, importance: str, text: str) -> None:

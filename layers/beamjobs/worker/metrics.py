@@ -12,13 +12,28 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from apache_beam.metrics.monitoring_infos import consolidate
-from apache_beam.portability.api import beam_job_api_pb2
+from apache_beam.portability.api import beam_job_api_pb2, beam_runner_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from beamjobs.domain.errors import BeamjobsError
 from beamjobs.worker.channel import JobChannel
 
 logger = logging.getLogger(__name__)
+
+
+# The DoFns of a pipeline built by Beam's Java SDK, whose PortableMetrics reads a MetricResults'
+# attempted and committed lists as one list (each counter would be there twice).
+_JAVA_DOFN = "beam:dofn:javasdk:0.1"
+_PARDO = "beam:transform:pardo:v1"
+
+
+def built_by_java(pipeline: beam_runner_api_pb2.Pipeline) -> bool:
+    return any(
+        transform.spec.urn == _PARDO
+        and beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload).do_fn.urn
+        == _JAVA_DOFN
+        for transform in pipeline.components.transforms.values()
+    )
 
 
 class MetricsPublisher:
@@ -39,10 +54,12 @@ class MetricsPublisher:
             self._latest = list(attempted)
             self._changed.notify()
 
-    def finish(self, attempted: Sequence[Any], committed: Sequence[Any]) -> None:
-        """Stop publishing snapshots and write the final metrics."""
+    def finish(self, final: Sequence[Any], *, committed_only: bool = False) -> None:
+        """Stop publishing snapshots and write the final metrics: attempted and committed, or,
+        for a client that reads both lists as one (Java's), committed only, as Beam's
+        reference server answers."""
         self.abandon()
-        self._write(attempted, committed)
+        self._write([] if committed_only else final, final)
 
     def abandon(self) -> None:
         """Stop publishing snapshots; the last one written stays as the attempted values."""

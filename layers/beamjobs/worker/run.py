@@ -35,7 +35,7 @@ from beamjobs.worker.harness_logs import HarnessLogFormatter
 from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.image_environments import ImageEnvironments
 from beamjobs.worker.messages import MessageForwarder
-from beamjobs.worker.metrics import MetricsPublisher, PublishingRunner
+from beamjobs.worker.metrics import MetricsPublisher, PublishingRunner, built_by_java
 
 logger = logging.getLogger(__name__)
 # Imported for its side effect: FnApiRunner learns to run PROCESS environments.
@@ -146,6 +146,7 @@ def execute(
 
     failure: str | None = None
     infos: list[Any] = []
+    committed_only = False
     publisher = MetricsPublisher(channel)
     messages = MessageForwarder(channel, formatter=HarnessLogFormatter())
     workspace = Path(tempfile.mkdtemp(prefix=f"beamjobs-{job_id[:40]}-"))
@@ -171,6 +172,7 @@ def execute(
             result = runner.run_via_runner_api(pipeline, beam_options)
             result.wait_until_finish()
             infos = list(result.monitoring_infos())
+            committed_only = built_by_java(pipeline)
         except (environments.UnrunnableEnvironment, packages.InstallFailed) as unrunnable:
             failure = str(unrunnable)
         except Exception:  # the user's pipeline failed: its traceback is the job's cause
@@ -180,7 +182,7 @@ def execute(
             publisher.abandon()
             shutil.rmtree(workspace, ignore_errors=True)
         if failure is None:
-            _record_final_metrics(publisher, infos, messages)
+            _record_final_metrics(publisher, infos, messages, committed_only=committed_only)
 
     # The work is done, and only this call says how. A final state written meanwhile (a
     # cancel that won) stands.
@@ -190,12 +192,16 @@ def execute(
 
 
 def _record_final_metrics(
-    publisher: MetricsPublisher, infos: list[Any], messages: MessageForwarder
+    publisher: MetricsPublisher,
+    infos: list[Any],
+    messages: MessageForwarder,
+    *,
+    committed_only: bool,
 ) -> None:
     """Bookkeeping after a pipeline that succeeded: a failure here is said, and the job is
     still DONE (a user told FAILED would rerun it and duplicate its outputs)."""
     try:
-        publisher.finish(attempted=infos, committed=infos)
+        publisher.finish(infos, committed_only=committed_only)
     except BeamjobsError as error:
         logger.warning("final metrics not recorded", exc_info=True)
         messages.say(
