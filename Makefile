@@ -34,6 +34,12 @@ JAVA_STAMP := $(JAVA_CLIENT)/target/.built
 # it downloads).
 ENGINES_CACHE := .cache/engines
 PRISM := $(ENGINES_CACHE)/bin/prism
+
+# A Go pipeline on Beam's Go SDK (at the worker's release, from the Go module proxy, checked
+# against go.sum), a client of the end-to-end tests.
+GO_CLIENT := tests/e2e/go
+GO_WORDCOUNT := $(ENGINES_CACHE)/bin/go-wordcount
+
 # Beam's Python boot (the SDK image's entry point, Go's `container` command), with which Prism
 # runs EMBEDDED Python environments as PROCESS ones.
 PYTHON_BOOT := $(ENGINES_CACHE)/python-boot/container
@@ -70,7 +76,11 @@ $(WORKER_STAMP): worker/requirements.txt pyproject.toml
 	touch $(WORKER_STAMP)
 
 ## Everything the tests need (`make -j4 setup` builds the environments side by side).
-setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(SAM_STAMP) stand-ins engines
+setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(GO_WORDCOUNT) $(SAM_STAMP) stand-ins engines
+
+$(GO_WORDCOUNT): $(GO_CLIENT)/go.mod $(GO_CLIENT)/go.sum $(GO_CLIENT)/main.go
+	cd $(GO_CLIENT) && GOMODCACHE=$(abspath $(ENGINES_CACHE))/gomod GOFLAGS=-modcacherw \
+		$(GO) build -o $(abspath $@) .
 
 $(JAVA_STAMP): $(JAVA_CLIENT)/pom.xml $(shell find $(JAVA_CLIENT)/src -name '*.java')
 	cd $(JAVA_CLIENT) && $(MVN) --quiet --batch-mode --strict-checksums clean package
@@ -150,7 +160,7 @@ worker-lock: $(STAMP)
 ## declare the same protobuf names, so the suites that import apache_beam run in their own
 ## interpreter. The two interpreters run side by side (most of either's time is spent waiting
 ## on processes, sockets and clocks); each one's output is shown whole when it ends.
-test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins sam-validate chromium
+test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(GO_WORDCOUNT) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins sam-validate chromium
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-control-plane test-e2e
 
 test-control-plane: $(STAMP)
@@ -158,7 +168,7 @@ test-control-plane: $(STAMP)
 
 ## The end-to-end and browser tests (both submit with the Beam SDK). Screenshots of the pages
 ## land in build/screenshots.
-test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins chromium
+test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(GO_WORDCOUNT) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins chromium
 	$(BIN)/pytest tests/e2e tests/browser
 
 ## Debian's Chromium, which the browser tests drive (Playwright never downloads one here).

@@ -1,23 +1,45 @@
 """SDK harnesses send their log records to FnApiRunner, which re-logs each as the text form of a
 LogEntry proto ("severity: WARN timestamp {…} message: …"). Turn that back into the message the
-user logged, with its exception trace if any."""
+user logged, with its exception trace if any; and leave out the job's own messages that come back
+as harness logs (EchoedMessages)."""
 
 from __future__ import annotations
 
 import logging
+import re
 
 from apache_beam.portability.api import beam_fn_api_pb2
 from google.protobuf import text_format
+
+# How Beam's Go SDK prints each job message it receives while it waits for the job: in LOOPBACK
+# its logger is also the harness's, which sends that line back to the runner as a log entry.
+_GO_ECHO = re.compile(r"\(time=[^)]*\)\(id=[^)]*\)")
+
+
+def _log_entry(text: str) -> beam_fn_api_pb2.LogEntry | None:
+    if not text.startswith("severity: "):
+        return None
+    entry = beam_fn_api_pb2.LogEntry()
+    try:
+        text_format.Parse(text, entry)
+    except text_format.ParseError:
+        return None  # not a LogEntry after all
+    return entry
 
 
 class HarnessLogFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        if not text.startswith("severity: "):
+        entry = _log_entry(text)
+        if entry is None:
             return text
-        entry = beam_fn_api_pb2.LogEntry()
-        try:
-            text_format.Parse(text, entry)
-        except text_format.ParseError:
-            return text  # not a LogEntry after all
         return f"{entry.message}\n{entry.trace}" if entry.trace else entry.message
+
+
+class EchoedMessages(logging.Filter):
+    """Drops harness log entries that are the job's own messages as a Go submitter printed them:
+    stored again, each would come back once more, for ever."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        entry = _log_entry(record.getMessage())
+        return entry is None or not _GO_ECHO.match(entry.message)

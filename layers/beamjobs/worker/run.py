@@ -31,7 +31,7 @@ from beamjobs.worker.artifacts import (
     set_up_in_process,
 )
 from beamjobs.worker.channel import WORKER_FUNCTION, Claimed, JobChannel
-from beamjobs.worker.harness_logs import HarnessLogFormatter
+from beamjobs.worker.harness_logs import EchoedMessages, HarnessLogFormatter
 from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.image_environments import ImageEnvironments
 from beamjobs.worker.messages import MessageForwarder
@@ -149,6 +149,7 @@ def execute(
     committed_only = False
     publisher = MetricsPublisher(channel)
     messages = MessageForwarder(channel, formatter=HarnessLogFormatter())
+    messages.addFilter(EchoedMessages())
     workspace = Path(tempfile.mkdtemp(prefix=f"beamjobs-{job_id[:40]}-"))
     with Heartbeat(channel, heartbeat_seconds), messages:
         try:
