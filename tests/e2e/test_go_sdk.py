@@ -4,6 +4,8 @@ proxy), run to DONE, cancelled and failed."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -16,6 +18,7 @@ from tests.e2e.test_cli import beamjobs, listed
 from tests.e2e.test_upstream_engines import _logged
 
 WORDCOUNT = ROOT / ".cache" / "engines" / "bin" / "go-wordcount"
+GO_CLIENT = ROOT / "tests" / "e2e" / "go"
 EXPECTED = {"cat": 2, "sat": 2, "ran": 1, "dog": 1, "down": 1}
 # The failing DoFn's own words (main.go's Failure).
 FAILURE = "this DoFn fails on purpose"
@@ -74,6 +77,33 @@ def test_a_go_word_count_in_loopback_is_done_counted_and_logged(endpoint, tmp_pa
     logged = _logged(endpoint, job["job_id"])
     assert sum("splitting a line of" in text for text in logged) == 3, logged
     assert not any(text.startswith("(time=") for text in logged)
+
+
+def test_the_go_sdks_default_docker_environment_runs_without_docker(endpoint, tmp_path):
+    # Given the word count in the Go SDK's default environment, DOCKER apache/beam_go_sdk, run
+    # from its module as Go users do (the SDK cross-compiles the program into the worker binary
+    # it stages, with the module cache `make` filled)
+    output, name = tmp_path / "counts.txt", f"go-{uuid.uuid4().hex[:8]}"
+    command = [arg for arg in _command(endpoint, output, name) if "environment_type" not in arg]
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(go).parent}{os.pathsep}{os.environ['PATH']}",
+        "GOMODCACHE": str(ROOT / ".cache" / "engines" / "gomod"),
+        "GOFLAGS": "-modcacherw",
+    }
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=GO_CLIENT, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Then the staged binary ran as the image's boot runs it: DONE, counted, and said so
+    assert "ERROR" not in _said(done.stdout), done.stdout[-3000:]
+    job = _job(endpoint, name)
+    assert job["state"] == "DONE" and _said(done.stdout)["COUNTER"] == "words=7"
+    lines = output.read_text().splitlines()
+    assert {word: int(n) for word, n in (line.split(": ") for line in lines)} == EXPECTED
+    logged = _logged(endpoint, job["job_id"])
+    assert any("apache/beam_go_sdk:2.77.0) runs the pipeline's own Go" in t for t in logged)
 
 
 def test_cancel_of_a_slow_go_job_gives_cancelled(endpoint, tmp_path):

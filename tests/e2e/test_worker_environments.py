@@ -29,7 +29,13 @@ def _prepare(pipeline, tmp_path, worker_pool=None):
     """Prepare with a stand-in cache whose builds only make the interpreter's path."""
     reports = []
     images = ImageEnvironments(tmp_path, lambda target, interpreter, image: None)
-    environments.prepare(pipeline, images=images, report=reports.append, worker_pool=worker_pool)
+    environments.prepare(
+        pipeline,
+        images=images,
+        report=reports.append,
+        harnesses=tmp_path / "harnesses",
+        worker_pool=worker_pool,
+    )
     return reports
 
 

@@ -38,27 +38,36 @@ def _descriptor(url: str) -> str:
     return f'url: "{url}"'
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m beamjobs.worker.boot")
+def boot_flags(prog: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags every Beam boot program takes (beamjobs.worker.process_environment)."""
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--id", required=True)
     parser.add_argument("--provision_endpoint", required=True)
     parser.add_argument("--control_endpoint", required=True)
     parser.add_argument("--logging_endpoint", required=True)
     parser.add_argument("--artifact_endpoint", default="")
     parser.add_argument("--semi_persist_dir", default="")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def provision_info(args: argparse.Namespace) -> Any:
+    """The job's ProvisionInfo (pipeline options, dependencies…) for this harness."""
     with grpc.insecure_channel(args.provision_endpoint) as channel:
-        info = (
+        return (
             beam_provision_api_pb2_grpc.ProvisionServiceStub(channel)
             .GetProvisionInfo(
                 beam_provision_api_pb2.GetProvisionInfoRequest(), metadata=[("worker_id", args.id)]
             )
             .info
         )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = boot_flags("python -m beamjobs.worker.boot", argv)
+    info = provision_info(args)
     semi_persist_dir = Path(args.semi_persist_dir or tempfile.mkdtemp(prefix="beam-harness-"))
     if info.dependencies:
-        staged = _fetch(info.dependencies, args.artifact_endpoint, semi_persist_dir / "staged")
+        staged = fetch(info.dependencies, args.artifact_endpoint, semi_persist_dir / "staged")
         site_dir = install(staged, semi_persist_dir / "packages")
         if site_dir is not None:
             activate(site_dir)
@@ -74,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     sdk_worker_main.main(sys.argv[:1])
 
 
-def _fetch(dependencies: Any, endpoint: str, directory: Path) -> StagedFiles:
+def fetch(dependencies: Any, endpoint: str, directory: Path) -> StagedFiles:
     """Write each dependency's bytes, from the runner's artifact service, under its name."""
     directory.mkdir(parents=True, exist_ok=True)
     with grpc.insecure_channel(endpoint) as channel:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import shlex
 import sys
+from pathlib import Path
 
 from apache_beam import version as beam_version
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
@@ -27,18 +29,34 @@ PROCESS = common_urns.environments.PROCESS.urn
 
 
 def run_docker_here(
-    pipeline: beam_runner_api_pb2.Pipeline, images: ImageEnvironments, report: Report
+    pipeline: beam_runner_api_pb2.Pipeline,
+    images: ImageEnvironments,
+    report: Report,
+    harnesses: Path,
 ) -> None:
     """Without a container runtime, DOCKER environments of Beam's Python SDK images run
     anyway: the image of this worker's own Beam and Python in the worker's process (whose
     environment is that image's), any other from a stand-in of that image as a PROCESS
-    environment. Raises UnrunnableEnvironment for any other image."""
+    environment; and Beam's Go SDK image as the pipeline's own Go worker binary (which the Go
+    SDK stages), run as the image's boot would, with its files under `harnesses`. Raises
+    UnrunnableEnvironment for any other image."""
     for env_id, env in pipeline.components.environments.items():
         if env.urn != DOCKER:
             continue
         image = sdk_images.classify(
             beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image
         )
+        if isinstance(image, sdk_images.OtherSdkImage) and image.language == "Go":
+            command = [sys.executable, "-m", "beamjobs.worker.go_boot"]
+            env.urn = PROCESS
+            env.payload = beam_runner_api_pb2.ProcessPayload(
+                command=shlex.join([*command, f"--semi_persist_dir={harnesses}"])
+            ).SerializeToString()
+            report(
+                f"the DOCKER environment {env_id} ({image.image}) runs the pipeline's own Go "
+                "worker binary, as that image's boot would: no container is started"
+            )
+            continue
         if isinstance(image, sdk_images.OtherSdkImage):
             raise UnrunnableEnvironment(
                 f"the environment {env_id} needs {image.image}, the image of Beam's "
@@ -90,14 +108,16 @@ def prepare(
     *,
     images: ImageEnvironments,
     report: Report,
+    harnesses: Path,
     worker_pool: str | None = None,
 ) -> None:
     """Rewrite what can run here, refuse what cannot, and report what the user should know.
-    With a worker pool (an SDK sidecar), DOCKER environments run there; without, here."""
+    With a worker pool (an SDK sidecar), DOCKER environments run there; without, here (the
+    files of the harnesses started for them under `harnesses`)."""
     if worker_pool:
         use_worker_pool(pipeline, worker_pool)
     else:
-        run_docker_here(pipeline, images, report)
+        run_docker_here(pipeline, images, report, harnesses)
     message = unsupported_environments_message(
         {env.urn for env in pipeline.components.environments.values()}
     )

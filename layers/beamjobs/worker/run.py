@@ -160,7 +160,13 @@ def execute(
             def report(text: str) -> None:
                 messages.say("JOB_MESSAGE_BASIC", text)
 
-            environments.prepare(pipeline, images=images, report=report, worker_pool=worker_pool)
+            environments.prepare(
+                pipeline,
+                images=images,
+                report=report,
+                harnesses=workspace / "harnesses",
+                worker_pool=worker_pool,
+            )
             localize(pipeline, cache, claimed.artifacts)
             set_up = set_up_in_process(pipeline, workspace)
             if set_up is not None:
