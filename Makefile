@@ -27,6 +27,7 @@ TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 # Maven Central serves here whole), a client of the end-to-end tests: compiled with its classpath
 # copied beside it (--strict-checksums refuses a jar whose published checksum differs).
 JAVA_CLIENT := tests/e2e/java
+JAVA_BEAM_VERSION := 2.65.0
 JAVA_STAMP := $(JAVA_CLIENT)/target/.built
 
 # Beam's Prism runner, the built-in `prism` engine: built from Beam's Go module at the worker's
@@ -133,12 +134,14 @@ SPARK_JOB_PORT ?= 8096
 spark: $(STAMP) $(CLUSTERS)
 	$(BIN)/python -m engines.clusters spark --job-port $(SPARK_JOB_PORT)
 
-## The stand-in of Beam 2.50's SDK image that the e2e tests' DOCKER jobs run in (it takes
-## minutes to build): built ahead, into the cache the tests' workers use, as a worker builds it.
-## At once when it is there already.
+## The stand-ins of Beam 2.50's Python SDK image and of the Java SDK image of the Java client's
+## release, that the e2e tests' DOCKER jobs run in (they take minutes to build): built ahead, into
+## the cache the tests' workers use, as a worker builds them. At once when they are there already.
 stand-ins:
 	PYTHONPATH=layers $(PYTHON) -m beamjobs.worker.image_environments build \
 		apache/beam_python3.11_sdk:2.50.0 .cache/environments
+	PYTHONPATH=layers $(PYTHON) -m beamjobs.worker.image_environments build \
+		apache/beam_java17_sdk:$(JAVA_BEAM_VERSION) .cache/environments
 
 ## Serve the Job API on localhost:$(PORT), and the dashboard on http://localhost:$(DASHBOARD_PORT),
 ## with the embedded AWS and the local executor.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT, free_port, serve
-from tests.e2e.test_cli import beamjobs
+from tests.e2e.test_cli import beamjobs, listed
 from tests.e2e.test_upstream_engines import _logged
 
 JAVA_CLIENT = ROOT / "tests" / "e2e" / "java"
@@ -81,6 +81,22 @@ def test_a_java_word_count_in_loopback_is_done_counted_and_logged(endpoint, tmp_
     [job] = [job for job in json.loads(listed.stdout) if job["job_name"] == name]
     assert job["state"] == "DONE"
     logged = _logged(endpoint, job["job_id"])
+    assert any("splitting a line of 11 characters" in text for text in logged), logged
+
+
+def test_the_java_sdks_default_docker_environment_runs_without_docker(endpoint, tmp_path):
+    # Given the Java word count in the Java SDK's default environment, DOCKER
+    # apache/beam_java17_sdk:2.65.0 (its stand-in built ahead by `make stand-ins`)
+    output, name = tmp_path / "counts.txt", f"java-{uuid.uuid4().hex[:8]}"
+    # When it runs, then Beam's Java SDK harness ran the pipeline's jars: DONE and counted
+    said = run_java(endpoint, output, f"--jobName={name}")
+    assert said["STATE"] == "DONE"
+    assert _counts(output) == EXPECTED
+    assert said["COUNTER"] == "words=7 Split/ParMultiDo(SplitWords)"
+    # ... and the job said how, and carries the harness's log line
+    [job] = [job for job in listed(endpoint) if job["job_name"] == name]
+    logged = _logged(endpoint, job["job_id"])
+    assert any("apache/beam_java17_sdk:2.65.0) runs Beam's Java SDK harness" in t for t in logged)
     assert any("splitting a line of 11 characters" in text for text in logged), logged
 
 

@@ -71,8 +71,9 @@ def _failure_of_docker_job(endpoint, image):
 @pytest.mark.parametrize(
     ("image", "expected"),
     [
-        ("apache/beam_java11_sdk:2.77.0", "the image of Beam's Java SDK"),
-        ("apache/beam_go_sdk:2.77.0", "the image of Beam's Go SDK"),
+        # A Python pipeline naming the image of Beam's Java or Go SDK (whose pipelines do run)
+        ("apache/beam_java11_sdk:2.77.0", "has none of the jars the Java SDK stages"),
+        ("apache/beam_go_sdk:2.77.0", "has none of the Go worker binary the Go SDK stages"),
         ("apache/beam_typescript_sdk:2.49.0", "the image of Beam's TypeScript SDK"),
         (
             "registry.example.com/data/pipelines:3",

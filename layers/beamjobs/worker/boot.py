@@ -62,6 +62,23 @@ def provision_info(args: argparse.Namespace) -> Any:
         )
 
 
+def options_json(info: Any) -> str:
+    """The job's pipeline options as Beam's boot programs hand them to a harness: the Struct's
+    JSON as protojson writes it, a whole number without a fraction (Go and Java read "-1" into
+    an int option, not "-1.0")."""
+
+    def whole(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: whole(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [whole(item) for item in value]
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+    return json.dumps(whole(json_format.MessageToDict(info.pipeline_options)))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = boot_flags("python -m beamjobs.worker.boot", argv)
     info = provision_info(args)
@@ -74,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update(
         {
             "WORKER_ID": args.id,
-            "PIPELINE_OPTIONS": json.dumps(json_format.MessageToDict(info.pipeline_options)),
+            "PIPELINE_OPTIONS": options_json(info),
             "CONTROL_API_SERVICE_DESCRIPTOR": _descriptor(args.control_endpoint),
             "LOGGING_API_SERVICE_DESCRIPTOR": _descriptor(args.logging_endpoint),
             "SEMI_PERSISTENT_DIRECTORY": str(semi_persist_dir),

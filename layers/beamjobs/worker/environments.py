@@ -15,12 +15,14 @@ from apache_beam.portability.api import beam_runner_api_pb2, endpoints_pb2
 
 from beamjobs.pipeline import sdk_images
 from beamjobs.pipeline.environments import unsupported_environments_message
+from beamjobs.worker.go_boot import GO_WORKER_BINARY
 from beamjobs.worker.image_environments import (
     THIS_PYTHON,
     ImageEnvironments,
     Report,
     UnrunnableEnvironment,
 )
+from beamjobs.worker.packages import staged_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +39,9 @@ def run_docker_here(
     """Without a container runtime, DOCKER environments of Beam's Python SDK images run
     anyway: the image of this worker's own Beam and Python in the worker's process (whose
     environment is that image's), any other from a stand-in of that image as a PROCESS
-    environment; and Beam's Go SDK image as the pipeline's own Go worker binary (which the Go
-    SDK stages), run as the image's boot would, with its files under `harnesses`. Raises
+    environment; Beam's Go SDK image as the pipeline's own Go worker binary (which the Go SDK
+    stages), and Beam's Java SDK images as that release's Java SDK harness with the pipeline's
+    jars, each run as the image's boot would, with its files under `harnesses`. Raises
     UnrunnableEnvironment for any other image."""
     for env_id, env in pipeline.components.environments.items():
         if env.urn != DOCKER:
@@ -46,22 +49,29 @@ def run_docker_here(
         image = sdk_images.classify(
             beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image
         )
+        if isinstance(image, sdk_images.OtherSdkImage) and image.language in ("Go", "Java"):
+            _check_staged_by(image, env_id, env)
         if isinstance(image, sdk_images.OtherSdkImage) and image.language == "Go":
-            command = [sys.executable, "-m", "beamjobs.worker.go_boot"]
-            env.urn = PROCESS
-            env.payload = beam_runner_api_pb2.ProcessPayload(
-                command=shlex.join([*command, f"--semi_persist_dir={harnesses}"])
-            ).SerializeToString()
+            _run_as_process(env, ["beamjobs.worker.go_boot"], harnesses)
             report(
                 f"the DOCKER environment {env_id} ({image.image}) runs the pipeline's own Go "
                 "worker binary, as that image's boot would: no container is started"
             )
             continue
+        if isinstance(image, sdk_images.OtherSdkImage) and image.language == "Java":
+            jars = images.java_jars_for(image, report)
+            _run_as_process(env, ["beamjobs.worker.java_boot", f"--jars={jars}"], harnesses)
+            report(
+                f"the DOCKER environment {env_id} ({image.image}) runs Beam's Java SDK harness "
+                f"{image.beam} with the pipeline's jars, as that image's boot would: no "
+                "container is started"
+            )
+            continue
         if isinstance(image, sdk_images.OtherSdkImage):
             raise UnrunnableEnvironment(
                 f"the environment {env_id} needs {image.image}, the image of Beam's "
-                f"{image.language} SDK, and this worker runs Python SDK harnesses only, "
-                "without containers: submit with --environment_type=LOOPBACK (your SDK "
+                f"{image.language} SDK, and this worker runs Python, Java and Go SDK harnesses "
+                "only, without containers: submit with --environment_type=LOOPBACK (your SDK "
                 "process runs the user code)"
             )
         if isinstance(image, sdk_images.CustomImage):
@@ -90,6 +100,38 @@ def run_docker_here(
             f"processes of that image's environment (Beam {image.beam}, Python "
             f"{image.python}): no container is started"
         )
+
+
+def _check_staged_by(
+    image: sdk_images.OtherSdkImage, env_id: str, env: beam_runner_api_pb2.Environment
+) -> None:
+    """Refuse a Go or Java SDK image whose environment lacks what that SDK stages (a pipeline
+    of another SDK naming that image): its harness would have nothing to run."""
+    names = [staged_file_name(a) for a in env.dependencies]
+    if image.language == "Go":  # older Go SDKs name their binary "worker", with no role
+        roles = [a.role_urn for a in env.dependencies]
+        staged = GO_WORKER_BINARY in roles or "worker" in names
+        what = "the Go worker binary the Go SDK stages"
+    else:
+        staged = any(name.endswith(".jar") for name in names)
+        what = "the jars the Java SDK stages"
+    if not staged:
+        raise UnrunnableEnvironment(
+            f"the environment {env_id} needs {image.image}, the image of Beam's "
+            f"{image.language} SDK, but has none of {what}: submit a {image.language} "
+            "pipeline with it, or your SDK's own image, or --environment_type=LOOPBACK (your "
+            "SDK process runs the user code)"
+        )
+
+
+def _run_as_process(
+    env: beam_runner_api_pb2.Environment, module: list[str], harnesses: Path
+) -> None:
+    """Make `env` a PROCESS environment whose command is a boot module of this worker's."""
+    command = [sys.executable, "-m", *module, f"--semi_persist_dir={harnesses}"]
+    env.urn = PROCESS
+    payload = beam_runner_api_pb2.ProcessPayload(command=shlex.join(command))
+    env.payload = payload.SerializeToString()
 
 
 def use_worker_pool(pipeline: beam_runner_api_pb2.Pipeline, address: str) -> None:

@@ -11,16 +11,13 @@ runner's endpoints."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
-from beamjobs.worker.boot import boot_flags, fetch, provision_info
+from beamjobs.worker.boot import boot_flags, fetch, options_json, provision_info
 from beamjobs.worker.packages import staged_file_name
 
 # The role the Go SDK gives its worker binary; older SDKs name the artifact "worker" instead.
@@ -41,18 +38,6 @@ def worker_binary(dependencies: Any) -> Any:
     raise SystemExit(f"the Go pipeline staged no worker binary ({GO_WORKER_BINARY})")
 
 
-def _as_go_writes_it(value: Any) -> Any:
-    """A Struct's JSON as protojson writes it: its numbers are doubles, and a whole one is
-    written without a fraction (Go reads "-1" into an int option, not "-1.0")."""
-    if isinstance(value, dict):
-        return {key: _as_go_writes_it(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_as_go_writes_it(item) for item in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
     args = boot_flags("python -m beamjobs.worker.go_boot", argv)
     info = provision_info(args)
@@ -62,9 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     binary = directory / "staged" / staged_file_name(worker_binary(info.dependencies))
     binary.chmod(0o755)
     options = directory / "pipeline_options.json"
-    options.write_text(
-        json.dumps(_as_go_writes_it(json_format.MessageToDict(info.pipeline_options)))
-    )
+    options.write_text(options_json(info))
     os.environ["PIPELINE_OPTIONS_FILE"] = str(options)
     if info.runner_capabilities:
         os.environ["RUNNER_CAPABILITIES"] = " ".join(info.runner_capabilities)
