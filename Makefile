@@ -28,6 +28,10 @@ TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 # copied beside it (--strict-checksums refuses a jar whose published checksum differs).
 JAVA_CLIENT := tests/e2e/java
 JAVA_BEAM_VERSION := 2.65.0
+# Beam SQL's expansion service (unshaded, with a registrar of the test's own: tests/e2e/sql), for
+# a Python pipeline's SqlTransform.
+SQL_EXPANSION := tests/e2e/sql
+SQL_STAMP := $(SQL_EXPANSION)/target/.built
 JAVA_STAMP := $(JAVA_CLIENT)/target/.built
 
 # Beam's Prism runner, the built-in `prism` engine: built from Beam's Go module at the worker's
@@ -77,11 +81,15 @@ $(WORKER_STAMP): worker/requirements.txt pyproject.toml
 	touch $(WORKER_STAMP)
 
 ## Everything the tests need (`make -j4 setup` builds the environments side by side).
-setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(GO_WORDCOUNT) $(SAM_STAMP) stand-ins engines
+setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(SQL_STAMP) $(GO_WORDCOUNT) $(SAM_STAMP) stand-ins engines
 
 $(GO_WORDCOUNT): $(GO_CLIENT)/go.mod $(GO_CLIENT)/go.sum $(GO_CLIENT)/main.go
 	cd $(GO_CLIENT) && GOMODCACHE=$(abspath $(ENGINES_CACHE))/gomod GOFLAGS=-modcacherw \
 		$(GO) build -o $(abspath $@) .
+
+$(SQL_STAMP): $(SQL_EXPANSION)/pom.xml $(shell find $(SQL_EXPANSION)/src -type f)
+	cd $(SQL_EXPANSION) && $(MVN) --quiet --batch-mode --strict-checksums clean package
+	touch $@
 
 $(JAVA_STAMP): $(JAVA_CLIENT)/pom.xml $(shell find $(JAVA_CLIENT)/src -name '*.java')
 	cd $(JAVA_CLIENT) && $(MVN) --quiet --batch-mode --strict-checksums clean package
@@ -163,7 +171,7 @@ worker-lock: $(STAMP)
 ## declare the same protobuf names, so the suites that import apache_beam run in their own
 ## interpreter. The two interpreters run side by side (most of either's time is spent waiting
 ## on processes, sockets and clocks); each one's output is shown whole when it ends.
-test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(GO_WORDCOUNT) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins sam-validate chromium
+test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(SQL_STAMP) $(GO_WORDCOUNT) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins sam-validate chromium
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-control-plane test-e2e
 
 test-control-plane: $(STAMP)
@@ -171,7 +179,7 @@ test-control-plane: $(STAMP)
 
 ## The end-to-end and browser tests (both submit with the Beam SDK). Screenshots of the pages
 ## land in build/screenshots.
-test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(GO_WORDCOUNT) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins chromium
+test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(SQL_STAMP) $(GO_WORDCOUNT) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins chromium
 	$(BIN)/pytest tests/e2e tests/browser
 
 ## Debian's Chromium, which the browser tests drive (Playwright never downloads one here).

@@ -486,8 +486,16 @@ def test_a_real_job_with_a_guessed_secret_is_not_found(server, prepared):
 
 def _only_staging_records_changed(server, before):
     """A refused staging session stores no artifact and leaves no upload open. (Its job
-    records the session's end, a pipeline and an event, so that its client may stage again.)"""
+    records the session's end, a pipeline and an event, so that its client may stage again;
+    the shim may record it just after the refusal reaches the client, so the storage is read
+    once it has stopped changing, lest the record land in the next test's window.)"""
     after = server.storage.snapshot()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        again, after = after, server.storage.snapshot()
+        if again == after:
+            break
     new = {key for key, _ in after["objects"] - before["objects"]}
     assert all(key.startswith("pipelines/") for key in new), f"stored: {new}"
     assert not after["uploads"], "a multipart upload was left open"
