@@ -3,6 +3,7 @@ reverse-retrieval protocol (the real SDK does the same in tests/e2e)."""
 
 import dataclasses
 import hashlib
+import logging
 import os
 import queue
 import time
@@ -163,6 +164,16 @@ def test_staged_artifacts_land_in_s3_by_content_and_the_pipeline_points_at_them(
         for a in stored.components.environments["py"].dependencies
     ]
     assert names == ["big.tar.gz", "small.whl"]
+
+
+def test_the_shims_log_names_a_staged_artifact_by_a_hash_prefix_only(channel, caplog):
+    _, prepared = _prepare(channel, _pipeline(*DEPENDENCIES))
+    with caplog.at_level(logging.INFO, logger="beamjobs.shim.staging"):
+        FakeSdk(channel, FILES).offer(prepared.staging_session_token)
+    digest = hashlib.sha256(SMALL).hexdigest()
+    logged = [r.getMessage() for r in caplog.records if r.name == "beamjobs.shim.staging"]
+    assert any(f"small.whl as {digest[:12]}…" in line for line in logged), logged
+    assert not any(digest in line for line in logged)
 
 
 def test_the_same_bytes_staged_again_add_no_object(channel, settings, stores, executor):

@@ -208,7 +208,9 @@ class _Session:
                 sha = await self._transfer(artifact, sha)
                 await self._backend.blocking(self._artifacts.mark_staged_by, sha, self._principal)
             self._staged[key] = reference(self._artifacts.location, sha, artifact)
-            logger.info("staged %s as %s", display_name(artifact), sha)
+            # A hash's prefix only: logs are read more widely than artifacts, and a full hash
+            # is what a staging call presents for bytes it did not send.
+            logger.info("staged %s as %s…", display_name(artifact), sha[:12])
         return self._staged[key]
 
     async def _transfer(self, artifact: pipeline_pb2.ArtifactInformation, declared: str) -> str:
