@@ -271,7 +271,7 @@ def _outputs(cloudformation):
     return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
 
 
-def _control(cloudformation, outputs):
+def _control(cloudformation, outputs, worker_task_definition=None):
     jobs = DynamoJobStore(
         boto3.client("dynamodb", region_name=REGION), outputs["JobsTableName"], item_lifetime=86_400
     )
@@ -282,7 +282,8 @@ def _control(cloudformation, outputs):
         boto3.client("ecs", region_name=REGION),
         outputs["StateMachineArn"],
         blobs,
-        worker_task_definition=_physical(cloudformation, "WorkerTaskDefinition"),
+        worker_task_definition=worker_task_definition
+        or _physical(cloudformation, "WorkerTaskDefinition"),
         mirror_task_definition=_physical(cloudformation, "MirrorTaskDefinition"),
         max_job_seconds=3600,
     )
@@ -489,6 +490,52 @@ def test_a_docker_environment_runs_its_sdk_image_beside_the_worker(deployed, mon
             break
         assert time.monotonic() < deadline, described
         time.sleep(0.1)
+
+
+def test_a_cold_start_reuses_the_sdk_images_revision_and_a_new_worker_image_adds_one(deployed):
+    # Given a job with an SDK image, run by one function instance
+    cloudformation, _ = deployed
+    outputs = _outputs(cloudformation)
+    image = "apache/beam_python3.11_sdk:2.50.0"
+    pipeline = pipeline_pb2.Pipeline.FromString(pipeline_bytes())
+    pipeline.components.environments["py"].urn = "beam:env:docker:v1"
+    pipeline.components.environments["py"].payload = pipeline_pb2.DockerPayload(
+        container_image=image
+    ).SerializeToString()
+    ecs = boto3.client("ecs", region_name=REGION)
+
+    def task_definition_of_a_job_run_by_a_fresh_instance(worker=None) -> str:
+        control, _, blobs, sfn = _control(cloudformation, outputs, worker)
+        job_id = _prepare(control, blobs, pipeline.SerializeToString())
+        control.run(LOCAL_CALLER, job_id)
+        arn = execution_arn(outputs["StateMachineArn"], job_id)
+        return json.loads(sfn.describe_execution(executionArn=arn)["input"])["task_definition"]
+
+    first = task_definition_of_a_job_run_by_a_fresh_instance()
+    family = ecs.describe_task_definition(taskDefinition=first)["taskDefinition"]["family"]
+    assert family.startswith(f"{STACK}-worker-sdk-")
+
+    # When other instances (cold starts) run jobs with that image, then they register nothing
+    assert task_definition_of_a_job_run_by_a_fresh_instance() == first
+    assert task_definition_of_a_job_run_by_a_fresh_instance() == first
+    assert len(ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]) == 1
+
+    # ... and once the worker's task definition changes (a deploy of a new worker image gives
+    # the functions its new revision), the image's family gets one revision made from it
+    worker = _physical(cloudformation, "WorkerTaskDefinition")
+    described = ecs.describe_task_definition(taskDefinition=worker)["taskDefinition"]
+    accepted = ecs.meta.service_model.operation_model("RegisterTaskDefinition").input_shape.members
+    request = {key: value for key, value in described.items() if key in accepted}
+    request["containerDefinitions"][0]["image"] = (
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/beamjobs-worker:2"
+    )
+    redeployed = ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"]
+    second = task_definition_of_a_job_run_by_a_fresh_instance(redeployed)
+    assert second != first
+    revision = ecs.describe_task_definition(taskDefinition=second)["taskDefinition"]
+    assert revision["family"] == family
+    worker_container = next(c for c in revision["containerDefinitions"] if c["name"] == "worker")
+    assert worker_container["image"].endswith("beamjobs-worker:2")
 
 
 def test_a_job_on_an_upstream_engine_runs_its_mirror_where_it_reaches_the_engine(deployed):

@@ -12,6 +12,7 @@ image at RunTask, so the executor registers one task definition revision per SDK
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Any
 
 from beamjobs.domain.engines import PRISM
@@ -24,6 +25,9 @@ SDK_WORKER_POOL_PORT = 50000
 # A soft reservation for the sidecar (the worker's is in template.yaml): together they fit the
 # smallest Fargate task (512 MiB), and either may use all of the task's memory.
 SDK_MEMORY_RESERVATION_MB = 128
+# The families of the worker task with an SDK sidecar: the worker's, this, and the image's hash
+# (template.yaml lets the state machine run them).
+SDK_FAMILY_INFIX = "-sdk-"
 # The worker's setting (Settings.worker_pool) that says where the sidecar's pool listens.
 WORKER_POOL_ENV = "BEAMJOBS_WORKER_POOL"
 
@@ -129,6 +133,9 @@ def task_definition_with_sdk(base: dict[str, Any], sdk_image: str) -> dict[str, 
     worker-pool sidecar. The worker waits for the sidecar to start; the sidecar is not
     essential, so the task ends when the worker does."""
     definition = copy.deepcopy(base)
+    # A family per image: its latest revision is the one to reuse (beamjobs.aws.stepfunctions).
+    digest = hashlib.sha256(sdk_image.encode()).hexdigest()[:16]
+    definition["family"] = f"{base['family']}{SDK_FAMILY_INFIX}{digest}"
     containers = [c for c in definition["containerDefinitions"] if c["name"] != SDK_CONTAINER]
     for container in containers:
         if container["name"] == WORKER_CONTAINER:

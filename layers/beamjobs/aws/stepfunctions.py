@@ -5,7 +5,8 @@ state machine, started again if it dies; on the built-in Prism, the mirror runs 
 task, whose image has Prism. The execution is named by the job id, so a retried Run starts nothing
 new; Cancel and Drain stop the execution, which stops the task. A pipeline whose environment is
 DOCKER runs with its SDK image as a worker-pool sidecar: a revision of the worker's task definition
-is registered per image (beamjobs.aws.fargate), once per image and process. How a job ends when its
+is registered per image (beamjobs.aws.fargate), in a family of the image's own, once per image
+and worker task definition revision (a cold start finds it by its tag). How a job ends when its
 worker could not record it is settled by the reconcile function (beamjobs.app.reconcile), from the
 state machine's Catch and from the execution's status change.
 """
@@ -32,6 +33,9 @@ from beamjobs.domain.options import JOB_TIMEOUT_SECONDS, job_options, read_optio
 from beamjobs.pipeline.summary import docker_images
 from beamjobs.pipeline.validation import parse_pipeline
 
+# The tag of a worker task definition revision with an SDK sidecar that names the worker task
+# definition (its ARN, so its revision) it was made from.
+_MADE_FROM = "beamjobs:made-from"
 # A mirror ends its job itself at the job's time limit (cancelling it upstream); its task's own
 # limit comes this much later.
 MIRROR_GRACE_SECONDS = 300
@@ -121,6 +125,9 @@ class StepFunctionsExecutor:
         return min(int(read_option(options, JOB_TIMEOUT_SECONDS)), self._max_job_seconds)
 
     def _task_definition_with_sdk(self, image: str) -> str:
+        """The worker task definition with `image` as its sidecar: the latest revision of the
+        image's family when it was made from the worker's task definition as it is now (so a
+        cold start, or another function, registers nothing), else a new revision."""
         if image not in self._with_sdk:
             try:
                 base = self._ecs.describe_task_definition(
@@ -133,14 +140,29 @@ class StepFunctionsExecutor:
                 request = task_definition_with_sdk(
                     {key: value for key, value in base.items() if key in accepted}, image
                 )
-                registered = self._ecs.register_task_definition(**request)["taskDefinition"]
+                made_from = {"key": _MADE_FROM, "value": base["taskDefinitionArn"]}
+                latest = self._latest(request["family"])
+                if latest is not None and made_from in latest["tags"]:
+                    arn = latest["taskDefinition"]["taskDefinitionArn"]
+                else:
+                    registered = self._ecs.register_task_definition(**request, tags=[made_from])
+                    arn = registered["taskDefinition"]["taskDefinitionArn"]
             except ClientError as error:
                 raise ExecutorError(
                     f"could not register the worker task with SDK image {image}: "
                     f"{error_code(error)}"
                 ) from error
-            self._with_sdk[image] = str(registered["taskDefinitionArn"])
+            self._with_sdk[image] = str(arn)
         return self._with_sdk[image]
+
+    def _latest(self, family: str) -> dict[str, Any] | None:
+        """The family's latest active revision, with its tags; None when it has none."""
+        try:
+            return dict(self._ecs.describe_task_definition(taskDefinition=family, include=["TAGS"]))
+        except ClientError as error:
+            if error_code(error) == "ClientException":  # "Unable to describe task definition"
+                return None
+            raise
 
     def start(self, job: Job) -> None:
         self._start_execution(job.job_id, self.execution_input(job))
