@@ -16,7 +16,8 @@ And `kill_at_write(n)`: the process is SIGKILLed just before its n-th write to A
 task killed at that point of its work).
 
 And limits AWS enforces and moto does not: `enforce_item_limit()` refuses a DynamoDB item over
-400 KB (its UTF-8 size as stored, estimated from the request) with AWS's ValidationException.
+400 KB (its UTF-8 size as stored, estimated from the request: a PutItem's item, an UpdateItem's
+key and the values it sets) with AWS's ValidationException.
 
 Rules match the operation (e.g. "PutItem", or "*" for any) and optionally a predicate on the
 request (its JSON body as a dict, with the request's URL under "_url", which names S3's bucket
@@ -171,8 +172,13 @@ class Faults:
             with contextlib.suppress(ValueError, UnicodeDecodeError):  # not JSON: S3's bytes
                 body = json.loads(request.body)
         body = {**body, "_url": request.url}
-        if self.item_limit is not None and operation == "PutItem":
-            size = len(json.dumps(body.get("Item", {}), ensure_ascii=False).encode())
+        if self.item_limit is not None and operation in ("PutItem", "UpdateItem"):
+            # An UpdateItem's item is at least its key and the values it sets.
+            written = body.get("Item") or {
+                **body.get("Key", {}),
+                **body.get("ExpressionAttributeValues", {}),
+            }
+            size = len(json.dumps(written, ensure_ascii=False).encode())
             if size > self.item_limit:
                 with self._lock:
                     self.fired.append((operation, "item_limit"))

@@ -2,10 +2,14 @@
 
 import json
 
+import urllib3
+
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import Message
+from beamjobs.domain.states import JobState
 from beamjobs.local.invoker import LocalContext
-from tests.integration.conftest import EVENTS, make_job
+from tests.integration.conftest import EVENTS, make_job, pipeline_bytes
+from tests.jobstates import advance
 
 # What a Lambda function may answer with, at most.
 LAMBDA_RESPONSE_BYTES = 6 * 1024 * 1024
@@ -56,3 +60,45 @@ def test_get_jobs_fits_a_lambda_response_whatever_the_number_of_jobs(stores, exe
     ids = [job["job_id"] for job in answer["result"]["job_info"]]
     assert 1000 >= len(ids) > 900
     assert ids == [f"job-{i:04d}" for i in range(1799, 1799 - len(ids), -1)]
+
+
+# A presigned S3 URL as a Lambda function signs it (its session token is about 1,000
+# characters); the embedded AWS's are about 115 bytes.
+AWS_PRESIGNED_URL_BYTES = 1500
+
+
+def test_a_job_of_500_artifacts_is_claimed_within_the_item_limit(stores, faults):
+    # Given AWS's 400 KB item limit, and a STARTING job with 500 staged artifacts (a Java
+    # pipeline stages its whole classpath)
+    faults.enforce_item_limit()
+    digests = []
+    for i in range(500):
+        upload = stores.artifacts.upload(max_bytes=1024, quota_bytes=1024 * 1024)
+        upload.write(f"jar {i}".encode())
+        digests.append(upload.finish())
+    claim = json.loads((EVENTS / "worker_claim.json").read_text())
+    stores.jobs.create(
+        make_job(
+            "mine",
+            pipeline_ref=stores.blobs.put_content("pipelines", pipeline_bytes()),
+            options_ref=stores.blobs.put_content("options", b"{}"),
+            worker_secret=claim["request"]["worker_secret"],
+            artifacts=tuple(digests),
+        )
+    )
+    advance(stores.jobs, "mine", JobState.STARTING)
+    from beamjobs_functions.worker.app import lambda_handler as worker
+
+    # When its worker claims it, and claims again (the first answer lost)
+    first = worker(claim, LocalContext(function_name="worker"))
+    again = worker(claim, LocalContext(function_name="worker"))
+    # Then both answers are the claim, its idempotency record was stored, and every artifact
+    # is read by its URL
+    assert first["result"]["claimed"] and again == first, first.get("error")
+    assert ("UpdateItem", "item_limit") not in faults.fired
+    # ... and the answer (so its idempotency record) holds no URL per artifact: on AWS, 500 of
+    # them would be 750 KB
+    assert len(json.dumps(first).encode()) < 64 * 1024 < 500 * AWS_PRESIGNED_URL_BYTES
+    urls = json.loads(urllib3.request("GET", first["result"]["artifacts_url"]).data)
+    assert sorted(urls) == sorted(digests)
+    assert urllib3.request("GET", urls[digests[499]]).data == b"jar 499"

@@ -104,7 +104,7 @@ def test_a_workers_secret_does_everything_its_own_job_needs(two_jobs):
     assert json.loads(http.request("GET", claim["options_url"]).data) == {
         "beam:option:job_name:v1": "n"
     }
-    [(sha, url)] = claim["artifact_urls"].items()
+    [(sha, url)] = json.loads(http.request("GET", claim["artifacts_url"]).data).items()
     assert http.request("GET", url).data == b"my package"
     assert f"{ARTIFACT_PREFIX}{sha}" in url
     # A claim sent again (its answer lost) gets the same answer: the worker still runs it.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,10 @@ def mint_worker_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+# Where a claim's artifact URLs are kept (Claim.artifacts_url), by their content.
+_CLAIMS = "claims"
+
+
 def metrics_key(job_id: str) -> str:
     return f"{_METRICS_PREFIX}{job_id}"
 
@@ -55,7 +60,10 @@ class Claim:
     bucket: str
     pipeline_url: str
     options_url: str
-    artifact_urls: dict[str, str]
+    # A JSON object of each artifact's sha256 and the URL that reads it, itself read by this URL:
+    # a presigned URL is about 1.5 KB, so a job's hundreds of jars (a Java pipeline stages its
+    # whole classpath) would make the answer, and its idempotency record, pass DynamoDB's 400 KB.
+    artifacts_url: str
 
 
 class WorkerChannel:
@@ -92,12 +100,15 @@ class WorkerChannel:
             return known
         job = claimed
         url = self._blobs.presigned_url
+        artifact_urls = json.dumps(
+            {sha: url(ARTIFACT_PREFIX + sha, URL_SECONDS) for sha in job.artifacts}
+        ).encode()
         return Claim(
             job=job,
             bucket=self._artifacts.bucket,
             pipeline_url=url(job.pipeline_ref, URL_SECONDS),
             options_url=url(job.options_ref, URL_SECONDS),
-            artifact_urls={sha: url(ARTIFACT_PREFIX + sha, URL_SECONDS) for sha in job.artifacts},
+            artifacts_url=url(self._blobs.put_content(_CLAIMS, artifact_urls), URL_SECONDS),
         )
 
     def beat(self, job_id: Any, secret: Any) -> str:
@@ -188,7 +199,7 @@ def routes(channel: WorkerChannel) -> dict[str, Route]:
             "bucket": claimed.bucket,
             "pipeline_url": claimed.pipeline_url,
             "options_url": claimed.options_url,
-            "artifact_urls": claimed.artifact_urls,
+            "artifacts_url": claimed.artifacts_url,
         }
 
     def beat(call: dict[str, Any]) -> dict[str, Any]:

@@ -111,7 +111,9 @@ class JobChannel:
             job=job_from_json(answer["job"]),
             pipeline=b"".join(_download(answer["pipeline_url"])),
             options=dict(json.loads(b"".join(_download(answer["options_url"])))),
-            artifacts=PresignedArtifacts(answer["bucket"], answer["artifact_urls"]),
+            artifacts=PresignedArtifacts(
+                answer["bucket"], dict(json.loads(b"".join(_download(answer["artifacts_url"]))))
+            ),
         )
 
     def beat(self) -> JobState:
