@@ -125,6 +125,31 @@ def test_list_filters_by_state_and_by_name(endpoint, finished):
     assert summary["created_at"] <= summary["started_at"] <= summary["ended_at"]
 
 
+def test_the_connection_flags_may_follow_the_command_and_win_there(endpoint, finished):
+    # `beamjobs jobs list --endpoint … --format json`, as gcloud takes flags
+    after = subprocess.run(
+        [sys.executable, "-m", "beamjobs.cli", "jobs", "list", "--name", "cli-count"]
+        + ["--endpoint", endpoint, "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert after.returncode == 0, after.stderr
+    assert [j["job_id"] for j in json.loads(after.stdout)] == [finished]
+    # ... and a command's own flag wins over the group's (a table, not the group's JSON)
+    table = subprocess.run(
+        [sys.executable, "-m", "beamjobs.cli", "jobs", "--format", "json", "describe"]
+        + [finished, "--endpoint", endpoint, "--format", "table"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert table.returncode == 0, table.stderr
+    assert "SHA256" in table.stdout and not table.stdout.lstrip().startswith("{")
+
+
 def test_paging_through_2500_jobs_repeats_and_misses_none(server):
     from beamjobs import runtime
     from beamjobs.domain.model import Job

@@ -96,61 +96,80 @@ class Output:
         self.console.print(*things)
 
 
+def _connection_options(*, on_group: bool) -> Callable[[F], F]:
+    """Where to connect and how to show it: taken by `beamjobs jobs` and by each of its
+    commands (a command's own win), so they may come before or after the command's name."""
+    options = [
+        click.option(
+            "--endpoint",
+            envvar="BEAMJOBS_ENDPOINT" if on_group else None,
+            default="localhost:8099" if on_group else None,
+            show_default=on_group,
+            help="the Job API's HOST:PORT",
+        ),
+        click.option(
+            "--format",
+            "format_",
+            type=click.Choice(["table", "json"]),
+            help="table on a terminal, JSON otherwise",
+        ),
+        click.option(
+            "--tls/--plaintext",
+            default=None,
+            help="TLS to the endpoint (default: plaintext to this machine only, TLS elsewhere)",
+        ),
+        click.option(
+            "--auth/--no-auth",
+            default=None,
+            help="prove your AWS identity on every call, as `beamjobs connect` does (default: "
+            "everywhere but this machine)",
+        ),
+    ]
+
+    def decorate(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 @click.group()
-@click.option(
-    "--endpoint",
-    envvar="BEAMJOBS_ENDPOINT",
-    default="localhost:8099",
-    show_default=True,
-    help="the Job API's HOST:PORT",
-)
-@click.option(
-    "--format",
-    "format_",
-    type=click.Choice(["table", "json"]),
-    help="table on a terminal, JSON otherwise",
-)
-@click.option(
-    "--tls/--plaintext",
-    default=None,
-    help="TLS to the endpoint (default: plaintext to this machine only, TLS elsewhere)",
-)
-@click.option(
-    "--auth/--no-auth",
-    default=None,
-    help="prove your AWS identity on every call, as `beamjobs connect` does (default: "
-    "everywhere but this machine)",
-)
+@_connection_options(on_group=True)
 @click.pass_context
-def jobs(
-    context: click.Context,
-    endpoint: str,
-    format_: str | None,
-    tls: bool | None,
-    auth: bool | None,
-) -> None:
+def jobs(context: click.Context, **settings: Any) -> None:
     """See and steer jobs."""
+    context.obj = settings
+
+
+def _connect(
+    endpoint: str, format_: str | None, tls: bool | None, auth: bool | None
+) -> tuple[Connection, Output]:
     from beamjobs.cli.connect import LOOPBACK_HOSTS
 
     remote = endpoint.rpartition(":")[0] not in LOOPBACK_HOSTS
-    context.obj = (
-        Connection(
-            endpoint,
-            tls=remote if tls is None else tls,
-            authenticate=remote if auth is None else auth,
-        ),
-        Output(format_),
+    connection = Connection(
+        endpoint,
+        tls=remote if tls is None else tls,
+        authenticate=remote if auth is None else auth,
     )
+    return connection, Output(format_)
 
 
 def _rpc(command: F) -> F:
     """Pass the connection and output; turn an RPC's failure into a message and an exit code."""
 
+    @_connection_options(on_group=False)
     @functools.wraps(command)
     @click.pass_obj
-    def run(obj: tuple[Connection, Output], *args: Any, **kwargs: Any) -> Any:
-        connection, output = obj
+    def run(group: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        settings = dict(group)
+        for name in ("endpoint", "format_", "tls", "auth"):
+            given = kwargs.pop(name)
+            if given is not None:
+                settings[name] = given
         try:
+            connection, output = _connect(**settings)
             return command(connection, output, *args, **kwargs)
         except grpc.RpcError as error:
             code = error.code()  # type: ignore[attr-defined]
