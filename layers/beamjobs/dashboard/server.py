@@ -12,6 +12,7 @@ without this server's consent (no cross-site request forgery).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import OrderedDict
@@ -94,12 +95,14 @@ class Dashboard:
         listing = _listing(request)
         stream = await _event_stream(request)
         last = None
-        while True:
-            page = as_json(await self._jobs.ListJobs(listing))
-            if page != last:
-                await _send(stream, "jobs", page)
-                last = page
-            await asyncio.sleep(LIST_REFRESH_SECONDS)
+        with contextlib.suppress(ConnectionResetError):  # the tab was closed
+            while not _left(request):
+                page = as_json(await self._jobs.ListJobs(listing))
+                if page != last:
+                    await _send(stream, "jobs", page)
+                    last = page
+                await asyncio.sleep(LIST_REFRESH_SECONDS)
+        return stream
 
     async def get_job(self, request: web.Request) -> web.Response:
         detail = await self._jobs.GetJob(jobs_pb2.GetJobRequest(job_id=_job_id(request)))
@@ -135,6 +138,8 @@ class Dashboard:
             await _send(stream, "end", {})
         except grpc.aio.AioRpcError as error:  # the stream started: say it as an event
             await _send(stream, "failure", _error(error))
+        except ConnectionResetError:  # the tab was closed
+            pass
         finally:
             call.cancel()
         return stream
@@ -192,6 +197,11 @@ async def _event_stream(request: web.Request) -> web.StreamResponse:
     )
     await stream.prepare(request)
     return stream
+
+
+def _left(request: web.Request) -> bool:
+    """Whether the client of an event stream has gone (its tab closed)."""
+    return request.transport is None or request.transport.is_closing()
 
 
 async def _send(stream: web.StreamResponse, event: str, data: Any) -> None:
