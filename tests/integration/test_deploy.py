@@ -445,17 +445,22 @@ def test_samconfig_names_the_default_dev_and_prod_environments():
                 assert declared[name]["MinValue"] <= int(value) <= declared[name]["MaxValue"]
 
 
-def test_a_docker_environment_runs_its_sdk_image_beside_the_worker(deployed, monkeypatch):
-    cloudformation, _ = deployed
-    outputs = _outputs(cloudformation)
-    control, jobs, blobs, sfn = _control(cloudformation, outputs)
-    image = "apache/beam_python3.11_sdk:2.77.0"
+def _docker_pipeline(image: str) -> bytes:
+    """A pipeline whose environment is DOCKER, of `image`."""
     pipeline = pipeline_pb2.Pipeline.FromString(pipeline_bytes())
     pipeline.components.environments["py"].urn = "beam:env:docker:v1"
     pipeline.components.environments["py"].payload = pipeline_pb2.DockerPayload(
         container_image=image
     ).SerializeToString()
-    first, second = (_prepare(control, blobs, pipeline.SerializeToString()) for _ in range(2))
+    return pipeline.SerializeToString()
+
+
+def test_a_docker_environment_runs_its_sdk_image_beside_the_worker(deployed, monkeypatch):
+    cloudformation, _ = deployed
+    outputs = _outputs(cloudformation)
+    control, jobs, blobs, sfn = _control(cloudformation, outputs)
+    image = "apache/beam_python3.11_sdk:2.77.0"
+    first, second = (_prepare(control, blobs, _docker_pipeline(image)) for _ in range(2))
     control.run(LOCAL_CALLER, first)
     control.run(LOCAL_CALLER, second)
     inputs = [
@@ -497,16 +502,11 @@ def test_a_cold_start_reuses_the_sdk_images_revision_and_a_new_worker_image_adds
     cloudformation, _ = deployed
     outputs = _outputs(cloudformation)
     image = "apache/beam_python3.11_sdk:2.50.0"
-    pipeline = pipeline_pb2.Pipeline.FromString(pipeline_bytes())
-    pipeline.components.environments["py"].urn = "beam:env:docker:v1"
-    pipeline.components.environments["py"].payload = pipeline_pb2.DockerPayload(
-        container_image=image
-    ).SerializeToString()
     ecs = boto3.client("ecs", region_name=REGION)
 
     def task_definition_of_a_job_run_by_a_fresh_instance(worker=None) -> str:
         control, _, blobs, sfn = _control(cloudformation, outputs, worker)
-        job_id = _prepare(control, blobs, pipeline.SerializeToString())
+        job_id = _prepare(control, blobs, _docker_pipeline(image))
         control.run(LOCAL_CALLER, job_id)
         arn = execution_arn(outputs["StateMachineArn"], job_id)
         return json.loads(sfn.describe_execution(executionArn=arn)["input"])["task_definition"]

@@ -33,8 +33,8 @@ from google.protobuf import json_format
 from beamjobs.worker.packages import StagedFiles, activate, install, staged_file_name
 
 
-def _descriptor(url: str) -> str:
-    """An ApiServiceDescriptor in the text format sdk_worker_main reads."""
+def descriptor(url: str) -> str:
+    """An ApiServiceDescriptor in the text format the SDK harnesses read."""
     return f'url: "{url}"'
 
 
@@ -79,6 +79,18 @@ def options_json(info: Any) -> str:
     return json.dumps(whole(json_format.MessageToDict(info.pipeline_options)))
 
 
+def materialize(args: argparse.Namespace, info: Any) -> tuple[Path, Path]:
+    """For a harness whose boot becomes another program (Go's, Java's): its directory,
+    <semi_persist_dir>/<harness id>, with the job's dependencies fetched into its `staged`, and
+    the file of the job's pipeline options written there (its path, the second)."""
+    root = Path(args.semi_persist_dir or tempfile.mkdtemp(prefix="beam-harness-"))
+    directory = root / args.id
+    fetch(info.dependencies, args.artifact_endpoint, directory / "staged")
+    options = directory / "pipeline_options.json"
+    options.write_text(options_json(info))
+    return directory, options
+
+
 def main(argv: list[str] | None = None) -> None:
     args = boot_flags("python -m beamjobs.worker.boot", argv)
     info = provision_info(args)
@@ -92,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         {
             "WORKER_ID": args.id,
             "PIPELINE_OPTIONS": options_json(info),
-            "CONTROL_API_SERVICE_DESCRIPTOR": _descriptor(args.control_endpoint),
-            "LOGGING_API_SERVICE_DESCRIPTOR": _descriptor(args.logging_endpoint),
+            "CONTROL_API_SERVICE_DESCRIPTOR": descriptor(args.control_endpoint),
+            "LOGGING_API_SERVICE_DESCRIPTOR": descriptor(args.logging_endpoint),
             "SEMI_PERSISTENT_DIRECTORY": str(semi_persist_dir),
         }
     )

@@ -15,7 +15,7 @@ from apache_beam.portability.api import beam_runner_api_pb2, endpoints_pb2
 
 from beamjobs.pipeline import sdk_images
 from beamjobs.pipeline.environments import unsupported_environments_message
-from beamjobs.worker.go_boot import GO_WORKER_BINARY
+from beamjobs.worker.go_boot import is_worker_binary
 from beamjobs.worker.image_environments import (
     THIS_PYTHON,
     ImageEnvironments,
@@ -49,9 +49,8 @@ def run_docker_here(
         image = sdk_images.classify(
             beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image
         )
-        if isinstance(image, sdk_images.OtherSdkImage) and image.language in ("Go", "Java"):
-            _check_staged_by(image, env_id, env)
         if isinstance(image, sdk_images.OtherSdkImage) and image.language == "Go":
+            _check_staged_by(image, env_id, env)
             _run_as_process(env, ["beamjobs.worker.go_boot"], harnesses)
             report(
                 f"the DOCKER environment {env_id} ({image.image}) runs the pipeline's own Go "
@@ -59,6 +58,7 @@ def run_docker_here(
             )
             continue
         if isinstance(image, sdk_images.OtherSdkImage) and image.language == "Java":
+            _check_staged_by(image, env_id, env)
             jars = images.java_jars_for(image, report)
             _run_as_process(env, ["beamjobs.worker.java_boot", f"--jars={jars}"], harnesses)
             report(
@@ -107,13 +107,11 @@ def _check_staged_by(
 ) -> None:
     """Refuse a Go or Java SDK image whose environment lacks what that SDK stages (a pipeline
     of another SDK naming that image): its harness would have nothing to run."""
-    names = [staged_file_name(a) for a in env.dependencies]
-    if image.language == "Go":  # older Go SDKs name their binary "worker", with no role
-        roles = [a.role_urn for a in env.dependencies]
-        staged = GO_WORKER_BINARY in roles or "worker" in names
+    if image.language == "Go":
+        staged = any(is_worker_binary(a) for a in env.dependencies)
         what = "the Go worker binary the Go SDK stages"
     else:
-        staged = any(name.endswith(".jar") for name in names)
+        staged = any(staged_file_name(a).endswith(".jar") for a in env.dependencies)
         what = "the jars the Java SDK stages"
     if not staged:
         raise UnrunnableEnvironment(

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from beamjobs.worker.boot import boot_flags, fetch, options_json, provision_info
+from beamjobs.worker.boot import boot_flags, materialize, provision_info
 from beamjobs.worker.packages import staged_file_name
 
 # The role the Go SDK gives its worker binary; older SDKs name the artifact "worker" instead.
@@ -25,29 +23,28 @@ GO_WORKER_BINARY = "beam:artifact:role:go_worker_binary:v1"
 _LEGACY_NAME = "worker"
 
 
+def is_worker_binary(artifact: Any) -> bool:
+    """Whether the artifact is a Go worker binary, by its role or its legacy name."""
+    return bool(artifact.role_urn == GO_WORKER_BINARY or staged_file_name(artifact) == _LEGACY_NAME)
+
+
 def worker_binary(dependencies: Any) -> Any:
-    """The artifact that is the Go worker binary, found as the image's boot finds it."""
+    """The artifact that is the Go worker binary, found as the image's boot finds it (the only
+    artifact, or the one by role, or by legacy name)."""
     if len(dependencies) == 1:
         return dependencies[0]
-    for artifact in dependencies:
-        if artifact.role_urn == GO_WORKER_BINARY:
-            return artifact
-    for artifact in dependencies:
-        if staged_file_name(artifact) == _LEGACY_NAME:
-            return artifact
+    by_role = [a for a in dependencies if a.role_urn == GO_WORKER_BINARY]
+    for artifact in by_role or [a for a in dependencies if is_worker_binary(a)]:
+        return artifact
     raise SystemExit(f"the Go pipeline staged no worker binary ({GO_WORKER_BINARY})")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = boot_flags("python -m beamjobs.worker.go_boot", argv)
     info = provision_info(args)
-    root = Path(args.semi_persist_dir or tempfile.mkdtemp(prefix="beam-go-harness-"))
-    directory = root / args.id
-    fetch(info.dependencies, args.artifact_endpoint, directory / "staged")
+    directory, options = materialize(args, info)
     binary = directory / "staged" / staged_file_name(worker_binary(info.dependencies))
     binary.chmod(0o755)
-    options = directory / "pipeline_options.json"
-    options.write_text(options_json(info))
     os.environ["PIPELINE_OPTIONS_FILE"] = str(options)
     if info.runner_capabilities:
         os.environ["RUNNER_CAPABILITIES"] = " ".join(info.runner_capabilities)

@@ -16,20 +16,14 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from beamjobs.worker.boot import boot_flags, fetch, options_json, provision_info
+from beamjobs.worker.boot import boot_flags, descriptor, materialize, provision_info
 from beamjobs.worker.packages import staged_file_name
 
 HARNESS_MAIN = "org.apache.beam.fn.harness.FnHarness"
 # The jar of the agent the harness sizes its caches with (the image starts the JVM with it).
 JAMM = "jamm-"
-
-
-def _descriptor(url: str) -> str:
-    """An ApiServiceDescriptor in the text format the harness reads."""
-    return f'url: "{url}"'
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,22 +33,18 @@ def main(argv: list[str] | None = None) -> None:
     mine, rest = own.parse_known_args(argv)
     args = boot_flags("python -m beamjobs.worker.java_boot", rest)
     info = provision_info(args)
-    root = Path(args.semi_persist_dir or tempfile.mkdtemp(prefix="beam-java-harness-"))
-    directory = root / args.id
+    directory, options = materialize(args, info)
     staged = directory / "staged"
-    fetch(info.dependencies, args.artifact_endpoint, staged)
     harness_jars = sorted(mine.jars.glob("*.jar"))
     # The harness's own jars first, then the pipeline's, in the order it staged them.
     classpath = [*harness_jars, *(staged / staged_file_name(a) for a in info.dependencies)]
-    options = directory / "pipeline_options.json"
-    options.write_text(options_json(info))
     os.environ.update(
         {
             "HARNESS_ID": args.id,
             "PIPELINE_OPTIONS_FILE": str(options),
             "PIPELINE_OPTIONS": options.read_text(),
-            "LOGGING_API_SERVICE_DESCRIPTOR": _descriptor(args.logging_endpoint),
-            "CONTROL_API_SERVICE_DESCRIPTOR": _descriptor(args.control_endpoint),
+            "LOGGING_API_SERVICE_DESCRIPTOR": descriptor(args.logging_endpoint),
+            "CONTROL_API_SERVICE_DESCRIPTOR": descriptor(args.control_endpoint),
             "RUNNER_CAPABILITIES": " ".join(info.runner_capabilities),
             "SEMI_PERSISTENT_DIRECTORY": str(directory),
         }
