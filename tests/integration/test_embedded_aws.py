@@ -188,6 +188,27 @@ def _list_query(settings):
     }
 
 
+def test_a_get_records_answer_stops_at_a_megabyte_as_dynamodb_streams_does(settings, stores):
+    streams = clients.client("dynamodbstreams", settings)
+    arn = stores.jobs.stream_arn()
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    db = clients.client("dynamodb", settings)
+    for n in range(7):  # ~2.1 MB of records
+        item = {"pk": {"S": f"big#{n}"}, "sk": {"S": "x"}, "text": {"S": "t" * 300_000}}
+        db.put_item(TableName=settings.table_name, Item=item)
+
+    pages = []
+    while sum(pages) < 7:
+        page = streams.get_records(ShardIterator=iterator)
+        pages.append(len(page["Records"]))
+        iterator = page["NextShardIterator"]
+
+    assert pages == [3, 3, 1]
+
+
 def test_only_the_newest_shard_iterators_are_kept(monkeypatch, settings, stores):
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.dynamodbstreams.models import dynamodbstreams_backends

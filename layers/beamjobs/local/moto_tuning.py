@@ -19,6 +19,10 @@ before.
 And moto keeps every DynamoDB Streams shard iterator it ever issued (~1.7 KB each; a change feed
 polling twice a second would hold ~300 MB a day). Only the newest are kept, as many as the feed
 uses in more than the 15 minutes after which DynamoDB Streams' own iterators expire.
+
+And moto answers a GetRecords with every record asked for, where DynamoDB Streams stops at 1 MB:
+a burst of large messages reached the change feed as one 20 MB answer, which the shim's heap
+then kept the size of. The answer stops at 1 MB, as AWS's does (always at least one record).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ generic_query = Table.query
 generic_get_records = DynamoDBStreamsBackend.get_records
 # At most five GetRecords a second for 15 minutes, with room to spare.
 MAX_SHARD_ITERATORS = 10_000
+# DynamoDB Streams' GetRecords returns "up to 1 MB" of records.
+GET_RECORDS_MAX_BYTES = 1024 * 1024
 _QUERY_PARAMETERS = inspect.signature(generic_query)
 
 
@@ -77,13 +83,28 @@ def install() -> None:
 
 
 def bounded_get_records(backend: DynamoDBStreamsBackend, iterator_arn: str, limit: int) -> Any:
-    """GetRecords, then forget the oldest iterators beyond MAX_SHARD_ITERATORS (a dict keeps
-    the order they were issued in)."""
+    """GetRecords of at most GET_RECORDS_MAX_BYTES, then forget the oldest iterators beyond
+    MAX_SHARD_ITERATORS (a dict keeps the order they were issued in)."""
+    iterator = backend.shard_iterators.get(iterator_arn)
+    if iterator is not None:  # (an unknown one fails in moto's own way)
+        pending = iterator.stream_shard.get(iterator.sequence_number, limit)
+        limit = _records_within(pending, GET_RECORDS_MAX_BYTES)
     answer = generic_get_records(backend, iterator_arn, limit)
     iterators = backend.shard_iterators
     while len(iterators) > MAX_SHARD_ITERATORS:
         del iterators[next(iter(iterators))]
     return answer
+
+
+def _records_within(records: list[dict[str, Any]], max_bytes: int) -> int:
+    """How many of the records, from the first, fit in max_bytes (their JSON's size, a little
+    more than AWS counts); at least one, so that a shard never stalls."""
+    total = 0
+    for count, record in enumerate(records):
+        total += len(json.dumps(record, default=_epoch_seconds))
+        if total > max_bytes:
+            return max(count, 1)
+    return len(records)
 
 
 def partition_query(table: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
