@@ -1,10 +1,14 @@
 """The abuse suite's server: `beamjobs serve` in a process of its own, on an embedded AWS in
 another (so the shim's memory is its own, and what is stored can be looked at from here), with
-quotas tight enough to reach in a test."""
+quotas tight enough to reach in a test. The suite runs twice: against a server that serves
+everyone as the local caller, and against one that requires every call to prove an AWS identity
+(its calls then carry a proof of an allowed IAM user of the embedded AWS)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections import namedtuple
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +17,10 @@ import boto3
 import grpc
 import pytest
 from botocore.config import Config
+from botocore.credentials import ReadOnlyCredentials
 
 from beamjobs.api import artifact_api_pb2_grpc, job_api_pb2_grpc, jobs_pb2_grpc
+from beamjobs.aws.signed_identity import METADATA_KEY, sign, sts_url
 from beamjobs.local.embedded import LOCAL_BUCKET, LOCAL_REGION, LOCAL_TABLE
 from tests.processes import Process, free_port, serve
 
@@ -41,6 +47,29 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise LookupError(pid)
+
+
+class PeakRss:
+    """The highest RSS of a process while the context is open (sampled every 20 ms)."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self.bytes = rss_bytes(pid)
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):
+            self.bytes = max(self.bytes, rss_bytes(self._pid))
+
+    def __enter__(self) -> PeakRss:
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._sampler.join()
+        self.bytes = max(self.bytes, rss_bytes(self._pid))
 
 
 class Storage:
@@ -78,13 +107,19 @@ class Storage:
         }
 
 
+Metadata = list[tuple[str, str]]
+
+
 @dataclass
 class Server:
     endpoint: str
     aws_endpoint: str
     pid: int
+    # Calls on it carry `metadata()`, as every call to this server must.
     channel: grpc.Channel
     storage: Storage
+    # What a call must carry: a fresh identity proof, or nothing for a server without auth.
+    metadata: Callable[[], Metadata]
 
     @property
     def jobs(self) -> job_api_pb2_grpc.JobServiceStub:
@@ -99,22 +134,92 @@ class Server:
         return artifact_api_pb2_grpc.ArtifactStagingServiceStub(self.channel)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Iterator[Server]:
+OPEN, REQUIRE_AUTH = "open", "require-auth"
+
+
+@pytest.fixture(scope="module", params=[OPEN, REQUIRE_AUTH])
+def server(request, tmp_path_factory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("abuse")
     aws_port, port = free_port(), free_port()
     aws = Process(["aws", "--port", str(aws_port)], tmp / "aws.log")
     aws.wait_for_port(aws_port)
     aws_endpoint = f"http://127.0.0.1:{aws_port}"
-    shim = serve(tmp, "shim", port, "--aws-endpoint", aws_endpoint, env=QUOTAS)
+    metadata: Callable[[], Metadata] = list
+    auth: tuple[str, ...] = ()
+    if request.param == REQUIRE_AUTH:
+        arn, metadata = _iam_user(aws_endpoint, "tenant")
+        auth = ("--require-auth", "--allowed-principal", arn)
+    shim = serve(tmp, "shim", port, "--aws-endpoint", aws_endpoint, *auth, env=QUOTAS)
     try:
-        with grpc.insecure_channel(f"localhost:{port}", options=CLIENT_OPTIONS) as channel:
+        with grpc.insecure_channel(f"localhost:{port}", options=CLIENT_OPTIONS) as plain:
+            channel = grpc.intercept_channel(plain, _Carrying(metadata))
             yield Server(
-                f"localhost:{port}", aws_endpoint, shim.popen.pid, channel, Storage(aws_endpoint)
+                f"localhost:{port}",
+                aws_endpoint,
+                shim.popen.pid,
+                channel,
+                Storage(aws_endpoint),
+                metadata,
             )
     finally:
         shim.stop()
         aws.stop()
+
+
+def _iam_user(aws_endpoint: str, name: str) -> tuple[str, Callable[[], Metadata]]:
+    """An IAM user of the embedded AWS: its ARN, and a maker of proofs of its identity."""
+    iam = boto3.client(
+        "iam",
+        endpoint_url=aws_endpoint,
+        region_name=LOCAL_REGION,
+        aws_access_key_id="setup",
+        aws_secret_access_key="setup",
+    )
+    arn = iam.create_user(UserName=name)["User"]["Arn"]
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    credentials = ReadOnlyCredentials(key["AccessKeyId"], key["SecretAccessKey"], None)
+    url = sts_url(LOCAL_REGION, aws_endpoint)
+    return arn, lambda: [(METADATA_KEY, sign(credentials, region=LOCAL_REGION, url=url))]
+
+
+class _Details(
+    namedtuple("_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready")),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _Carrying(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `metadata()` to every call."""
+
+    def __init__(self, metadata: Callable[[], Metadata]) -> None:
+        self._metadata = metadata
+
+    def _carrying(self, details: grpc.ClientCallDetails) -> _Details:
+        return _Details(
+            details.method,
+            details.timeout,
+            [*(details.metadata or ()), *self._metadata()],
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._carrying(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._carrying(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._carrying(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._carrying(details), requests)
 
 
 @pytest.fixture

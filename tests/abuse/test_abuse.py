@@ -5,11 +5,13 @@ memory stays flat over the suite."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -30,19 +32,20 @@ from beamjobs.domain.model import Message
 from beamjobs.local.embedded import LOCAL_TABLE
 from beamjobs.pipeline.artifacts import FILE, STAGING_TO
 from beamjobs.pipeline.environments import DOCKER, EMBEDDED
-from tests.abuse.conftest import CLIENT_OPTIONS, MiB, rss_bytes
+from tests.abuse.conftest import CLIENT_OPTIONS, REQUIRE_AUTH, MiB, PeakRss, rss_bytes
 
 Code = grpc.StatusCode
 # Growth allowed over the suite, after its first cases warmed the server up. Its largest
 # message (200 MiB, refused) arrives whole in small buffers; the heap is trimmed after it, but
 # pages the heap reuses count again (measured: 45 to 69 MiB in all).
 RSS_GROWTH_BYTES = 96 * MiB
-_baseline: dict[str, int] = {}
+# Each server's RSS when its first case began, by its process id.
+_baseline: dict[int, int] = {}
 
 
 @pytest.fixture(autouse=True)
 def _memory_baseline(server):
-    _baseline.setdefault("rss", rss_bytes(server.pid))
+    _baseline.setdefault(server.pid, rss_bytes(server.pid))
 
 
 def refused(call: Callable[[], Any], code: grpc.StatusCode, *, naming: str = "") -> str:
@@ -227,6 +230,67 @@ def test_a_prepare_over_a_quota_is_resource_exhausted(server, unchanged, case):
 def test_a_message_over_the_servers_ceiling_is_refused_before_it_is_read(server, unchanged):
     request = prepare_request(b"\x0a" + b"x" * (256 * MiB + 1))
     refused(lambda: server.jobs.Prepare(request), Code.RESOURCE_EXHAUSTED, naming="larger than max")
+
+
+@pytest.mark.parametrize("server", [REQUIRE_AUTH], indirect=True)
+def test_unproven_calls_are_refused_before_their_200_mib_are_read(server, unchanged):
+    request = prepare_request(b"\x0a" + b"x" * (200 * MiB))
+    before = rss_bytes(server.pid)
+    peak = PeakRss(server.pid)
+    with grpc.insecure_channel(server.endpoint, options=CLIENT_OPTIONS) as stranger:
+        prepare = job_api_pb2_grpc.JobServiceStub(stranger).Prepare
+        with peak, ThreadPoolExecutor(4) as calls:
+            outcomes = list(calls.map(lambda _: _status(lambda: prepare(request)), range(4)))
+    assert [code for code, _ in outcomes] == [Code.UNAUTHENTICATED] * 4, outcomes
+    assert peak.bytes - before <= 64 * MiB, f"the server grew by {(peak.bytes - before) / MiB} MiB"
+
+
+def test_large_requests_are_received_a_few_at_a_time_per_connection_and_address(server):
+    """Prepares whose message has not (yet) come hold their slot, as a 256 MiB one arriving
+    slowly would: two per connection, four per address; then others are refused unread."""
+    prepare = "/" + job_api_pb2.DESCRIPTOR.services_by_name["JobService"].full_name + "/Prepare"
+    waiting: list[grpc.Future] = []
+    never = threading.Event()
+    with contextlib.ExitStack() as channels:
+        channels.callback(never.set)  # (last: the calls' request threads end)
+
+        def connection() -> grpc.Channel:
+            own = [*CLIENT_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]  # its own TCP
+            return channels.enter_context(grpc.insecure_channel(server.endpoint, options=own))
+
+        def unsent(channel: grpc.Channel) -> None:
+            requests = iter(never.wait, True)  # none, until the test ends
+            call = channel.stream_unary(prepare).future(requests, metadata=server.metadata())
+            waiting.append(call)
+            channels.callback(call.cancel)
+
+        def prepare_on(channel: grpc.Channel) -> tuple[grpc.StatusCode, str]:
+            stub = job_api_pb2_grpc.JobServiceStub(channel)
+            return _status(lambda: stub.Prepare(prepare_request(), metadata=server.metadata()))
+
+        first, second, third = connection(), connection(), connection()
+        unsent(first)
+        unsent(first)
+        time.sleep(1)  # (the server has the calls)
+        code, details = prepare_on(first)
+        assert code == Code.RESOURCE_EXHAUSTED and "on one connection" in details, details
+        assert prepare_on(second)[0] == Code.OK
+        unsent(second)
+        unsent(second)
+        time.sleep(1)
+        code, details = prepare_on(third)
+        assert code == Code.RESOURCE_EXHAUSTED and "from one address" in details, details
+        waiting.pop().cancel()
+        time.sleep(1)
+        assert prepare_on(third)[0] == Code.OK
+
+
+def _status(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code(), error.details()
+    return Code.OK, ""
 
 
 def test_a_unary_request_over_its_methods_limit_is_invalid_argument(server, unchanged):
@@ -511,8 +575,11 @@ def test_ten_thousand_streams_on_one_connection_get_the_quota_and_no_more(server
     async def storm() -> tuple[int, int, set[str]]:
         async with grpc.aio.insecure_channel(server.endpoint, options=CLIENT_OPTIONS) as channel:
             stub = job_api_pb2_grpc.JobServiceStub(channel)
+            metadata = server.metadata()
             calls = [
-                stub.GetStateStream(job_api_pb2.GetJobStateRequest(job_id=job_id))
+                stub.GetStateStream(
+                    job_api_pb2.GetJobStateRequest(job_id=job_id), metadata=metadata
+                )
                 for _ in range(10_000)
             ]
 
@@ -668,5 +735,5 @@ def test_a_flood_of_prepares_from_one_principal_meets_its_quota(server):
 
 
 def test_the_servers_memory_stayed_flat_over_the_suite(server):
-    grew = rss_bytes(server.pid) - _baseline["rss"]
+    grew = rss_bytes(server.pid) - _baseline[server.pid]
     assert grew < RSS_GROWTH_BYTES, f"the server grew by {grew / MiB:.0f} MiB"

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +20,11 @@ from beamjobs.api import artifact_api_pb2 as staging_api
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import jobs_pb2, pipeline_pb2
 from beamjobs.pipeline.environments import DOCKER, EMBEDDED, EXTERNAL
+from tests.abuse.conftest import OPEN
+
+# Against the server without authentication: behind it, an authenticating one serves the same
+# code (and the abuse cases run against both).
+pytestmark = pytest.mark.parametrize("server", [OPEN], indirect=True)
 
 EXAMPLES = int(os.environ.get("BEAMJOBS_FUZZ_EXAMPLES", "10000"))
 NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
