@@ -179,7 +179,9 @@ def _iam_user(aws_endpoint: str, name: str) -> tuple[str, Callable[[], Metadata]
     key = iam.create_access_key(UserName=name)["AccessKey"]
     credentials = ReadOnlyCredentials(key["AccessKeyId"], key["SecretAccessKey"], None)
     url = sts_url(LOCAL_REGION, aws_endpoint)
-    return arn, lambda: [(METADATA_KEY, sign(credentials, region=LOCAL_REGION, url=url))]
+    return arn, lambda: [
+        (METADATA_KEY, sign(credentials, region=LOCAL_REGION, url=url, deployment="localhost"))
+    ]
 
 
 class _Details(

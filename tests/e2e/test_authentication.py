@@ -63,8 +63,10 @@ class User:
         self.credentials = ReadOnlyCredentials(key["AccessKeyId"], key["SecretAccessKey"], None)
         self._url = sts_url(REGION, aws_url)
 
-    def metadata(self) -> list[tuple[str, str]]:
-        return [(METADATA_KEY, sign(self.credentials, region=REGION, url=self._url))]
+    def metadata(self, deployment: str = "localhost") -> list[tuple[str, str]]:
+        """A proof for the Job API whose clients dial `deployment`."""
+        proof = sign(self.credentials, region=REGION, url=self._url, deployment=deployment)
+        return [(METADATA_KEY, proof)]
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +152,9 @@ def test_every_method_refuses_a_call_without_an_identity_and_health_stays_open(c
 
 
 def _expired_proof(user: User) -> str:
-    sixteen_minutes_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=16)
+    six_minutes_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=6)
     original = botocore.auth.get_current_datetime
-    botocore.auth.get_current_datetime = lambda: sixteen_minutes_ago.replace(tzinfo=None)
+    botocore.auth.get_current_datetime = lambda: six_minutes_ago.replace(tzinfo=None)
     try:
         return user.metadata()[0][1]
     finally:
@@ -170,6 +172,7 @@ def _expired_proof(user: User) -> str:
                 ReadOnlyCredentials(d["alice"].credentials.access_key, "not-her-secret", None),
                 region=REGION,
                 url=sts_url(REGION, d["aws_url"]),
+                deployment="localhost",
             ),
             id="wrong-secret",
         ),
@@ -178,7 +181,12 @@ def _expired_proof(user: User) -> str:
         ),
         pytest.param(lambda d: _expired_proof(d["alice"]), id="expired"),
         pytest.param(
-            lambda d: sign(d["alice"].credentials, region=REGION, url="https://sts.amazonaws.com/"),
+            lambda d: sign(
+                d["alice"].credentials,
+                region=REGION,
+                url="https://sts.amazonaws.com/",
+                deployment="localhost",
+            ),
             id="another-sts",
         ),
     ],
@@ -190,6 +198,39 @@ def test_a_forged_expired_or_malformed_proof_is_unauthenticated(deployment, chan
         f"/{api.DESCRIPTOR.services_by_name['JobService'].full_name}/Prepare",
     ):
         assert _raw_call(channel, method, metadata)[0] is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_proof_made_for_one_deployment_is_refused_by_another_within_its_window(deployment):
+    """Deployment A is the module's server (reached at localhost); B, on the same AWS and
+    allowing alice too, is reached at another name (as a second stack's load balancer is)."""
+    port = free_port()
+    other = serve(
+        deployment["tmp"],
+        "deployment-b",
+        port,
+        "--aws-endpoint",
+        deployment["aws_url"],
+        "--require-auth",
+        "--allowed-principal",
+        deployment["alice"].arn,
+        env={"BEAMJOBS_ADVERTISED_ENDPOINT": "jobs-b.example.internal:443"},
+    )
+    try:
+        for_a = deployment["alice"].metadata("localhost")
+        for_b = deployment["alice"].metadata("jobs-b.example.internal")
+        with (
+            grpc.insecure_channel(deployment["endpoint"]) as a,
+            grpc.insecure_channel(f"localhost:{port}") as b,
+        ):
+            get_jobs = "/" + api.DESCRIPTOR.services_by_name["JobService"].full_name + "/GetJobs"
+            assert _raw_call(a, get_jobs, for_a)[0] is grpc.StatusCode.OK
+            assert _raw_call(b, get_jobs, for_b)[0] is grpc.StatusCode.OK
+            code, details = _raw_call(b, get_jobs, for_a)
+            assert code is grpc.StatusCode.UNAUTHENTICATED
+            assert "for the Job API at localhost" in details, details
+            assert _raw_call(a, get_jobs, for_b)[0] is grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        other.stop()
 
 
 def test_a_principal_outside_the_allowed_ones_is_permission_denied(deployment, channel):

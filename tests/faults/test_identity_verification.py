@@ -70,12 +70,16 @@ def sts():
 
 def _proof(url: str) -> list[tuple[str, str]]:
     credentials = ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)
-    return [(METADATA_KEY, sign(credentials, region="us-east-1", url=url))]
+    return [(METADATA_KEY, sign(credentials, region="us-east-1", url=url, deployment="127.0.0.1"))]
 
 
 def _shim(settings, url):
     return running_shim(
-        settings, authentication=(Verifier(url), AccessPolicy(allowed=("111122223333",)))
+        settings,
+        authentication=(
+            Verifier(url, frozenset({"127.0.0.1"})),
+            AccessPolicy(allowed=("111122223333",)),
+        ),
     )
 
 

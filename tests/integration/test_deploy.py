@@ -263,7 +263,8 @@ def test_by_default_the_job_api_is_internal_tls_only_and_authenticates_every_cal
     env = {e["name"]: e["value"] for e in shim["containerDefinitions"][0]["environment"]}
     assert env["BEAMJOBS_REQUIRE_AUTH"] == "true"
     assert env["BEAMJOBS_ALLOWED_PRINCIPALS"] == "123456789012"  # the account's own
-    assert env["BEAMJOBS_ADVERTISED_ENDPOINT"].endswith(":443")
+    # The host identity proofs name: the balancer's, with no EndpointHost given.
+    assert env["BEAMJOBS_ADVERTISED_ENDPOINT"] == f"{balancer['DNSName']}:443"
 
 
 def _outputs(cloudformation):

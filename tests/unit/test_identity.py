@@ -16,6 +16,7 @@ from beamjobs.domain.errors import InvalidArgument, PermissionDenied, Unauthenti
 from beamjobs.domain.identity import AccessPolicy, Caller, parse_principals, principal_of
 
 URL = sts_url("us-east-1")
+DEPLOYMENT = "jobs.example.com"
 ALICE = "arn:aws:iam::111122223333:user/alice"
 ANSWER = """<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <GetCallerIdentityResult>
@@ -59,8 +60,17 @@ class Clock:
         return self.now
 
 
-def _proof() -> str:
-    return sign(ReadOnlyCredentials("AKIDEXAMPLE", "secret", None), region="us-east-1", url=URL)
+def _proof(deployment: str = DEPLOYMENT) -> str:
+    return sign(
+        ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
+        region="us-east-1",
+        url=URL,
+        deployment=deployment,
+    )
+
+
+def _verifier(http, clock) -> Verifier:
+    return Verifier(URL, frozenset({DEPLOYMENT}), http=http, clock=clock)
 
 
 def _signed_at(proof: str) -> float:
@@ -120,7 +130,7 @@ def test_a_caller_owns_its_jobs_and_an_admin_every_job():
 def test_a_verified_proof_is_remembered_while_valid_then_asked_again():
     proof = _proof()
     sts, clock = FakeSts(), Clock(_signed_at(proof))
-    verifier = Verifier(URL, http=sts, clock=clock)
+    verifier = _verifier(sts, clock)
     assert verifier.verify(proof) == ALICE
     assert verifier.verify(proof) == ALICE
     assert len(sts.sent) == 1
@@ -130,7 +140,7 @@ def test_a_verified_proof_is_remembered_while_valid_then_asked_again():
     )
     clock.now += SIGNATURE_LIFETIME_SECONDS + 1
     assert verifier.remembered(proof) is None
-    with pytest.raises(Unauthenticated, match="more than 15 minutes"):
+    with pytest.raises(Unauthenticated, match="more than 5 minutes"):
         verifier.verify(proof)
 
 
@@ -147,7 +157,7 @@ def test_a_verified_proof_is_remembered_while_valid_then_asked_again():
 )
 def test_sts_refusing_is_unauthenticated_and_sts_failing_is_unavailable(status, body, error):
     proof = _proof()
-    verifier = Verifier(URL, http=FakeSts(status, body), clock=Clock(_signed_at(proof)))
+    verifier = _verifier(FakeSts(status, body), Clock(_signed_at(proof)))
     with pytest.raises(error):
         verifier.verify(proof)
     assert verifier.remembered(proof) is None
@@ -155,9 +165,34 @@ def test_sts_refusing_is_unauthenticated_and_sts_failing_is_unavailable(status, 
 
 def test_a_proof_for_a_future_time_is_refused_as_for_a_past_one():
     proof = _proof()
-    verifier = Verifier(URL, http=FakeSts(), clock=Clock(_signed_at(proof) - 16 * 60))
-    with pytest.raises(Unauthenticated, match="more than 15 minutes"):
+    verifier = _verifier(FakeSts(), Clock(_signed_at(proof) - 6 * 60))
+    with pytest.raises(Unauthenticated, match="more than 5 minutes"):
         verifier.verify(proof)
+
+
+def test_a_proof_for_another_deployment_is_refused_within_its_window():
+    proof = _proof("jobs.other.example.com")
+    sts = FakeSts()
+    verifier = _verifier(sts, Clock(_signed_at(proof)))
+    with pytest.raises(Unauthenticated, match="for the Job API at jobs.other.example.com"):
+        verifier.verify(proof)
+    assert not sts.sent  # refused before STS is asked
+
+
+@pytest.mark.parametrize(
+    ("host", "advertised", "hosts"),
+    [
+        ("localhost", None, {"localhost", "127.0.0.1", "::1"}),
+        ("0.0.0.0", None, {"localhost", "127.0.0.1", "::1"}),
+        ("10.0.0.5", None, {"10.0.0.5"}),
+        ("0.0.0.0", "Jobs.Example.com:443", {"jobs.example.com"}),
+        ("0.0.0.0", "[fd00::1]:8099", {"fd00::1"}),
+    ],
+)
+def test_a_shim_accepts_proofs_for_the_host_its_clients_dial(host, advertised, hosts):
+    from beamjobs.shim.server import deployment_hosts
+
+    assert deployment_hosts(host, advertised) == hosts
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.7", "::"])

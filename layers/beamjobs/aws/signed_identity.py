@@ -8,10 +8,12 @@ called. (The AWS IAM Authenticator for Kubernetes and Vault's AWS auth method wo
 What keeps this safe:
 - The shim sends the request to its own STS endpoint, never to one the client names, and
   with a fixed body: a client cannot make it call anything else.
-- The request must sign the audience header, so a request signed for something else (another
-  service that accepts such proofs) is no proof here, and a proof given here is none there.
-- A signature is refused once older (or newer) than 15 minutes, which is also how long STS
-  itself accepts it; a verified one is remembered for that long, by a hash of the proof.
+- The request must sign the audience header, which names the deployment by the host its
+  clients dial (the name TLS proves). So a request signed for something else (another service
+  that accepts such proofs, or another Beamjobs deployment) is no proof here, and a proof given
+  here is none anywhere else: a deployment that relays its callers' proofs gets nothing.
+- A signature is refused once older (or newer) than 5 minutes (STS itself would accept it for
+  15); a verified one is remembered for that long, by a hash of the proof.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ from beamjobs.domain.identity import principal_of
 # The gRPC metadata entry that carries the proof.
 METADATA_KEY = "x-beamjobs-identity"
 AUDIENCE_HEADER = "x-beamjobs-audience"
-AUDIENCE = "beamjobs-job-api"
-SIGNATURE_LIFETIME_SECONDS = 15 * 60
+_AUDIENCE_PREFIX = "beamjobs-job-api:"
+SIGNATURE_LIFETIME_SECONDS = 5 * 60
+# The names that reach a server on this machine's loopback interface.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _BODY = "Action=GetCallerIdentity&Version=2011-06-15"
 _FORM = "application/x-www-form-urlencoded; charset=utf-8"
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -72,13 +76,24 @@ def sts_url(region: str, endpoint_url: str | None = None) -> str:
     return (endpoint_url or f"https://sts.{region}.amazonaws.com").rstrip("/") + "/"
 
 
-def sign(credentials: ReadOnlyCredentials, *, region: str, url: str) -> str:
-    """A proof of the credentials' identity, signed now for the STS endpoint at `url`."""
+def endpoint_host(endpoint: str) -> str:
+    """The host of a Job API endpoint ("host:port", "[::1]:8099"), as audiences name it."""
+    return (urlsplit(f"//{endpoint}").hostname or "").lower()
+
+
+def audience(deployment: str) -> str:
+    """The audience header's value for the deployment its clients reach at host `deployment`."""
+    return _AUDIENCE_PREFIX + deployment.lower()
+
+
+def sign(credentials: ReadOnlyCredentials, *, region: str, url: str, deployment: str) -> str:
+    """A proof of the credentials' identity for the deployment reached at host `deployment`,
+    signed now for the STS endpoint at `url`."""
     request = AWSRequest(
         method="POST",
         url=url,
         data=_BODY,
-        headers={"Content-Type": _FORM, AUDIENCE_HEADER: AUDIENCE},
+        headers={"Content-Type": _FORM, AUDIENCE_HEADER: audience(deployment)},
     )
     SigV4Auth(credentials, "sts", region).add_auth(request)
     proof = {"sts": url, "headers": dict(request.headers.items())}
@@ -91,16 +106,20 @@ def _caller_identity_output() -> Any:
 
 
 class Verifier:
-    """Verifies proofs with STS at `url`; remembers each verified one while it is valid."""
+    """Verifies proofs made for a deployment reached at one of `deployments` (hosts) with STS
+    at `url`; remembers each verified one while it is valid."""
 
     def __init__(
         self,
         url: str,
+        deployments: frozenset[str],
         *,
         http: URLLib3Session | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = url
+        self._audiences = frozenset(audience(host) for host in deployments)
+        self._deployments = ", ".join(sorted(deployments))
         self._http = http or URLLib3Session(timeout=10)
         self._clock = clock
         self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
@@ -157,8 +176,17 @@ class Verifier:
             )
         authorization = by_name.get("authorization", "")
         signed = authorization.partition("SignedHeaders=")[2].partition(",")[0].split(";")
-        if by_name.get(AUDIENCE_HEADER) != AUDIENCE or AUDIENCE_HEADER not in signed:
-            raise Unauthenticated(f"the identity proof must sign {AUDIENCE_HEADER}: {AUDIENCE}")
+        stated = by_name.get(AUDIENCE_HEADER, "")
+        if not stated.startswith(_AUDIENCE_PREFIX) or AUDIENCE_HEADER not in signed:
+            raise Unauthenticated(
+                f"the identity proof must sign {AUDIENCE_HEADER}: {_AUDIENCE_PREFIX}<the host "
+                "of the Job API's endpoint>"
+            )
+        if stated not in self._audiences:
+            raise Unauthenticated(
+                f"the identity proof is for the Job API at {stated.removeprefix(_AUDIENCE_PREFIX)}"
+                f"; this one is reached at {self._deployments}"
+            )
         try:
             signed_at = (
                 datetime.strptime(by_name.get("x-amz-date", ""), _DATE_FORMAT)
@@ -169,7 +197,7 @@ class Verifier:
             raise Unauthenticated("the identity proof has no valid X-Amz-Date") from None
         if abs(self._clock() - signed_at) > SIGNATURE_LIFETIME_SECONDS:
             raise Unauthenticated(
-                "the identity proof was signed more than 15 minutes from now: sign a new one "
+                "the identity proof was signed more than 5 minutes from now: sign a new one "
                 "(and check this machine's clock)"
             )
         return headers, signed_at

@@ -21,7 +21,14 @@ import boto3
 import grpc
 
 from beamjobs.api import job_api_pb2
-from beamjobs.aws.signed_identity import METADATA_KEY, SIGNATURE_LIFETIME_SECONDS, sign, sts_url
+from beamjobs.aws.signed_identity import (
+    LOOPBACK_NAMES,
+    METADATA_KEY,
+    SIGNATURE_LIFETIME_SECONDS,
+    endpoint_host,
+    sign,
+    sts_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +39,16 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _RESIGN_AFTER_SECONDS = SIGNATURE_LIFETIME_SECONDS / 3
 # Addresses only this machine reaches. Whoever reaches the proxy acts as the user: it listens
 # on one of these only.
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+LOOPBACK_HOSTS = LOOPBACK_NAMES | {"[::1]"}
 
 
 class Identity:
-    """Proofs of the default credential chain's identity, re-signed every few minutes (the
-    chain refreshes credentials that expire, such as a role session's)."""
+    """Proofs of the default credential chain's identity for the Job API at `endpoint` (they
+    are good there only), re-signed every few minutes (the chain refreshes credentials that
+    expire, such as a role session's)."""
 
-    def __init__(self, session: boto3.session.Session | None = None) -> None:
+    def __init__(self, endpoint: str, session: boto3.session.Session | None = None) -> None:
+        self._deployment = endpoint_host(endpoint)
         self._session = session or boto3.session.Session()
         sts = self._session.client("sts")
         self._region = sts.meta.region_name
@@ -61,7 +70,10 @@ class Identity:
                         "no AWS credentials found (environment, profile, SSO or instance role)"
                     )
                 proof = sign(
-                    credentials.get_frozen_credentials(), region=self._region, url=self._url
+                    credentials.get_frozen_credentials(),
+                    region=self._region,
+                    url=self._url,
+                    deployment=self._deployment,
                 )
                 self._proof = (proof, now)
             return self._proof[0]
@@ -154,7 +166,7 @@ async def start_proxy(
         raise OSError(f"could not listen on {listen}")
     address = f"{host}:{port}"
     server.add_generic_rpc_handlers(
-        (Forwarder(_channel(endpoint, plaintext), identity or Identity(), address),)
+        (Forwarder(_channel(endpoint, plaintext), identity or Identity(endpoint), address),)
     )
     await server.start()
     return server, address

@@ -67,7 +67,7 @@ class Connection:
         if authenticate:
             from beamjobs.cli.connect import Identity
 
-            self._identity = Identity()
+            self._identity = Identity(endpoint)
         self.jobs = jobs_pb2_grpc.JobsStub(self._channel)
         self.job_api = job_api_pb2_grpc.JobServiceStub(self._channel)
 

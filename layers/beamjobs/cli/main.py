@@ -146,7 +146,7 @@ async def _run_shim(
         host=host,
         port=port,
         advertised_endpoint=settings.advertised_endpoint,
-        authentication=_authentication(settings),
+        authentication=_authentication(settings, host),
         quotas=settings.quotas(),
         engines=settings.engine_choice(),
     )
@@ -177,7 +177,7 @@ async def _connect(endpoint: str, listen: str, plaintext: bool, dashboard_port: 
     from beamjobs.cli.connect import Identity, start_proxy
     from beamjobs.dashboard.server import start_dashboard
 
-    identity = Identity()
+    identity = Identity(endpoint)
     who = await asyncio.to_thread(identity.who)
     proxy, address = await start_proxy(endpoint, listen, plaintext=plaintext, identity=identity)
     print(
@@ -200,13 +200,17 @@ async def _connect(endpoint: str, listen: str, plaintext: bool, dashboard_port: 
     await proxy.stop(5)
 
 
-def _authentication(settings: Settings) -> Authentication | None:
+def _authentication(settings: Settings, host: str) -> Authentication | None:
     from beamjobs.aws.signed_identity import Verifier, sts_url
     from beamjobs.domain.identity import AccessPolicy
+    from beamjobs.shim.server import deployment_hosts
 
     if not settings.require_auth:
         return None
-    verifier = Verifier(sts_url(settings.region, settings.endpoint_url))
+    verifier = Verifier(
+        sts_url(settings.region, settings.endpoint_url),
+        deployment_hosts(host, settings.advertised_endpoint),
+    )
     return verifier, AccessPolicy(settings.allowed_principals, settings.admin_principals)
 
 

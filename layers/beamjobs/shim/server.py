@@ -22,7 +22,7 @@ from beamjobs.api import (
     jobs_pb2_grpc,
 )
 from beamjobs.aws.invoker import Invoker
-from beamjobs.aws.signed_identity import Verifier
+from beamjobs.aws.signed_identity import LOOPBACK_NAMES, Verifier, endpoint_host
 from beamjobs.domain.engines import EngineChoice
 from beamjobs.domain.identity import AccessPolicy
 from beamjobs.domain.limits import MAX_STREAMS_PER_CONNECTION, PIPELINE_MESSAGE_MAX_BYTES, Quotas
@@ -97,6 +97,13 @@ def staging_endpoint(host: str, port: int, advertised: str | None) -> str:
     if advertised:
         return advertised
     return f"{'localhost' if host in _ANY_ADDRESS else host}:{port}"
+
+
+def deployment_hosts(host: str, advertised: str | None) -> frozenset[str]:
+    """The hosts the shim's clients dial, which their identity proofs name: the staging
+    endpoint's (every loopback name for localhost)."""
+    named = endpoint_host(staging_endpoint(host, 0, advertised))
+    return LOOPBACK_NAMES if named in LOOPBACK_NAMES else frozenset({named})
 
 
 async def start_shim(
