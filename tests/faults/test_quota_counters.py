@@ -56,3 +56,29 @@ def test_a_count_throttled_past_the_retries_refuses_the_prepare_and_stores_nothi
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert stores.blobs._s3.list_objects_v2(Bucket=settings.bucket_name)["KeyCount"] == 0
     assert stores.jobs.list_jobs() == []
+
+
+def _takes_slots(body):
+    return body.get("Key", {}).get("pk", {}).get("S", "").startswith("slots#")
+
+
+def test_a_lost_response_to_a_runs_slot_counts_it_once(
+    monkeypatch, settings, stores, executor, faults
+):
+    limited = with_quotas(monkeypatch, settings, executor, quota_concurrent_jobs=1)
+    taking = clients.client("dynamodb", limited)  # the control function's, for these quotas
+    faults.attach(taking)
+    faults.add("UpdateItem", "lose_response", when=_takes_slots, times=2)
+    try:
+        with running_shim(limited) as shim:
+            stub = job_api_pb2_grpc.JobServiceStub(shim.channel)
+            first, second = _prepare(stub).preparation_id, _prepare(stub, "b").preparation_id
+            # The item is made on the first take, whose answer and its retry's are lost.
+            assert stub.Run(api.RunJobRequest(preparation_id=first)).job_id == first
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Run(api.RunJobRequest(preparation_id=second))
+    finally:
+        faults.detach(taking)
+    assert faults.fired == [("UpdateItem", "lose_response")] * 2
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "concurrent jobs is 1 per principal (1 active)" in refused.value.details()

@@ -1,7 +1,9 @@
 """Quotas a principal meets through the shim: concurrent jobs and Prepares per minute, counted
 in the table (so every shim and handler counts the same)."""
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -42,9 +44,61 @@ def test_a_run_past_the_concurrent_jobs_quota_waits_for_a_job_to_end(
         assert stores.jobs.get(third).state is JobState.STOPPED
         # A Run retried for a job already started is answered, not refused.
         assert stub.Run(api.RunJobRequest(preparation_id=first)).job_id == first
-        advance(stores.jobs, first, JobState.RUNNING, JobState.DONE)
+        Jobs(stores.jobs).running(first)
+        Jobs(stores.jobs).finish(first)
         assert stub.Run(api.RunJobRequest(preparation_id=third)).job_id == third
     assert executor.started == [first, second, first, third]  # a retried Run starts again
+
+
+def _end(jobs: Jobs, job_id: str, state: JobState) -> None:
+    """End a started job in `state`, as its writers would."""
+    if state is JobState.DONE:
+        jobs.running(job_id)
+        jobs.finish(job_id)
+    elif state is JobState.FAILED:
+        jobs.fail(job_id, "boom")
+    elif state is JobState.CANCELLED:
+        jobs.cancel(job_id)
+        jobs.settle(job_id, "stopped")
+    else:  # a streaming job's drain, ended by its worker
+        advance(jobs.store, job_id, JobState.RUNNING, JobState.DRAINING)
+        jobs.settle(job_id, "drained")
+    assert jobs.get(job_id).state is state
+
+
+def test_twelve_runs_at_once_start_at_most_the_quota_and_each_end_gives_a_slot_back(
+    monkeypatch, settings, stores, executor
+):
+    limited = with_quotas(monkeypatch, settings, executor, quota_concurrent_jobs=2)
+    with running_shim(limited) as shim:
+        stub = job_api_pb2_grpc.JobServiceStub(shim.channel)
+        prepared = [_prepare(stub) for _ in range(12)]
+        together = threading.Barrier(12)
+
+        def run(job_id: str) -> grpc.StatusCode:
+            together.wait()
+            try:
+                stub.Run(api.RunJobRequest(preparation_id=job_id))
+            except grpc.RpcError as refused:
+                return refused.code()
+            return grpc.StatusCode.OK
+
+        with ThreadPoolExecutor(12) as runs:
+            codes = dict(zip(prepared, runs.map(run, prepared), strict=True))
+        started = [job_id for job_id, code in codes.items() if code is grpc.StatusCode.OK]
+        waiting = [job_id for job_id in prepared if job_id not in started]
+        assert len(started) == 2
+        assert {codes[job_id] for job_id in waiting} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert all(stores.jobs.get(job_id).state is JobState.STOPPED for job_id in waiting)
+
+        jobs = Jobs(stores.jobs)
+        for state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED, JobState.DRAINED):
+            _end(jobs, started.pop(0), state)
+            started.append(waiting.pop(0))
+            stub.Run(api.RunJobRequest(preparation_id=started[-1]))
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Run(api.RunJobRequest(preparation_id=waiting[0]))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, state
 
 
 def test_prepares_past_the_quota_of_a_minute_are_refused_and_store_nothing(

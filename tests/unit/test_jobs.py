@@ -8,14 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beamjobs.domain.errors import Conflict, FailedPrecondition, NotFound
+from beamjobs.domain.errors import Conflict, FailedPrecondition, NotFound, ResourceExhausted
 from beamjobs.domain.identity import Caller
 from beamjobs.domain.jobs import (
     PREPARATION_WINDOW_SECONDS,
+    SLOT_GRACE_SECONDS,
     STAGING_LEASE_SECONDS,
     Jobs,
     TransitionRejected,
     item_lifetime,
+    slot_holder,
     start_rule,
 )
 from beamjobs.domain.model import Change, Job, Message
@@ -468,3 +470,77 @@ def test_recent_jobs_are_the_callers_own_or_every_one_for_an_admin(store, clock)
     assert [j.job_id for j in jobs.recent(10, ALICE)] == ["a2", "a1"]
     assert [j.job_id for j in jobs.recent(10, BOB)] == ["b1"]
     assert [j.job_id for j in jobs.recent(2, Caller("ops", admin=True))] == ["a2", "b1"]
+
+
+# -- concurrent jobs: slots ----------------------------------------------------------------------
+
+
+def test_a_run_past_the_owners_slots_is_refused_and_leaves_the_job_unstarted(store, jobs):
+    for job_id in ("a", "b", "c"):
+        prepared(store, job_id, owner="alice")
+    jobs.start("a", concurrent_jobs=2)
+    jobs.start("b", concurrent_jobs=2)
+    with pytest.raises(ResourceExhausted, match="concurrent jobs is 2 per principal"):
+        jobs.start("c", concurrent_jobs=2)
+    assert store.get("c").state is S.STOPPED
+    prepared(store, "d", owner="bob")  # another owner's slots are their own
+    jobs.start("d", concurrent_jobs=2)
+
+
+def test_a_run_retried_for_a_started_job_takes_no_second_slot(store, jobs):
+    prepared(store, "a", owner="alice")
+    prepared(store, "b", owner="alice")
+    jobs.start("a", concurrent_jobs=1)
+    assert jobs.start("a", concurrent_jobs=1).state is S.STARTING
+    with pytest.raises(ResourceExhausted):
+        jobs.start("b", concurrent_jobs=1)
+
+
+def test_a_run_refused_by_the_rules_gives_its_slot_back(store, jobs):
+    prepared(store, "a", owner="alice", unstaged=("x.whl",))
+    prepared(store, "b", owner="alice")
+    with pytest.raises(FailedPrecondition, match="never staged"):
+        jobs.start("a", concurrent_jobs=1)
+    jobs.start("b", concurrent_jobs=1)
+
+
+def test_a_slot_whose_give_back_was_lost_is_freed_by_the_next_run_it_would_refuse(
+    monkeypatch, store, jobs
+):
+    prepared(store, "a", owner="alice")
+    prepared(store, "b", owner="alice")
+    jobs.start("a", concurrent_jobs=1)
+    jobs.running("a")
+    with monkeypatch.context() as killed:  # the writer dies just after the job's end
+        killed.setattr(store, "give_back_slot", lambda *args, **kwargs: None)
+        jobs.finish("a")
+    assert jobs.start("b", concurrent_jobs=1).state is S.STARTING
+
+
+def test_a_slot_taken_by_a_run_that_died_before_starting_is_freed_after_the_grace(
+    clock, store, jobs
+):
+    prepared(store, "a", owner="alice")
+    prepared(store, "b", owner="alice")
+    store.take_slot(slot_holder("alice"), "a", 1)  # and then the Run died
+    with pytest.raises(ResourceExhausted):
+        jobs.start("b", concurrent_jobs=1)
+    clock.now += SLOT_GRACE_SECONDS + 1
+    assert jobs.start("b", concurrent_jobs=1).state is S.STARTING
+
+
+@pytest.mark.parametrize("end", ["finish", "fail", "cancel", "drain"])
+def test_every_end_of_a_run_job_gives_its_slot_back(store, jobs, end):
+    prepared(store, "a", owner="alice", bounded=False)
+    prepared(store, "b", owner="alice")
+    jobs.start("a", concurrent_jobs=1)
+    jobs.running("a")
+    if end == "finish":
+        jobs.finish("a")
+    elif end == "fail":
+        jobs.fail("a", "boom")
+    else:
+        (jobs.cancel if end == "cancel" else jobs.drain)("a")
+        jobs.settle("a", "stopped")
+    assert store.get("a").state in TERMINAL_STATES
+    assert jobs.start("b", concurrent_jobs=1).state is S.STARTING

@@ -189,9 +189,7 @@ class JobControl:
         """Start a prepared job, once: a Run retried while the job is STARTING starts its work
         again (which is idempotent), and one after that answers the job's id."""
         job_id = require_id(preparation_id, "preparation_id")
-        if self._jobs.get(job_id, caller).state is JobState.STOPPED:
-            self._quotas.check_concurrent_jobs(self._jobs.active_of(caller))
-        job = self._jobs.start(job_id, caller)
+        job = self._jobs.start(job_id, caller, concurrent_jobs=self._quotas.concurrent_jobs)
         if job.state is JobState.STARTING:
             try:
                 self._engines.start(job)

@@ -14,6 +14,11 @@ Items of a job, all under the partition key ``job#<id>``:
 - ``sk = "beat"``: when the job's worker last said it was alive. An item of its own, outside
   every index, so a heartbeat writes one small item. It sorts before every event.
 
+Apart from every job's: counters (``counter#<name>``), and each principal's slots for active
+jobs (``slots#<holder>``): one item whose map ``jobs`` holds, by job id, when each job took its
+slot. Taking one is a single write conditional on the map's size, so racing Runs never hold
+more slots than the limit; a retried take writes the same key again and counts once.
+
 No transactions: each write is a single conditional item write. A projection may be lost (a
 kill or throttle between the event and the record's update): whoever reads the job sees the
 tail's snapshot and repairs the record. Every item expires (TTL) `item_lifetime` seconds after
@@ -22,6 +27,7 @@ it was written (beamjobs.domain.jobs.item_lifetime says why that outlives the jo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -50,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 JOB_SK = "job"
 BEAT_SK = "beat"
+SLOTS_SK = "slots"
 # The attribute holding a write's writer token (see _put_new).
 WRITER = "writer"
 EVENT_PREFIX = "ev#"
@@ -264,6 +271,53 @@ class DynamoJobStore(JobStore):
             return _written_by(conflict.__cause__, writer)
         return True
 
+    def take_slot(self, holder: str, job_id: str, limit: int) -> dict[str, float] | None:
+        key = codec.to_item({"pk": f"slots#{holder}", "sk": SLOTS_SK})
+        for _ in range(2):  # the second after the item is made
+            try:
+                with aws_errors(f"slots of {holder}"):
+                    self._db.update_item(
+                        TableName=self._table,
+                        Key=key,
+                        UpdateExpression="SET jobs.#job = :now",
+                        ConditionExpression=(
+                            "attribute_exists(jobs.#job) "
+                            "OR (attribute_exists(jobs) AND size(jobs) < :limit)"
+                        ),
+                        ExpressionAttributeNames={"#job": job_id},
+                        ExpressionAttributeValues=codec.to_item(
+                            {":now": codec.decimal(self._clock()), ":limit": limit}
+                        ),
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
+                return None
+            except Conflict as conflict:
+                old = _old_item(conflict.__cause__)
+                if "jobs" in old:
+                    return {held: float(at) for held, at in codec.from_item(old)["jobs"].items()}
+            # The holder's first slot: make the item (another taker may have just made it).
+            with contextlib.suppress(Conflict):
+                self._put_new(
+                    {"pk": f"slots#{holder}", "sk": SLOTS_SK, "jobs": {}},
+                    "attribute_not_exists(pk)",
+                    f"slots of {holder}",
+                )
+        raise Unavailable(f"slots of {holder}: the item could not be made")
+
+    def give_back_slot(self, holder: str, job_id: str, *, taken_at: float | None = None) -> None:
+        condition, values = "attribute_exists(jobs.#job)", None
+        if taken_at is not None:
+            condition, values = "jobs.#job = :taken", {":taken": codec.decimal(taken_at)}
+        with contextlib.suppress(Conflict), aws_errors(f"slots of {holder}"):
+            self._db.update_item(
+                TableName=self._table,
+                Key=codec.to_item({"pk": f"slots#{holder}", "sk": SLOTS_SK}),
+                UpdateExpression="REMOVE jobs.#job",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#job": job_id},
+                **({"ExpressionAttributeValues": codec.to_item(values)} if values else {}),
+            )
+
     def stream_arn(self) -> str:
         """The table's current DynamoDB Stream (Unavailable when it has none)."""
         with aws_errors(f"table {self._table}"):
@@ -446,12 +500,16 @@ def listing_query(query: JobQuery) -> tuple[dict[str, Any], dict[str, str]]:
     return request, partition
 
 
+def _old_item(error: BaseException | None) -> dict[str, Any]:
+    """The item a failed conditional write found (asked for with ALL_OLD), typed; {} if none."""
+    if not isinstance(error, ClientError):
+        return {}
+    return dict(error.response.get("Item", {}))
+
+
 def _written_by(error: BaseException | None, writer: str) -> bool:
     """Whether a failed conditional put found the item that `writer` itself put."""
-    if not isinstance(error, ClientError):
-        return False
-    existing = error.response.get("Item", {}).get(WRITER, {})
-    return bool(existing.get("S") == writer)
+    return bool(_old_item(error).get(WRITER, {}).get("S") == writer)
 
 
 def event_from_stream_image(image: dict[str, Any]) -> tuple[str, Event] | None:

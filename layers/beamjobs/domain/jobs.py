@@ -8,6 +8,12 @@ after the tail; when another writer appended first, read again and decide again.
 the only retry of a decision anywhere (botocore retries the calls themselves, and the store
 recognises its own write whose answer was lost).
 
+A job run counts against its owner's concurrent jobs from Run to its end: it takes one of the
+owner's slots before it starts (refused when all are held) and gives it back when it ends,
+whoever ends it. A slot whose give-back was lost (a writer killed just after the job's end),
+or taken by a Run that died before starting its job, is found and freed when a Run would
+otherwise be refused.
+
 A job belongs to whoever prepared it. A verb done for a caller (an RPC's) finds only the jobs
 that caller owns: any other is NOT_FOUND, exactly as a job that does not exist, so that no one
 learns of another's jobs. The service's own verbs (a worker's, the reconciler's) have no caller.
@@ -21,7 +27,7 @@ import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from beamjobs.domain.errors import Conflict, FailedPrecondition
+from beamjobs.domain.errors import BeamjobsError, Conflict, FailedPrecondition, NotFound
 from beamjobs.domain.identity import Caller
 from beamjobs.domain.limits import Quotas, exceeded
 from beamjobs.domain.model import (
@@ -47,6 +53,9 @@ PREPARATION_WINDOW_SECONDS = 7 * 86_400
 STAGING_LEASE_SECONDS = 300.0
 # Appends lose races only to other writers of the same job; re-reading settles it quickly.
 _MAX_RACE_RETRIES = 50
+# A slot whose job has not started this long after taking it was left by a Run that died in
+# between (a Run takes and starts within a handler's 30 s): it is free again.
+SLOT_GRACE_SECONDS = 120.0
 
 Rule = Callable[[Job, float], Change | None]
 
@@ -65,6 +74,16 @@ class TransitionRejected(FailedPrecondition):
     def __init__(self, job: Job, to: JobState) -> None:
         verb = "is final" if is_terminal(job.state) else f"cannot move to {to.value}"
         super().__init__(f"job {job.job_id} is {job.state.value}: the state {verb}")
+
+
+def _principal_key(principal: str | None) -> str:
+    """A principal as counters and slots name it (a fixed-size key of no particular syntax)."""
+    return hashlib.sha256((principal or "").encode()).hexdigest()
+
+
+def slot_holder(owner: str | None) -> str:
+    """Whose slots a job of `owner` takes (the store's name for them)."""
+    return _principal_key(owner)
 
 
 # -- the rules: pure decisions -------------------------------------------------------------------
@@ -329,20 +348,31 @@ class Jobs:
     def admit_prepare(self, caller: Caller, quotas: Quotas) -> None:
         """Count a Prepare against the caller's Prepares of this minute (ResourceExhausted
         past the quota). Counted before anything is stored, so a refused one stores nothing."""
-        principal = hashlib.sha256(caller.principal.encode()).hexdigest()
+        principal = _principal_key(caller.principal)
         minute = int(self.now() // 60)
         limit = quotas.prepares_per_minute
         if not self.store.count(f"prepares#{principal}#{minute}", limit, keep_seconds=3600):
             raise exceeded("Prepares per minute", str(limit), "this minute's are made")
 
-    def active_of(self, caller: Caller) -> int:
-        """How many of the caller's own jobs are active (started, not yet ended)."""
-        return sum(1 for job in self.store.active_jobs() if job.owner == caller.principal)
-
-    def start(self, job_id: str, caller: Caller | None = None) -> Job:
+    def start(
+        self, job_id: str, caller: Caller | None = None, *, concurrent_jobs: int | None = None
+    ) -> Job:
         """STARTING, or the job as it is if it started already (the caller starts its work
-        while it is STARTING: starting is idempotent, a retried Run's start included)."""
-        return self.apply(job_id, start_rule, caller=caller).job
+        while it is STARTING: starting is idempotent, a retried Run's start included). With
+        `concurrent_jobs`, a job not yet started first takes one of its owner's that many
+        slots (ResourceExhausted when its owner's active jobs hold them all)."""
+        job = self.get(job_id, caller)
+        if concurrent_jobs is None or job.started_at is not None:
+            return self.apply(job_id, start_rule, known=job, caller=caller).job
+        self._take_slot(job, concurrent_jobs)
+        try:
+            started = self.apply(job_id, start_rule, known=job, caller=caller).job
+        except BeamjobsError:  # refused (or cancelled meanwhile): it will not run
+            self._give_back_slot(job)
+            raise
+        if is_terminal(started.state):  # a rival Run started it, and it has ended already
+            self._give_back_slot(started)
+        return started
 
     def running(self, job_id: str, *, known: Job | None = None) -> Job | None:
         """The job, RUNNING, when this call claimed it; None when it must not run."""
@@ -419,6 +449,31 @@ class Jobs:
                 self.drain(job_id)
         return self.settle(job_id, cause)
 
+    def _take_slot(self, job: Job, limit: int) -> None:
+        holder = slot_holder(job.owner)
+        holders = self.store.take_slot(holder, job.job_id, limit)
+        if holders is None:
+            return
+        freed = {held: at for held, at in holders.items() if self._left_behind(held, at)}
+        for held, taken_at in freed.items():
+            self.store.give_back_slot(holder, held, taken_at=taken_at)
+        if not freed or self.store.take_slot(holder, job.job_id, limit) is not None:
+            raise exceeded("concurrent jobs", str(limit), f"{len(holders)} active")
+
+    def _left_behind(self, job_id: str, taken_at: float) -> bool:
+        """Whether the job holding a slot no longer needs it: it ended (its give-back was
+        lost), or never started (its Run died after taking the slot)."""
+        try:
+            job = self.store.get(job_id)
+        except NotFound:
+            return True
+        if is_terminal(job.state):
+            return True
+        return job.started_at is None and self.now() - taken_at > SLOT_GRACE_SECONDS
+
+    def _give_back_slot(self, job: Job) -> None:
+        self.store.give_back_slot(slot_holder(job.owner), job.job_id)
+
     def beat(self, job_id: str, *, known: Job | None = None) -> JobState:
         """The worker is alive; answers the job's state, so a worker learns of a cancel
         (`known`: the job as the caller just read it, whose state is answered unread)."""
@@ -442,7 +497,11 @@ class Jobs:
             if change is None:
                 return Decided(job, changed=False)
             try:
-                return Decided(self.store.append(job, change), changed=True)
+                after = self.store.append(job, change)
             except Conflict:
                 job = self.store.get(job_id)
+                continue
+            if is_terminal(after.state) and after.started_at is not None:
+                self._give_back_slot(after)  # it ran: it held one of its owner's slots
+            return Decided(after, changed=True)
         raise Conflict(f"job {job_id}: too many concurrent writers")

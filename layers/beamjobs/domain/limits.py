@@ -93,10 +93,6 @@ class Quotas:
                 f"not {', '.join(refused)}"
             )
 
-    def check_concurrent_jobs(self, active: int) -> None:
-        if active >= self.concurrent_jobs:
-            raise exceeded("concurrent jobs", str(self.concurrent_jobs), f"{active} active")
-
 
 def exceeded(quota: str, value: str, now: str) -> ResourceExhausted:
     """The error for a request past `quota` (of `value`), saying where the principal is."""

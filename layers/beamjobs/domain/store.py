@@ -115,6 +115,18 @@ class JobStore(ABC):
         """Add one to `counter` (kept at least `keep_seconds`) unless it has reached `limit`;
         whether it was added to."""
 
+    @abstractmethod
+    def take_slot(self, holder: str, job_id: str, limit: int) -> dict[str, float] | None:
+        """Give job `job_id` one of `holder`'s `limit` slots, stamped now, in one conditional
+        write (so racing takers never hold more than `limit`). None when the job holds one
+        (taken now or before: a retried take counts once); else the jobs holding them all,
+        with when each took its slot."""
+
+    @abstractmethod
+    def give_back_slot(self, holder: str, job_id: str, *, taken_at: float | None = None) -> None:
+        """Free the slot `job_id` holds of `holder`'s, if any (and, with `taken_at`, only if it
+        was taken then: not one taken again since)."""
+
     def recent_jobs(self, limit: int, *, owner: str | None = None) -> list[Job]:
         """The `limit` newest jobs (of `owner` only, when given), newest first."""
         jobs: list[Job] = []

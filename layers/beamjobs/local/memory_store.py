@@ -30,6 +30,7 @@ class MemoryJobStore(JobStore):
         self._logs: dict[str, list[Event]] = {}
         self._beats: dict[str, float] = {}
         self._counters: dict[str, int] = {}
+        self._slots: dict[str, dict[str, float]] = {}
         # Called with the job's id before each append is applied: lets a test play a rival
         # writer that appends first.
         self.before_append: Callable[[str], None] | None = None
@@ -118,3 +119,17 @@ class MemoryJobStore(JobStore):
                 return False
             self._counters[counter] = self._counters.get(counter, 0) + 1
             return True
+
+    def take_slot(self, holder: str, job_id: str, limit: int) -> dict[str, float] | None:
+        with self._lock:
+            held = self._slots.setdefault(holder, {})
+            if job_id not in held and len(held) >= limit:
+                return dict(held)
+            held[job_id] = self._clock()
+            return None
+
+    def give_back_slot(self, holder: str, job_id: str, *, taken_at: float | None = None) -> None:
+        with self._lock:
+            held = self._slots.get(holder, {})
+            if job_id in held and taken_at in (None, held[job_id]):
+                del held[job_id]
