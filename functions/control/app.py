@@ -39,7 +39,7 @@ def _routes() -> dict[str, Route]:
         Jobs(stores.jobs),
         stores.blobs,
         runtime.engines(settings),
-        stores.artifacts.location,
+        stores.artifacts,
         settings.quotas(),
     )
     # Retries of one gRPC call (same request_id) get the first call's answer, not a second job.

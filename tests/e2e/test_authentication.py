@@ -34,6 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
 from beamjobs.aws.signed_identity import METADATA_KEY, sign, sts_url
+from beamjobs.local.embedded import LOCAL_BUCKET
 from tests.e2e.conftest import Process, free_port, serve
 from tests.e2e.user_scripts import SCRIPT, submit
 
@@ -433,14 +434,24 @@ def test_streams_metrics_and_cancel_work_through_connect(tmp_path, tunnel):
 
 def _declaring(sha256: str) -> beam_runner_api_pb2.Pipeline:
     """A pipeline depending on a file it declares the hash of."""
+    payload = beam_runner_api_pb2.ArtifactFilePayload(path="/somewhere/pkg.tar.gz", sha256=sha256)
+    return _depending("beam:artifact:type:file:v1", payload)
+
+
+def _naming_staged(sha256: str) -> beam_runner_api_pb2.Pipeline:
+    """A pipeline depending on the artifact of that hash as this deployment stores it."""
+    url = f"s3://{LOCAL_BUCKET}/artifacts/sha256/{sha256}"
+    payload = beam_runner_api_pb2.ArtifactUrlPayload(url=url, sha256=sha256)
+    return _depending("beam:artifact:type:url:v1", payload)
+
+
+def _depending(type_urn: str, payload) -> beam_runner_api_pb2.Pipeline:
     pipeline = _pipeline()
     env = pipeline.components.environments["py"]
     env.urn = "beam:env:embedded_python:v1"
     env.dependencies.add(
-        type_urn="beam:artifact:type:file:v1",
-        type_payload=beam_runner_api_pb2.ArtifactFilePayload(
-            path="/somewhere/pkg.tar.gz", sha256=sha256
-        ).SerializeToString(),
+        type_urn=type_urn,
+        type_payload=payload.SerializeToString(),
         role_urn="beam:artifact:role:staging_to:v1",
         role_payload=beam_runner_api_pb2.ArtifactStagingToRolePayload(
             staged_name="pkg.tar.gz"
@@ -449,20 +460,23 @@ def _declaring(sha256: str) -> beam_runner_api_pb2.Pipeline:
     return pipeline
 
 
-def _first_request_after_resolving(channel, user: User, sha256: str) -> str:
-    """Prepare a pipeline declaring `sha256` as `user`, stage it, and answer what the server
-    asks once the artifact is resolved: its bytes ("get_artifact") or nothing (it is done)."""
+def _first_request_after_resolving(channel, user: User, pipeline) -> str:
+    """Prepare `pipeline` as `user`, stage it, and answer what the server asks once its
+    artifact is resolved: its bytes ("get_artifact") or nothing (it is done, or had nothing
+    to stage)."""
     stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
     prepared = stub.Prepare(
-        api.PrepareJobRequest(pipeline=_declaring(sha256), job_name="job"),
-        metadata=user.metadata(),
+        api.PrepareJobRequest(pipeline=pipeline, job_name="job"), metadata=user.metadata()
     )
     answers = queue.Queue()
     answers.put(artifact_api.ArtifactResponseWrapper(staging_token=prepared.staging_session_token))
     call = beam_artifact_api_pb2_grpc.ArtifactStagingServiceStub(
         channel
     ).ReverseArtifactRetrievalService(iter(answers.get, None), metadata=user.metadata())
-    resolve = next(call).resolve_artifact
+    first = next(call, None)
+    if first is None:  # nothing to stage: the session ends
+        return "done"
+    resolve = first.resolve_artifact
     answers.put(
         artifact_api.ArtifactResponseWrapper(
             resolve_artifact_response=artifact_api.ResolveArtifactsResponse(
@@ -484,9 +498,36 @@ def test_a_declared_hash_stands_for_bytes_only_that_principal_sent(
 ):
     # Alice staged the sdist's bytes through the tunnel (test_the_unchanged_sdk_...).
     sha256 = hashlib.sha256(sdist.read_bytes()).hexdigest()
-    assert _first_request_after_resolving(channel, deployment["alice"], sha256) == "done"
+    assert _first_request_after_resolving(channel, deployment["alice"], _declaring(sha256)) == (
+        "done"
+    )
     # Bob, who knows only its hash, is asked for the bytes.
-    assert _first_request_after_resolving(channel, deployment["bob"], sha256) == "get_artifact"
+    assert _first_request_after_resolving(channel, deployment["bob"], _declaring(sha256)) == (
+        "get_artifact"
+    )
+
+
+def test_a_prepare_naming_someone_elses_staged_artifact_gets_none_of_its_bytes(
+    deployment, channel, tunnel, sdist
+):
+    # Alice staged the sdist's bytes; Bob names them where this deployment keeps them.
+    sha256 = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+    bob = deployment["bob"]
+    prepared = stub.Prepare(
+        api.PrepareJobRequest(pipeline=_naming_staged(sha256), job_name="job"),
+        metadata=bob.metadata(),
+    )
+    with pytest.raises(grpc.RpcError) as refused:  # unstaged: it cannot run
+        stub.Run(api.RunJobRequest(preparation_id=prepared.preparation_id), metadata=bob.metadata())
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "never staged" in refused.value.details()
+    # Staging it asks Bob for the bytes; Alice, who sent them, has nothing to stage.
+    assert _first_request_after_resolving(channel, bob, _naming_staged(sha256)) == ("get_artifact")
+    assert (
+        _first_request_after_resolving(channel, deployment["alice"], _naming_staged(sha256))
+        == "done"
+    )
 
 
 class TlsFront(grpc.GenericRpcHandler):

@@ -34,6 +34,7 @@ from samtranslator.translator.transform import transform
 
 from beamjobs.api import pipeline_pb2
 from beamjobs.app.service import JobControl
+from beamjobs.aws.artifact_store import ArtifactStore
 from beamjobs.aws.blobs import S3BlobStore
 from beamjobs.aws.dynamodb_store import DynamoJobStore
 from beamjobs.aws.stepfunctions import StepFunctionsExecutor, execution_arn
@@ -45,7 +46,6 @@ from beamjobs.domain.staging_tokens import digest, mint
 from beamjobs.domain.states import JobState
 from beamjobs.local.invoker import LocalContext
 from beamjobs.local.provision import load_template
-from beamjobs.pipeline.artifacts import ArtifactLocation
 from beamjobs.settings import Settings
 from tests.integration.conftest import EVENTS, ROOT, TEMPLATE, pipeline_bytes
 
@@ -297,7 +297,7 @@ def _control(cloudformation, outputs, worker_task_definition=None):
         Jobs(jobs),
         blobs,
         engines,
-        ArtifactLocation(outputs["ArtifactsBucketName"]),
+        ArtifactStore(boto3.client("s3", region_name=REGION), outputs["ArtifactsBucketName"]),
         Quotas(),
     )
     return control, jobs, blobs, sfn

@@ -102,7 +102,7 @@ def test_racing_cancels_and_completions_agree_on_one_terminal_state(jobs, stores
         Jobs(jobs),
         stores.blobs,
         Engines.only(SettlingExecutor(jobs)),
-        stores.artifacts.location,
+        stores.artifacts,
         Quotas(),
     )
     ids = [f"race-{i}" for i in range(100)]

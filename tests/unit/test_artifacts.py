@@ -6,6 +6,7 @@ from beamjobs.pipeline.dependencies import (
     declared_sha256,
     display_name,
     reference,
+    staged,
     staged_sha256,
     unstaged,
 )
@@ -67,8 +68,16 @@ def test_unstaged_names_each_dependency_once_across_environments():
     shared = _file("/tmp/req.txt", "requirements.txt")
     staged = reference(LOCATION, SHA, _file("/tmp/done", "pickled_main_session"))
     pipeline = _pipeline([shared, staged], [shared, _file("/tmp/anonymous")])
-    assert unstaged(LOCATION, pipeline) == ["requirements.txt", "/tmp/anonymous"]
-    assert unstaged(LOCATION, _pipeline([staged])) == []
+    mine = {SHA}.__contains__
+    assert unstaged(LOCATION, pipeline, mine) == ["requirements.txt", "/tmp/anonymous"]
+    assert unstaged(LOCATION, _pipeline([staged]), mine) == []
+
+
+def test_a_dependency_staged_from_someone_elses_bytes_is_unstaged():
+    borrowed = reference(LOCATION, SHA, _file("/tmp/theirs.whl", "theirs.whl"))
+    nobody = set().__contains__
+    assert unstaged(LOCATION, _pipeline([borrowed]), nobody) == ["theirs.whl"]
+    assert staged(LOCATION, _pipeline([borrowed]), nobody) == []
 
 
 def test_declared_hashes_come_from_the_payload_or_the_embedded_bytes():

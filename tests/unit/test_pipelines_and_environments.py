@@ -22,13 +22,13 @@ def _pipeline(bounded=True, urns=(EMBEDDED,)):
 
 
 def test_a_batch_pipeline_is_bounded_and_lists_its_environments():
-    summary = summarize(_pipeline(urns=(EXTERNAL, EMBEDDED)), LOCATION)
+    summary = summarize(_pipeline(urns=(EXTERNAL, EMBEDDED)), LOCATION, held=lambda sha: True)
     assert summary.bounded
     assert summary.environment_urns == (EMBEDDED, EXTERNAL)
 
 
 def test_one_unbounded_collection_makes_a_streaming_pipeline():
-    assert not summarize(_pipeline(bounded=False), LOCATION).bounded
+    assert not summarize(_pipeline(bounded=False), LOCATION, held=lambda sha: True).bounded
 
 
 @pytest.mark.parametrize(

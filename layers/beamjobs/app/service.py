@@ -3,11 +3,12 @@ about jobs lives here or below (states, store), never in a handler or the shim."
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import message as protobuf
 
@@ -97,6 +98,14 @@ def new_job_id(job_name: str) -> str:
     return f"{slug}-{secrets.token_hex(16)}"
 
 
+class StagedArtifacts(Protocol):
+    """Where artifacts are staged, and which principal sent which (beamjobs.aws.artifact_store)."""
+
+    location: ArtifactLocation
+
+    def staged_by(self, sha256: str, principal: str) -> bool: ...
+
+
 class JobControl:
     """Prepare, Run, Cancel, Drain: the operations that write jobs and start or stop work. The
     job aggregate decides; this starts and stops the work its decisions call for."""
@@ -106,7 +115,7 @@ class JobControl:
         jobs: Jobs,
         blobs: BlobStore,
         engines: Engines,
-        artifacts: ArtifactLocation,
+        artifacts: StagedArtifacts,
         quotas: Quotas,
     ) -> None:
         self._jobs = jobs
@@ -134,7 +143,13 @@ class JobControl:
         pipeline_bytes = self._blobs.get(pipeline_ref)
         pipeline = check_prepare(pipeline_bytes, options, job_name)
         engine = admit(self._quotas, self._engines.choice, pipeline, options)
-        summary = summarize(pipeline, self._artifacts)
+        # A dependency staged already is the caller's only if the caller staged it: any other
+        # is unstaged, and its bytes are asked of the caller's SDK.
+        summary = summarize(
+            pipeline,
+            self._artifacts.location,
+            functools.partial(self._artifacts.staged_by, principal=caller.principal),
+        )
         # SDKs always send job_name "job"; the user's --job_name travels in the options.
         name = str(options.get(option_key("job_name")) or job_name or "job")
         options_json = json.dumps(options, sort_keys=True, separators=(",", ":"))
@@ -179,7 +194,13 @@ class JobControl:
         rewritten to their staged references. Returns what is still unstaged (nothing once
         the session completed), which Run refuses to start with."""
         job_id = require_id(preparation_id, "preparation_id")
-        summary = summarize(parse_pipeline(self._blobs.get(pipeline_ref)), self._artifacts)
+        # The shim's staging session rewrote the pipeline: each dependency it left staged, or
+        # staged, was sent by this caller (beamjobs.shim.staging).
+        summary = summarize(
+            parse_pipeline(self._blobs.get(pipeline_ref)),
+            self._artifacts.location,
+            held=lambda sha256: True,
+        )
         self._jobs.stage(
             job_id, session, pipeline_ref, summary.unstaged, caller, artifacts=summary.staged
         )

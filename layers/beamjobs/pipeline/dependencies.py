@@ -3,12 +3,15 @@
 A staged dependency is Beam's URL artifact at the content address of its bytes, keeping its role
 (e.g. "stage to `pkg.tar.gz`"), so a pipeline read back with GetPipeline shows
 where every dependency went. Anything else (a path on the client's machine, inline bytes,
-another URL) must be staged before the job can run.
+another URL) must be staged before the job can run. So must a staged one whose bytes the
+submitter did not send itself (`held` says which it did): knowing an artifact's hash is not
+having its bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from beamjobs.api import pipeline_pb2
 from beamjobs.pipeline.artifacts import EMBEDDED, FILE, STAGING_TO, URL, ArtifactLocation
@@ -63,22 +66,26 @@ def staged_sha256(
     return location.sha256_at(payload.url, payload.sha256)
 
 
-def staged(location: ArtifactLocation, pipeline: pipeline_pb2.Pipeline) -> list[str]:
-    """The sha256 of each of the pipeline's dependencies staged here, each once."""
+Held = Callable[[str], bool]
+
+
+def staged(location: ArtifactLocation, pipeline: pipeline_pb2.Pipeline, held: Held) -> list[str]:
+    """The sha256 of each of the pipeline's dependencies staged here and `held`, each once."""
     shas: dict[str, None] = {}
     for env in pipeline.components.environments.values():
         for artifact in env.dependencies:
             sha = staged_sha256(location, artifact)
-            if sha is not None:
+            if sha is not None and held(sha):
                 shas[sha] = None
     return list(shas)
 
 
-def unstaged(location: ArtifactLocation, pipeline: pipeline_pb2.Pipeline) -> list[str]:
+def unstaged(location: ArtifactLocation, pipeline: pipeline_pb2.Pipeline, held: Held) -> list[str]:
     """The names of the pipeline's dependencies that still need staging, each once."""
     names: dict[str, None] = {}
     for env in pipeline.components.environments.values():
         for artifact in env.dependencies:
-            if staged_sha256(location, artifact) is None:
+            sha = staged_sha256(location, artifact)
+            if sha is None or not held(sha):
                 names[display_name(artifact)] = None
     return list(names)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from beamjobs.api import pipeline_pb2
 from beamjobs.pipeline.artifacts import ArtifactLocation
 from beamjobs.pipeline.dependencies import (
+    Held,
     declared_sha256,
     display_name,
     staged,
@@ -32,14 +33,18 @@ def is_bounded(pipeline: pipeline_pb2.Pipeline) -> bool:
     return all(p.is_bounded != pipeline_pb2.IsBounded.UNBOUNDED for p in pcollections)
 
 
-def summarize(pipeline: pipeline_pb2.Pipeline, artifacts: ArtifactLocation) -> PipelineSummary:
+def summarize(
+    pipeline: pipeline_pb2.Pipeline, artifacts: ArtifactLocation, held: Held
+) -> PipelineSummary:
+    """What the control plane records of a pipeline; a dependency staged here counts as staged
+    only if `held` (its sha256) says the submitter sent its bytes."""
     return PipelineSummary(
         bounded=is_bounded(pipeline),
         environment_urns=tuple(
             sorted({env.urn for env in pipeline.components.environments.values()})
         ),
-        unstaged=tuple(unstaged(artifacts, pipeline)),
-        staged=tuple(staged(artifacts, pipeline)),
+        unstaged=tuple(unstaged(artifacts, pipeline, held)),
+        staged=tuple(staged(artifacts, pipeline, held)),
     )
 
 

@@ -176,9 +176,9 @@ class _Session:
 
     async def stage(self, pipeline: pipeline_pb2.Pipeline) -> None:
         """Stage every unstaged dependency of every environment."""
-        location = self._artifacts.location
         for env in pipeline.components.environments.values():
-            pending = [a for a in env.dependencies if staged_sha256(location, a) is None]
+            held = [await self._held(a) for a in env.dependencies]
+            pending = [a for a, is_held in zip(env.dependencies, held, strict=True) if not is_held]
             if not pending:
                 continue
             await self._context.write(
@@ -191,11 +191,20 @@ class _Session:
             if problems:
                 raise InvalidArgument("; ".join(problems))
             # The resolution stands for what it resolved: the environment now depends on it.
-            kept = [a for a in env.dependencies if staged_sha256(location, a) is not None]
+            kept = [a for a, is_held in zip(env.dependencies, held, strict=True) if is_held]
             del env.dependencies[:]
             env.dependencies.extend([*kept, *resolved.replacements])
             for index in range(len(kept), len(env.dependencies)):
                 env.dependencies[index].CopyFrom(await self._stage(env.dependencies[index]))
+
+    async def _held(self, artifact: pipeline_pb2.ArtifactInformation) -> bool:
+        """Whether the artifact is staged here from bytes this principal sent. One staged by
+        someone else is pending like any other: its bytes are asked for (knowing a hash is not
+        having the bytes)."""
+        sha = staged_sha256(self._artifacts.location, artifact)
+        return sha is not None and bool(
+            await self._backend.blocking(self._artifacts.staged_by, sha, self._principal)
+        )
 
     async def _stage(self, artifact: pipeline_pb2.ArtifactInformation) -> Any:
         key = artifact.SerializeToString(deterministic=True)
