@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from beamjobs import runtime
 from beamjobs.app.handlers import Route, caller_of, dispatch, idempotency_records
 from beamjobs.app.service import JobControl
+from beamjobs.aws.caller_key import caller_key
 from beamjobs.domain.errors import InvalidArgument
 from beamjobs.domain.jobs import Jobs
 from beamjobs.settings import Settings
@@ -28,6 +29,11 @@ metrics = Metrics(namespace="Beamjobs", service="beamjobs-control")
 tracer = Tracer(service="beamjobs-control")
 # Keyed by the shim's per-call request id, so only retries of one call are deduplicated.
 idempotency_config = IdempotencyConfig(event_key_jmespath="[rpc, request_id]")
+
+
+@functools.cache
+def _caller_key() -> bytes:
+    return caller_key(Settings.from_env())
 
 
 @functools.cache
@@ -118,4 +124,4 @@ def _required(request: dict[str, Any], name: str) -> str:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency_config.register_lambda_context(context)
-    return dispatch(event, _routes())
+    return dispatch(event, _routes(), caller_key=_caller_key)

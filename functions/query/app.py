@@ -15,6 +15,7 @@ from beamjobs import runtime
 from beamjobs.app import answers
 from beamjobs.app.handlers import Route, caller_of, dispatch
 from beamjobs.app.service import JobQueries
+from beamjobs.aws.caller_key import caller_key
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.options import ENGINE, SERVICE_OPTIONS
 from beamjobs.pipeline.validation import require_id
@@ -23,6 +24,11 @@ from beamjobs.settings import Settings
 
 logger = Logger(service="beamjobs-query")
 tracer = Tracer(service="beamjobs-query")
+
+
+@functools.cache
+def _caller_key() -> bytes:
+    return caller_key(Settings.from_env())
 
 
 @functools.cache
@@ -97,4 +103,4 @@ def _routes() -> dict[str, Route]:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dispatch(event, _routes())
+    return dispatch(event, _routes(), caller_key=_caller_key)

@@ -54,7 +54,7 @@ def handler_for(settings: Settings) -> Handler:
     @tracer.capture_lambda_handler
     def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         idempotency_config.register_lambda_context(context)
-        return dispatch(event, served, callers=False)
+        return dispatch(event, served, caller_key=None)
 
     return handle
 

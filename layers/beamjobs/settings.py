@@ -142,6 +142,12 @@ class Settings:
     )
     admin_principals: tuple[str, ...] = _setting("BEAMJOBS_ADMIN_PRINCIPALS", (), parse_principals)
 
+    # Shim and control/query functions: the key the shim signs its events' caller claims with
+    # (beamjobs.domain.caller_claims): on AWS read from the Secrets Manager secret named,
+    # locally given as is (`serve` makes one per run).
+    caller_key_secret: str | None = _setting("BEAMJOBS_CALLER_KEY_SECRET")
+    caller_key: str | None = _setting("BEAMJOBS_CALLER_KEY")
+
     # Quotas, per principal (beamjobs.domain.limits.Quotas says what each bounds).
     quota_concurrent_jobs: int = _setting(
         "BEAMJOBS_QUOTA_CONCURRENT_JOBS", _QUOTAS.concurrent_jobs, _number(int, minimum=1)

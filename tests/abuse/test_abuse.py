@@ -675,6 +675,9 @@ def functions(server):
         "AWS_ACCESS_KEY_ID": "embedded",
         "AWS_SECRET_ACCESS_KEY": "embedded",
         "BEAMJOBS_WARM_WORKERS": "0",
+        # The handlers' key for callers (this process's own: what the shim signs with is not
+        # the business of whoever else invokes them).
+        "BEAMJOBS_CALLER_KEY": "abuse-suite-handlers-key",
     }
     saved = {name: os.environ.get(name) for name in names}
     os.environ.update(names)
@@ -707,6 +710,19 @@ def test_a_malformed_lambda_event_is_answered_invalid_argument(
     handlers, context = functions
     answer = handlers[function](event, context(function_name=function))
     assert answer["error"]["code"] == "INVALID_ARGUMENT", answer
+
+
+@pytest.mark.parametrize("function", ["control", "query"])
+def test_an_event_whose_caller_the_shim_did_not_sign_is_unauthenticated(
+    functions, unchanged, function
+):
+    handlers, context = functions
+    rpc = {"control": "Prepare", "query": "GetJobs"}[function]
+    admin = {"principal": "arn:aws:iam::123456789012:user/mallory", "admin": True}
+    event = {"rpc": rpc, "request_id": "forged", "caller": admin, "request": {}}
+    for forged in (event, {**event, "caller_signature": "0" * 64}):
+        answer = handlers[function](forged, context(function_name=function))
+        assert answer["error"]["code"] == "UNAUTHENTICATED", answer
 
 
 # -- a flood, and the memory over the suite (last) -----------------------------------------------

@@ -14,7 +14,7 @@ from beamjobs.domain.identity import LOCAL_CALLER
 from beamjobs.domain.states import JobState
 from beamjobs.local.invoker import LocalContext
 from tests.faults.clients.kill_control import REMAINING_MS
-from tests.integration.conftest import ROOT, pipeline_bytes, with_quotas
+from tests.integration.conftest import ROOT, pipeline_bytes, signed, with_quotas
 
 DRIVER = Path(__file__).parent / "clients" / "kill_control.py"
 # More write points than the three calls make: the last run gets through untouched.
@@ -49,7 +49,7 @@ def _retry(handler, event):
     progress is sent again once its record expired)."""
     deadline = time.monotonic() + 10
     while True:
-        answer = handler(event, LocalContext(function_name="control"))
+        answer = handler(signed(event), LocalContext(function_name="control"))
         if not answer.get("error", {}).get("in_progress"):
             return answer
         assert time.monotonic() < deadline, event

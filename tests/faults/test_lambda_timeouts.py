@@ -12,7 +12,7 @@ from beamjobs.aws.invoker import LambdaInvoker, event_for
 from beamjobs.domain.identity import LOCAL_CALLER
 from beamjobs.domain.states import JobState
 from beamjobs.local.invoker import LocalContext
-from tests.integration.conftest import RecordingExecutor, pipeline_bytes
+from tests.integration.conftest import CALLER_KEY, RecordingExecutor, pipeline_bytes
 
 # The function's remaining time when it starts: its idempotency record of a call in progress
 # expires then (so a call stopped at its timeout can run again).
@@ -81,11 +81,14 @@ def test_a_run_that_timed_out_after_starting_the_job_answers_that_job(settings, 
                 "pipeline_options": {},
                 "staging_token_sha256": "ab" * 32,
             },
+            CALLER_KEY.encode(),
         )
     )
     job_id = prepared["result"]["preparation_id"]
     # When the client calls Run
-    answer = invoker.invoke(*event_for("Run", LOCAL_CALLER, {"preparation_id": job_id}))
+    answer = invoker.invoke(
+        *event_for("Run", LOCAL_CALLER, {"preparation_id": job_id}, CALLER_KEY.encode())
+    )
     # Then the call, sent again by the invoker, answers the job, which started once
     assert answer == {"result": {"job_id": job_id}}
     # (the first outcome is Prepare's; retries before the record's expiry find it in progress)

@@ -8,7 +8,7 @@ from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import Message
 from beamjobs.domain.states import JobState
 from beamjobs.local.invoker import LocalContext
-from tests.integration.conftest import EVENTS, make_job, pipeline_bytes
+from tests.integration.conftest import EVENTS, make_job, pipeline_bytes, signed
 from tests.jobstates import advance
 
 # What a Lambda function may answer with, at most.
@@ -54,7 +54,7 @@ def test_get_jobs_fits_a_lambda_response_whatever_the_number_of_jobs(stores, exe
     # When GetJobs is answered by the query function
     from beamjobs_functions.query.app import lambda_handler
 
-    answer = lambda_handler(event, LocalContext(function_name="query"))
+    answer = lambda_handler(signed(event), LocalContext(function_name="query"))
     # Then the answer fits, and holds the newest jobs, newest first
     assert len(json.dumps(answer).encode()) < LAMBDA_RESPONSE_BYTES
     ids = [job["job_id"] for job in answer["result"]["job_info"]]

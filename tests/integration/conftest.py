@@ -20,6 +20,8 @@ import pytest
 from beamjobs import runtime
 from beamjobs.api import pipeline_pb2
 from beamjobs.aws import clients
+from beamjobs.aws.caller_key import caller_key
+from beamjobs.domain import caller_claims
 from beamjobs.domain.model import Job
 from beamjobs.domain.states import JobState
 from beamjobs.local.embedded import EmbeddedAws
@@ -31,6 +33,13 @@ from beamjobs.shim.server import MAX_MESSAGE_BYTES, start_shim
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
+# The key the shim signs its events' callers with, and the handlers verify.
+CALLER_KEY = "integration-tests-caller-key"
+
+
+def signed(event: dict[str, Any]) -> dict[str, Any]:
+    """A handler event as the shim sends it: its caller signed with the tests' key."""
+    return caller_claims.signed(CALLER_KEY.encode(), event)
 
 
 class Clock:
@@ -84,7 +93,10 @@ def settings(monkeypatch, embedded_aws) -> Settings:
     reset = urllib.request.Request(f"{embedded_aws.endpoint_url}/moto-api/reset", method="POST")
     urllib.request.urlopen(reset).close()
     settings = Settings(
-        table_name="jobs", bucket_name="blobs", endpoint_url=embedded_aws.endpoint_url
+        table_name="jobs",
+        bucket_name="blobs",
+        endpoint_url=embedded_aws.endpoint_url,
+        caller_key=CALLER_KEY,
     )
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)
@@ -122,7 +134,13 @@ def fresh_handlers():
     from beamjobs_functions.query import app as query
     from beamjobs_functions.worker import app as worker
 
-    caches = (control._routes, query._routes, worker._deployed)
+    caches = (
+        control._routes,
+        control._caller_key,
+        query._routes,
+        query._caller_key,
+        worker._deployed,
+    )
     for cache in caches:
         cache.cache_clear()
     yield
@@ -165,6 +183,7 @@ def running_shim(
         port=0,
         advertised_endpoint=settings.advertised_endpoint,
         authentication=authentication,
+        caller_key=caller_key(settings),
         quotas=settings.quotas(),
     )
     shim = asyncio.run_coroutine_threadsafe(start, loop).result(timeout=10)

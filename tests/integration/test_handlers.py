@@ -6,13 +6,14 @@ import time
 import pytest
 
 from beamjobs.api import pipeline_pb2
+from beamjobs.domain import caller_claims
 from beamjobs.domain.states import JobState
 from beamjobs.local.invoker import LocalContext
 from beamjobs.pipeline.artifacts import FILE
 from beamjobs.pipeline.dependencies import reference
 from beamjobs_functions.control.app import lambda_handler as control
 from beamjobs_functions.query.app import lambda_handler as query
-from tests.integration.conftest import EVENTS, make_job, pipeline_bytes
+from tests.integration.conftest import CALLER_KEY, EVENTS, make_job, pipeline_bytes
 from tests.jobstates import advance
 
 
@@ -20,7 +21,10 @@ def _event(name):
     return json.loads((EVENTS / f"{name}.json").read_text())
 
 
-def _invoke(handler, event):
+def _invoke(handler, event, *, key=CALLER_KEY):
+    """Invoke as the shim does: the event's caller signed (with `key`; None: unsigned)."""
+    if key is not None and isinstance(event, dict):
+        event = caller_claims.signed(key.encode(), event)
     return handler(event, LocalContext(function_name=handler.__module__))
 
 
@@ -290,6 +294,32 @@ def test_unknown_ids_are_not_found(settings, executor, name):
 def test_malformed_events_are_invalid_arguments(settings, mangle):
     answer = _invoke(query, mangle(_event("query_get_state")))
     assert answer["error"]["code"] == "INVALID_ARGUMENT"
+
+
+ADMIN = {"principal": "arn:aws:iam::123456789012:user/mallory", "admin": True}
+
+
+def _swapped_after_signing(event):
+    return {**caller_claims.signed(CALLER_KEY.encode(), event), "caller": ADMIN}
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda e: _invoke(control, _as(ADMIN, e), key=None), id="unsigned"),
+        pytest.param(lambda e: _invoke(control, _as(ADMIN, e), key="a guess"), id="other-key"),
+        pytest.param(
+            lambda e: _invoke(control, _swapped_after_signing(e), key=None), id="caller-swapped"
+        ),
+    ],
+)
+def test_a_forged_caller_claim_is_unauthenticated_and_changes_nothing(
+    prepared, stores, executor, forge
+):
+    answer = forge(_event("control_cancel"))
+    assert answer["error"]["code"] == "UNAUTHENTICATED", answer
+    assert "not signed by this deployment's Job API" in answer["error"]["message"]
+    assert stores.jobs.get(_event("control_cancel")["request"]["job_id"]).state is JobState.STOPPED
 
 
 def test_every_rpc_has_an_event_file_named_after_its_function():

@@ -11,6 +11,8 @@ from beamjobs.domain.errors import BeamjobsError, InvalidArgument, Unavailable
 from beamjobs.domain.identity import LOCAL_CALLER
 from beamjobs.local.invoker import InProcessInvoker
 
+# The key events are signed with (their signature is checked by the handlers, elsewhere).
+KEY = b"unit-tests-caller-key"
 NAMES = {"control": "stack-ControlFunction-abc", "query": "stack-QueryFunction-def"}
 
 
@@ -49,14 +51,14 @@ def test_every_unary_rpc_and_the_staging_calls_have_a_function():
 
 
 def test_each_call_gets_its_own_request_id():
-    _, first = event_for("GetState", LOCAL_CALLER, {"job_id": "a"})
-    _, second = event_for("GetState", LOCAL_CALLER, {"job_id": "a"})
+    _, first = event_for("GetState", LOCAL_CALLER, {"job_id": "a"}, KEY)
+    _, second = event_for("GetState", LOCAL_CALLER, {"job_id": "a"}, KEY)
     assert first["request_id"] != second["request_id"]
 
 
 def test_lambda_invoker_returns_the_functions_answer(lambda_client):
     client, stubber = lambda_client
-    function, event = event_for("GetState", LOCAL_CALLER, {"job_id": "j"})
+    function, event = event_for("GetState", LOCAL_CALLER, {"job_id": "j"}, KEY)
     answer = {"result": {"state": "RUNNING", "timestamp": 1.5}}
     stubber.add_response(
         "invoke", {"StatusCode": 200, "Payload": _payload(answer)}, _expected(event)
@@ -68,7 +70,7 @@ def test_a_throttle_that_outlasts_botocores_retries_is_unavailable_at_once(lambd
     # Given a function whose invocation is throttled (botocore has retried it already: the
     # stubbed client answers after its retries)
     client, stubber = lambda_client
-    function, event = event_for("GetJobs", LOCAL_CALLER, {})
+    function, event = event_for("GetJobs", LOCAL_CALLER, {}, KEY)
     stubber.add_client_error(
         "invoke", service_error_code="TooManyRequestsException", http_status_code=429
     )
@@ -82,7 +84,7 @@ def test_a_throttle_that_outlasts_botocores_retries_is_unavailable_at_once(lambd
 def test_an_invocation_whose_answer_was_lost_is_sent_again_with_the_same_event(lambda_client):
     # Given a Run whose function's answer is lost once (its outcome in doubt)
     client, stubber = lambda_client
-    function, event = event_for("Run", LOCAL_CALLER, {"preparation_id": "p"})
+    function, event = event_for("Run", LOCAL_CALLER, {"preparation_id": "p"}, KEY)
     in_progress = {"error": {"code": "UNAVAILABLE", "message": "...", "in_progress": True}}
     stubber.add_response(
         "invoke", {"StatusCode": 200, "Payload": _payload(in_progress)}, _expected(event, "control")
@@ -99,7 +101,7 @@ def test_an_invocation_whose_answer_was_lost_is_sent_again_with_the_same_event(l
 
 def test_a_failing_function_is_an_internal_error_with_its_message(lambda_client):
     client, stubber = lambda_client
-    function, event = event_for("GetJobs", LOCAL_CALLER, {})
+    function, event = event_for("GetJobs", LOCAL_CALLER, {}, KEY)
     crash = {"errorMessage": "KeyError: 'jobs'", "errorType": "KeyError"}
     stubber.add_response(
         "invoke",
@@ -113,7 +115,7 @@ def test_a_failing_function_is_an_internal_error_with_its_message(lambda_client)
 
 def test_a_missing_function_is_unavailable_without_retrying(lambda_client):
     client, stubber = lambda_client
-    function, event = event_for("GetJobs", LOCAL_CALLER, {})
+    function, event = event_for("GetJobs", LOCAL_CALLER, {}, KEY)
     stubber.add_client_error(
         "invoke", service_error_code="ResourceNotFoundException", http_status_code=404
     )
@@ -123,7 +125,7 @@ def test_a_missing_function_is_unavailable_without_retrying(lambda_client):
 
 def test_payloads_over_the_lambda_limit_are_never_sent(lambda_client):
     client, _ = lambda_client
-    function, event = event_for("Prepare", LOCAL_CALLER, {"job_name": "x" * MAX_PAYLOAD_BYTES})
+    function, event = event_for("Prepare", LOCAL_CALLER, {"job_name": "x" * MAX_PAYLOAD_BYTES}, KEY)
     with pytest.raises(InvalidArgument, match="too large"):
         LambdaInvoker(client, NAMES).invoke(function, event)
 
@@ -135,7 +137,7 @@ def test_in_process_invoker_passes_json_and_a_context():
         seen["event"], seen["context"] = event, context
         return {"result": {"ok": True}}
 
-    function, event = event_for("GetJobs", LOCAL_CALLER, {})
+    function, event = event_for("GetJobs", LOCAL_CALLER, {}, KEY)
     assert InProcessInvoker({"query": handler}).invoke(function, event) == {"result": {"ok": True}}
     assert seen["event"] == event and seen["event"] is not event
     assert seen["context"].function_name == "query"

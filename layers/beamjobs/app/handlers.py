@@ -1,8 +1,9 @@
 """What every Lambda handler shares: the event contract and turning domain errors into data.
 
 An event is ``{"rpc": <Job API method>, "request_id": <id minted by the shim per gRPC call>,
-"caller": {"principal": <ARN>, "admin": <bool>}, "request": {...}}``. The caller is whom the
-shim authenticated the gRPC call for; the handlers trust it, as only the shim may invoke them.
+"caller": {"principal": <ARN>, "admin": <bool>}, "request": {...}, "caller_signature": <hex>}``.
+The caller is whom the shim authenticated the gRPC call for; a handler believes it only under
+the shim's signature (beamjobs.domain.caller_claims).
 A handler answers ``{"result": {...}}`` or ``{"error": {"code": <gRPC status name>,
 "message": ...}}``: domain errors are data, so the invoker never has to guess a status from a
 stack trace. Retries of one gRPC call carry the same request_id, which is the
@@ -20,6 +21,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 
 from beamjobs.aws import clients
+from beamjobs.domain import caller_claims
 from beamjobs.domain.errors import BeamjobsError, InvalidArgument, Unavailable
 from beamjobs.domain.identity import Caller
 from beamjobs.settings import Settings
@@ -29,12 +31,15 @@ from beamjobs.settings import Settings
 Route = Callable[..., dict[str, Any]]
 
 
-def dispatch(event: Any, routes: Mapping[str, Route], *, callers: bool = True) -> dict[str, Any]:
+def dispatch(
+    event: Any, routes: Mapping[str, Route], *, caller_key: Callable[[], bytes] | None
+) -> dict[str, Any]:
     """Validate the event's envelope, call the route for its rpc, and wrap the outcome.
-    `callers`: the events carry the caller the shim served (the worker function's, sent by
-    workers, carry none: a worker secret in the request says which job they act for)."""
+    `caller_key`: the key of the shim's signature on the caller the event carries; None for
+    events that carry no caller (the worker function's, sent by workers: a worker secret in
+    the request says which job they act for)."""
     try:
-        call = _validated(event, routes, callers)
+        call = _validated(event, routes, caller_key)
         return {"result": routes[call["rpc"]](call=call)}
     except BeamjobsError as error:
         return {"error": {"code": error.code, "message": error.message}}
@@ -50,7 +55,9 @@ def dispatch(event: Any, routes: Mapping[str, Route], *, callers: bool = True) -
         }
 
 
-def _validated(event: Any, routes: Mapping[str, Route], callers: bool) -> dict[str, Any]:
+def _validated(
+    event: Any, routes: Mapping[str, Route], caller_key: Callable[[], bytes] | None
+) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise InvalidArgument("the event must be a JSON object")
     rpc = event.get("rpc")
@@ -62,9 +69,10 @@ def _validated(event: Any, routes: Mapping[str, Route], callers: bool) -> dict[s
     request = event.get("request", {})
     if not isinstance(request, dict):
         raise InvalidArgument("request must be a JSON object")
-    if not callers:
+    if caller_key is None:
         return {"rpc": rpc, "request_id": request_id, "request": request}
     caller = Caller.from_wire(event.get("caller")).to_wire()
+    caller_claims.check(caller_key(), event)
     return {"rpc": rpc, "request_id": request_id, "caller": caller, "request": request}
 
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 
 from beamjobs.aws.errors import error_code
+from beamjobs.domain import caller_claims
 from beamjobs.domain.errors import BeamjobsError, InvalidArgument, Unavailable
 from beamjobs.domain.identity import Caller
 
@@ -49,15 +50,19 @@ class Invoker(Protocol):
     def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]: ...
 
 
-def event_for(rpc: str, caller: Caller, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def event_for(
+    rpc: str, caller: Caller, request: dict[str, Any], caller_key: bytes
+) -> tuple[str, dict[str, Any]]:
     """The function to call for `rpc` and the event to send it, with a fresh request id (kept
-    across retries of this call, so the handlers can deduplicate them)."""
-    return FUNCTION_FOR_RPC[rpc], {
+    across retries of this call, so the handlers can deduplicate them), its caller signed with
+    `caller_key`."""
+    event = {
         "rpc": rpc,
         "request_id": uuid.uuid4().hex,
         "caller": caller.to_wire(),
         "request": request,
     }
+    return FUNCTION_FOR_RPC[rpc], caller_claims.signed(caller_key, event)
 
 
 def encode(event: dict[str, Any]) -> bytes:

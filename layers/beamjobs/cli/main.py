@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable
@@ -27,6 +28,7 @@ import click
 
 from beamjobs import runtime
 from beamjobs.aws import clients
+from beamjobs.aws.caller_key import caller_key
 from beamjobs.aws.invoker import Handler, Invoker
 from beamjobs.cli.jobs import jobs as jobs_commands
 from beamjobs.domain.errors import InvalidArgument
@@ -147,6 +149,7 @@ async def _run_shim(
         port=port,
         advertised_endpoint=settings.advertised_endpoint,
         authentication=_authentication(settings, host),
+        caller_key=caller_key(settings),
         quotas=settings.quotas(),
         engines=settings.engine_choice(),
     )
@@ -369,8 +372,9 @@ def serve(
     from beamjobs.local.provision import provision
 
     def settings_at(endpoint_url: str) -> Settings:
+        local = local_settings(endpoint_url)
         settings = dataclasses.replace(
-            local_settings(endpoint_url),
+            local,
             worker_python=worker_python,
             require_auth=require_auth,
             allowed_principals=allowed_principal or (LOCAL_ACCOUNT,),
@@ -381,6 +385,8 @@ def serve(
             streaming_engine=streaming_engine,
             prism=prism,
             python_boot=python_boot,
+            # This run's own: its shim signs, and its handlers (in this process) verify.
+            caller_key=local.caller_key or secrets.token_hex(32),
         )
         try:
             settings.engine_choice()

@@ -24,8 +24,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Backend:
-    def __init__(self, invoker: Invoker, stores: Stores, pool: Executor) -> None:
+    def __init__(self, invoker: Invoker, stores: Stores, pool: Executor, caller_key: bytes) -> None:
         self.invoker = invoker
+        self._caller_key = caller_key
         self.stores = stores
         self.pool = pool
 
@@ -37,7 +38,7 @@ class Backend:
     async def call(self, rpc: str, request: dict[str, Any]) -> dict[str, Any]:
         """Invoke the handler of `rpc` for the caller of the RPC being served; its error
         answer is raised as the domain error."""
-        function, event = event_for(rpc, current_caller(), request)
+        function, event = event_for(rpc, current_caller(), request, self._caller_key)
         answer = await self.blocking(self.invoker.invoke, function, event)
         if "error" in answer:
             raise error_from_code(answer["error"]["code"], answer["error"]["message"])

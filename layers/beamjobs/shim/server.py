@@ -115,17 +115,19 @@ async def start_shim(
     port: int,
     advertised_endpoint: str | None = None,
     authentication: Authentication | None = None,
+    caller_key: bytes,
     quotas: Quotas | None = None,
     engines: EngineChoice | None = None,
 ) -> Shim:
     """Serve the Job API; with `authentication`, for the principals it admits only (without,
     every call is the local caller); each principal within `quotas` (the defaults when None);
-    jobs on `engines` (the local one alone when None)."""
+    jobs on `engines` (the local one alone when None). The handlers it invokes get each
+    call's caller signed with `caller_key`."""
     quotas = quotas or Quotas()
     engines = engines or EngineChoice.of("local", (), None, None)
     return_large_buffers_to_the_os()
     pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="shim-blocking")
-    backend = Backend(invoker, stores, pool)
+    backend = Backend(invoker, stores, pool, caller_key)
     verifier, policy = authentication or (None, None)
     server = grpc.aio.server(
         interceptors=[Authenticator(verifier, policy, backend.blocking), MessageLimits()],

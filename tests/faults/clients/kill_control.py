@@ -13,7 +13,7 @@ from beamjobs.aws import clients
 from beamjobs.local.invoker import LocalContext
 from beamjobs.settings import Settings
 from tests.faults.harness import Faults
-from tests.integration.conftest import RecordingExecutor
+from tests.integration.conftest import RecordingExecutor, signed
 
 REMAINING_MS = 1000
 
@@ -39,6 +39,6 @@ if __name__ == "__main__":
         if event["rpc"] == "Cancel":
             event["request"]["job_id"] = job_id
         context = ShortContext(function_name="control", aws_request_id=event["request_id"])
-        answer = lambda_handler(event, context)
+        answer = lambda_handler(signed(event), context)
         assert "result" in answer, answer
         job_id = answer["result"].get("preparation_id", job_id)
