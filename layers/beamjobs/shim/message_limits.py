@@ -120,8 +120,12 @@ def _limited(handler: Any, method: str, limit: int) -> Any:
         # Staging reads its messages in its handler, where a raised domain error gets its
         # status.
         def read(raw: bytes) -> Any:
-            if len(raw) > limit:
-                raise _problem(method, len(raw), limit)
+            size = len(raw)
+            if size > limit:
+                # Not kept by the refusal's traceback (this frame), which lives on in a
+                # reference cycle until the garbage collector's next full pass.
+                del raw
+                raise _problem(method, size, limit)
             return parse(raw)
 
         factory = (
