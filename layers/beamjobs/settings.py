@@ -16,7 +16,7 @@ from typing import Any
 
 from beamjobs.domain.engines import EngineChoice, parse_engine, parse_engines
 from beamjobs.domain.errors import InvalidArgument
-from beamjobs.domain.identity import parse_principals
+from beamjobs.domain.identity import account_ids, parse_principals
 from beamjobs.domain.limits import Quotas
 
 Parser = Callable[[str], Any]
@@ -141,6 +141,10 @@ class Settings:
         "BEAMJOBS_ALLOWED_PRINCIPALS", (), parse_principals
     )
     admin_principals: tuple[str, ...] = _setting("BEAMJOBS_ADMIN_PRINCIPALS", (), parse_principals)
+    # Shim: the deployment's worker and mirror task roles, which may never call.
+    worker_principals: tuple[str, ...] = _setting(
+        "BEAMJOBS_WORKER_PRINCIPALS", (), parse_principals
+    )
 
     # Shim and control/query functions: the key the shim signs its events' caller claims with
     # (beamjobs.domain.caller_claims): on AWS read from the Secrets Manager secret named,
@@ -258,6 +262,13 @@ class Settings:
                 required["BEAMJOBS_MIRROR_TASK_DEFINITION"] = self.mirror_task_definition
         if self.require_auth:
             required["BEAMJOBS_ALLOWED_PRINCIPALS"] = ",".join(self.allowed_principals)
+            accounts = account_ids(self.admin_principals)
+            if accounts:
+                raise InvalidArgument(
+                    f"BEAMJOBS_ADMIN_PRINCIPALS (the template's AdminPrincipals) names account "
+                    f"{', '.join(accounts)}: every principal of it, the deployment's own roles "
+                    "included, would see and steer every job. Name the admins' user or role ARNs"
+                )
         missing = [variable for variable, value in required.items() if not value]
         if missing:
             raise InvalidArgument(f"missing settings: {', '.join(missing)}")

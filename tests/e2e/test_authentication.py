@@ -234,6 +234,58 @@ def test_a_proof_made_for_one_deployment_is_refused_by_another_within_its_window
         other.stop()
 
 
+def test_a_workers_role_is_refused_even_where_its_whole_account_may_call(deployment):
+    """On AWS the shim names its worker task role as never a caller: a job's code runs with
+    that role's credentials. Here a role of the embedded AWS plays it."""
+    iam = boto3.client(
+        "iam",
+        endpoint_url=deployment["aws_url"],
+        region_name=REGION,
+        aws_access_key_id="setup",
+        aws_secret_access_key="setup",
+    )
+    trust = {"Version": "2012-10-17", "Statement": []}
+    role = iam.create_role(RoleName="worker-task", AssumeRolePolicyDocument=json.dumps(trust))
+    session = boto3.client(
+        "sts", endpoint_url=deployment["aws_url"], region_name=REGION, **_keys(deployment["alice"])
+    ).assume_role(RoleArn=role["Role"]["Arn"], RoleSessionName="a-jobs-code")["Credentials"]
+    code = ReadOnlyCredentials(
+        session["AccessKeyId"], session["SecretAccessKey"], session["SessionToken"]
+    )
+    proof = sign(
+        code, region=REGION, url=sts_url(REGION, deployment["aws_url"]), deployment="localhost"
+    )
+    port = free_port()
+    whole_account = serve(
+        deployment["tmp"],
+        "whole-account",
+        port,
+        "--aws-endpoint",
+        deployment["aws_url"],
+        "--require-auth",
+        "--allowed-principal",
+        ACCOUNT,
+        env={"BEAMJOBS_WORKER_PRINCIPALS": role["Role"]["Arn"]},
+    )
+    try:
+        with grpc.insecure_channel(f"localhost:{port}") as channel:
+            get_jobs = "/" + api.DESCRIPTOR.services_by_name["JobService"].full_name + "/GetJobs"
+            code_status, details = _raw_call(channel, get_jobs, [(METADATA_KEY, proof)])
+            assert code_status is grpc.StatusCode.PERMISSION_DENIED, details
+            assert "workers are not callers of the Job API" in details
+            alice = deployment["alice"].metadata()
+            assert _raw_call(channel, get_jobs, alice)[0] is grpc.StatusCode.OK
+    finally:
+        whole_account.stop()
+
+
+def _keys(user: User) -> dict[str, str]:
+    return {
+        "aws_access_key_id": user.credentials.access_key,
+        "aws_secret_access_key": user.credentials.secret_key,
+    }
+
+
 def test_a_principal_outside_the_allowed_ones_is_permission_denied(deployment, channel):
     stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
     with pytest.raises(grpc.RpcError) as refused:

@@ -112,6 +112,31 @@ def test_allowed_principals_are_named_by_arn_or_by_account():
         policy.caller("arn:aws:iam::111122223333:user/bob")
 
 
+def test_a_workers_role_is_never_a_caller_even_where_its_account_may_call():
+    worker = "arn:aws:iam::111122223333:role/stack-WorkerTaskRole-x"
+    policy = AccessPolicy(allowed=("111122223333",), admins=(ALICE,), workers=(worker,))
+    with pytest.raises(PermissionDenied, match="workers are not callers"):
+        policy.caller(
+            principal_of("arn:aws:sts::111122223333:assumed-role/stack-WorkerTaskRole-x/t")
+        )
+    assert policy.caller(ALICE).admin
+
+
+def test_an_account_id_among_the_admins_is_refused_with_the_reason():
+    from beamjobs.settings import Settings
+
+    with pytest.raises(InvalidArgument, match="names account 111122223333: every principal"):
+        Settings.from_env(
+            {
+                "BEAMJOBS_TABLE": "t",
+                "BEAMJOBS_BUCKET": "b",
+                "BEAMJOBS_REQUIRE_AUTH": "true",
+                "BEAMJOBS_ALLOWED_PRINCIPALS": ALICE,
+                "BEAMJOBS_ADMIN_PRINCIPALS": "111122223333",
+            }
+        )
+
+
 @pytest.mark.parametrize("text", ["alice", "1234", "arn:aws:s3:::bucket", "*"])
 def test_a_principal_list_takes_only_arns_and_account_ids(text):
     with pytest.raises(ValueError, match="ARNs or 12-digit account ids"):

@@ -214,7 +214,10 @@ def _authentication(settings: Settings, host: str) -> Authentication | None:
         sts_url(settings.region, settings.endpoint_url),
         deployment_hosts(host, settings.advertised_endpoint),
     )
-    return verifier, AccessPolicy(settings.allowed_principals, settings.admin_principals)
+    policy = AccessPolicy(
+        settings.allowed_principals, settings.admin_principals, settings.worker_principals
+    )
+    return verifier, policy
 
 
 def _engines(specs: tuple[str, ...]) -> tuple[str, ...]:
@@ -290,9 +293,8 @@ def cli() -> None:
 @click.option(
     "--admin-principal",
     multiple=True,
-    metavar="ARN_OR_ACCOUNT",
-    help="with --require-auth: a principal (or account id) that sees and steers every job; "
-    "repeatable",
+    metavar="ARN",
+    help="with --require-auth: a user or role ARN that sees and steers every job; repeatable",
 )
 @click.option(
     "--engine",

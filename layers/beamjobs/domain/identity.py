@@ -47,6 +47,11 @@ def parse_principals(text: str) -> tuple[str, ...]:
     return entries
 
 
+def account_ids(entries: Iterable[str]) -> list[str]:
+    """The entries that are bare account ids (each names every principal of its account)."""
+    return [entry for entry in entries if _ACCOUNT.match(entry)]
+
+
 def _names(entries: Iterable[str], principal: str) -> bool:
     """Whether a list of ARNs and account ids names `principal` (or its account)."""
     account = account_of(principal)
@@ -89,9 +94,17 @@ class AccessPolicy:
 
     allowed: tuple[str, ...]
     admins: tuple[str, ...] = ()
+    # Never callers, whatever the lists say: the deployment's own worker and mirror task roles,
+    # whose sessions run users' code.
+    workers: tuple[str, ...] = ()
 
     def caller(self, principal: str) -> Caller:
         """The caller for a verified principal; PermissionDenied when it may not call."""
+        if principal in self.workers:
+            raise PermissionDenied(
+                f"{principal} is a role of this deployment's workers, which run users' code: "
+                "workers are not callers of the Job API"
+            )
         admin = _names(self.admins, principal)
         if not admin and not _names(self.allowed, principal):
             raise PermissionDenied(f"{principal} is not allowed to use this Job API")
