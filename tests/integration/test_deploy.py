@@ -52,6 +52,8 @@ from tests.integration.conftest import EVENTS, ROOT, TEMPLATE, pipeline_bytes
 REGION = "us-east-1"
 STACK = "beamjobs-test"
 UPSTREAM = "flink=10.0.3.4:8099"
+# Who may call: no default (every principal of the account would be one).
+ALLOWED = "arn:aws:iam::123456789012:role/DataEngineers"
 CODE_BUCKET = "beamjobs-packaged-code"
 
 
@@ -196,6 +198,7 @@ def deployed(monkeypatch, moto_gaps_bridged):
             "SubnetIds": ",".join(s["SubnetId"] for s in subnets["Subnets"][:2]),
             "ShimImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/beamjobs-shim:1",
             "WorkerImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/beamjobs-worker:1",
+            "AllowedPrincipals": ALLOWED,
             # Beam's Flink job server on EMR, as an upstream engine.
             "UpstreamEngines": UPSTREAM,
         }
@@ -265,7 +268,10 @@ def test_by_default_the_job_api_is_internal_tls_only_and_authenticates_every_cal
     env = {e["name"]: e.get("value") for e in shim["containerDefinitions"][0]["environment"]}
     assert env["BEAMJOBS_REQUIRE_AUTH"] == "true"
     assert "BEAMJOBS_CALLER_KEY_SECRET" in env  # it signs its events' callers
-    assert env["BEAMJOBS_ALLOWED_PRINCIPALS"] == "123456789012"  # the account's own
+    assert env["BEAMJOBS_ALLOWED_PRINCIPALS"] == ALLOWED
+    assert env["BEAMJOBS_WORKER_PRINCIPALS"] == boto3.client("iam", region_name=REGION).get_role(
+        RoleName=_physical(boto3.client("cloudformation", region_name=REGION), "WorkerTaskRole")
+    )["Role"]["Arn"]
     # The host identity proofs name: the balancer's, with no EndpointHost given.
     assert env["BEAMJOBS_ADVERTISED_ENDPOINT"] == f"{balancer['DNSName']}:443"
 
