@@ -269,9 +269,9 @@ def test_by_default_the_job_api_is_internal_tls_only_and_authenticates_every_cal
     assert env["BEAMJOBS_REQUIRE_AUTH"] == "true"
     assert "BEAMJOBS_CALLER_KEY_SECRET" in env  # it signs its events' callers
     assert env["BEAMJOBS_ALLOWED_PRINCIPALS"] == ALLOWED
-    assert env["BEAMJOBS_WORKER_PRINCIPALS"] == boto3.client("iam", region_name=REGION).get_role(
-        RoleName=_physical(boto3.client("cloudformation", region_name=REGION), "WorkerTaskRole")
-    )["Role"]["Arn"]
+    worker_role = _physical(boto3.client("cloudformation", region_name=REGION), "WorkerTaskRole")
+    iam = boto3.client("iam", region_name=REGION)
+    assert env["BEAMJOBS_WORKER_PRINCIPALS"] == iam.get_role(RoleName=worker_role)["Role"]["Arn"]
     # The host identity proofs name: the balancer's, with no EndpointHost given.
     assert env["BEAMJOBS_ADVERTISED_ENDPOINT"] == f"{balancer['DNSName']}:443"
 
