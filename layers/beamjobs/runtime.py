@@ -74,6 +74,7 @@ def _new_executor(settings: Settings) -> Executor:
             clients.client("ecs", settings),
             settings.state_machine_arn,
             stores(settings).blobs,
+            bucket=settings.bucket_name,
             worker_task_definition=settings.worker_task_definition,
             mirror_task_definition=settings.mirror_task_definition,
             max_job_seconds=settings.max_job_seconds,

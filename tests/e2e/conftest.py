@@ -65,14 +65,16 @@ def started_job(stores, job_id: str, pipeline):
     STARTING, as Prepare and Run would: for tests that run a worker themselves. Returns it."""
     from apache_beam.transforms import environments as beam_environments
 
-    from beamjobs.app.worker_channel import mint_worker_secret
     from beamjobs.domain.model import Job
     from beamjobs.domain.states import JobState
+    from beamjobs.domain.worker_secrets import keep_worker_secret, mint_worker_secret, secret_sha256
 
     proto = pipeline.to_runner_api(
         default_environment=beam_environments.EmbeddedPythonEnvironment.default()
     )
     now = stores.jobs.now()
+    secret = mint_worker_secret()
+    keep_worker_secret(stores.blobs, job_id, secret)
     stores.jobs.create(
         Job(
             job_id=job_id,
@@ -84,7 +86,7 @@ def started_job(stores, job_id: str, pipeline):
             pipeline_ref=stores.blobs.put_content("pipelines", proto.SerializeToString()),
             options_ref=stores.blobs.put_content("options", b"{}"),
             options_json="{}",
-            worker_secret=mint_worker_secret(),
+            worker_secret_sha256=secret_sha256(secret),
         )
     )
     return advance(stores.jobs, job_id, JobState.STARTING)
@@ -99,7 +101,14 @@ def local_channel(settings):
     return LocalWorkerChannel(handler_for(settings))
 
 
-def channel_of(url: str, job):
+def secret_of(stores, job) -> str:
+    """The worker secret of a job that started_job recorded."""
+    from beamjobs.domain.worker_secrets import worker_secret
+
+    return worker_secret(stores.blobs, job.job_id)
+
+
+def channel_of(url: str, job, secret: str):
     """The worker channel client of `job`, through the local executor's channel at `url`."""
     import boto3
 
@@ -108,4 +117,4 @@ def channel_of(url: str, job):
 
     client = boto3.client("lambda", endpoint_url=url, region_name="us-east-1")
     invoker = LambdaInvoker(client, {WORKER_FUNCTION: WORKER_FUNCTION})
-    return JobChannel(invoker, job.job_id, job.worker_secret)
+    return JobChannel(invoker, job.job_id, secret)

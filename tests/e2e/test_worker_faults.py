@@ -15,7 +15,7 @@ from beamjobs.worker.artifacts import ArtifactCache
 from beamjobs.worker.image_environments import ImageEnvironments
 from beamjobs.worker.run import execute
 from tests.e2e import user_code
-from tests.e2e.conftest import ROOT, channel_of, local_channel, started_job
+from tests.e2e.conftest import ROOT, channel_of, local_channel, secret_of, started_job
 from tests.faults.harness import Faults
 
 
@@ -56,9 +56,9 @@ def _squares():
     return pipeline
 
 
-def _execute(channel, job, tmp_path):
+def _execute(channel, stores, job, tmp_path):
     return execute(
-        channel_of(channel.url, job),
+        channel_of(channel.url, job, secret_of(stores, job)),
         heartbeat_seconds=5,
         cache=ArtifactCache(tmp_path / "artifacts"),
         images=ImageEnvironments(tmp_path / "environments"),
@@ -77,7 +77,7 @@ def test_throttled_final_metrics_leave_a_succeeded_pipeline_done(
     job = started_job(stores, "metrics-throttled", _squares())
     faults.add("PutObject", "throttle", times=10**9, when=lambda r: "/metrics/" in r["_url"])
     # When its pipeline succeeds
-    state = _execute(channel, job, tmp_path)
+    state = _execute(channel, stores, job, tmp_path)
     # Then it is DONE, and says what could not be recorded
     assert ("PutObject", "throttle") in faults.fired
     assert state is JobState.DONE
@@ -98,7 +98,7 @@ def test_a_throttled_done_write_is_still_recorded_done(settings, channel, faults
         when=lambda r: r.get("Item", {}).get("state") == {"S": "DONE"},
     )
     # When its pipeline succeeds
-    state = _execute(channel, job, tmp_path)
+    state = _execute(channel, stores, job, tmp_path)
     # Then the outcome is recorded DONE, not lost
     assert faults.fired.count(("PutItem", "throttle")) == 6
     assert state is JobState.DONE

@@ -18,7 +18,7 @@ from beamjobs.domain.states import TERMINAL_STATES, JobState
 from beamjobs.local.embedded import start_embedded, use_offline_credentials
 from beamjobs.local.executor import worker_environment
 from tests.e2e import user_code
-from tests.e2e.conftest import ROOT, WORKER_PYTHON, local_channel, started_job
+from tests.e2e.conftest import ROOT, WORKER_PYTHON, local_channel, secret_of, started_job
 
 DRIVER = Path(__file__).parent / "clients" / "kill_at_write.py"
 # More write points than a trivial job has: the last runs end DONE untouched.
@@ -60,7 +60,7 @@ def test_a_worker_killed_at_every_write_point_leaves_one_true_outcome(settings, 
             cwd=ROOT,
             env={
                 **worker_environment(settings, channel.url),
-                "BEAMJOBS_WORKER_SECRET": job.worker_secret,
+                "BEAMJOBS_WORKER_SECRET": secret_of(stores, job),
                 "PYTHONPATH": str(ROOT),
             },
             capture_output=True,

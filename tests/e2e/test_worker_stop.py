@@ -24,6 +24,7 @@ from tests.e2e.conftest import (
     Process,
     free_port,
     local_channel,
+    secret_of,
     started_job,
 )
 
@@ -66,7 +67,7 @@ def test_a_worker_as_pid_1_stops_within_seconds_of_sigterm(stores, tmp_path):
         cwd=ROOT,
         env={
             **worker_environment(settings, channel.url),
-            "BEAMJOBS_WORKER_SECRET": job.worker_secret,
+            "BEAMJOBS_WORKER_SECRET": secret_of(stores, job),
         },
         stdout=(tmp_path / "worker.log").open("w"),
         stderr=subprocess.STDOUT,

@@ -7,6 +7,7 @@ import urllib3
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import Message
 from beamjobs.domain.states import JobState
+from beamjobs.domain.worker_secrets import secret_sha256
 from beamjobs.local.invoker import LocalContext
 from tests.integration.conftest import EVENTS, make_job, pipeline_bytes, signed
 from tests.jobstates import advance
@@ -82,7 +83,7 @@ def test_a_job_of_500_artifacts_is_claimed_within_the_item_limit(stores, faults)
             "mine",
             pipeline_ref=stores.blobs.put_content("pipelines", pipeline_bytes()),
             options_ref=stores.blobs.put_content("options", b"{}"),
-            worker_secret=claim["request"]["worker_secret"],
+            worker_secret_sha256=secret_sha256(claim["request"]["worker_secret"]),
             artifacts=tuple(digests),
         )
     )

@@ -44,6 +44,7 @@ from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.limits import Quotas
 from beamjobs.domain.staging_tokens import digest, mint
 from beamjobs.domain.states import JobState
+from beamjobs.domain.worker_secrets import worker_secret
 from beamjobs.local.invoker import LocalContext
 from beamjobs.local.provision import load_template
 from beamjobs.settings import Settings
@@ -292,6 +293,7 @@ def _control(cloudformation, outputs, worker_task_definition=None):
         boto3.client("ecs", region_name=REGION),
         outputs["StateMachineArn"],
         blobs,
+        bucket=outputs["ArtifactsBucketName"],
         worker_task_definition=worker_task_definition
         or _physical(cloudformation, "WorkerTaskDefinition"),
         mirror_task_definition=_physical(cloudformation, "MirrorTaskDefinition"),
@@ -569,7 +571,7 @@ def test_a_job_on_an_upstream_engine_runs_its_mirror_where_it_reaches_the_engine
     assert override["Name"] == "mirror" and override["Command"] == ["mirror", job_id]
     environment = {e["Name"]: e["Value"] for e in override["Environment"]}
     assert environment["BEAMJOBS_UPSTREAM_ENDPOINT"] == "10.0.3.4:8099"
-    assert environment["BEAMJOBS_WORKER_SECRET"] == jobs.get(job_id).worker_secret
+    assert override["EnvironmentFiles"] == [_secret_file(outputs, job_id)]
     # ... in the mirrors' security group, which may reach AWS's APIs and, with upstream engines
     # configured, their ports (as written: moto's CloudFormation applies no egress rules)
     cloudformation_, transformed = deployed
@@ -581,6 +583,7 @@ def test_a_job_on_an_upstream_engine_runs_its_mirror_where_it_reaches_the_engine
     assert "SecurityGroupIngress" not in group
     [task] = _tasks_of(mirror_task)
     assert task["overrides"]["containerOverrides"][0]["name"] == "mirror"
+    _assert_secret_nowhere(blobs, job_id, input_, task["overrides"], _items_of(outputs, job_id))
     # ... and every function knows the deployment's engines (DescribePipelineOptions, Prepare)
     lambdas = boto3.client("lambda", region_name=REGION)
     control_env = lambdas.get_function_configuration(
@@ -615,10 +618,12 @@ def test_a_streaming_job_runs_on_prism_in_its_own_workers_task(deployed):
     assert override["Name"] == "worker"
     assert override["Command"] == ["python", "-m", "beamjobs.upstream.mirror", job_id]
     environment = {e["Name"]: e["Value"] for e in override["Environment"]}
-    assert environment == {
-        "BEAMJOBS_WORKER_SECRET": jobs.get(job_id).worker_secret,
-        "BEAMJOBS_UPSTREAM_ENGINE": "prism",
-    }
+    assert environment == {"BEAMJOBS_UPSTREAM_ENGINE": "prism"}
+    # ... its worker secret read by ECS from the job's environment file, and found nowhere
+    # in the execution's input, the task's overrides or the job's items
+    assert override["EnvironmentFiles"] == [_secret_file(outputs, job_id)]
+    [task] = _tasks_of(worker_task)
+    _assert_secret_nowhere(blobs, job_id, input_, task["overrides"], _items_of(outputs, job_id))
     # ... whose container names the image's Prism and Beam's boot, and its channel
     ecs = boto3.client("ecs", region_name=REGION)
     [container] = ecs.describe_task_definition(taskDefinition=worker_task)["taskDefinition"][
@@ -633,6 +638,27 @@ def test_a_streaming_job_runs_on_prism_in_its_own_workers_task(deployed):
     )
     [task] = _tasks_of(worker_task)
     assert task["overrides"]["containerOverrides"][0]["command"][-1] == job_id
+
+
+def _secret_file(outputs, job_id):
+    key = f"arn:aws:s3:::{outputs['ArtifactsBucketName']}/secrets/{job_id}.env"
+    return {"Type": "s3", "Value": key}
+
+
+def _items_of(outputs, job_id):
+    """Every item of the job in the table, as stored."""
+    return boto3.client("dynamodb", region_name=REGION).query(
+        TableName=outputs["JobsTableName"],
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"job#{job_id}"}},
+    )["Items"]
+
+
+def _assert_secret_nowhere(blobs, job_id, *places):
+    secret = worker_secret(blobs, job_id)
+    assert len(secret) >= 40
+    for place in places:
+        assert secret not in json.dumps(place, default=str)
 
 
 def _tasks_of(task_definition, timeout=30):

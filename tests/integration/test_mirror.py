@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from beamjobs.app.worker_channel import mint_worker_secret
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import Upstream
 from beamjobs.domain.states import JobState
+from beamjobs.domain.worker_secrets import mint_worker_secret, secret_sha256
 from beamjobs.local.invoker import InProcessInvoker
 from beamjobs.upstream.client import UpstreamJobService
 from beamjobs.upstream.flink import FlinkRest
@@ -43,7 +43,7 @@ def _started(stores, job_id: str, *, bounded: bool = True, **fields) -> str:
             job_id,
             pipeline_ref=stores.blobs.put_content("pipelines", pipeline_bytes(bounded=bounded)),
             options_ref=stores.blobs.put_content("options", b"{}"),
-            worker_secret=secret,
+            worker_secret_sha256=secret_sha256(secret),
             bounded=bounded,
             engine="up",
             **fields,

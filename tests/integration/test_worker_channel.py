@@ -13,6 +13,7 @@ import urllib3
 
 from beamjobs.api import pipeline_pb2
 from beamjobs.domain.states import JobState
+from beamjobs.domain.worker_secrets import secret_sha256
 from beamjobs.local.invoker import LocalContext
 from beamjobs.pipeline.artifacts import ARTIFACT_PREFIX, FILE
 from beamjobs.pipeline.dependencies import reference
@@ -57,7 +58,7 @@ def two_jobs(stores):
                 job_id,
                 pipeline_ref=ref,
                 options_ref=options,
-                worker_secret=secret,
+                worker_secret_sha256=secret_sha256(secret),
                 artifacts=(digest,),
             )
         )

@@ -35,7 +35,7 @@ jobs = st.builds(
     staging_token_sha256=st.none() | _text,
     staging_lease=st.none() | st.builds(StagingLease, _text, _times),
     staging_spent=st.booleans(),
-    worker_secret=st.none() | _text,
+    worker_secret_sha256=st.none() | _text,
     artifacts=_names,
     engine=st.just("") | _text,
     upstream=st.none() | st.builds(Upstream, _text, st.just("") | _text),
@@ -64,7 +64,7 @@ def test_an_event_item_carries_the_snapshot_of_the_job_after_it(job, later):
         environment_urns=job.environment_urns,
         owner=job.owner,
         staging_token_sha256=job.staging_token_sha256,
-        worker_secret=job.worker_secret,
+        worker_secret_sha256=job.worker_secret_sha256,
         engine=job.engine,
         metrics_ref=job.metrics_ref,
     )

@@ -28,7 +28,7 @@ BASE = {
 def test_a_job_overrides_the_workers_command_and_the_task_size():
     overrides = worker_task_overrides(
         "job-1",
-        "secret-1",
+        "arn:aws:s3:::bucket/secrets/job-1.env",
         {"beam:option:worker_vcpu:v1": "2", "beam:option:worker_memory_mb:v1": "8192"},
         with_sdk_sidecar=False,
     )
@@ -36,8 +36,12 @@ def test_a_job_overrides_the_workers_command_and_the_task_size():
     [worker] = overrides["containerOverrides"]
     assert worker["name"] == "worker"
     assert worker["command"] == ["python", "-m", "beamjobs.worker", "job-1"]
-    # The worker's one credential: its job's secret.
-    assert worker["environment"] == [{"name": "BEAMJOBS_WORKER_SECRET", "value": "secret-1"}]
+    # The worker's one credential, its job's secret, is read by ECS from the job's file: the
+    # overrides name the file, not the secret.
+    assert worker["environment"] == []
+    assert worker["environmentFiles"] == [
+        {"type": "s3", "value": "arn:aws:s3:::bucket/secrets/job-1.env"}
+    ]
 
 
 def test_with_a_sidecar_the_worker_is_told_where_its_pool_listens():

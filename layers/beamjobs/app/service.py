@@ -12,7 +12,6 @@ from typing import Any, Protocol
 
 from google.protobuf import message as protobuf
 
-from beamjobs.app.worker_channel import mint_worker_secret
 from beamjobs.aws import malformed_items
 from beamjobs.aws.fargate import task_size
 from beamjobs.domain import poison
@@ -28,6 +27,7 @@ from beamjobs.domain.model import IMPORTANCES, Job, Message, message_id
 from beamjobs.domain.options import job_options, option_key
 from beamjobs.domain.staging_tokens import SHA256
 from beamjobs.domain.states import JobState, is_terminal
+from beamjobs.domain.worker_secrets import keep_worker_secret, mint_worker_secret, secret_sha256
 from beamjobs.pipeline.artifacts import ArtifactLocation
 from beamjobs.pipeline.summary import (
     ArtifactView,
@@ -155,8 +155,12 @@ class JobControl:
         options_json = json.dumps(options, sort_keys=True, separators=(",", ":"))
         options_ref = self._blobs.put_content("options", options_json.encode())
         now = self._jobs.store.now()
+        job_id = new_job_id(name)
+        # Kept before the job exists: a job is never without its worker's secret.
+        secret = mint_worker_secret()
+        keep_worker_secret(self._blobs, job_id, secret)
         job = Job(
-            job_id=new_job_id(name),
+            job_id=job_id,
             job_name=name,
             state=JobState.STOPPED,
             state_time=now,
@@ -171,7 +175,7 @@ class JobControl:
             artifacts=summary.staged,
             owner=caller.principal,
             staging_token_sha256=staging_token_sha256,
-            worker_secret=mint_worker_secret(),
+            worker_secret_sha256=secret_sha256(secret),
             engine=engine,
         )
         self._jobs.prepare(job)

@@ -6,7 +6,8 @@ where its job runs upstream (Attach), the upstream's messages (Mirror) and how i
 (EndAsUpstream). So a worker
 holds no access to the table or the bucket at all: it holds its job's worker secret, minted at
 Prepare and handed to the job's worker alone, and reports through this channel (the worker
-function), which acts on the job that the secret is for and on no other. What it reads (the
+function), which acts on the job that the secret is for and on no other. The job keeps only the
+secret's sha256 (beamjobs.domain.worker_secrets says where the secret is). What it reads (the
 pipeline, its options, its staged artifacts) it gets as presigned URLs for exactly those
 objects.
 """
@@ -17,7 +18,6 @@ import base64
 import binascii
 import hmac
 import json
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from beamjobs.domain.errors import InvalidArgument
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import ACTIVE_STATES, Job, Message, job_to_json, unknown_job
 from beamjobs.domain.states import JobState, is_terminal
+from beamjobs.domain.worker_secrets import secret_sha256
 from beamjobs.pipeline.artifacts import ARTIFACT_PREFIX, ArtifactLocation
 
 # A claim's URLs are used at once (the worker fetches what it runs before running it).
@@ -37,10 +38,6 @@ MAX_METRICS_BYTES = 4 * 1024 * 1024
 MAX_UPSTREAM_ID_CHARS = 200
 # The bucket keys a job's worker may have written: its metrics.
 _METRICS_PREFIX = "metrics/"
-
-
-def mint_worker_secret() -> str:
-    return secrets.token_urlsafe(32)
 
 
 # Where a claim's artifact URLs are kept (Claim.artifacts_url), by their content.
@@ -83,7 +80,8 @@ class WorkerChannel:
         if not isinstance(job_id, str) or not isinstance(secret, str) or not secret:
             raise InvalidArgument("job_id and worker_secret are required")
         job = self._jobs.get(job_id)
-        if not (job.worker_secret and hmac.compare_digest(job.worker_secret, secret)):
+        expected = job.worker_secret_sha256
+        if not (expected and hmac.compare_digest(expected, secret_sha256(secret))):
             raise unknown_job(job_id)
         return job
 

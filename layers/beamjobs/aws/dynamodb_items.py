@@ -151,7 +151,7 @@ _FIXED = (
     _as_is("job_name", required=True),
     _as_is("owner"),
     _as_is("staging_token_sha256"),
-    _as_is("worker_secret"),
+    _as_is("worker_secret_sha256"),
     _Part(
         "created_at",
         lambda j: {"created_at": decimal(j.created_at)},

@@ -60,34 +60,28 @@ def task_size(options: dict[str, Any]) -> tuple[str, str]:
     return str(int(vcpu * 1024)), str(memory)
 
 
-# The worker's one credential: its job's worker secret (beamjobs.app.worker_channel).
-WORKER_SECRET_ENV = "BEAMJOBS_WORKER_SECRET"
-
-
 def worker_task_overrides(
-    job_id: str, worker_secret: str, options: dict[str, Any], *, with_sdk_sidecar: bool
+    job_id: str, secret_file: str, options: dict[str, Any], *, with_sdk_sidecar: bool
 ) -> dict[str, Any]:
-    """The `overrides` of RunTask for one job: its worker reports with the job's secret."""
-    environment = {WORKER_SECRET_ENV: worker_secret}
+    """The `overrides` of RunTask for one job: its worker reports with the job's secret, which
+    ECS reads from `secret_file` (an S3 object's ARN) for the container."""
+    environment = {}
     if with_sdk_sidecar:
         environment[WORKER_POOL_ENV] = f"localhost:{SDK_WORKER_POOL_PORT}"
-    return _worker_container(["python", "-m", "beamjobs.worker", job_id], environment, options)
+    command = ["python", "-m", "beamjobs.worker", job_id]
+    return _worker_container(command, environment, secret_file, options)
 
 
-def prism_task_overrides(
-    job_id: str, worker_secret: str, options: dict[str, Any]
-) -> dict[str, Any]:
+def prism_task_overrides(job_id: str, secret_file: str, options: dict[str, Any]) -> dict[str, Any]:
     """The `overrides` of RunTask for one job on the built-in Prism: the worker's task, sized as
     the job's worker would be, running the job's mirror (beamjobs.upstream.mirror) instead, which
     starts the Prism and Beam boot of the worker image (template.yaml names them) on loopback."""
-    environment = {WORKER_SECRET_ENV: worker_secret, "BEAMJOBS_UPSTREAM_ENGINE": PRISM}
-    return _worker_container(
-        ["python", "-m", "beamjobs.upstream.mirror", job_id], environment, options
-    )
+    command = ["python", "-m", "beamjobs.upstream.mirror", job_id]
+    return _worker_container(command, {"BEAMJOBS_UPSTREAM_ENGINE": PRISM}, secret_file, options)
 
 
 def _worker_container(
-    command: list[str], environment: dict[str, str], options: dict[str, Any]
+    command: list[str], environment: dict[str, str], secret_file: str, options: dict[str, Any]
 ) -> dict[str, Any]:
     cpu, memory = task_size(options)
     return {
@@ -97,9 +91,18 @@ def _worker_container(
             {
                 "name": WORKER_CONTAINER,
                 "command": command,
-                "environment": [{"name": k, "value": v} for k, v in environment.items()],
+                **_environment(environment, secret_file),
             }
         ],
+    }
+
+
+def _environment(environment: dict[str, str], secret_file: str) -> dict[str, Any]:
+    """A container override's variables, and the file ECS reads the job's secret from (the
+    task execution role reads it: the task's own role cannot)."""
+    return {
+        "environment": [{"name": k, "value": v} for k, v in environment.items()],
+        "environmentFiles": [{"type": "s3", "value": secret_file}],
     }
 
 
@@ -107,12 +110,11 @@ MIRROR_CONTAINER = "mirror"
 
 
 def mirror_task_overrides(
-    job_id: str, worker_secret: str, engine: str, endpoint: str
+    job_id: str, secret_file: str, engine: str, endpoint: str
 ) -> dict[str, Any]:
     """The `overrides` of RunTask for one job's mirror (beamjobs.upstream.mirror): a small task of
     its task definition's size, reporting with the job's secret, following the job upstream."""
     environment = {
-        WORKER_SECRET_ENV: worker_secret,
         "BEAMJOBS_UPSTREAM_ENGINE": engine,
         "BEAMJOBS_UPSTREAM_ENDPOINT": endpoint,
     }
@@ -122,7 +124,7 @@ def mirror_task_overrides(
                 "name": MIRROR_CONTAINER,
                 # The shim's image, whose entry point is the `beamjobs` command.
                 "command": ["mirror", job_id],
-                "environment": [{"name": k, "value": v} for k, v in environment.items()],
+                **_environment(environment, secret_file),
             }
         ],
     }

@@ -30,6 +30,7 @@ from beamjobs.domain.engines import OWN_PRISM
 from beamjobs.domain.executor import ExecutorError
 from beamjobs.domain.model import Job
 from beamjobs.domain.options import JOB_TIMEOUT_SECONDS, job_options, read_option
+from beamjobs.domain.worker_secrets import worker_secret_key
 from beamjobs.pipeline.summary import docker_images
 from beamjobs.pipeline.validation import parse_pipeline
 
@@ -57,6 +58,7 @@ class StepFunctionsExecutor:
         state_machine_arn: str,
         blobs: BlobStore,
         *,
+        bucket: str,
         worker_task_definition: str,
         mirror_task_definition: str | None = None,
         max_job_seconds: int,
@@ -65,11 +67,18 @@ class StepFunctionsExecutor:
         self._ecs = ecs
         self._state_machine_arn = state_machine_arn
         self._blobs = blobs
+        self._bucket = bucket
         self._worker_task_definition = worker_task_definition
         self._mirror_task_definition = mirror_task_definition
         self._max_job_seconds = max_job_seconds
         # SDK image → the worker task definition revision with that image as its sidecar.
         self._with_sdk: dict[str, str] = {}
+
+    def _secret_file(self, job: Job) -> str:
+        """The ARN of the object holding the job's worker secret (in the state machine's
+        partition)."""
+        partition = self._state_machine_arn.split(":")[1]
+        return f"arn:{partition}:s3:::{self._bucket}/{worker_secret_key(job.job_id)}"
 
     def execution_input(self, job: Job) -> dict[str, Any]:
         """What the state machine needs: the job, its task definition and overrides, its time
@@ -91,7 +100,7 @@ class StepFunctionsExecutor:
             ),
             "overrides": _step_functions_casing(
                 worker_task_overrides(
-                    job.job_id, job.worker_secret or "", options, with_sdk_sidecar=bool(images)
+                    job.job_id, self._secret_file(job), options, with_sdk_sidecar=bool(images)
                 )
             ),
             "timeout_seconds": self._timeout(options),
@@ -104,11 +113,11 @@ class StepFunctionsExecutor:
         options = job_options(job, self._blobs)
         if endpoint == OWN_PRISM:  # in the worker's task, whose image has Prism
             task_definition = self._worker_task_definition
-            overrides = prism_task_overrides(job.job_id, job.worker_secret or "", options)
+            overrides = prism_task_overrides(job.job_id, self._secret_file(job), options)
         elif self._mirror_task_definition:
             task_definition = self._mirror_task_definition
             overrides = mirror_task_overrides(
-                job.job_id, job.worker_secret or "", job.engine, endpoint
+                job.job_id, self._secret_file(job), job.engine, endpoint
             )
         else:
             raise ExecutorError("this deployment has no mirror task (MirrorTaskDefinition)")

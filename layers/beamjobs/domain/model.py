@@ -163,9 +163,10 @@ class Job:
     # (the token is then spent).
     staging_lease: StagingLease | None = None
     staging_spent: bool = False
-    # What the job's worker, and nothing else, reports with (beamjobs.app.worker_channel); and
-    # the sha256 of each staged artifact of its pipeline, the ones its worker may read.
-    worker_secret: str | None = None
+    # The sha256 of what the job's worker, and nothing else, reports with (the secret itself is
+    # kept apart for the worker alone: beamjobs.app.worker_channel); and the sha256 of each
+    # staged artifact of its pipeline, the ones its worker may read.
+    worker_secret_sha256: str | None = None
     artifacts: tuple[str, ...] = ()
     # The engine it runs on (beamjobs.domain.engines); "" for jobs older than engines.
     engine: str = ""

@@ -30,6 +30,7 @@ from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import ACTIVE_STATES, Job, job_to_json
 from beamjobs.domain.options import JOB_TIMEOUT_SECONDS, job_options, read_option
 from beamjobs.domain.store import JobStore
+from beamjobs.domain.worker_secrets import worker_secret
 from beamjobs.local.worker_channel import LocalWorkerChannel
 from beamjobs.settings import Settings
 from beamjobs.worker.channel import WORKER_FUNCTION
@@ -73,15 +74,15 @@ class ForkServer:
         with self._lock:
             self._ensure_running()
 
-    def fork(self, job: Job) -> Worker:
-        """Hand the started job to a warm worker."""
+    def fork(self, job: Job, secret: str) -> Worker:
+        """Hand the started job, and its worker secret, to a warm worker."""
         job_id = job.job_id
         with self._lock:
             process = self._ensure_running()
             self._started[job_id] = None
             try:
                 assert process.stdin is not None
-                process.stdin.write(f"run {job_to_json(job)}\n")
+                process.stdin.write(f"run {secret} {job_to_json(job)}\n")
                 process.stdin.flush()
             except OSError as error:
                 del self._started[job_id]
@@ -158,7 +159,7 @@ def worker_environment(settings: Settings, channel_url: str, **more: Any) -> dic
 
 
 def mirror_environment(
-    settings: Settings, channel_url: str, job: Job, endpoint: str
+    settings: Settings, channel_url: str, job: Job, secret: str, endpoint: str
 ) -> dict[str, str]:
     """A mirror's environment: a worker's, with its job's secret, its upstream engine (or the
     Prism it starts itself, whose harnesses run with the mirror's own interpreter, the
@@ -166,7 +167,7 @@ def mirror_environment(
     return worker_environment(
         settings,
         channel_url,
-        worker_secret=job.worker_secret,
+        worker_secret=secret,
         lease_seconds=settings.lease_seconds,
         max_job_seconds=settings.max_job_seconds,
         upstream_engine=job.engine,
@@ -220,7 +221,7 @@ class ProcessExecutor:
                 read_option(job_options(job, self._blobs), JOB_TIMEOUT_SECONDS),
                 self._max_job_seconds,
             )
-            worker = self._forks.fork(job)
+            worker = self._forks.fork(job, worker_secret(self._blobs, job.job_id))
             with self._lock:
                 self._workers[job.job_id] = worker
         finally:
@@ -241,7 +242,8 @@ class ProcessExecutor:
                 return  # a retried Run: its mirror is under way
             self._forking.add(job.job_id)
         try:
-            env = mirror_environment(self._settings, self.channel.url, job, endpoint)
+            secret = worker_secret(self._blobs, job.job_id)
+            env = mirror_environment(self._settings, self.channel.url, job, secret, endpoint)
             python = sys.executable
             if endpoint == OWN_PRISM:
                 python = self._settings.worker_python or sys.executable

@@ -10,7 +10,8 @@ reach another. Each worker runs in a session of its own, so stopping a job stops
 process group. A warm worker that dies while waiting is replaced, as is each one handed a job,
 once the server has been idle for a moment.
 
-Protocol (one line each): stdin `run <the started job as JSON>`; stdout
+Protocol (one line each): stdin `run <its worker secret> <the started job as JSON>` (the job
+keeps only its secret's hash); stdout
 `started <job id> <pid>` and `exited <pid> <exit code, negative for a signal>`.
 """
 
@@ -59,8 +60,9 @@ def _worker(job_pipe: int, inherited: list[int]) -> None:
         if not line:
             code = 0
             return
-        job = job_from_json(line.decode())
-        code = runner.run(job.job_id, known=job)
+        secret, _, job_json = line.decode().partition(" ")
+        job = job_from_json(job_json)
+        code = runner.run(job.job_id, known=job, secret=secret)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -79,8 +81,9 @@ class WarmPool:
             pid, pipe = self._fork()
             self._waiting[pid] = pipe
 
-    def hand_over(self, job_json: str) -> int:
-        """Give the job to a waiting worker (a new one if none waits); return its pid."""
+    def hand_over(self, work: str) -> int:
+        """Give the work (`<secret> <job JSON>`) to a waiting worker (a new one if none waits);
+        return its pid."""
         while True:
             if self._waiting:
                 pid = next(iter(self._waiting))
@@ -88,7 +91,7 @@ class WarmPool:
             else:
                 pid, pipe = self._fork()
             try:
-                os.write(pipe, job_json.encode() + b"\n")
+                os.write(pipe, work.encode() + b"\n")
                 return pid
             except BrokenPipeError:
                 continue  # it died while waiting: the next one
@@ -148,10 +151,11 @@ def serve() -> None:
             pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
-                command, _, job_json = line.decode().partition(" ")
+                command, _, work = line.decode().partition(" ")
+                job_json = work.partition(" ")[2]
                 if command != "run" or not job_json:
                     continue
-                pid = pool.hand_over(job_json)
+                pid = pool.hand_over(work)
                 out.write(f"started {job_from_json(job_json).job_id} {pid}\n")
                 out.flush()
 

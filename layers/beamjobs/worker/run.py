@@ -89,11 +89,11 @@ class JobRunner:
             {WORKER_FUNCTION: self._settings.worker_function},
         )
 
-    def run(self, job_id: str, *, known: Job | None = None) -> int:
+    def run(self, job_id: str, *, known: Job | None = None, secret: str | None = None) -> int:
         """Run one job; exit code 0 (the job's outcome is recorded through the channel, not
-        in the exit code). `known`: the job as it was started, when the starter handed it
-        over (with its worker secret); otherwise the secret is this process's setting."""
-        secret = known.worker_secret if known is not None else self._settings.worker_secret
+        in the exit code). `known`: the job as it was started, and `secret` its worker secret,
+        when the starter handed them over; otherwise the secret is this process's setting."""
+        secret = secret or self._settings.worker_secret
         if not secret:
             raise SystemExit(f"no worker secret for job {job_id} (BEAMJOBS_WORKER_SECRET)")
         execute(
