@@ -120,7 +120,8 @@ def _required(request: dict[str, Any], name: str) -> str:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+# No answer is captured in traces: answers carry staging tokens and presigned URLs.
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency_config.register_lambda_context(context)

@@ -101,6 +101,7 @@ def _routes() -> dict[str, Route]:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+# No answer is captured in traces: answers carry staging tokens and presigned URLs.
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dispatch(event, _routes(), caller_key=_caller_key)

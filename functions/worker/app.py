@@ -51,7 +51,8 @@ def handler_for(settings: Settings) -> Handler:
     }
 
     @logger.inject_lambda_context
-    @tracer.capture_lambda_handler
+    # No answer is captured in traces: a Claim's carries presigned URLs.
+    @tracer.capture_lambda_handler(capture_response=False)
     def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         idempotency_config.register_lambda_context(context)
         return dispatch(event, served, caller_key=None)

@@ -129,6 +129,16 @@ def test_malformed_calls_are_invalid_arguments(two_jobs):
     assert _invoke("Beat", "mine", "")["error"]["code"] == "INVALID_ARGUMENT"
 
 
+def test_a_message_of_no_known_importance_is_refused_and_nothing_is_stored(two_jobs):
+    stores = two_jobs
+    before = stores.jobs.events("mine")
+    bogus = [{"importance": "JOB_MESSAGE_BOGUS", "text": "x", "time": 1.0}]
+    answer = _invoke("Say", "mine", SECRET, messages=bogus)
+    assert answer["error"]["code"] == "INVALID_ARGUMENT"
+    assert "not 'JOB_MESSAGE_BOGUS'" in answer["error"]["message"]
+    assert stores.jobs.events("mine") == before
+
+
 @pytest.mark.parametrize(
     ("rpc", "request_"),
     [

@@ -25,7 +25,7 @@ from beamjobs.app.handlers import Route
 from beamjobs.domain.blobs import BlobStore
 from beamjobs.domain.errors import InvalidArgument
 from beamjobs.domain.jobs import Jobs
-from beamjobs.domain.model import ACTIVE_STATES, Job, Message, job_to_json, unknown_job
+from beamjobs.domain.model import ACTIVE_STATES, IMPORTANCES, Job, Message, job_to_json, unknown_job
 from beamjobs.domain.states import JobState, is_terminal
 from beamjobs.domain.worker_secrets import secret_sha256
 from beamjobs.pipeline.artifacts import ARTIFACT_PREFIX, ArtifactLocation
@@ -175,9 +175,17 @@ def _messages(messages: Any) -> list[Any]:
 
 def _message(message: dict[str, Any]) -> Message:
     try:
-        return Message(str(message["importance"]), str(message["text"]), float(message["time"]))
+        parsed = Message(
+            str(message["importance"]), str(message["text"]), float(message["time"])
+        )
     except (KeyError, TypeError, ValueError) as error:
         raise InvalidArgument(f"a message must have importance, text and time: {error}") from error
+    # Checked here, once: a stored message of no known importance broke its job's streams.
+    if parsed.importance not in IMPORTANCES:
+        raise InvalidArgument(
+            f"a message's importance is one of {', '.join(IMPORTANCES)}, not {parsed.importance!r}"
+        )
+    return parsed
 
 
 def routes(channel: WorkerChannel) -> dict[str, Route]:
