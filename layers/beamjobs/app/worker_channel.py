@@ -175,9 +175,7 @@ def _messages(messages: Any) -> list[Any]:
 
 def _message(message: dict[str, Any]) -> Message:
     try:
-        parsed = Message(
-            str(message["importance"]), str(message["text"]), float(message["time"])
-        )
+        parsed = Message(str(message["importance"]), str(message["text"]), float(message["time"]))
     except (KeyError, TypeError, ValueError) as error:
         raise InvalidArgument(f"a message must have importance, text and time: {error}") from error
     # Checked here, once: a stored message of no known importance broke its job's streams.
