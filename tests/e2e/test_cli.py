@@ -320,3 +320,22 @@ def test_a_table_is_shown_without_colour_when_not_on_a_terminal(endpoint, finish
     assert done.returncode == 0, done.stderr
     assert "JOB ID" in done.stdout and "cli-count" in done.stdout
     assert "\x1b[" not in done.stdout
+
+
+def test_text_from_a_job_cannot_steer_the_terminal(server, finished):
+    from beamjobs import runtime
+    from beamjobs.domain.jobs import Jobs
+    from beamjobs.domain.model import Message
+    from beamjobs.local.embedded import local_settings, use_offline_credentials
+
+    endpoint, aws_endpoint = server
+    use_offline_credentials()
+    store = runtime.stores(local_settings(aws_endpoint)).jobs
+    hostile = "\x1b[2J\x1b]8;;https://evil.example\x07[red]boom[/red] \u202eexe.txt"
+    Jobs(store).say(finished, [Message("JOB_MESSAGE_WARNING", hostile, time.time())])
+    done = beamjobs(endpoint, "--format", "table", "logs", finished)
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stdout.splitlines() if "boom" in line]
+    # Shown as it is, markup and all, with each control character escaped.
+    assert "\\u001b[2J\\u001b]8;;https://evil.example\\u0007[red]boom[/red] \\u202eexe.txt" in line
+    assert not any(c in done.stdout for c in "\x1b\x07\u202e")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
@@ -22,6 +23,7 @@ import click
 import grpc
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from beamjobs.api import job_api_pb2, job_api_pb2_grpc, jobs_pb2, jobs_pb2_grpc, pipeline_pb2
 from beamjobs.domain.model import IMPORTANCES
@@ -77,6 +79,17 @@ class Connection:
         from beamjobs.aws.signed_identity import METADATA_KEY
 
         return [(METADATA_KEY, self._identity.proof())]
+
+
+# Characters that steer a terminal (C0 and C1 controls but newline and tab; bidirectional
+# overrides and isolates, which reorder what is shown).
+_STEERING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def literal(text: str, style: str = "") -> Text:
+    """Text that came from a job (names, messages, URNs), shown as it is: rich markup in it is
+    not markup, and what would steer the terminal is shown escaped (ESC as \\u001b)."""
+    return Text(_STEERING.sub(lambda found: f"\\u{ord(found.group()):04x}", text), style=style)
 
 
 class Output:
@@ -262,13 +275,13 @@ def list_jobs(
     table = output.table("JOB ID", "NAME", "STATE", "CREATED", "ENDED", "OWNER", "ENGINE")
     for job in listed:
         table.add_row(
-            job.job_id,
-            job.job_name,
+            literal(job.job_id),
+            literal(job.job_name),
             _state(job.state),
             _when(job.created_at),
             _when(job.ended_at, job.HasField("ended_at")),
-            job.owner,
-            job.engine,
+            literal(job.owner),
+            literal(job.engine),
         )
     output.print(table)
 
@@ -301,14 +314,16 @@ def describe(connection: Connection, output: Output, job_id: str) -> None:
         output.emit_json(as_json(detail))
         return
     job = detail.summary
-    facts = output.table("", "", title=f"Job {job.job_id}")
+    facts = output.table("", "", title=literal(f"Job {job.job_id}"))
     for name, value in (
-        ("name", job.job_name),
+        ("name", literal(job.job_name)),
         ("state", _state(job.state)),
-        ("owner", job.owner),
+        ("owner", literal(job.owner)),
         (
             "engine",
-            f"{job.engine} (job {job.upstream_job_id})" if job.upstream_job_id else job.engine,
+            literal(
+                f"{job.engine} (job {job.upstream_job_id})" if job.upstream_job_id else job.engine
+            ),
         ),
         ("created", _when(job.created_at)),
         ("started", _when(job.started_at, job.HasField("started_at"))),
@@ -325,14 +340,14 @@ def describe(connection: Connection, output: Output, job_id: str) -> None:
     output.print(history)
     environments = output.table("ENVIRONMENT", "URN", "IMAGE", title="\nEnvironments")
     for env in detail.environments:
-        environments.add_row(env.id, env.urn, env.container_image or "-")
+        environments.add_row(literal(env.id), literal(env.urn), literal(env.container_image or "-"))
     output.print(environments)
     if detail.artifacts:
         artifacts = output.table("ARTIFACT", "ENVIRONMENT", "SHA256", "STAGED", title="\nArtifacts")
         for artifact in detail.artifacts:
             artifacts.add_row(
-                artifact.staged_name,
-                artifact.environment_id,
+                literal(artifact.staged_name),
+                literal(artifact.environment_id),
                 artifact.sha256[:16],
                 "yes" if artifact.staged else "[red]no[/]",
             )
@@ -398,8 +413,9 @@ def logs(
             level = name.removeprefix("JOB_MESSAGE_")
             style = {"ERROR": "red", "WARNING": "yellow", "DEBUG": "dim"}.get(level, "")
             output.console.print(
-                f"{message.time} [{style or 'default'}]{level:<8}[/] {message.message_text}",
-                markup=True,
+                Text.assemble(
+                    f"{message.time} ", (f"{level:<8}", style), " ", literal(message.message_text)
+                ),
                 highlight=False,
             )
 
@@ -450,9 +466,9 @@ def metrics(connection: Connection, output: Output, job_id: str) -> None:
     for metric in decoded:
         table.add_row(
             metric.kind,
-            metric.step or "-",
-            metric.pcollection_name or metric.pcollection or "-",
-            f"{metric.namespace}:{metric.name}" if metric.name else "-",
+            literal(metric.step or "-"),
+            literal(metric.pcollection_name or metric.pcollection or "-"),
+            literal(f"{metric.namespace}:{metric.name}" if metric.name else "-"),
             _value(metric.attempted),
             _value(metric.committed),
         )
@@ -489,5 +505,7 @@ def graph(connection: Connection, output: Output, job_id: str) -> None:
             for edge in drawn.edges
             if edge.target == node.transform_id
         ]
-        table.add_row(f"[bold]{node.name}[/]", "\n".join(inputs) or "-", node.urn)
+        table.add_row(
+            literal(node.name, "bold"), literal("\n".join(inputs) or "-"), literal(node.urn)
+        )
     output.print(table)
