@@ -102,7 +102,7 @@ class Output:
     def emit_json(self, value: Any) -> None:
         click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
-    def table(self, *columns: str, title: str | None = None) -> Table:
+    def table(self, *columns: str, title: str | Text | None = None) -> Table:
         return Table(*columns, title=title, title_justify="left", box=None, pad_edge=False)
 
     def print(self, *things: Any) -> None:
