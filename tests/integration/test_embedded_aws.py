@@ -232,3 +232,25 @@ def test_only_the_newest_shard_iterators_are_kept(monkeypatch, settings, stores)
     backend = dynamodbstreams_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
     assert len(backend.shard_iterators) == 5
     assert len(read) == 4  # the two items of create, then the event and the projection
+
+
+def test_a_request_naming_a_host_that_is_not_loopback_is_refused(embedded_aws):
+    """A page in a browser here may reach the embedded AWS through a name of its own that
+    resolves to 127.0.0.1 (DNS rebinding): its requests name that host, and are refused."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    port = urlsplit(embedded_aws.endpoint_url).port
+
+    def status(host: str) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("GET", "/", headers={"Host": host})
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    assert status("rebound.example:80") == 403
+    assert status(f"attacker.example:{port}") == 403
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"bucket.localhost:{port}"):
+        assert status(host) != 403, host

@@ -72,6 +72,25 @@ class _OneRequestAtATime:
         return answer
 
 
+class _LoopbackHostsOnly:
+    """Requests must name a loopback host: a web page's script in a browser on this machine
+    may reach 127.0.0.1 through a name of its own that resolves there (DNS rebinding), but it
+    cannot send a loopback Host header with it. Anything else is refused 403, unread."""
+
+    _NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        host = str(environ.get("HTTP_HOST", "")).lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name in self._NAMES or name.endswith(".localhost"):  # (S3's virtual hosts)
+            return self._app(environ, start_response)
+        start_response("403 Forbidden", [("Content-Type", "text/plain")])
+        return [b"the embedded AWS answers requests for loopback hosts only\n"]
+
+
 class EmbeddedAws:
     """moto's server application on 127.0.0.1 (port 0 picks a free one), in a thread."""
 
@@ -87,7 +106,11 @@ class EmbeddedAws:
         moto_sts.install()
         self._app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
-            "127.0.0.1", self._port, self._app, threaded=True, request_handler=MotoRequestHandler
+            "127.0.0.1",
+            self._port,
+            _LoopbackHostsOnly(self._app),
+            threaded=True,
+            request_handler=MotoRequestHandler,
         )
         threading.Thread(
             target=self._server.serve_forever, name="embedded-aws", daemon=True
