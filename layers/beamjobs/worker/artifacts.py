@@ -21,6 +21,7 @@ from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
 from beamjobs.pipeline.artifacts import ArtifactLocation
+from beamjobs.worker.caches import owned_directory
 from beamjobs.worker.packages import (
     IN_PROCESS_URNS,
     StagedFiles,
@@ -33,11 +34,6 @@ logger = logging.getLogger(__name__)
 
 URL = common_urns.artifact_types.URL.urn
 FILE = common_urns.artifact_types.FILE.urn
-
-
-def default_cache_directory(kind: str = "artifacts") -> Path:
-    """Where a worker caches things of this kind when its settings do not say."""
-    return Path(tempfile.gettempdir()) / f"beamjobs-{kind}"
 
 
 class ArtifactSource(Protocol):
@@ -53,11 +49,11 @@ class ArtifactCache:
         self._directory = directory
 
     def fetch(self, sha256: str, source: ArtifactSource) -> Path:
-        """The local file with the artifact's bytes, downloaded (and verified) when absent."""
-        path = self._directory / sha256
-        if path.exists():
+        """The local file with the artifact's bytes, downloaded (and verified) when absent. A
+        cached file is verified too, each time: one that was changed is fetched again."""
+        path = owned_directory(self._directory) / sha256
+        if path.exists() and _sha256_of(path) == sha256:
             return path
-        self._directory.mkdir(parents=True, exist_ok=True)
         # Written aside, then renamed: a concurrent job never sees a partial file.
         with tempfile.NamedTemporaryFile(dir=self._directory, prefix=".part-", delete=False) as out:
             digest = hashlib.sha256()
@@ -69,6 +65,14 @@ class ArtifactCache:
             raise OSError(f"artifact {sha256} arrived with sha256 {digest.hexdigest()}")
         os.replace(out.name, path)
         return path
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def localize(

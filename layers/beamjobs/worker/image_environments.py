@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from beamjobs.pipeline.sdk_images import OtherSdkImage, PythonSdkImage, classify
+from beamjobs.worker.caches import owned_directory
 
 # What Beam's Python SDK images install (sdks/python/container in apache/beam): apache-beam
 # with these extras, plus the manual list of packages the containers add.
@@ -163,7 +164,7 @@ class ImageEnvironments:
 
     @contextmanager
     def _locked(self, target: Path, image: str, report: Report) -> Iterator[None]:
-        self._directory.mkdir(parents=True, exist_ok=True)
+        owned_directory(self._directory)
         with open(target.with_name(target.name + ".lock"), "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

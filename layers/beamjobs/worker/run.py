@@ -24,12 +24,8 @@ from beamjobs.domain.model import Job
 from beamjobs.domain.states import JobState
 from beamjobs.settings import Settings
 from beamjobs.worker import environments, packages, process_environment
-from beamjobs.worker.artifacts import (
-    ArtifactCache,
-    default_cache_directory,
-    localize,
-    set_up_in_process,
-)
+from beamjobs.worker.artifacts import ArtifactCache, localize, set_up_in_process
+from beamjobs.worker.caches import default_cache_directory
 from beamjobs.worker.channel import WORKER_FUNCTION, Claimed, JobChannel
 from beamjobs.worker.harness_logs import EchoedMessages, HarnessLogFormatter
 from beamjobs.worker.heartbeat import Heartbeat
