@@ -26,14 +26,19 @@ ANSWER = f"""<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/201
 THROTTLED = """<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
 <Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>
 <RequestId>r</RequestId></ErrorResponse>"""
+REFUSED = """<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+<Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>no</Message></Error>
+<RequestId>r</RequestId></ErrorResponse>"""
 
 
 class Sts:
-    """STS on a local port: answers after `delay` seconds, or throttles while `throttling`."""
+    """STS on a local port: answers after `delay` seconds, or throttles while `throttling`, or
+    refuses the signature while `refusing`."""
 
     def __init__(self) -> None:
         self.delay = 0.0
         self.throttling = False
+        self.refusing = False
         self.asked = 0
         sts = self
 
@@ -42,7 +47,13 @@ class Sts:
                 self.rfile.read(int(self.headers["Content-Length"]))
                 sts.asked += 1
                 time.sleep(sts.delay)
-                status, body = (400, THROTTLED) if sts.throttling else (200, ANSWER)
+                status, body = (
+                    (400, THROTTLED)
+                    if sts.throttling
+                    else (403, REFUSED)
+                    if sts.refusing
+                    else (200, ANSWER)
+                )
                 self.send_response(status)
                 self.send_header("Content-Type", "text/xml")
                 self.send_header("Content-Length", str(len(body)))
@@ -68,8 +79,8 @@ def sts():
     server.stop()
 
 
-def _proof(url: str) -> list[tuple[str, str]]:
-    credentials = ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)
+def _proof(url: str, key_id: str = "AKIDEXAMPLE") -> list[tuple[str, str]]:
+    credentials = ReadOnlyCredentials(key_id, "secret", None)
     return [(METADATA_KEY, sign(credentials, region="us-east-1", url=url, deployment="127.0.0.1"))]
 
 
@@ -145,3 +156,34 @@ def test_hostile_proofs_are_unauthenticated_without_asking_sts(
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert sts.asked == 0
     assert stores.jobs.recent_jobs(10) == []
+
+
+def test_a_proof_sts_refused_is_refused_again_without_asking_sts(settings, stores, executor, sts):
+    with _shim(settings, sts.url) as shim:
+        sts.refusing = True
+        forged = _proof(sts.url)
+        for _ in range(20):
+            with pytest.raises(grpc.RpcError) as refused:
+                _get_jobs(shim.channel, forged)
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert "SignatureDoesNotMatch" in refused.value.details()
+    assert sts.asked == 1
+
+
+def test_a_flood_of_new_proofs_waits_for_sts_on_threads_of_its_own(settings, stores, executor, sts):
+    with _shim(settings, sts.url) as shim:
+        known = _proof(sts.url)
+        _get_jobs(shim.channel, known)  # verified now, and remembered
+        sts.delay = 2.0
+        flood = [
+            threading.Thread(target=_get_jobs, args=(shim.channel, _proof(sts.url, f"AKID{n}")))
+            for n in range(40)
+        ]
+        for caller in flood:
+            caller.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        _get_jobs(shim.channel, known)
+        assert time.monotonic() - started < 1.0  # it waited behind none of them
+        for caller in flood:
+            caller.join(60)

@@ -13,7 +13,9 @@ What keeps this safe:
   that accepts such proofs, or another Beamjobs deployment) is no proof here, and a proof given
   here is none anywhere else: a deployment that relays its callers' proofs gets nothing.
 - A signature is refused once older (or newer) than 5 minutes (STS itself would accept it for
-  15); a verified one is remembered for that long, by a hash of the proof.
+  15); a verified one is remembered for that long, by a hash of the proof. One STS refused is
+  remembered as refused for a minute: sending it again costs the caller a round trip, not us
+  one to STS.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ _REFUSALS = frozenset(
     }
 )
 _VERIFIED_CACHE_SIZE = 10_000
+REFUSAL_MEMORY_SECONDS = 60.0
 
 
 def sts_url(region: str, endpoint_url: str | None = None) -> str:
@@ -123,6 +126,8 @@ class Verifier:
         self._http = http or URLLib3Session(timeout=10)
         self._clock = clock
         self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        # Proofs STS refused: hash → (why, until when).
+        self._refused: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def remembered(self, proof: str) -> str | None:
@@ -145,14 +150,29 @@ class Verifier:
         known = self.remembered(proof)
         if known is not None:
             return known
-        headers, signed_at = self._checked(proof)
-        principal = principal_of(self._ask_sts(headers))
+        key = hashlib.sha256(proof.encode()).digest()
         with self._lock:
-            key = hashlib.sha256(proof.encode()).digest()
-            self._verified[key] = (principal, signed_at + SIGNATURE_LIFETIME_SECONDS)
-            while len(self._verified) > _VERIFIED_CACHE_SIZE:
-                self._verified.popitem(last=False)
+            refused = self._refused.get(key)
+        if refused is not None and self._clock() < refused[1]:
+            raise Unauthenticated(refused[0])
+        headers, signed_at = self._checked(proof)
+        try:
+            principal = principal_of(self._ask_sts(headers))
+        except Unauthenticated as refusal:
+            self._remember(
+                self._refused, key, (refusal.message, self._clock() + REFUSAL_MEMORY_SECONDS)
+            )
+            raise
+        self._remember(self._verified, key, (principal, signed_at + SIGNATURE_LIFETIME_SECONDS))
         return principal
+
+    def _remember(
+        self, memory: OrderedDict[bytes, tuple[str, float]], key: bytes, value: tuple[str, float]
+    ) -> None:
+        with self._lock:
+            memory[key] = value
+            while len(memory) > _VERIFIED_CACHE_SIZE:
+                memory.popitem(last=False)
 
     def _checked(self, proof: str) -> tuple[dict[str, str], float]:
         """The proof's headers and signing time, if it is well-formed, signs the audience and

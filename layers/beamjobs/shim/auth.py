@@ -10,8 +10,10 @@ Servicers read whom they serve with `current_caller()`.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -22,10 +24,11 @@ from beamjobs.domain.errors import BeamjobsError, Unauthenticated
 from beamjobs.domain.identity import LOCAL_CALLER, AccessPolicy, Caller
 from beamjobs.shim.status import status_for
 
+# Identity checks, each of which may wait on STS, run on threads of their own: a flood of new
+# proofs waits here, never in front of Prepare, Run or the change feed's reads.
+VERIFY_THREADS = 4
 OPEN_SERVICES = frozenset({health_pb2.DESCRIPTOR.services_by_name["Health"].full_name})
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
-
-Blocking = Callable[..., Awaitable[Any]]
 
 
 def current_caller() -> Caller:
@@ -34,15 +37,14 @@ def current_caller() -> Caller:
 
 
 class Authenticator(grpc.aio.ServerInterceptor):
-    """Verifies each call's proof (with `verifier`, off the event loop through `blocking`)
-    and admits its principal by `policy`; with no verifier, every call is the local caller."""
+    """Verifies each call's proof (with `verifier`, off the event loop on VERIFY_THREADS of its
+    own) and admits its principal by `policy`; with no verifier, every call is the local
+    caller."""
 
-    def __init__(
-        self, verifier: Verifier | None, policy: AccessPolicy | None, blocking: Blocking
-    ) -> None:
+    def __init__(self, verifier: Verifier | None, policy: AccessPolicy | None) -> None:
         self._verifier = verifier
         self._policy = policy
-        self._blocking = blocking
+        self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="shim-identity")
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
@@ -69,7 +71,8 @@ class Authenticator(grpc.aio.ServerInterceptor):
             )
         principal = self._verifier.remembered(proofs[0])
         if principal is None:
-            principal = await self._blocking(self._verifier.verify, proofs[0])
+            loop = asyncio.get_running_loop()
+            principal = await loop.run_in_executor(self._pool, self._verifier.verify, proofs[0])
         return self._policy.caller(principal)
 
 

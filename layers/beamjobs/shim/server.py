@@ -130,7 +130,7 @@ async def start_shim(
     backend = Backend(invoker, stores, pool, caller_key)
     verifier, policy = authentication or (None, None)
     server = grpc.aio.server(
-        interceptors=[Authenticator(verifier, policy, backend.blocking), MessageLimits()],
+        interceptors=[Authenticator(verifier, policy), MessageLimits()],
         options=[
             # More streams than this on one connection wait in the client.
             ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
