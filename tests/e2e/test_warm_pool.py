@@ -18,7 +18,11 @@ from tests.e2e.conftest import free_port, options, serve
 def _children(pid: int) -> set[int]:
     found = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found.update(int(child) for child in (task / "children").read_text().split())
+        try:
+            listed = (task / "children").read_text()
+        except FileNotFoundError:  # a thread that ended since it was listed: no children
+            continue
+        found.update(int(child) for child in listed.split())
     return found
 
 
