@@ -37,12 +37,7 @@ def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, store
 
     monkeypatch.setattr(responses.BaseResponse, "serialized", both)
     streams = clients.client("dynamodbstreams", settings)
-    shard = streams.describe_stream(StreamArn=stores.jobs.stream_arn())["StreamDescription"][
-        "Shards"
-    ][0]["ShardId"]
-    iterator = streams.get_shard_iterator(
-        StreamArn=stores.jobs.stream_arn(), ShardId=shard, ShardIteratorType="TRIM_HORIZON"
-    )["ShardIterator"]
+    iterator = _from_the_start(streams, stores)
 
     stores.jobs.create(make_job("j1"))
     Jobs(stores.jobs).stage("j1", leased(stores.jobs, "j1"), "pipelines/other", ["a.whl"])
@@ -188,13 +183,18 @@ def _list_query(settings):
     }
 
 
-def test_a_get_records_answer_stops_at_a_megabyte_as_dynamodb_streams_does(settings, stores):
-    streams = clients.client("dynamodbstreams", settings)
+def _from_the_start(streams, stores) -> str:
+    """An iterator over the jobs table's stream from its first record."""
     arn = stores.jobs.stream_arn()
     shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    iterator = streams.get_shard_iterator(
+    return streams.get_shard_iterator(
         StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
     )["ShardIterator"]
+
+
+def test_a_get_records_answer_stops_at_a_megabyte_as_dynamodb_streams_does(settings, stores):
+    streams = clients.client("dynamodbstreams", settings)
+    iterator = _from_the_start(streams, stores)
     db = clients.client("dynamodb", settings)
     for n in range(7):  # ~2.1 MB of records
         item = {"pk": {"S": f"big#{n}"}, "sk": {"S": "x"}, "text": {"S": "t" * 300_000}}
@@ -215,11 +215,7 @@ def test_only_the_newest_shard_iterators_are_kept(monkeypatch, settings, stores)
 
     monkeypatch.setattr(moto_tuning, "MAX_SHARD_ITERATORS", 5)
     streams = clients.client("dynamodbstreams", settings)
-    arn = stores.jobs.stream_arn()
-    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    iterator = streams.get_shard_iterator(
-        StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
-    )["ShardIterator"]
+    iterator = _from_the_start(streams, stores)
     stores.jobs.create(make_job("j1"))
     read = []
     for _ in range(20):  # a feed polling: each answer's iterator is the next call's
