@@ -85,11 +85,11 @@ def install() -> None:
 def bounded_get_records(backend: DynamoDBStreamsBackend, iterator_arn: str, limit: int) -> Any:
     """GetRecords of at most GET_RECORDS_MAX_BYTES, then forget the oldest iterators beyond
     MAX_SHARD_ITERATORS (a dict keeps the order they were issued in)."""
-    iterator = backend.shard_iterators.get(iterator_arn)
-    if iterator is not None:  # (an unknown one fails in moto's own way)
-        pending = iterator.stream_shard.get(iterator.sequence_number, limit)
-        limit = _records_within(pending, GET_RECORDS_MAX_BYTES)
     answer = generic_get_records(backend, iterator_arn, limit)
+    kept = _records_within(answer["Records"], GET_RECORDS_MAX_BYTES)
+    if kept < len(answer["Records"]):  # answered again with fewer: the next iterator follows
+        del backend.shard_iterators[answer["NextShardIterator"]]
+        answer = generic_get_records(backend, iterator_arn, kept)
     iterators = backend.shard_iterators
     while len(iterators) > MAX_SHARD_ITERATORS:
         del iterators[next(iter(iterators))]
