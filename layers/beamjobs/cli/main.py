@@ -451,11 +451,15 @@ def aws_alone(port: int, template: Path, doorbell_fd: int | None) -> None:
     _log_quietly()
     from beamjobs.local.embedded import exit_with_parent, ring_on_item_puts, start_embedded
 
+    if doorbell_fd is not None:
+        # Before anything else: a parent that dies once we have announced ourselves, or
+        # while we provision, must not be missed.
+        exit_with_parent()
     alone, settings = start_embedded(template, port)
-    print(f"Embedded AWS on {settings.endpoint_url}", flush=True)
     if doorbell_fd is not None:
         ring_on_item_puts(alone, doorbell_fd)
-        exit_with_parent()
+    print(f"Embedded AWS on {settings.endpoint_url}", flush=True)
+    if doorbell_fd is not None:
         os.dup2(2, 1)  # serve reads only that announcement: anything else goes to stderr
     try:
         asyncio.run(_forever())
