@@ -84,13 +84,16 @@ def _routes() -> dict[str, Route]:
 
     def begin_staging(call: dict[str, Any]) -> dict[str, Any]:
         request = call["request"]
-        pipeline_ref = service.begin_staging(
+        preparation = service.begin_staging(
             caller_of(call),
             request.get("preparation_id"),
             _required(request, "token_sha256"),
             _required(request, "session"),
         )
-        return {"pipeline_ref": pipeline_ref}
+        return {
+            "pipeline_ref": preparation.pipeline_ref,
+            "artifact_bytes": preparation.artifact_bytes,
+        }
 
     def record_staging(call: dict[str, Any]) -> dict[str, Any]:
         request = call["request"]
@@ -99,6 +102,7 @@ def _routes() -> dict[str, Route]:
             request.get("preparation_id"),
             _required(request, "session"),
             _required(request, "pipeline_ref"),
+            request.get("artifact_bytes", 0),
         )
         return {"unstaged": unstaged}
 

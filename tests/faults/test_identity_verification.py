@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from beamjobs.api import job_api_pb2, job_api_pb2_grpc
 from beamjobs.aws.signed_identity import METADATA_KEY, Verifier, sign, sts_url
 from beamjobs.domain.identity import AccessPolicy
+from beamjobs.shim.auth import NewProofRate
 from tests.integration.conftest import running_shim
 
 ALICE = "arn:aws:iam::111122223333:user/alice"
@@ -175,10 +176,15 @@ def test_a_flood_of_new_proofs_waits_for_sts_on_threads_of_its_own(settings, sto
         known = _proof(sts.url)
         _get_jobs(shim.channel, known)  # verified now, and remembered
         sts.delay = 2.0
-        flood = [
-            threading.Thread(target=_get_jobs, args=(shim.channel, _proof(sts.url, f"AKID{n}")))
-            for n in range(40)
-        ]
+        answered: list[object] = []
+
+        def flooding(n: int) -> None:
+            try:
+                answered.append(_get_jobs(shim.channel, _proof(sts.url, f"AKID{n}"), timeout=60))
+            except grpc.RpcError as error:
+                answered.append(error.code())
+
+        flood = [threading.Thread(target=flooding, args=(n,)) for n in range(40)]
         for caller in flood:
             caller.start()
         time.sleep(0.5)
@@ -187,3 +193,30 @@ def test_a_flood_of_new_proofs_waits_for_sts_on_threads_of_its_own(settings, sto
         assert time.monotonic() - started < 1.0  # it waited behind none of them
         for caller in flood:
             caller.join(60)
+        assert len(answered) == 40 and all(
+            isinstance(answer, job_api_pb2.GetJobsResponse) for answer in answered
+        )
+
+
+def test_new_proofs_from_one_address_are_verified_at_a_bounded_rate(
+    settings, stores, executor, sts, monkeypatch
+):
+    monkeypatch.setattr(NewProofRate, "PER_SECOND", 1.0)
+    with _shim(settings, sts.url) as shim:
+        known = _proof(sts.url)
+        _get_jobs(shim.channel, known)
+        started = time.monotonic()
+        refused = []
+        for n in range(NewProofRate.BURST + 20):
+            try:
+                _get_jobs(shim.channel, _proof(sts.url, f"AKID{n}"))
+            except grpc.RpcError as error:
+                refused.append(error)
+        elapsed = time.monotonic() - started
+        # The known one, and the burst plus what a second a second brought back; no more.
+        assert sts.asked <= 1 + NewProofRate.BURST + int(elapsed) + 1
+        assert len(refused) >= 20 - int(elapsed) - 1
+        assert {error.code() for error in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert "too many new identity proofs from ipv4:127.0.0.1" in refused[0].details()
+        # A proof verified before is not counted: its caller is served as ever.
+        assert _get_jobs(shim.channel, known).job_info == []

@@ -770,3 +770,23 @@ def test_the_credentials_of_a_jobs_code_reach_no_table_and_no_bucket(deployed, m
         status == 403 and ("AccessDenied" in message or "Access Denied" in message)
         for status, message in refused.values()
     ), refused
+
+
+def test_every_function_has_its_own_concurrency_and_the_shim_sees_client_addresses(deployed):
+    cloudformation, transformed = deployed
+    aws_lambda = boto3.client("lambda", region_name=REGION)
+    reserved = {
+        name: aws_lambda.get_function_concurrency(
+            FunctionName=_physical(cloudformation, name)
+        ).get("ReservedConcurrentExecutions")
+        for name in ("ControlFunction", "QueryFunction", "WorkerFunction", "ReconcileFunction")
+    }
+    assert reserved == {
+        "ControlFunction": 50,
+        "QueryFunction": 50,
+        "WorkerFunction": 20,  # workers run their users' code: low
+        "ReconcileFunction": 2,
+    }
+    # moto's CloudFormation sets no target group attributes: read from the template.
+    attributes = transformed["Resources"]["ShimTargetGroup"]["Properties"]["TargetGroupAttributes"]
+    assert {a["Key"]: a["Value"] for a in attributes}["preserve_client_ip.enabled"] == "true"

@@ -268,6 +268,31 @@ def test_a_client_that_hangs_up_mid_staging_leaves_the_preparation_unrunnable(
     assert executor.started == [job_id]
 
 
+def test_a_jobs_artifact_bytes_are_counted_across_its_staging_sessions(
+    settings, stores, executor
+):
+    limited = dataclasses.replace(settings, quota_artifact_bytes_per_job=30 * 1024 * 1024)
+    files = {**FILES, "/client/other.tar.gz": os.urandom(15 * 1024 * 1024)}
+    with running_shim(limited) as shim:
+        dependencies = (DEPENDENCIES[0], _artifact("/client/other.tar.gz", "other.tar.gz"))
+        _, prepared = _prepare(shim.channel, _pipeline(*dependencies))
+        job_id = prepared.preparation_id
+        # The first session sends the 20 MiB artifact, and leaves before the 15 MiB one.
+        FakeSdk(shim.channel, files).offer(
+            prepared.staging_session_token, hang_up_after_bytes=len(BIG)
+        )
+        deadline = time.monotonic() + 10
+        while stores.jobs.get(job_id).unstaged != ("other.tar.gz",):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert stores.jobs.get(job_id).artifact_bytes == len(BIG)
+        # Staging again does not get the whole quota back: 15 MiB more pass 30.
+        with pytest.raises(grpc.RpcError) as refused:
+            FakeSdk(shim.channel, files).offer(prepared.staging_session_token)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "artifact bytes per job is 31457280" in refused.value.details()
+
+
 @pytest.mark.parametrize(
     ("token", "code"),
     [

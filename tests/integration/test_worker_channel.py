@@ -12,8 +12,15 @@ import pytest
 import urllib3
 
 from beamjobs.api import pipeline_pb2
+from beamjobs.domain.errors import NotFound
+from beamjobs.domain.limits import REPORTS_PER_MINUTE
 from beamjobs.domain.states import JobState
-from beamjobs.domain.worker_secrets import secret_sha256
+from beamjobs.domain.worker_secrets import (
+    SECRET_AFTER_END_SECONDS,
+    keep_worker_secret,
+    secret_sha256,
+    worker_secret_key,
+)
 from beamjobs.local.invoker import LocalContext
 from beamjobs.pipeline.artifacts import ARTIFACT_PREFIX, FILE
 from beamjobs.pipeline.dependencies import reference
@@ -121,12 +128,52 @@ def test_a_workers_secret_does_everything_its_own_job_needs(two_jobs):
     assert [e.state for e in stores.jobs.events("theirs")] == [JobState.STOPPED, JobState.STARTING]
 
 
+def test_a_workers_secret_dies_with_its_job(two_jobs, monkeypatch):
+    stores = two_jobs
+    keep_worker_secret(stores.blobs, "mine", SECRET)  # as Prepare keeps it
+    worker(CLAIM, LocalContext(function_name="worker"))
+    assert _invoke("Finish", "mine", SECRET) == {"result": {"state": "DONE"}}
+    with pytest.raises(NotFound):
+        stores.blobs.get(worker_secret_key("mine"))
+    # A last message still lands, a moment after the end.
+    assert "error" not in _invoke("Say", "mine", SECRET, request_id="late", **ROUTES["Say"])
+    ended = stores.jobs.get("mine").state_time
+    monkeypatch.setattr(stores.jobs, "now", lambda: ended + SECRET_AFTER_END_SECONDS + 1)
+    for rpc in ROUTES:
+        answer = _invoke(rpc, "mine", SECRET, request_id=f"{rpc}-dead", **ROUTES[rpc])
+        assert answer["error"]["code"] == "NOT_FOUND", rpc
+
+
 def test_malformed_calls_are_invalid_arguments(two_jobs):
     assert _invoke("Say", "mine", SECRET, messages="x")["error"]["code"] == "INVALID_ARGUMENT"
     assert _invoke("PublishMetrics", "mine", SECRET, metrics="@@")["error"]["code"] == (
         "INVALID_ARGUMENT"
     )
     assert _invoke("Beat", "mine", "")["error"]["code"] == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(
+    ("rpc", "kind"), [("Say", "messages"), ("Mirror", "messages"), ("PublishMetrics", "metrics")]
+)
+def test_a_workers_reports_past_its_rate_are_refused_and_store_nothing(
+    two_jobs, monkeypatch, rpc, kind
+):
+    stores = two_jobs
+    monkeypatch.setitem(REPORTS_PER_MINUTE, kind, 3)
+    worker(CLAIM, LocalContext(function_name="worker"))
+    if rpc == "Mirror":
+        _invoke("Attach", "mine", SECRET, upstream_job_id="up")
+    answers = [
+        _invoke(rpc, "mine", SECRET, request_id=f"{rpc}-{n}", **ROUTES[rpc]) for n in range(5)
+    ]
+    assert ["error" in answer for answer in answers] == [False, False, False, True, True]
+    assert answers[3]["error"]["code"] == "RESOURCE_EXHAUSTED"
+    assert f"may report {kind} 3 times a minute" in answers[3]["error"]["message"]
+    if rpc == "Say":  # (a mirror's messages sent again are dropped as replays)
+        assert len([m for e in stores.jobs.events("mine") for m in e.messages]) == 3
+    # Each job has its own: the other job's worker reports as ever.
+    other = _invoke(rpc, "theirs", OTHER_SECRET, request_id="other", **ROUTES[rpc])
+    assert "error" not in other or other["error"]["code"] != "RESOURCE_EXHAUSTED"
 
 
 def test_a_message_of_no_known_importance_is_refused_and_nothing_is_stored(two_jobs):

@@ -12,8 +12,15 @@ from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import EndpointConnectionError
 
 from beamjobs.aws.signed_identity import SIGNATURE_LIFETIME_SECONDS, Verifier, sign, sts_url
-from beamjobs.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
+from beamjobs.domain.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from beamjobs.domain.identity import AccessPolicy, Caller, parse_principals, principal_of
+from beamjobs.shim.auth import NewProofRate
 
 URL = sts_url("us-east-1")
 DEPLOYMENT = "jobs.example.com"
@@ -237,3 +244,17 @@ def test_the_local_proxy_refuses_to_listen_beyond_this_machine():
 
     with pytest.raises(ValueError, match="this machine only"):
         asyncio.run(start_proxy("shim:443", "0.0.0.0:8099", identity=object()))  # type: ignore[arg-type]
+
+
+def test_new_proofs_are_counted_per_address_and_come_back_with_time():
+    now = [0.0]
+    rate = NewProofRate(clock=lambda: now[0])
+    for _ in range(NewProofRate.BURST):
+        rate.take("ipv4:10.0.0.1")
+    with pytest.raises(ResourceExhausted, match="too many new identity proofs from ipv4:10.0.0.1"):
+        rate.take("ipv4:10.0.0.1")
+    rate.take("ipv4:10.0.0.2")  # another address has its own
+    now[0] += 1.0 / NewProofRate.PER_SECOND
+    rate.take("ipv4:10.0.0.1")
+    with pytest.raises(ResourceExhausted):
+        rate.take("ipv4:10.0.0.1")

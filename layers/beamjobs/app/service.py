@@ -183,21 +183,29 @@ class JobControl:
 
     def begin_staging(
         self, caller: Caller, preparation_id: str, token_sha256: str, session: str
-    ) -> str:
+    ) -> Job:
         """`session` takes (or extends) the lease on the preparation's staging token; returns
-        the pipeline to stage (its reference)."""
+        the preparation (the pipeline to stage, and the artifact bytes received before)."""
         job_id = require_id(preparation_id, "preparation_id")
         if not isinstance(token_sha256, str) or not isinstance(session, str) or not session:
             raise InvalidArgument("token_sha256 and session are required")
-        return self._jobs.lease_staging(job_id, token_sha256, session, caller).pipeline_ref
+        return self._jobs.lease_staging(job_id, token_sha256, session, caller)
 
     def record_staging(
-        self, caller: Caller, preparation_id: str, session: str, pipeline_ref: str
+        self,
+        caller: Caller,
+        preparation_id: str,
+        session: str,
+        pipeline_ref: str,
+        artifact_bytes: Any = 0,
     ) -> list[str]:
         """A staging session's outcome: the pipeline with the artifacts staged so far
-        rewritten to their staged references. Returns what is still unstaged (nothing once
-        the session completed), which Run refuses to start with."""
+        rewritten to their staged references, and the artifact bytes received so far (in
+        every session). Returns what is still unstaged (nothing once the session completed),
+        which Run refuses to start with."""
         job_id = require_id(preparation_id, "preparation_id")
+        if not isinstance(artifact_bytes, int) or isinstance(artifact_bytes, bool):
+            raise InvalidArgument("artifact_bytes must be a whole number")
         # The shim's staging session rewrote the pipeline: each dependency it left staged, or
         # staged, was sent by this caller (beamjobs.shim.staging).
         summary = summarize(
@@ -206,7 +214,13 @@ class JobControl:
             held=lambda sha256: True,
         )
         self._jobs.stage(
-            job_id, session, pipeline_ref, summary.unstaged, caller, artifacts=summary.staged
+            job_id,
+            session,
+            pipeline_ref,
+            summary.unstaged,
+            caller,
+            artifacts=summary.staged,
+            artifact_bytes=artifact_bytes,
         )
         return list(summary.unstaged)
 

@@ -18,17 +18,24 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from beamjobs.app.handlers import Route
 from beamjobs.domain.blobs import BlobStore
-from beamjobs.domain.errors import InvalidArgument
+from beamjobs.domain.errors import BeamjobsError, InvalidArgument
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import ACTIVE_STATES, IMPORTANCES, Job, Message, job_to_json, unknown_job
 from beamjobs.domain.states import JobState, is_terminal
-from beamjobs.domain.worker_secrets import secret_sha256
+from beamjobs.domain.worker_secrets import (
+    SECRET_AFTER_END_SECONDS,
+    forget_worker_secret,
+    secret_sha256,
+)
 from beamjobs.pipeline.artifacts import ARTIFACT_PREFIX, ArtifactLocation
+
+logger = logging.getLogger(__name__)
 
 # A claim's URLs are used at once (the worker fetches what it runs before running it).
 URL_SECONDS = 3600
@@ -83,6 +90,8 @@ class WorkerChannel:
         expected = job.worker_secret_sha256
         if not (expected and hmac.compare_digest(expected, secret_sha256(secret))):
             raise unknown_job(job_id)
+        if is_terminal(job.state) and self._jobs.now() - job.state_time > SECRET_AFTER_END_SECONDS:
+            raise unknown_job(job_id)  # its secret died with it
         return job
 
     def claim(self, job_id: Any, secret: Any, *, resume: bool = False) -> Claim | Job:
@@ -115,7 +124,9 @@ class WorkerChannel:
 
     def say(self, job_id: Any, secret: Any, messages: Any) -> None:
         job = self._job(job_id, secret)
-        self._jobs.say(job.job_id, [_message(m) for m in _messages(messages)])
+        parsed = [_message(m) for m in _messages(messages)]
+        self._jobs.admit_report(job.job_id, "messages")
+        self._jobs.say(job.job_id, parsed)
 
     def publish_metrics(self, job_id: Any, secret: Any, metrics: Any) -> None:
         job = self._job(job_id, secret)
@@ -125,6 +136,7 @@ class WorkerChannel:
             raise InvalidArgument("metrics must be base64") from None
         if len(data) > MAX_METRICS_BYTES:
             raise InvalidArgument(f"metrics of {len(data)} bytes exceed {MAX_METRICS_BYTES}")
+        self._jobs.admit_report(job.job_id, "metrics")
         key = metrics_key(job.job_id)
         self._blobs.put(key, data)
         if job.metrics_ref != key:
@@ -146,7 +158,9 @@ class WorkerChannel:
             raise InvalidArgument(
                 f"an upstream message id is {MAX_UPSTREAM_ID_CHARS} characters at most"
             )
-        after = self._jobs.mirror(job.job_id, [(i, _message(m)) for i, m in pairs])
+        parsed = [(i, _message(m)) for i, m in pairs]
+        self._jobs.admit_report(job.job_id, "messages")
+        after = self._jobs.mirror(job.job_id, parsed)
         return after.upstream.cursor if after.upstream else ""
 
     def end_as_upstream(self, job_id: Any, secret: Any, state: Any, cause: Any) -> str:
@@ -157,14 +171,24 @@ class WorkerChannel:
             raise InvalidArgument(f"state must be a job state, not {str(state)[:40]!r}") from None
         if not is_terminal(ended):
             raise InvalidArgument(f"state must be a final state, not {ended.value}")
-        return self._outcomes.end_as_upstream(job.job_id, ended, str(cause)).state.value
+        return self._ended(self._outcomes.end_as_upstream(job.job_id, ended, str(cause)))
 
     def finish(self, job_id: Any, secret: Any) -> str:
-        return self._outcomes.finish(self._job(job_id, secret).job_id).state.value
+        return self._ended(self._outcomes.finish(self._job(job_id, secret).job_id))
 
     def fail(self, job_id: Any, secret: Any, cause: Any) -> str:
         job = self._job(job_id, secret)
-        return self._outcomes.fail(job.job_id, str(cause)).state.value
+        return self._ended(self._outcomes.fail(job.job_id, str(cause)))
+
+    def _ended(self, job: Job) -> str:
+        """The state a worker's last call left its job in; its secret is no longer kept once
+        that is final."""
+        if is_terminal(job.state):
+            try:
+                forget_worker_secret(self._blobs, job.job_id)
+            except BeamjobsError:  # dead anyway (refused once the job has ended a while)
+                logger.warning("the worker secret of job %s stays kept", job.job_id)
+        return job.state.value
 
 
 def _messages(messages: Any) -> list[Any]:

@@ -31,6 +31,10 @@ class S3BlobStore(BlobStore):
         if is_content_addressed(key):
             self._remember(key, data)
 
+    def delete(self, key: str) -> None:
+        with aws_errors(f"blob {key}"):
+            self._s3.delete_object(Bucket=self._bucket, Key=key)
+
     def presigned_url(self, key: str, seconds: int) -> str:
         """A URL that reads this one object, for `seconds` (or less: no longer than the
         credentials that signed it are valid)."""

@@ -118,6 +118,11 @@ _SNAPSHOT = (
         lambda s: tuple(s.optional("artifacts") or ()),
     ),
     _Part(
+        "artifact_bytes",
+        lambda j: {"artifact_bytes": j.artifact_bytes or None},
+        lambda s: int(s.optional("artifact_bytes") or 0),
+    ),
+    _Part(
         "started_at",
         lambda j: {"started_at": None if j.started_at is None else decimal(j.started_at)},
         lambda s: _optional_time(s.optional("started_at")),
@@ -230,6 +235,7 @@ def event_attributes(change: Change, after: Job, at: float) -> dict[str, Any]:
         item["staged_pipeline_ref"] = change.staged.pipeline_ref
         item["staged_unstaged"] = list(change.staged.unstaged)
         item["staged_artifacts"] = list(change.staged.artifacts)
+        item["staged_artifact_bytes"] = change.staged.artifact_bytes
     return item
 
 
@@ -262,6 +268,7 @@ def _read_event(values: dict[str, Any]) -> Event:
                 str(staged),
                 tuple(values.get("staged_unstaged") or ()),
                 tuple(values.get("staged_artifacts") or ()),
+                int(values.get("staged_artifact_bytes") or 0),
             )
             if staged is not None
             else None

@@ -38,5 +38,9 @@ class BlobStore(ABC):
         """The blob's bytes; NotFound when there is none at `key`."""
 
     @abstractmethod
+    def delete(self, key: str) -> None:
+        """No blob at `key` any more (none there is no error)."""
+
+    @abstractmethod
     def presigned_url(self, key: str, seconds: int) -> str:
         """A URL that reads this one blob, for `seconds` (or less)."""

@@ -27,9 +27,15 @@ import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from beamjobs.domain.errors import BeamjobsError, Conflict, FailedPrecondition, NotFound
+from beamjobs.domain.errors import (
+    BeamjobsError,
+    Conflict,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+)
 from beamjobs.domain.identity import Caller
-from beamjobs.domain.limits import Quotas, exceeded
+from beamjobs.domain.limits import REPORTS_PER_MINUTE, Quotas, exceeded
 from beamjobs.domain.model import (
     Change,
     Job,
@@ -354,6 +360,17 @@ class Jobs:
         if not self.store.count(f"prepares#{principal}#{minute}", limit, keep_seconds=3600):
             raise exceeded("Prepares per minute", str(limit), "this minute's are made")
 
+    def admit_report(self, job_id: str, kind: str) -> None:
+        """Count one of the job's worker's reports of `kind` (a key of REPORTS_PER_MINUTE)
+        against this minute's (ResourceExhausted past them)."""
+        limit = REPORTS_PER_MINUTE[kind]
+        minute = int(self.now() // 60)
+        if not self.store.count(f"reports#{job_id}#{kind}#{minute}", limit, keep_seconds=3600):
+            raise ResourceExhausted(
+                f"job {job_id} reported {limit} times this minute ({kind}): a job's worker "
+                f"may report {kind} {limit} times a minute"
+            )
+
     def start(
         self, job_id: str, caller: Caller | None = None, *, concurrent_jobs: int | None = None
     ) -> Job:
@@ -411,10 +428,12 @@ class Jobs:
         unstaged: Sequence[str],
         caller: Caller | None = None,
         artifacts: Sequence[str] = (),
+        artifact_bytes: int = 0,
     ) -> Job:
         """Record the outcome of the staging session that holds the token, which lets go of
-        it (and, complete, spends it): the pipeline, what is unstaged, what is (`artifacts`)."""
-        staged = Staged(pipeline_ref, tuple(unstaged), tuple(artifacts))
+        it (and, complete, spends it): the pipeline, what is unstaged, what is (`artifacts`),
+        and the job's artifact bytes received so far."""
+        staged = Staged(pipeline_ref, tuple(unstaged), tuple(artifacts), artifact_bytes)
         return self.apply(job_id, stage_rule(staged, session), caller=caller).job
 
     def say(self, job_id: str, messages: Sequence[Message]) -> None:

@@ -43,6 +43,13 @@ PAGE_TOKEN_MAX_BYTES = 1024
 # Streams: HTTP/2 streams open at once on one connection (more wait in the client).
 MAX_STREAMS_PER_CONNECTION = 100
 
+# What one job's worker may report, per minute: message batches (Say, Mirror) and metrics
+# snapshots (PublishMetrics). A worker runs its users' code, so these bound what any one job
+# costs the table, the bucket and every subscriber of its streams. Beamjobs' own worker sends
+# a batch at most every 0.2 s and a snapshot at most every METRICS_SNAPSHOT_SECONDS.
+REPORTS_PER_MINUTE = {"messages": 600, "metrics": 240}
+METRICS_SNAPSHOT_SECONDS = 0.5
+
 
 def message_limit(method: str) -> int:
     """The largest request message (bytes) the RPC `method` (its bare name) accepts."""

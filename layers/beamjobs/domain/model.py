@@ -70,6 +70,8 @@ class Staged:
     unstaged: tuple[str, ...]
     # The sha256 of each artifact staged (what the job's worker may read).
     artifacts: tuple[str, ...] = ()
+    # Bytes received for the job's artifacts, in this session and every one before it.
+    artifact_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,9 @@ class Job:
     # staged artifact of its pipeline, the ones its worker may read.
     worker_secret_sha256: str | None = None
     artifacts: tuple[str, ...] = ()
+    # Bytes received for its artifacts in all its staging sessions (against its owner's
+    # artifact quota, which a session that ends early and stages again does not renew).
+    artifact_bytes: int = 0
     # The engine it runs on (beamjobs.domain.engines); "" for jobs older than engines.
     engine: str = ""
     # On an upstream engine: its job there, once the mirror prepared it.
@@ -185,6 +190,7 @@ class Job:
                 pipeline_ref=change.staged.pipeline_ref,
                 unstaged=change.staged.unstaged,
                 artifacts=change.staged.artifacts,
+                artifact_bytes=max(job.artifact_bytes, change.staged.artifact_bytes),
                 staging_lease=None,
                 staging_spent=not change.staged.unstaged,
             )

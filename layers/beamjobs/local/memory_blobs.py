@@ -18,6 +18,10 @@ class MemoryBlobStore(BlobStore):
         with self._lock:
             self._blobs[key] = bytes(data)
 
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._blobs.pop(key, None)
+
     def get(self, key: str) -> bytes:
         with self._lock:
             if key not in self._blobs:

@@ -22,6 +22,7 @@ import grpc
 
 from beamjobs.domain.errors import InvalidArgument, ResourceExhausted
 from beamjobs.domain.limits import PIPELINE_MESSAGE_MAX_BYTES, message_limit
+from beamjobs.shim.handler_shapes import client_address, one_request
 from beamjobs.shim.memory import trim_soon
 from beamjobs.shim.status import status_for
 
@@ -53,7 +54,7 @@ class _Receiving:
     @contextlib.contextmanager
     def slot(self, peer: str) -> Iterator[None]:
         """Held while one message from `peer` (gRPC's "ipv4:10.0.0.1:50000") is received."""
-        address = peer.rpartition(":")[0] or peer
+        address = client_address(peer)
         if self._by_connection[peer] >= LARGE_MESSAGES_PER_CONNECTION:
             raise ResourceExhausted(
                 f"at most {LARGE_MESSAGES_PER_CONNECTION} large requests are received at once "
@@ -99,13 +100,9 @@ def _received_few_at_once(handler: Any, method: str, receiving: _Receiving) -> A
     async def unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             with receiving.slot(context.peer()):
-                request = await context.read()
+                request = await one_request(context, method)
         except ResourceExhausted as refusal:
             await context.abort(status_for(refusal), refusal.message)
-        if request is grpc.aio.EOF:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"a {method} call carries one request message"
-            )
         return await handler.unary_unary(request, context)
 
     return grpc.stream_unary_rpc_method_handler(

@@ -65,8 +65,9 @@ class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServic
         first = await session.read(first=True)
         job_id, token_sha256 = staging_tokens.parse(first.staging_token)
         lease = _Lease(self._backend, job_id, token_sha256)
+        pipeline_ref, session.transferred = await lease.take()
         pipeline = parse_pipeline(
-            await self._backend.blocking(self._backend.stores.blobs.get, await lease.take())
+            await self._backend.blocking(self._backend.stores.blobs.get, pipeline_ref)
         )
         keeping = asyncio.ensure_future(lease.keep())
         try:
@@ -74,7 +75,7 @@ class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServic
         except BaseException as ending:  # the client left, or sent something wrong
             # Recording what was staged lets go of the token, so the client may stage again.
             # A task of its own: the recording outlives the cancelled call it belongs to.
-            task = asyncio.ensure_future(self._record_partial(lease, pipeline))
+            task = asyncio.ensure_future(self._record_partial(lease, pipeline, session))
             self._recordings.add(task)
             task.add_done_callback(self._recordings.discard)
             if isinstance(ending, asyncio.CancelledError):
@@ -82,7 +83,7 @@ class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServic
             raise
         finally:
             keeping.cancel()
-        unstaged = await lease.record(pipeline)
+        unstaged = await lease.record(pipeline, session.transferred)
         if unstaged:
             raise BeamjobsError(f"artifacts still unstaged after staging: {unstaged}")
 
@@ -90,9 +91,11 @@ class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServic
         """Wait for the recordings of sessions that ended early (before the shim exits)."""
         await asyncio.gather(*self._recordings, return_exceptions=True)
 
-    async def _record_partial(self, lease: _Lease, pipeline: pipeline_pb2.Pipeline) -> None:
+    async def _record_partial(
+        self, lease: _Lease, pipeline: pipeline_pb2.Pipeline, session: _Session
+    ) -> None:
         try:
-            unstaged = await lease.record(pipeline)
+            unstaged = await lease.record(pipeline, session.transferred)
         except Exception:  # the preparation keeps what it had; the lease lapses by itself
             logger.warning("could not record partial staging of %s", lease.job_id, exc_info=True)
         else:
@@ -109,8 +112,9 @@ class _Lease:
         self._token_sha256 = token_sha256
         self._session = uuid.uuid4().hex
 
-    async def take(self) -> str:
-        """Take (or extend) the lease; the reference of the pipeline to stage."""
+    async def take(self) -> tuple[str, int]:
+        """Take (or extend) the lease; the reference of the pipeline to stage, and the bytes
+        its earlier sessions received."""
         result = await self._backend.call(
             "BeginStaging",
             {
@@ -119,7 +123,7 @@ class _Lease:
                 "session": self._session,
             },
         )
-        return str(result["pipeline_ref"])
+        return str(result["pipeline_ref"]), int(result.get("artifact_bytes", 0))
 
     async def keep(self) -> None:
         """Extend the lease well before it would lapse, until cancelled."""
@@ -130,14 +134,19 @@ class _Lease:
             except BeamjobsError:  # a passing failure: the next extension may succeed
                 logger.warning("could not extend the staging lease of %s", self.job_id)
 
-    async def record(self, pipeline: pipeline_pb2.Pipeline) -> list[str]:
+    async def record(self, pipeline: pipeline_pb2.Pipeline, artifact_bytes: int) -> list[str]:
         blobs = self._backend.stores.blobs
         ref = await self._backend.blocking(
             blobs.put_content, "pipelines", pipeline.SerializeToString()
         )
         result = await self._backend.call(
             "RecordStaging",
-            {"preparation_id": self.job_id, "session": self._session, "pipeline_ref": ref},
+            {
+                "preparation_id": self.job_id,
+                "session": self._session,
+                "pipeline_ref": ref,
+                "artifact_bytes": artifact_bytes,
+            },
         )
         return list(result["unstaged"])
 
@@ -153,7 +162,9 @@ class _Session:
         self._principal = principal
         self._quotas = quotas
         self._staged: dict[bytes, Any] = {}
-        self._transferred = 0  # bytes received, against the job's artifact quota
+        # Bytes received for the job, in this session and the ones before it: against its
+        # artifact quota.
+        self.transferred = 0
 
     async def read(self, expected: str | None = None, *, first: bool = False) -> Any:
         idle = self._quotas.staging_idle_seconds
@@ -229,7 +240,7 @@ class _Session:
         )
         quota = self._quotas.artifact_bytes_per_job
         upload: Upload = self._artifacts.upload(
-            max_bytes=quota - self._transferred, quota_bytes=quota
+            max_bytes=quota - self.transferred, quota_bytes=quota
         )
         try:
             while True:
@@ -238,9 +249,12 @@ class _Session:
                     await self._backend.blocking(upload.write, chunk.get_artifact_response.data)
                 if chunk.is_last:
                     sha = str(await self._backend.blocking(upload.finish, declared))
-                    self._transferred += upload.size
+                    self.transferred += upload.size
                     return sha
         except BaseException:
+            # Bytes received count even for an artifact never finished: a client that leaves
+            # mid-artifact and stages again does not get its quota back.
+            self.transferred += upload.size
             # Not awaited: the call may be cancelled already. S3 forgets the parts.
             asyncio.get_running_loop().run_in_executor(self._backend.pool, upload.abort)
             raise

@@ -1,7 +1,7 @@
 """The job's metrics: attempted values published while it runs (after every bundle, so at least
-at every stage boundary), attempted and committed at the end, through the worker channel: one
-S3 blob per job, a serialized MetricResults, so large metric sets never meet DynamoDB's item
-limit."""
+at every stage boundary, and at most one snapshot every METRICS_SNAPSHOT_SECONDS), attempted
+and committed at the end, through the worker channel: one S3 blob per job, a serialized
+MetricResults, so large metric sets never meet DynamoDB's item limit."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from apache_beam.portability.api import beam_job_api_pb2, beam_runner_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from beamjobs.domain.errors import BeamjobsError
+from beamjobs.domain.limits import METRICS_SNAPSHOT_SECONDS
 from beamjobs.worker.channel import JobChannel
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ class MetricsPublisher:
                 self._write(snapshot or [], [])
             except BeamjobsError:
                 logger.warning("could not publish metrics of job %s", self._job_id, exc_info=True)
+            # Paced within the worker channel's rate (REPORTS_PER_MINUTE): what arrives
+            # meanwhile is coalesced into the next snapshot.
+            with self._changed:
+                self._changed.wait_for(lambda: self._closed, timeout=METRICS_SNAPSHOT_SECONDS)
 
     def _write(self, attempted: Sequence[Any], committed: Sequence[Any]) -> None:
         results = beam_job_api_pb2.MetricResults(attempted=attempted, committed=committed)
