@@ -714,18 +714,7 @@ def test_the_credentials_of_a_jobs_code_reach_no_table_and_no_bucket(deployed, m
     refused every read and write of the table and the bucket (which hold every other job)."""
     cloudformation, transformed = deployed
     outputs = _outputs(cloudformation)
-    role = boto3.client("iam", region_name=REGION).get_role(
-        RoleName=_physical(cloudformation, "WorkerTaskRole")
-    )["Role"]
-    credentials = boto3.client("sts", region_name=REGION).assume_role(
-        RoleArn=role["Arn"], RoleSessionName="a-jobs-code"
-    )["Credentials"]
-    code = boto3.session.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-        region_name=REGION,
-    )
+    code = _as_role(cloudformation, "WorkerTaskRole")
     table, bucket = outputs["JobsTableName"], outputs["ArtifactsBucketName"]
     key = {"pk": {"S": "job#another"}, "sk": {"S": "job"}}
     attempts = {
@@ -748,13 +737,6 @@ def test_the_credentials_of_a_jobs_code_reach_no_table_and_no_bucket(deployed, m
             "Resource": {"Fn::GetAtt": ["WorkerFunction", "Arn"]},
         }
     ]
-    # moto's CloudFormation keeps a role's inline policies as parsed documents, which its own
-    # IAM evaluation reads only as the JSON the IAM API stores: stored as the API would.
-    backend = iam_backends[role["Arn"].split(":")[4]]["aws"].get_role(role["RoleName"])
-    backend.policies = {
-        name: document if isinstance(document, str) else json.dumps(document)
-        for name, document in backend.policies.items()
-    }
     # From here on moto authorizes every call by IAM policy, as AWS does.
     monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
     refused = {}
@@ -776,9 +758,9 @@ def test_every_function_has_its_own_concurrency_and_the_shim_sees_client_address
     cloudformation, transformed = deployed
     aws_lambda = boto3.client("lambda", region_name=REGION)
     reserved = {
-        name: aws_lambda.get_function_concurrency(
-            FunctionName=_physical(cloudformation, name)
-        ).get("ReservedConcurrentExecutions")
+        name: aws_lambda.get_function_concurrency(FunctionName=_physical(cloudformation, name)).get(
+            "ReservedConcurrentExecutions"
+        )
         for name in ("ControlFunction", "QueryFunction", "WorkerFunction", "ReconcileFunction")
     }
     assert reserved == {
@@ -790,3 +772,96 @@ def test_every_function_has_its_own_concurrency_and_the_shim_sees_client_address
     # moto's CloudFormation sets no target group attributes: read from the template.
     attributes = transformed["Resources"]["ShimTargetGroup"]["Properties"]["TargetGroupAttributes"]
     assert {a["Key"]: a["Value"] for a in attributes}["preserve_client_ip.enabled"] == "true"
+
+
+def _as_role(cloudformation, logical_id):
+    """A session with the credentials of the stack's role `logical_id`, whose inline policies
+    moto's IAM evaluates once INITIAL_NO_AUTH_ACTION_COUNT is 0."""
+    role = boto3.client("iam", region_name=REGION).get_role(
+        RoleName=_physical(cloudformation, logical_id)
+    )["Role"]
+    # moto's CloudFormation keeps a role's inline policies as parsed documents, which its own
+    # IAM evaluation reads only as the JSON the IAM API stores: stored as the API would.
+    backend = iam_backends[role["Arn"].split(":")[4]]["aws"].get_role(role["RoleName"])
+    backend.policies = {
+        name: document if isinstance(document, str) else json.dumps(document)
+        for name, document in backend.policies.items()
+    }
+    credentials = boto3.client("sts", region_name=REGION).assume_role(
+        RoleArn=role["Arn"], RoleSessionName=logical_id
+    )["Credentials"]
+    return boto3.session.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name=REGION,
+    )
+
+
+# What each role may do in the bucket, by key: (action, key) → allowed.
+BUCKET_REACH = {
+    "ShimTaskRole": {
+        ("get", "pipelines/p"): True,
+        ("put", "pipelines/p"): True,
+        ("delete", "artifacts/incoming/u"): True,
+        ("get", "secrets/job.env"): False,
+        ("put", "secrets/job.env"): False,
+        ("delete", "pipelines/p"): False,
+        ("delete", "artifacts/sha256/a"): False,
+    },
+    "ControlFunctionRole": {
+        ("get", "pipelines/p"): True,
+        ("put", "secrets/job.env"): True,
+        ("get", "secrets/job.env"): False,
+        ("delete", "pipelines/p"): False,
+        ("put", "pipelines/p"): False,
+    },
+    "QueryFunctionRole": {
+        ("get", "pipelines/p"): True,
+        ("get", "metrics/job"): True,
+        ("get", "secrets/job.env"): False,
+        ("put", "pipelines/p"): False,
+    },
+    "WorkerFunctionRole": {
+        ("get", "pipelines/p"): True,
+        ("put", "metrics/job"): True,
+        ("delete", "secrets/job.env"): True,
+        ("get", "secrets/job.env"): False,
+        ("put", "pipelines/p"): False,
+        ("delete", "pipelines/p"): False,
+    },
+}
+
+
+@pytest.mark.parametrize("role", list(BUCKET_REACH))
+def test_each_role_reaches_only_its_own_prefixes_of_the_bucket(deployed, monkeypatch, role):
+    cloudformation, _ = deployed
+    bucket = _outputs(cloudformation)["ArtifactsBucketName"]
+    admin = boto3.client("s3", region_name=REGION)
+    for _, key in BUCKET_REACH[role]:
+        admin.put_object(Bucket=bucket, Key=key, Body=b"x")
+    s3 = _as_role(cloudformation, role).client("s3")
+    monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    calls = {
+        "get": lambda key: s3.get_object(Bucket=bucket, Key=key),
+        "put": lambda key: s3.put_object(Bucket=bucket, Key=key, Body=b"y"),
+        "delete": lambda key: s3.delete_object(Bucket=bucket, Key=key),
+    }
+    reach = {}
+    for action, key in BUCKET_REACH[role]:
+        try:
+            calls[action](key)
+            reach[action, key] = True
+        except ClientError as error:
+            assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 403, error
+            reach[action, key] = False
+    assert reach == BUCKET_REACH[role]
+
+
+def test_tasks_pull_images_only_from_the_projects_repositories(deployed):
+    cloudformation, _ = deployed
+    role = _physical(cloudformation, "TaskExecutionRole")
+    # (moto's CloudFormation keeps a role's inline policies as parsed documents.)
+    [statements] = iam_backends["123456789012"]["aws"].get_role(role).policies.values()
+    [pull] = [s for s in statements["Statement"] if "ecr:BatchGetImage" in s["Action"]]
+    assert pull["Resource"] == f"arn:aws:ecr:{REGION}:123456789012:repository/beamjobs-*"

@@ -365,7 +365,7 @@ def test_record_staging_makes_a_preparation_with_unstaged_artifacts_runnable(sto
     stores.blobs.put(event["request"]["pipeline_ref"], pipeline.SerializeToString())
     # The session that holds the staging token records its outcome.
     assert _invoke(control, _event("control_begin_staging")) == {
-        "result": {"pipeline_ref": "pipelines/unstaged"}
+        "result": {"pipeline_ref": "pipelines/unstaged", "artifact_bytes": 0}
     }
     assert _invoke(control, event) == {"result": {"unstaged": []}}
     assert stores.jobs.get(job_id).pipeline_ref == event["request"]["pipeline_ref"]

@@ -268,9 +268,7 @@ def test_a_client_that_hangs_up_mid_staging_leaves_the_preparation_unrunnable(
     assert executor.started == [job_id]
 
 
-def test_a_jobs_artifact_bytes_are_counted_across_its_staging_sessions(
-    settings, stores, executor
-):
+def test_a_jobs_artifact_bytes_are_counted_across_its_staging_sessions(settings, stores, executor):
     limited = dataclasses.replace(settings, quota_artifact_bytes_per_job=30 * 1024 * 1024)
     files = {**FILES, "/client/other.tar.gz": os.urandom(15 * 1024 * 1024)}
     with running_shim(limited) as shim:
