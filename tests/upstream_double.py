@@ -32,6 +32,9 @@ class ScriptedUpstream(job_api_pb2_grpc.JobServiceServicer):
         self._forgotten = False
         # The cause a failed job's message stream sends after its FAILED state ("": none).
         self.cause_after_failure = ""
+        # What Prepare advertises as its staging endpoint, and how large its metrics are.
+        self.staging_endpoint = ""
+        self.metrics_bytes = 0
         self._changed = threading.Condition()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         job_api_pb2_grpc.add_JobServiceServicer_to_server(self, self._server)
@@ -44,9 +47,15 @@ class ScriptedUpstream(job_api_pb2_grpc.JobServiceServicer):
 
     # -- what the test scripts ---------------------------------------------------------------
 
-    def say(self, text: str, importance: int = api.JobMessage.JOB_MESSAGE_BASIC) -> None:
+    def say(
+        self,
+        text: str,
+        importance: int = api.JobMessage.JOB_MESSAGE_BASIC,
+        message_id: str | None = None,
+    ) -> None:
         with self._changed:
-            self._messages.append((str(len(self._messages) + 1), importance, text))
+            number = str(len(self._messages) + 1)
+            self._messages.append((number if message_id is None else message_id, importance, text))
             self._changed.notify_all()
 
     def move(self, state: int) -> None:
@@ -76,7 +85,11 @@ class ScriptedUpstream(job_api_pb2_grpc.JobServiceServicer):
         job_id = f"up-{len(self.prepared) + 1}"
         self.prepared[job_id] = request
         self.move(State.STOPPED)
-        return api.PrepareJobResponse(preparation_id=job_id, staging_session_token="t")
+        return api.PrepareJobResponse(
+            preparation_id=job_id,
+            staging_session_token="t",
+            artifact_staging_endpoint={"url": self.staging_endpoint},
+        )
 
     def Run(self, request: Any, context: Any) -> Any:
         self._known(request.preparation_id, context)
@@ -108,7 +121,8 @@ class ScriptedUpstream(job_api_pb2_grpc.JobServiceServicer):
 
     def GetJobMetrics(self, request: Any, context: Any) -> Any:
         self._known(request.job_id, context)
-        return api.GetJobMetricsResponse(metrics=api.MetricResults(committed=[b"counter"]))
+        committed = [b"x" * self.metrics_bytes] if self.metrics_bytes else [b"counter"]
+        return api.GetJobMetricsResponse(metrics=api.MetricResults(committed=committed))
 
     def GetStateStream(self, request: Any, context: Any) -> Any:
         self._known(request.job_id, context)

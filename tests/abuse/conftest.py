@@ -34,7 +34,7 @@ QUOTAS = {
     "BEAMJOBS_QUOTA_STREAMS": "64",
     # Long enough for a 200 MiB message to arrive on a busy machine (a message in flight is
     # not idle, but the server sees it only whole).
-    "BEAMJOBS_STAGING_IDLE_SECONDS": "10",
+    "BEAMJOBS_STAGING_IDLE_SECONDS": "20",
 }
 CLIENT_OPTIONS = [
     ("grpc.max_send_message_length", 300 * MiB),

@@ -858,8 +858,16 @@ def test_each_role_reaches_only_its_own_prefixes_of_the_bucket(deployed, monkeyp
     assert reach == BUCKET_REACH[role]
 
 
-def test_tasks_pull_images_only_from_the_projects_repositories(deployed):
-    cloudformation, _ = deployed
+def test_tasks_pull_images_only_from_the_projects_repositories_and_workers_reach_only_https(
+    deployed,
+):
+    cloudformation, transformed = deployed
+    # (moto's CloudFormation keeps a group's default egress: read from the template.)
+    worker = transformed["Resources"]["WorkerSecurityGroup"]["Properties"]
+    assert "SecurityGroupIngress" not in worker
+    assert [
+        (r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in worker["SecurityGroupEgress"]
+    ] == [("tcp", 443, 443)]
     role = _physical(cloudformation, "TaskExecutionRole")
     # (moto's CloudFormation keeps a role's inline policies as parsed documents.)
     [statements] = iam_backends["123456789012"]["aws"].get_role(role).policies.values()

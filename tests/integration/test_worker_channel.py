@@ -100,6 +100,18 @@ def test_a_workers_secret_is_refused_on_any_other_job(two_jobs, rpc):
     assert _invoke(rpc, "nobody", SECRET, **ROUTES[rpc])["error"]["code"] == "NOT_FOUND"
 
 
+def test_a_resuming_claim_with_another_jobs_secret_is_refused(two_jobs):
+    stores = two_jobs
+    advance(stores.jobs, "theirs", JobState.RUNNING)  # a job a mirror could resume
+    before = (stores.jobs.get("theirs"), stores.jobs.events("theirs"))
+    answer = _invoke("Claim", "theirs", SECRET, resume=True)
+    assert answer == {"error": {"code": "NOT_FOUND", "message": "job 'theirs' does not exist"}}
+    assert (stores.jobs.get("theirs"), stores.jobs.events("theirs")) == before
+    assert _invoke("Claim", "theirs", OTHER_SECRET, request_id="own", resume=True)["result"][
+        "claimed"
+    ]
+
+
 def test_a_workers_secret_does_everything_its_own_job_needs(two_jobs):
     stores = two_jobs
     http = urllib3.PoolManager()

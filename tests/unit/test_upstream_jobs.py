@@ -3,6 +3,8 @@ choice of engine at Prepare, on the in-memory store (sockets off)."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,9 +16,15 @@ from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import Message, is_after
 from beamjobs.domain.states import JobState
 from beamjobs.local.memory_store import MemoryJobStore
-from beamjobs.upstream.client import UpstreamJobService
+from beamjobs.upstream.client import (
+    RECEIVE_MAX_BYTES,
+    UpstreamError,
+    UpstreamJobService,
+    UpstreamMessage,
+)
 from tests.jobstates import advance
 from tests.unit.test_jobs import prepared, states
+from tests.upstream_double import ScriptedUpstream
 
 S = JobState
 ENGINE_KEY = "beam:option:beamjobs_engine:v1"
@@ -252,7 +260,7 @@ def test_a_job_on_the_built_in_prism_gets_a_mirror_that_starts_its_own(jobs):
         ("localhost:8098", "10.0.3.4:8098"),
         ("0.0.0.0:8098", "10.0.3.4:8098"),
         ("[::]:8098", "10.0.3.4:8098"),
-        ("10.0.3.9:8098", "10.0.3.9:8098"),
+        ("10.0.3.4:8097", "10.0.3.4:8097"),
         ("", ""),
     ],
 )
@@ -262,3 +270,54 @@ def test_a_staging_endpoint_on_the_job_servers_own_host_is_reached_there(adverti
         assert upstream._reachable(advertised) == reached
     finally:
         upstream.close()
+
+
+def test_a_staging_endpoint_named_by_the_job_servers_own_address_is_reached_by_that_name():
+    host = socket.gethostname()
+    address = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+    upstream = UpstreamJobService(f"{address}:8099")
+    try:
+        assert upstream._reachable(f"{host}:8098") == f"{host}:8098"
+    finally:
+        upstream.close()
+
+
+@pytest.mark.parametrize("advertised", ["10.0.3.9:8098", "attacker.example:443", "[::2]:1"])
+def test_a_staging_endpoint_on_another_host_is_refused(advertised):
+    upstream = UpstreamJobService("10.0.3.4:8099")
+    try:
+        with pytest.raises(FailedPrecondition, match="sent to the engine's own host only"):
+            upstream._reachable(advertised)
+    finally:
+        upstream.close()
+
+
+def test_what_an_upstream_sends_the_mirror_is_bounded():
+    engine = ScriptedUpstream()
+    engine.staging_endpoint = "203.0.113.7:8098"
+    upstream = UpstreamJobService(engine.endpoint)
+    try:
+        # Its staging endpoint elsewhere: the job's artifacts are not sent there.
+        with pytest.raises(FailedPrecondition):
+            upstream.prepare(b"", {}, "job")
+        engine.staging_endpoint = ""
+        job_id = upstream.prepare(b"", {}, "job").preparation_id
+        # An answer over the bound is refused, not held.
+        engine.metrics_bytes = RECEIVE_MAX_BYTES + 1
+        with pytest.raises(UpstreamError, match="RESOURCE_EXHAUSTED"):
+            upstream.metrics(job_id)
+        # A message id too long to be a cursor orders nothing.
+        engine.say("long", message_id="9" * 300)
+        engine.say("short")
+        followed = upstream.messages(job_id)
+        items = []
+        for item in followed:
+            if isinstance(item, UpstreamMessage):
+                items.append((item.message_id, item.text))
+            if len(items) == 2:
+                break
+        followed.cancel()
+        assert items == [("", "long"), ("2", "short")]
+    finally:
+        upstream.close()
+        engine.stop()

@@ -26,6 +26,7 @@ from beamjobs.app.handlers import Route
 from beamjobs.domain.blobs import BlobStore
 from beamjobs.domain.errors import BeamjobsError, InvalidArgument
 from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.limits import MAX_UPSTREAM_ID_CHARS
 from beamjobs.domain.model import ACTIVE_STATES, IMPORTANCES, Job, Message, job_to_json, unknown_job
 from beamjobs.domain.states import JobState, is_terminal
 from beamjobs.domain.worker_secrets import (
@@ -41,8 +42,6 @@ logger = logging.getLogger(__name__)
 URL_SECONDS = 3600
 # Metrics travel inline in a Lambda payload (at most 6 MB, base64 in JSON).
 MAX_METRICS_BYTES = 4 * 1024 * 1024
-# An upstream message id is kept as the job's cursor, in every event after it.
-MAX_UPSTREAM_ID_CHARS = 200
 # The bucket keys a job's worker may have written: its metrics.
 _METRICS_PREFIX = "metrics/"
 

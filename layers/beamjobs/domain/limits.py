@@ -43,6 +43,9 @@ PAGE_TOKEN_MAX_BYTES = 1024
 # Streams: HTTP/2 streams open at once on one connection (more wait in the client).
 MAX_STREAMS_PER_CONNECTION = 100
 
+# An upstream message id is kept as its job's cursor, in every event after it.
+MAX_UPSTREAM_ID_CHARS = 200
+
 # What one job's worker may report, per minute: message batches (Say, Mirror) and metrics
 # snapshots (PublishMetrics). A worker runs its users' code, so these bound what any one job
 # costs the table, the bucket and every subscriber of its streams. Beamjobs' own worker sends

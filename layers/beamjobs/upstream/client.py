@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +22,16 @@ from google.protobuf import struct_pb2
 
 from beamjobs.api import artifact_api_pb2, artifact_api_pb2_grpc, job_api_pb2, job_api_pb2_grpc
 from beamjobs.api.pipeline_pb2 import ArtifactInformation
-from beamjobs.domain.errors import BeamjobsError
+from beamjobs.domain.errors import BeamjobsError, FailedPrecondition
+from beamjobs.domain.limits import MAX_UPSTREAM_ID_CHARS
 from beamjobs.domain.states import JobState
 from beamjobs.pipeline.dependencies import declared_sha256
 
 # Bytes of an artifact per staging message: well within any job server's message limit.
 CHUNK_BYTES = 1024 * 1024
+# The largest message an upstream may send the mirror (its answers, stream items and metrics:
+# the worker channel takes metrics of 4 MiB at most); it may be sent pipelines of any size.
+RECEIVE_MAX_BYTES = 8 * 1024 * 1024
 # Unary calls to the upstream answer within this long, or count as a failure to reach it.
 CALL_SECONDS = 30.0
 _STATE_NAMES = job_api_pb2.JobState.Enum
@@ -101,7 +106,7 @@ class UpstreamJobService:
             endpoint,
             options=[
                 ("grpc.max_send_message_length", -1),
-                ("grpc.max_receive_message_length", -1),
+                ("grpc.max_receive_message_length", RECEIVE_MAX_BYTES),
             ],
         )
         self._jobs = job_api_pb2_grpc.JobServiceStub(self._channel)
@@ -128,10 +133,19 @@ class UpstreamJobService:
     def _reachable(self, staging_endpoint: str) -> str:
         """The staging endpoint, as this machine reaches it: job servers bound to every
         interface, or to their own loopback, advertise that address (Beam's own do), which
-        means the host of the Job API endpoint here."""
+        means the host of the Job API endpoint here. Any other must be the engine's own host
+        (by name, or by address): the job's artifacts go nowhere else, whatever an engine
+        answers."""
         host, _, port = staging_endpoint.rpartition(":")
+        own_host = self.endpoint.rpartition(":")[0]
         if host.strip("[]") in _LOCAL_HOSTS and port:
-            return f"{self.endpoint.rpartition(':')[0]}:{port}"
+            return f"{own_host}:{port}"
+        if staging_endpoint and not _same_host(host, own_host):
+            raise FailedPrecondition(
+                f"the engine at {self.endpoint} named a staging endpoint on another host "
+                f"({staging_endpoint[:200]}): a job's artifacts are sent to the engine's own "
+                "host only"
+            )
         return staging_endpoint
 
     def run(self, preparation_id: str) -> str:
@@ -175,8 +189,13 @@ class UpstreamJobService:
         def item(response: Any) -> StreamItem | None:
             if response.HasField("message_response"):
                 message = response.message_response
+                # An id longer than a cursor may be orders nothing: the message is mirrored
+                # as one of the mirror's own (a mirror that resumes may mirror it again).
+                message_id = message.message_id
+                if len(message_id) > MAX_UPSTREAM_ID_CHARS:
+                    message_id = ""
                 return UpstreamMessage(
-                    message.message_id, importance(message.importance), message.message_text
+                    message_id, importance(message.importance), message.message_text
                 )
             return job_state(response.state_response.state)
 
@@ -202,6 +221,22 @@ class UpstreamJobService:
         finally:
             if channel is not self._channel:
                 channel.close()
+
+
+def _same_host(host: str, other: str) -> bool:
+    """Whether two host names (or addresses) are one host: the same name, or a shared
+    address."""
+    host, other = host.strip("[]"), other.strip("[]")
+    if host == other:
+        return True
+    try:
+        return bool(_addresses(host) & _addresses(other))
+    except OSError:  # a name that does not resolve is no host of the engine's
+        return False
+
+
+def _addresses(host: str) -> set[str]:
+    return {str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
 
 
 def _until_none(items: queue.SimpleQueue[Any]) -> Iterator[Any]:
