@@ -31,6 +31,7 @@ from beamjobs.api import pipeline_pb2
 from beamjobs.app.reconcile import fail_lost_jobs
 from beamjobs.app.service import JobControl
 from beamjobs.aws import clients
+from beamjobs.domain.executor import Leases
 from beamjobs.domain.identity import LOCAL_CALLER
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.limits import Quotas
@@ -48,6 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HEARTBEAT_SECONDS = 1.0
 LEASE_SECONDS = 6.0
 START_LEASE_SECONDS = 60.0
+# A worker whose work runs is lost only after 15 min (1 min here) of silence.
+LEASES = Leases(LEASE_SECONDS, START_LEASE_SECONDS, running_seconds=60.0)
 RECONCILE_SECONDS = 2.0
 # A slow start: a Fargate task's 30 s to 10 min, compressed.
 SLOW_START_SECONDS = (2.0, 40.0)
@@ -88,6 +91,7 @@ class SoakExecutor:
         self._stops: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self.threads: list[threading.Thread] = []
+        self._working: dict[str, threading.Thread] = {}
 
     def start(self, job: Job) -> None:
         with self._lock:
@@ -96,7 +100,14 @@ class SoakExecutor:
             self._stops[job.job_id] = threading.Event()
             thread = threading.Thread(target=self._life, args=(job,), daemon=True)
             self.threads.append(thread)
+            self._working[job.job_id] = thread
         thread.start()
+
+    def running(self, job_id: str) -> bool:
+        """Whether the job's worker thread (its task) still runs."""
+        with self._lock:
+            thread = self._working.get(job_id)
+        return thread is not None and thread.is_alive()
 
     def stop(self, job_id: str) -> None:
         with self._lock:
@@ -217,7 +228,7 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
     try:
         stores = runtime.stores(settings)
         attached = [clients.client("dynamodb", settings), clients.client("s3", settings)]
-        attached.append(clients.client("dynamodb", settings, patient=True))
+        attached.append(clients.client("dynamodb", settings, budget="patient"))
         faults = Faults(seed=seed).attach(*attached)
         faults.add("*", "throttle", times=10**9, rate=0.05)
         faults.add("*", "lose_response", times=10**9, rate=0.01)
@@ -230,11 +241,7 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
         def reconcile() -> None:
             while not done.wait(RECONCILE_SECONDS):
                 try:
-                    fail_lost_jobs(
-                        stores.jobs,
-                        lease_seconds=LEASE_SECONDS,
-                        start_lease_seconds=START_LEASE_SECONDS,
-                    )
+                    fail_lost_jobs(stores.jobs, executor, LEASES)
                 except Exception:  # a pass that failed is followed by the next one
                     logging.getLogger(__name__).warning("reconcile failed", exc_info=True)
 

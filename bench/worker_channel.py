@@ -60,7 +60,7 @@ def _run_jobs(settings: Settings, handler: Handler, jobs: int) -> dict[str, tupl
 
     hooked = [
         clients.client("dynamodb", settings),
-        clients.client("dynamodb", settings, patient=True),
+        clients.client("dynamodb", settings, budget="patient"),
     ]
     for client in hooked:
         client.meta.events.register("before-call.dynamodb", count)

@@ -25,3 +25,19 @@ def leased(store: JobStore, job_id: str, session: str = "session") -> str:
     """Give `session` the job's staging lease (for tests of what a session records)."""
     store.append(store.get(job_id), Change(lease=StagingLease(session, store.now() + 300)))
     return session
+
+
+class Work:
+    """A job's work as a test says it is: `running` jobs run (the rest ended, or never
+    started), `unknown` ones cannot be told; `stopped` records what was stopped."""
+
+    def __init__(self, running: Sequence[str] = (), unknown: Sequence[str] = ()) -> None:
+        self.running_jobs = set(running)
+        self.unknown = set(unknown)
+        self.stopped: list[str] = []
+
+    def running(self, job_id: str) -> bool | None:
+        return None if job_id in self.unknown else job_id in self.running_jobs
+
+    def stop(self, job_id: str) -> None:
+        self.stopped.append(job_id)

@@ -14,6 +14,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from beamjobs import runtime
 from beamjobs.app.reconcile import fail_lost_jobs, settle_execution
 from beamjobs.app.service import require_id
+from beamjobs.aws import clients
+from beamjobs.aws.stepfunctions import Executions
 from beamjobs.domain.errors import InvalidArgument
 from beamjobs.settings import Settings
 
@@ -27,6 +29,14 @@ EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
 @functools.cache
 def _settings() -> Settings:
     return Settings.from_env()
+
+
+@functools.cache
+def _executions() -> Executions:
+    """The jobs' executions, which say whether a silent worker's task still runs."""
+    settings = _settings()
+    assert settings.state_machine_arn  # the template sets it
+    return Executions(clients.client("stepfunctions", settings), settings.state_machine_arn)
 
 
 def _detail(error: Any, cause: Any) -> str:
@@ -58,9 +68,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {"settled": {job_id: state.value}}
     if event.get("detail-type") != "Scheduled Event":
         raise InvalidArgument(f"unexpected event: {sorted(event)}")
-    settled = fail_lost_jobs(
-        jobs, lease_seconds=settings.lease_seconds, start_lease_seconds=settings.start_lease_seconds
-    )
+    settled = fail_lost_jobs(jobs, _executions(), settings.leases())
     metrics.add_metric(name="WorkersLost", unit=MetricUnit.Count, value=len(settled))
     for job_id, state in settled.items():
         logger.warning("settled a job whose worker went silent", job_id=job_id, state=state.value)

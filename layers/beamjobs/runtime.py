@@ -41,7 +41,7 @@ def stores(settings: Settings) -> Stores:
             clients.client("dynamodb", settings), settings.table_name, item_lifetime=lifetime
         ),
         outcomes=DynamoJobStore(
-            clients.client("dynamodb", settings, patient=True),
+            clients.client("dynamodb", settings, budget="patient"),
             settings.table_name,
             item_lifetime=lifetime,
         ),

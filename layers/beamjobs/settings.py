@@ -16,6 +16,7 @@ from typing import Any
 
 from beamjobs.domain.engines import EngineChoice, parse_engine, parse_engines
 from beamjobs.domain.errors import InvalidArgument
+from beamjobs.domain.executor import Leases
 from beamjobs.domain.identity import account_ids, parse_principals
 from beamjobs.domain.limits import Quotas
 
@@ -85,6 +86,9 @@ class Settings:
     # A job whose worker has not started yet is lost only after this long in STARTING (a
     # Fargate task may take minutes to start).
     start_lease_seconds: float = _setting("BEAMJOBS_START_LEASE_SECONDS", 900.0, _number(float))
+    # A silent worker whose work still runs (its task, as Step Functions says; its process,
+    # locally) is not lost, its channel may be throttled: only after this long is it stopped.
+    running_lease_seconds: float = _setting("BEAMJOBS_RUNNING_LEASE_SECONDS", 900.0, _number(float))
     # Worker: where an SDK worker pool sidecar listens (Fargate tasks with a DOCKER environment).
     worker_pool: str | None = _setting("BEAMJOBS_WORKER_POOL")
     # Shim: the address SDKs are told to stage artifacts to (behind a load balancer it differs
@@ -182,6 +186,9 @@ class Settings:
     staging_idle_seconds: float = _setting(
         "BEAMJOBS_STAGING_IDLE_SECONDS", _QUOTAS.staging_idle_seconds, _number(float)
     )
+
+    def leases(self) -> Leases:
+        return Leases(self.lease_seconds, self.start_lease_seconds, self.running_lease_seconds)
 
     def quotas(self) -> Quotas:
         return Quotas(

@@ -42,7 +42,7 @@ def channel(settings):
 def faults(settings):
     attached = [
         clients.client("dynamodb", settings),
-        clients.client("dynamodb", settings, patient=True),
+        clients.client("dynamodb", settings, budget="patient"),
         clients.client("s3", settings),
     ]
     harness = Faults().attach(*attached)

@@ -14,11 +14,13 @@ from beamjobs import runtime
 from beamjobs.app.reconcile import fail_lost_jobs
 from beamjobs.aws import clients
 from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.domain.executor import Leases
 from beamjobs.domain.states import TERMINAL_STATES, JobState
 from beamjobs.local.embedded import start_embedded, use_offline_credentials
 from beamjobs.local.executor import worker_environment
 from tests.e2e import user_code
 from tests.e2e.conftest import ROOT, WORKER_PYTHON, local_channel, secret_of, started_job
+from tests.jobstates import Work
 
 DRIVER = Path(__file__).parent / "clients" / "kill_at_write.py"
 # More write points than a trivial job has: the last runs end DONE untouched.
@@ -70,7 +72,7 @@ def test_a_worker_killed_at_every_write_point_leaves_one_true_outcome(settings, 
         killed = done.returncode == -9
         assert killed or done.returncode == 0, done.stderr[-3000:]
         # And the reconciler finds it once its lease has passed
-        fail_lost_jobs(later, lease_seconds=30, start_lease_seconds=600)
+        fail_lost_jobs(later, Work(), Leases(30, 600, 900))
         # Then it has exactly one terminal state, and every view says it
         events = stores.jobs.events(job_id)
         terminal = [e.state for e in events if e.state in TERMINAL_STATES]

@@ -17,11 +17,12 @@ from beamjobs.app.reconcile import fail_lost_jobs
 from beamjobs.aws import clients
 from beamjobs.aws.dynamodb_store import DynamoJobStore
 from beamjobs.aws.malformed_items import METRIC, skipped
+from beamjobs.domain.executor import Leases
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import Message
 from beamjobs.domain.states import JobState
 from tests.integration.conftest import Clock, make_job, running_shim
-from tests.jobstates import advance
+from tests.jobstates import Work, advance
 
 # A job's record as another writer (or damage) left it: a state no Beamjobs writes, numbers
 # that are not, and no pipeline.
@@ -125,7 +126,7 @@ def test_the_reconciler_settles_every_other_lost_job_and_reports_the_malformed_o
     _put(stores, POISONED_RECORD)
     clock.now += 3600
     with caplog.at_level(logging.ERROR):
-        settled = fail_lost_jobs(jobs, lease_seconds=30, start_lease_seconds=900)
+        settled = fail_lost_jobs(jobs, Work(), Leases(30, 900, 900))
     assert settled == {"lost": JobState.FAILED}
     assert _reported(caplog, "job#poisoned")
 

@@ -7,10 +7,11 @@ from beamjobs.api import job_api_pb2_grpc
 from beamjobs.app.reconcile import fail_lost_jobs
 from beamjobs.aws import clients
 from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.domain.executor import Leases
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.states import JobState
 from tests.integration.conftest import Clock, make_job, pipeline_bytes
-from tests.jobstates import advance
+from tests.jobstates import Work, advance
 
 
 def _projection_of(state):
@@ -52,9 +53,10 @@ def test_a_lost_projection_of_done_is_repaired_by_the_reconciler_never_failed(se
     assert [j.job_id for j in jobs.active_jobs()] == ["finished"]
     # When the reconciler finds it silent past its lease
     clock.now += 100
-    settled = fail_lost_jobs(jobs, lease_seconds=30, start_lease_seconds=900)
-    # Then it stays DONE, its one terminal state, everywhere; and it left the active index
-    assert settled == {"finished": JobState.DONE}
+    settled = fail_lost_jobs(jobs, Work(), Leases(30, 900, 900))
+    # Then it is not settled: it stays DONE, its one terminal state, everywhere; and it left
+    # the active index
+    assert settled == {}
     terminal = [e.state for e in jobs.events("finished") if e.state is not None][-1]
     assert terminal is JobState.DONE
     assert [j.state for j in jobs.list_jobs() if j.job_id == "finished"] == [JobState.DONE]

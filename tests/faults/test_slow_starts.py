@@ -7,10 +7,11 @@ import pytest
 from beamjobs.app.reconcile import fail_lost_jobs
 from beamjobs.aws import clients
 from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.domain.executor import Leases
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.states import JobState
 from tests.integration.conftest import Clock, make_job
-from tests.jobstates import advance
+from tests.jobstates import Work, advance
 
 LEASE, START_LEASE = 30.0, 900.0
 
@@ -28,7 +29,7 @@ def jobs(settings, clock):
 
 
 def _reconcile(jobs):
-    return fail_lost_jobs(jobs, lease_seconds=LEASE, start_lease_seconds=START_LEASE)
+    return fail_lost_jobs(jobs, Work(), Leases(LEASE, START_LEASE, 900))
 
 
 def test_a_fargate_start_of_ten_minutes_is_not_worker_lost(jobs, clock):

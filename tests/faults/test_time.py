@@ -6,10 +6,11 @@ import pytest
 from beamjobs.app.reconcile import fail_lost_jobs
 from beamjobs.aws import clients
 from beamjobs.aws.dynamodb_store import DynamoJobStore
+from beamjobs.domain.executor import Leases
 from beamjobs.domain.jobs import PREPARATION_WINDOW_SECONDS, Jobs, item_lifetime
 from beamjobs.domain.states import JobState
 from tests.integration.conftest import Clock, make_job
-from tests.jobstates import advance
+from tests.jobstates import Work, advance
 
 LEASE, HEARTBEAT, SKEW = 30.0, 5.0, 10.0
 DAY = 86_400
@@ -40,7 +41,7 @@ def _store(settings, clock, lifetime=DAY):
 
 
 def _reconcile(store):
-    return fail_lost_jobs(store, lease_seconds=LEASE, start_lease_seconds=900)
+    return fail_lost_jobs(store, Work(), Leases(LEASE, 900, 900))
 
 
 def test_a_worker_whose_clock_is_behind_is_not_lost_while_it_beats(settings, clock):

@@ -365,13 +365,52 @@ def _status_change(execution):
     return event
 
 
-def _reconcile(event, outputs, monkeypatch):
+def _reconcile(event, outputs, monkeypatch, cloudformation=None):
+    """The reconcile function's handler on `event`, with the table and bucket (and, given the
+    stack, the environment the template gives the deployed function)."""
     from beamjobs_functions.reconcile import app
 
+    if cloudformation is not None:
+        deployed = boto3.client("lambda", region_name=REGION).get_function_configuration(
+            FunctionName=_physical(cloudformation, "ReconcileFunction")
+        )
+        for name, value in deployed["Environment"]["Variables"].items():
+            monkeypatch.setenv(name, str(value))
     monkeypatch.setenv("BEAMJOBS_TABLE", outputs["JobsTableName"])
     monkeypatch.setenv("BEAMJOBS_BUCKET", outputs["ArtifactsBucketName"])
     app._settings.cache_clear()
+    app._executions.cache_clear()
     return app.lambda_handler(event, LocalContext(function_name="reconcile"))
+
+
+def test_a_silent_worker_whose_task_runs_is_not_lost_until_its_running_lease(
+    deployed, monkeypatch
+):
+    # Given a job whose worker claimed it and went silent (its channel throttled) while its
+    # execution, so its task, runs
+    cloudformation, _ = deployed
+    outputs = _outputs(cloudformation)
+    control, jobs, _, sfn = _control(cloudformation, outputs)
+    job_id = _prepare(control, _control(cloudformation, outputs)[2])
+    control.run(LOCAL_CALLER, job_id)
+    arn = execution_arn(outputs["StateMachineArn"], job_id)
+    _wait_for_state(sfn, arn, "RunWorker")
+    assert Jobs(jobs).running(job_id) is not None
+    monkeypatch.setenv("BEAMJOBS_LEASE_SECONDS", "0.01")
+    time.sleep(0.05)
+    schedule = json.loads((EVENTS / "reconcile_schedule.json").read_text())
+    # When the reconciler runs on its schedule: the job is not lost (Step Functions says its
+    # task runs)
+    assert _reconcile(schedule, outputs, monkeypatch, cloudformation) == {"settled": {}}
+    assert jobs.get(job_id).state is JobState.RUNNING
+    assert sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
+    # Then, silent past the running lease, it is lost, and its execution stopped
+    monkeypatch.setenv("BEAMJOBS_RUNNING_LEASE_SECONDS", "0.02")
+    assert _reconcile(schedule, outputs, monkeypatch, cloudformation) == {
+        "settled": {job_id: "FAILED"}
+    }
+    assert _wait_for(sfn, arn, {"ABORTED", "FAILED", "SUCCEEDED"})["status"] == "ABORTED"
+    assert "though its work ran" in jobs.events(job_id)[-1].messages[0].text
 
 
 def test_a_worker_task_that_fails_fails_the_job_with_the_cause(deployed, monkeypatch):

@@ -383,10 +383,15 @@ def _reconcile(event):
     from beamjobs_functions.reconcile import app
 
     app._settings.cache_clear()
+    app._executions.cache_clear()
     return _invoke(app.lambda_handler, event)
 
 
 def test_reconcile_on_schedule_fails_jobs_whose_worker_went_silent(stores, executor, monkeypatch):
+    # (Its execution does not exist: its work ended.)
+    monkeypatch.setenv(
+        "BEAMJOBS_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:run-job"
+    )
     job_id = _event("control_run")["request"]["preparation_id"]
     stores.jobs.create(make_job(job_id))
     advance(stores.jobs, job_id, JobState.STARTING)

@@ -12,12 +12,16 @@ from beamjobs.app.service import JobControl
 from beamjobs.aws import clients
 from beamjobs.aws.dynamodb_store import DynamoJobStore
 from beamjobs.domain.engines import Engines
+from beamjobs.domain.executor import Leases
 from beamjobs.domain.identity import LOCAL_CALLER
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.limits import Quotas
 from beamjobs.domain.states import TERMINAL_STATES, JobState
 from tests.integration.conftest import Clock, make_job
-from tests.jobstates import advance
+from tests.jobstates import Work, advance
+
+# Silent 30 s: lost; 600 s to start; 900 s silent while its work runs.
+LEASES = Leases(30, 600, 900)
 
 
 @pytest.fixture
@@ -48,9 +52,7 @@ def test_a_job_whose_worker_went_silent_fails_as_worker_lost(jobs, clock):
     clock.now += 20
     Jobs(jobs).beat("alive")
     clock.now += 15  # "silent" was last heard of 35 s ago, "alive" 15 s ago
-    assert fail_lost_jobs(jobs, lease_seconds=30, start_lease_seconds=600) == {
-        "silent": JobState.FAILED
-    }
+    assert fail_lost_jobs(jobs, Work(), LEASES) == {"silent": JobState.FAILED}
     assert jobs.get("alive").state is JobState.RUNNING
     assert jobs.get("never-run").state is JobState.STOPPED
     failed = jobs.events("silent")[-1]
@@ -58,13 +60,56 @@ def test_a_job_whose_worker_went_silent_fails_as_worker_lost(jobs, clock):
     assert failed.messages[0].text.startswith("worker lost: no heartbeat since 1970-01-01T00:16:40")
 
 
+def test_a_silent_worker_whose_work_runs_is_lost_only_past_the_running_lease(jobs, clock):
+    # Given two running jobs silent past their lease, whose work still runs (their channel
+    # throttled), and one whose work cannot be told now
+    for job_id in ("throttled", "hung", "unknown"):
+        _running(jobs, job_id)
+    work = Work(running=["throttled", "hung"], unknown=["unknown"])
+    clock.now += 100
+    Jobs(jobs).beat("throttled")  # ... which beats again after the throttle
+    clock.now += 100
+    # When the reconciler looks: none is lost
+    assert fail_lost_jobs(jobs, work, LEASES) == {}
+    # Then, past the running lease, the one still silent is lost, and its work stopped
+    clock.now += 750
+    Jobs(jobs).beat("throttled")
+    assert fail_lost_jobs(jobs, work, LEASES) == {"hung": JobState.FAILED}
+    assert work.stopped == ["hung"]
+    assert "though its work ran (lease 900 s)" in jobs.events("hung")[-1].messages[0].text
+    assert {jobs.get(j).state for j in ("throttled", "unknown")} == {JobState.RUNNING}
+
+
+class ClaimedWhileAsked(Work):
+    """The worker claims its job while the reconciler asks whether its work runs."""
+
+    def __init__(self, jobs):
+        super().__init__(running=["slow-start"])
+        self._jobs = jobs
+
+    def running(self, job_id):
+        Jobs(self._jobs).running(job_id)
+        return super().running(job_id)
+
+
+def test_the_reconciler_settles_a_job_only_as_it_read_it(jobs, clock):
+    # Given a job STARTING past its start lease
+    jobs.create(make_job("slow-start"))
+    advance(jobs, "slow-start", JobState.STARTING)
+    clock.now += 700
+    work = ClaimedWhileAsked(jobs)
+    # When its worker claims it while the reconciler decides that it never started
+    assert fail_lost_jobs(jobs, work, LEASES) == {}
+    # Then the claim stands, and its work was not stopped
+    assert jobs.get("slow-start").state is JobState.RUNNING
+    assert work.stopped == []
+
+
 def test_a_lost_worker_of_a_cancelling_job_ends_it_cancelled(jobs, clock):
     _running(jobs, "stopping")
     advance(jobs, "stopping", JobState.CANCELLING)
     clock.now += 100
-    assert fail_lost_jobs(jobs, lease_seconds=30, start_lease_seconds=600) == {
-        "stopping": JobState.CANCELLED
-    }
+    assert fail_lost_jobs(jobs, Work(), LEASES) == {"stopping": JobState.CANCELLED}
 
 
 def test_finished_jobs_leave_the_active_index(jobs, clock):
@@ -72,7 +117,7 @@ def test_finished_jobs_leave_the_active_index(jobs, clock):
     advance(jobs, "done", JobState.DONE)
     assert [j.job_id for j in jobs.active_jobs()] == []
     clock.now += 100
-    assert fail_lost_jobs(jobs, lease_seconds=30, start_lease_seconds=600) == {}
+    assert fail_lost_jobs(jobs, Work(), LEASES) == {}
 
 
 def test_a_heartbeat_tells_the_worker_its_jobs_state(jobs):

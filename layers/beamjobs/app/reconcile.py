@@ -1,48 +1,103 @@
-"""Ending jobs whose workers could not record how they ended: workers gone silent (the reconcile
+"""Ending jobs whose workers could not record how they ended: workers lost (the reconcile
 function on a schedule on AWS, and the local executor's periodic check), and Step Functions
 executions that failed, timed out or were stopped."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from beamjobs.aws import malformed_items
-from beamjobs.domain.errors import MalformedItem
+from beamjobs.domain.errors import BeamjobsError, MalformedItem
+from beamjobs.domain.executor import ExecutorError, Leases, Work
 from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import ACTIVE_STATES, Job
 from beamjobs.domain.states import JobState
 from beamjobs.domain.store import JobStore
 
+logger = logging.getLogger(__name__)
 
-def fail_lost_jobs(
-    store: JobStore, *, lease_seconds: float, start_lease_seconds: float
-) -> dict[str, JobState]:
-    """Settle every active job whose worker has not been heard from for longer than its lease.
-    A job still STARTING whose worker never spoke gets the start lease, counted from STARTING:
-    a Fargate task takes minutes to start (longer with a large SDK sidecar image), and is not
-    lost meanwhile. Any other job counts the lease from its last heartbeat or state change.
-    Returns each settled job's final state: FAILED with "worker lost", or CANCELLED / DRAINED
-    if it was being stopped."""
-    now = store.now()
+
+def fail_lost_jobs(store: JobStore, work: Work, leases: Leases) -> dict[str, JobState]:
+    """Settle every active job whose worker is lost: silent past its lease, and its work ended
+    (or silent past `running_seconds` though its work runs: then it is stopped too). Each job
+    is decided on a strong read of it and its heartbeat, and settled only as it was read (a
+    job that moved on meanwhile is left to the next round). Returns each settled job's final
+    state: FAILED with "worker lost", or CANCELLED / DRAINED if it was being stopped."""
     settled: dict[str, JobState] = {}
-    active = store.active_jobs()
-    beats = store.heartbeats([job.job_id for job in active])
-    for job in active:
-        beat = beats.get(job.job_id)
-        starting = job.state is JobState.STARTING and beat is None
-        lease = start_lease_seconds if starting else lease_seconds
-        last_seen = max(beat or 0.0, job.state_time)
-        if now - last_seen <= lease:
-            continue
-        since = datetime.fromtimestamp(last_seen, UTC).isoformat(timespec="seconds")
-        if starting:
-            cause = f"worker lost: it never started after STARTING at {since} (lease {lease:g} s)"
-        else:
-            cause = f"worker lost: no heartbeat since {since} (lease {lease:g} s)"
+    # The active index lags the log: it only names the jobs to read again, strongly.
+    listed = store.active_jobs()
+    beats = store.heartbeats([job.job_id for job in listed])
+    for candidate in listed:
+        if not _silent(candidate, beats.get(candidate.job_id), store.now(), leases.seconds):
+            continue  # heard from within the shortest lease: no need to read it again
         try:
-            settled[job.job_id] = Jobs(store).settle(job.job_id, cause).state
+            job = store.get(candidate.job_id)
+            decided = _decide(
+                job, store.heartbeats([job.job_id]).get(job.job_id), store, work, leases
+            )
+            if decided is None:
+                continue
+            cause, stop = decided
+            ended = Jobs(store).settle_as_read(job, cause)
         except MalformedItem as error:  # the others are still settled
-            malformed_items.skipped("the reconciler", job.job_id, error)
+            malformed_items.skipped("the reconciler", candidate.job_id, error)
+            continue
+        if ended is None:
+            continue
+        settled[job.job_id] = ended.state
+        if stop:
+            _stop(work, job.job_id)
     return settled
+
+
+def _silent(job: Job, beat: float | None, now: float, lease: float) -> bool:
+    return now - max(beat or 0.0, job.state_time) > lease
+
+
+def _decide(
+    job: Job, beat: float | None, store: JobStore, work: Work, leases: Leases
+) -> tuple[str, bool] | None:
+    """Why the job's worker is lost, and whether its work is to be stopped; None when it is
+    not lost (or cannot be told now)."""
+    now = store.now()
+    starting = job.state is JobState.STARTING and beat is None
+    lease = leases.start_seconds if starting else leases.seconds
+    if job.state not in ACTIVE_STATES or not _silent(job, beat, now, lease):
+        return None
+    last_seen = max(beat or 0.0, job.state_time)
+    since = datetime.fromtimestamp(last_seen, UTC).isoformat(timespec="seconds")
+    running = work.running(job.job_id)
+    if running is None:
+        logger.warning(
+            "job %s is silent and its work's status is unknown: deciding later", job.job_id
+        )
+        return None
+    if starting:
+        return (
+            f"worker lost: it never started after STARTING at {since} (lease {lease:g} s)",
+            running,
+        )
+    if not running:
+        return (
+            f"worker lost: no heartbeat since {since} (lease {lease:g} s), and its work ended",
+            False,
+        )
+    if now - last_seen <= leases.running_seconds:
+        logger.warning("job %s: no heartbeat since %s, but its work runs", job.job_id, since)
+        return None
+    return (
+        f"worker lost: no heartbeat since {since} though its work ran "
+        f"(lease {leases.running_seconds:g} s): its work was stopped",
+        True,
+    )
+
+
+def _stop(work: Work, job_id: str) -> None:
+    try:
+        work.stop(job_id)
+    except (BeamjobsError, ExecutorError):  # the job is settled; its work ends at its time limit
+        logger.exception("could not stop the work of job %s", job_id)
 
 
 # Step Functions execution statuses, and what they mean for a job whose worker left no outcome.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from botocore.config import Config
@@ -20,6 +20,19 @@ _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_poo
 # For the one write that must not be lost to a passing throttle, a job's outcome once its work
 # is done: botocore retries it for minutes rather than seconds (backoff capped at 20 s).
 _PATIENT_CONFIG = _CLIENT_CONFIG.merge(Config(retries={"mode": "standard", "max_attempts": 15}))
+# For a call that is made again soon anyway, a worker's heartbeat: one retry, and no waiting
+# long for an answer, so that a throttle never holds a beat back behind its retries (the next
+# beat is the retry; the lease allows for missed ones).
+_BRIEF_CONFIG = _CLIENT_CONFIG.merge(
+    Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=15)
+)
+# How long a client keeps trying: its botocore configuration.
+Budget = Literal["brief", "standard", "patient"]
+_CONFIGS: dict[str, Config] = {
+    "brief": _BRIEF_CONFIG,
+    "standard": _CLIENT_CONFIG,
+    "patient": _PATIENT_CONFIG,
+}
 
 
 _session_lock = threading.Lock()
@@ -31,14 +44,14 @@ def _session() -> boto3.session.Session:
 
 
 @functools.cache
-def client(service: str, settings: Settings, *, patient: bool = False) -> Any:
+def client(service: str, settings: Settings, *, budget: Budget = "standard") -> Any:
     """A boto3 client for `service` with the settings' endpoint and region, made once per
-    process (building one loads the service model: ~0.3 s). Clients are thread-safe. A
-    `patient` one retries for minutes."""
+    process and budget (building one loads the service model: ~0.3 s). Clients are
+    thread-safe. A "patient" one retries for minutes, a "brief" one once."""
     with _session_lock:
         return _session().client(
             service,
             region_name=settings.region,
             endpoint_url=settings.endpoint_url,
-            config=_PATIENT_CONFIG if patient else _CLIENT_CONFIG,
+            config=_CONFIGS[budget],
         )

@@ -224,7 +224,11 @@ class DynamoJobStore(JobStore):
                 for job_id in job_ids[start : start + _BATCH_GET_KEYS]
             ]
             request: dict[str, Any] = {
-                self._table: {"Keys": keys, "ProjectionExpression": "pk, beat_at"}
+                self._table: {
+                    "Keys": keys,
+                    "ProjectionExpression": "pk, beat_at",
+                    "ConsistentRead": True,  # the reconciler decides on it
+                }
             }
             # DynamoDB may answer part of a batch (UnprocessedKeys): ask for the rest.
             while request:

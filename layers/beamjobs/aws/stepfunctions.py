@@ -14,6 +14,7 @@ state machine's Catch and from the execution's status change.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -34,6 +35,8 @@ from beamjobs.domain.worker_secrets import worker_secret_key
 from beamjobs.pipeline.summary import docker_images
 from beamjobs.pipeline.validation import parse_pipeline
 
+logger = logging.getLogger(__name__)
+
 # The tag of a worker task definition revision with an SDK sidecar that names the worker task
 # definition (its ARN, so its revision) it was made from.
 _MADE_FROM = "beamjobs:made-from"
@@ -46,6 +49,43 @@ def execution_arn(state_machine_arn: str, job_id: str) -> str:
     """arn:…:stateMachine:<name> → arn:…:execution:<name>:<job id>."""
     prefix, name = state_machine_arn.rsplit(":stateMachine:", 1)
     return f"{prefix}:execution:{name}:{job_id}"
+
+
+class Executions:
+    """Jobs' executions of the run-job state machine: whether one still runs (its worker's
+    task: the state machine waits on it, runTask.sync, so the execution runs while the task is
+    starting or running, and ends when it stops), and stopping one (which stops the task)."""
+
+    def __init__(self, sfn: Any, state_machine_arn: str) -> None:
+        self._sfn = sfn
+        self._state_machine_arn = state_machine_arn
+
+    def running(self, job_id: str) -> bool | None:
+        arn = execution_arn(self._state_machine_arn, job_id)
+        try:
+            status = self._sfn.describe_execution(executionArn=arn)["status"]
+        except ClientError as error:
+            if error_code(error) == "ExecutionDoesNotExist":  # never started, or long gone
+                return False
+            logger.warning("could not describe execution %s: %s", arn, error_code(error))
+            return None
+        except BotoCoreError:
+            logger.warning("could not describe execution %s", arn, exc_info=True)
+            return None
+        # PENDING_REDRIVE: a failed execution being redriven runs again.
+        return status in ("RUNNING", "PENDING_REDRIVE")
+
+    def stop(self, job_id: str) -> None:
+        try:
+            self._sfn.stop_execution(
+                executionArn=execution_arn(self._state_machine_arn, job_id),
+                error="Beamjobs.Stopped",
+                cause=f"job {job_id} was cancelled, drained or lost",
+            )
+        except ClientError as error:
+            raise ExecutorError(f"StopExecution failed: {error_code(error)}") from error
+        except BotoCoreError as error:
+            raise ExecutorError(f"StopExecution failed: {error}") from error
 
 
 class StepFunctionsExecutor:
@@ -66,6 +106,7 @@ class StepFunctionsExecutor:
         self._sfn = sfn
         self._ecs = ecs
         self._state_machine_arn = state_machine_arn
+        self._executions = Executions(sfn, state_machine_arn)
         self._blobs = blobs
         self._bucket = bucket
         self._worker_task_definition = worker_task_definition
@@ -193,17 +234,11 @@ class StepFunctionsExecutor:
         except BotoCoreError as error:
             raise ExecutorError(f"StartExecution failed: {error}") from error
 
+    def running(self, job_id: str) -> bool | None:
+        return self._executions.running(job_id)
+
     def stop(self, job_id: str) -> None:
-        try:
-            self._sfn.stop_execution(
-                executionArn=execution_arn(self._state_machine_arn, job_id),
-                error="Beamjobs.Stopped",
-                cause=f"job {job_id} was cancelled or drained",
-            )
-        except ClientError as error:
-            raise ExecutorError(f"StopExecution failed: {error_code(error)}") from error
-        except BotoCoreError as error:
-            raise ExecutorError(f"StopExecution failed: {error}") from error
+        self._executions.stop(job_id)
 
 
 def _step_functions_casing(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -405,6 +405,17 @@ class Jobs:
     def settle(self, job_id: str, cause: str) -> Job:
         return self.apply(job_id, settle_rule(cause)).job
 
+    def settle_as_read(self, job: Job, cause: str) -> Job | None:
+        """Settle `job` only as it was read: the job after it, or None when it moved on
+        meanwhile (a worker that reported late, a cancel), or was final already."""
+        settle = settle_rule(cause)
+
+        def unchanged(current: Job, now: float) -> Change | None:
+            return settle(current, now) if current.seq == job.seq else None
+
+        decided = self.apply(job.job_id, unchanged, known=job)
+        return decided.job if decided.changed else None
+
     def cancel(self, job_id: str, caller: Caller | None = None) -> Job:
         """The job after Cancel; CANCELLING means its work is to be stopped (again, for a
         retried Cancel: the first may have died before stopping it)."""

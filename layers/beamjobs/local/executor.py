@@ -25,7 +25,7 @@ from beamjobs.aws.invoker import Handler
 from beamjobs.domain.blobs import BlobStore
 from beamjobs.domain.engines import OWN_PRISM
 from beamjobs.domain.errors import BeamjobsError
-from beamjobs.domain.executor import ExecutorError
+from beamjobs.domain.executor import ExecutorError, Leases
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import ACTIVE_STATES, Job, job_to_json
 from beamjobs.domain.options import JOB_TIMEOUT_SECONDS, job_options, read_option
@@ -205,7 +205,7 @@ class ProcessExecutor:
         # a schedule on AWS runs here too.
         threading.Thread(
             target=self._reconcile_periodically,
-            args=(settings.lease_seconds, settings.start_lease_seconds),
+            args=(settings.leases(),),
             name="reconcile",
             daemon=True,
         ).start()
@@ -293,6 +293,13 @@ class ProcessExecutor:
             logger.warning("could not read job %s", job_id, exc_info=True)
             return True
 
+    def running(self, job_id: str) -> bool:
+        """Whether this executor's worker (or mirror) of the job is alive: a job it did not
+        start (before a restart) has no work running."""
+        with self._lock:
+            worker = self._workers.get(job_id)
+            return job_id in self._forking or (worker is not None and not worker.exited.is_set())
+
     def stop(self, job_id: str) -> None:
         with self._lock:
             worker = self._workers.get(job_id)
@@ -332,15 +339,11 @@ class ProcessExecutor:
         except Exception:  # a watcher thread has no caller to raise to: log it, loudly
             logger.exception("could not record the end of job %s (%s)", worker.job_id, cause)
 
-    def _reconcile_periodically(self, lease_seconds: float, start_lease_seconds: float) -> None:
+    def _reconcile_periodically(self, leases: Leases) -> None:
         while True:
-            time.sleep(max(1.0, lease_seconds / 3))
+            time.sleep(max(1.0, leases.seconds / 3))
             try:
-                fail_lost_jobs(
-                    self._store,
-                    lease_seconds=lease_seconds,
-                    start_lease_seconds=start_lease_seconds,
-                )
+                fail_lost_jobs(self._store, self, leases)
             except BeamjobsError:
                 logger.warning("reconciling lost workers failed", exc_info=True)
 

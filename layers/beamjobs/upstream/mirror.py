@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from beamjobs.api import pipeline_pb2
-from beamjobs.aws import clients
-from beamjobs.aws.invoker import LambdaInvoker
 from beamjobs.domain.engines import PRISM, parse_engine
 from beamjobs.domain.errors import BeamjobsError, Conflict
 from beamjobs.domain.model import Message, is_after
@@ -50,7 +48,7 @@ from beamjobs.upstream.client import (
 from beamjobs.upstream.flink import FlinkRest
 from beamjobs.upstream.prism import local_prism, runnable_on_prism
 from beamjobs.worker.batching import gather
-from beamjobs.worker.channel import WORKER_FUNCTION, Claimed, JobChannel
+from beamjobs.worker.channel import Claimed, JobChannel, channel_invokers
 
 logger = logging.getLogger(__name__)
 
@@ -444,11 +442,8 @@ def main(argv: list[str]) -> int:
         )
     if own_prism and not settings.prism:
         raise SystemExit("a mirror of a job on the built-in prism engine needs BEAMJOBS_PRISM")
-    invoker = LambdaInvoker(
-        clients.client("lambda", settings, patient=True),
-        {WORKER_FUNCTION: settings.worker_function or WORKER_FUNCTION},
-    )
-    channel = JobChannel(invoker, job_id, secret)
+    reports, beats = channel_invokers(settings)
+    channel = JobChannel(reports, job_id, secret, beats=beats)
     with contextlib.ExitStack() as stack:
         environments = None
         if own_prism:

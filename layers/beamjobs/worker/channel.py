@@ -7,24 +7,34 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import urllib3
 
-from beamjobs.aws.invoker import Invoker
+from beamjobs.aws import clients
+from beamjobs.aws.invoker import Invoker, LambdaInvoker
 from beamjobs.domain.errors import NotFound, Unavailable, error_from_code
 from beamjobs.domain.model import Job, Message, identified_batches, job_from_json, message_batches
 from beamjobs.domain.states import JobState
 from beamjobs.pipeline.artifacts import ArtifactLocation
+from beamjobs.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 # The name workers call the channel's function by (its deployed name is their setting). This
 # module imports no protobuf classes: the worker loads Beam's own, under the same names.
 WORKER_FUNCTION = "worker"
 _CHUNK_BYTES = 8 * 1024 * 1024
+# How long a worker keeps trying to record its job's outcome while the channel answers
+# UNAVAILABLE: past a long DynamoDB throttle of the job's partition (minutes), within the time
+# a task's end is noticed anyway.
+OUTCOME_SECONDS = 600.0
+OUTCOME_BACKOFF_SECONDS = 20.0
 # urllib3's own retries: connection failures and S3's 5xx answers, with backoff.
 _HTTP = urllib3.PoolManager(
     retries=urllib3.Retry(total=5, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504))
@@ -42,6 +52,27 @@ class Reports(Protocol):
     def beat(self) -> JobState: ...
 
     def say(self, messages: Sequence[Message]) -> None: ...
+
+
+def _result(answer: dict[str, Any]) -> dict[str, Any]:
+    if "error" in answer:
+        raise error_from_code(answer["error"]["code"], answer["error"]["message"])
+    return dict(answer["result"])
+
+
+def channel_invokers(settings: Settings) -> tuple[LambdaInvoker, LambdaInvoker]:
+    """The invokers of a worker's channel: for its reports and outcome (patient: a job's
+    outcome must not be lost to a passing throttle of the function), and for its heartbeat
+    (brief: a missed beat is retried by the next, and an outcome in doubt is not waited for
+    longer than a beat's interval)."""
+    names = {WORKER_FUNCTION: settings.worker_function or WORKER_FUNCTION}
+    reports = LambdaInvoker(clients.client("lambda", settings, budget="patient"), names)
+    beats = LambdaInvoker(
+        clients.client("lambda", settings, budget="brief"),
+        names,
+        in_doubt_seconds=settings.heartbeat_seconds,
+    )
+    return reports, beats
 
 
 def _download(url: str) -> Iterator[bytes]:
@@ -80,23 +111,57 @@ class PresignedArtifacts:
 
 
 class JobChannel:
-    """One job's worker channel."""
+    """One job's worker channel. Its heartbeat goes through an invoker of its own (`beats`):
+    one with a brief budget, so that a throttle never holds a beat back behind retries, nor
+    behind the reports queued on the other. Its outcome is tried again, the same call, while
+    the channel answers UNAVAILABLE (the function could not write, e.g. the job's partition
+    is throttled) for up to OUTCOME_SECONDS: a succeeded pipeline is not to be reported lost."""
 
-    def __init__(self, invoker: Invoker, job_id: str, secret: str) -> None:
+    def __init__(
+        self,
+        invoker: Invoker,
+        job_id: str,
+        secret: str,
+        *,
+        beats: Invoker | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._invoker = invoker
+        self._beats = beats or invoker
         self.job_id = job_id
         self._secret = secret
+        self._sleep = sleep
+        self._clock = clock
 
-    def _call(self, rpc: str, **request: Any) -> dict[str, Any]:
-        event = {
+    def _event(self, rpc: str, request: dict[str, Any]) -> dict[str, Any]:
+        return {
             "rpc": rpc,
             "request_id": uuid.uuid4().hex,
             "request": {"job_id": self.job_id, "worker_secret": self._secret, **request},
         }
-        answer = self._invoker.invoke(WORKER_FUNCTION, event)
-        if "error" in answer:
-            raise error_from_code(answer["error"]["code"], answer["error"]["message"])
-        return dict(answer["result"])
+
+    def _call(self, rpc: str, *, invoker: Invoker | None = None, **request: Any) -> dict[str, Any]:
+        return _result(
+            (invoker or self._invoker).invoke(WORKER_FUNCTION, self._event(rpc, request))
+        )
+
+    def _outcome(self, rpc: str, **request: Any) -> JobState:
+        """Record the job's outcome: the same call (so the same request id) again while it
+        answers UNAVAILABLE, for up to OUTCOME_SECONDS. Botocore retries each invocation
+        (throttles of the function itself); this loop is for the function's own answer."""
+        event = self._event(rpc, request)
+        give_up = self._clock() + OUTCOME_SECONDS
+        wait = 1.0
+        while True:
+            try:
+                return JobState(_result(self._invoker.invoke(WORKER_FUNCTION, event))["state"])
+            except Unavailable:
+                if self._clock() + wait > give_up:
+                    raise
+                logger.warning("%s of job %s: unavailable, trying again", rpc, self.job_id)
+                self._sleep(wait)
+                wait = min(wait * 2, OUTCOME_BACKOFF_SECONDS)
 
     def now(self) -> float:
         return time.time()
@@ -117,7 +182,7 @@ class JobChannel:
         )
 
     def beat(self) -> JobState:
-        return JobState(self._call("Beat")["state"])
+        return JobState(self._call("Beat", invoker=self._beats)["state"])
 
     def say(self, messages: Sequence[Message]) -> None:
         """In the batches that each fit one event (and so one call)."""
@@ -151,10 +216,10 @@ class JobChannel:
         return cursor
 
     def end_as_upstream(self, state: JobState, cause: str) -> JobState:
-        return JobState(self._call("EndAsUpstream", state=state.value, cause=cause)["state"])
+        return self._outcome("EndAsUpstream", state=state.value, cause=cause)
 
     def finish(self) -> JobState:
-        return JobState(self._call("Finish")["state"])
+        return self._outcome("Finish")
 
     def fail(self, cause: str) -> JobState:
-        return JobState(self._call("Fail", cause=cause)["state"])
+        return self._outcome("Fail", cause=cause)

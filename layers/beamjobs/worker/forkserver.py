@@ -23,11 +23,11 @@ import signal
 import sys
 from typing import TextIO
 
-from beamjobs.aws import clients
 from beamjobs.domain.model import job_from_json
 from beamjobs.settings import Settings
 
 # Imports Beam and FnApiRunner: workers inherit them already imported.
+from beamjobs.worker.channel import channel_invokers
 from beamjobs.worker.run import JobRunner
 
 _REAP_INTERVAL_SECONDS = 0.1
@@ -132,7 +132,7 @@ def serve() -> None:
     settings = Settings.from_env(worker=True)
     # Building an AWS client loads its service model (~0.3 s); workers inherit it. Nothing is
     # sent here, so no connection exists yet to be shared across a fork.
-    clients.client("lambda", settings, patient=True)
+    channel_invokers(settings)
     pool = WarmPool(settings.warm_workers)
     pool.refill()
     out = sys.stdout

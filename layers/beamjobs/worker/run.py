@@ -17,8 +17,6 @@ from apache_beam.portability.api import beam_provision_api_pb2, beam_runner_api_
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from google.protobuf import struct_pb2
 
-from beamjobs.aws import clients
-from beamjobs.aws.invoker import LambdaInvoker
 from beamjobs.domain.errors import BeamjobsError
 from beamjobs.domain.model import Job
 from beamjobs.domain.states import JobState
@@ -26,7 +24,7 @@ from beamjobs.settings import Settings
 from beamjobs.worker import environments, packages, process_environment
 from beamjobs.worker.artifacts import ArtifactCache, localize, set_up_in_process
 from beamjobs.worker.caches import default_cache_directory
-from beamjobs.worker.channel import WORKER_FUNCTION, Claimed, JobChannel
+from beamjobs.worker.channel import Claimed, JobChannel, channel_invokers
 from beamjobs.worker.harness_logs import EchoedMessages, HarnessLogFormatter
 from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.image_environments import ImageEnvironments
@@ -79,11 +77,7 @@ class JobRunner:
         self._images = ImageEnvironments(
             Path(images_directory) if images_directory else default_cache_directory("environments")
         )
-        # Patient: a job's outcome must not be lost to a passing throttle of the function.
-        self._invoker = LambdaInvoker(
-            clients.client("lambda", self._settings, patient=True),
-            {WORKER_FUNCTION: self._settings.worker_function},
-        )
+        self._invokers = channel_invokers(self._settings)
 
     def run(self, job_id: str, *, known: Job | None = None, secret: str | None = None) -> int:
         """Run one job; exit code 0 (the job's outcome is recorded through the channel, not
@@ -93,7 +87,7 @@ class JobRunner:
         if not secret:
             raise SystemExit(f"no worker secret for job {job_id} (BEAMJOBS_WORKER_SECRET)")
         execute(
-            JobChannel(self._invoker, job_id, secret),
+            JobChannel(self._invokers[0], job_id, secret, beats=self._invokers[1]),
             heartbeat_seconds=self._settings.heartbeat_seconds,
             worker_pool=self._settings.worker_pool,
             cache=self._cache,

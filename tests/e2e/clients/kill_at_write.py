@@ -13,6 +13,6 @@ if __name__ == "__main__":
     settings = Settings.from_env(worker=True)
     runner = JobRunner()
     faults = Faults()
-    faults.attach(clients.client("lambda", settings, patient=True))
+    faults.attach(clients.client("lambda", settings, budget="patient"))
     faults.kill_at_write(n)
     sys.exit(runner.run(job_id))
