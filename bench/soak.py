@@ -2,12 +2,15 @@
 moto does. 200 jobs go through the real control plane (JobControl, the job aggregate, the
 DynamoDB store, the reconciler) on the embedded AWS, with the fault harness on every DynamoDB
 and S3 client: 5 % of calls throttled, 1 % applied with their answers lost. Their workers are
-the real worker's bookkeeping (heartbeat, message forwarder, outcome through the patient
-client) around a scripted pipeline, so 200 of them fit in one process; some start slowly (a
-Fargate task's 30 s to 10 min), some are killed, some fail, some are cancelled.
+the real worker's bookkeeping (claim, heartbeat, message forwarder, outcome) through the real
+worker channel (the worker function's handler behind Lambda's Invoke API, reached with the
+worker's own clients) around a scripted pipeline, so 200 of them fit in one process; some
+start slowly (a Fargate task's 30 s to 10 min), some are killed, some fail, some are
+cancelled. For a minute, every invocation of the worker channel is throttled (the function at
+its reserved concurrency): no job may be called lost for it.
 
 Time is compressed about 15 times (the lease, the heartbeat, the start lease and the slow
-starts together), botocore's retries are not.
+starts together), botocore's retries and the throttled minute are not.
 
 Reports: jobs that ended in the right state (goal 100 %), false "worker lost" (goal 0), and
 messages lost or duplicated (goal 0). Beam's LocalJobServicer has no AWS to be faulty, so
@@ -17,11 +20,13 @@ this part has no peer.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +43,13 @@ from beamjobs.domain.limits import Quotas
 from beamjobs.domain.model import Job
 from beamjobs.domain.staging_tokens import digest, mint
 from beamjobs.domain.states import TERMINAL_STATES, JobState
+from beamjobs.domain.worker_secrets import worker_secret
 from beamjobs.local.embedded import start_embedded
+from beamjobs.local.worker_channel import LocalWorkerChannel
+from beamjobs.worker.channel import WORKER_FUNCTION, Claimed, JobChannel, channel_invokers
 from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.messages import MessageForwarder
+from beamjobs_functions.worker.app import handler_for
 from tests.faults.harness import Faults
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +58,12 @@ ROOT = Path(__file__).resolve().parents[1]
 HEARTBEAT_SECONDS = 1.0
 LEASE_SECONDS = 6.0
 START_LEASE_SECONDS = 60.0
-# A worker whose work runs is lost only after 15 min (1 min here) of silence.
-LEASES = Leases(LEASE_SECONDS, START_LEASE_SECONDS, running_seconds=60.0)
+# A worker whose work runs is lost only after 15 min (3 min here) of silence.
+LEASES = Leases(LEASE_SECONDS, START_LEASE_SECONDS, running_seconds=180.0)
+# Every invocation of the worker channel is throttled for a minute, from this long after the
+# first Run.
+THROTTLE_AFTER_SECONDS = 10.0
+THROTTLE_SECONDS = 60.0
 RECONCILE_SECONDS = 2.0
 # A slow start: a Fargate task's 30 s to 10 min, compressed.
 SLOW_START_SECONDS = (2.0, 40.0)
@@ -84,9 +97,12 @@ class SoakExecutor:
 
     name = "soak"
 
-    def __init__(self, jobs: Jobs, outcomes: Jobs, plans: dict[str, Plan]) -> None:
+    def __init__(
+        self, jobs: Jobs, channels: Callable[[str], JobChannel], plans: dict[str, Plan]
+    ) -> None:
+        """`channels`: the worker channel of a job, as its worker holds it."""
         self._jobs = jobs
-        self._outcomes = outcomes
+        self._channels = channels
         self._plans = plans
         self._stops: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -133,14 +149,11 @@ class SoakExecutor:
         self._jobs.settle(job.job_id, "worker lost: the worker ended without an outcome")
 
     def _work(self, job: Job, plan: Plan, stop: threading.Event) -> None:
-        claimed = self._jobs.running(job.job_id, known=job)
-        if claimed is None:
+        channel = self._channels(job.job_id)
+        if not isinstance(channel.claim(), Claimed):
             return
-        forwarder = MessageForwarder(self._jobs.handle(job.job_id), flush_seconds=0.1)
-        with (
-            Heartbeat(self._jobs.handle(job.job_id), HEARTBEAT_SECONDS, on_stop=stop.set),
-            forwarder,
-        ):
+        forwarder = MessageForwarder(channel, flush_seconds=0.1)
+        with Heartbeat(channel, HEARTBEAT_SECONDS, on_stop=stop.set), forwarder:
             for i in range(MESSAGES):
                 if stop.wait(plan.work_seconds / MESSAGES):
                     return  # stopped: the process ends, its watcher settles the job
@@ -151,9 +164,9 @@ class SoakExecutor:
                 forwarder.say("JOB_MESSAGE_BASIC", text)
             plan.work_done = True
         if plan.scenario == "fail":
-            self._outcomes.fail(job.job_id, "Traceback: ValueError: the pipeline failed")
+            channel.fail("Traceback: ValueError: the pipeline failed")
         else:
-            self._outcomes.finish(job.job_id)
+            channel.finish()
 
 
 def _pipeline() -> bytes:
@@ -232,9 +245,25 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
         faults = Faults(seed=seed).attach(*attached)
         faults.add("*", "throttle", times=10**9, rate=0.05)
         faults.add("*", "lose_response", times=10**9, rate=0.01)
-        jobs, outcomes = Jobs(stores.jobs), Jobs(stores.outcomes)
+        served = LocalWorkerChannel(handler_for(settings))
+        worker = dataclasses.replace(
+            settings,
+            endpoint_url=served.url,
+            worker_function=WORKER_FUNCTION,
+            heartbeat_seconds=HEARTBEAT_SECONDS,
+        )
+        reports, beats = channel_invokers(worker)
+        channel_clients = [
+            clients.client("lambda", worker, budget=budget) for budget in ("patient", "brief")
+        ]
+        channel_faults = Faults(seed=seed).attach(*channel_clients)
+
+        def channel(job_id: str) -> JobChannel:
+            return JobChannel(reports, job_id, worker_secret(stores.blobs, job_id), beats=beats)
+
+        jobs = Jobs(stores.jobs)
         plans: dict[str, Plan] = {}
-        executor = SoakExecutor(jobs, outcomes, plans)
+        executor = SoakExecutor(jobs, channel, plans)
         control = JobControl(jobs, stores.blobs, executor, stores.artifacts.location, Quotas())
         done = threading.Event()
 
@@ -263,6 +292,13 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
                 plan.cancel_answer = control.cancel(LOCAL_CALLER, job_id)
 
         started = time.monotonic()
+        # The worker channel throttled for a minute, once the first jobs run.
+        threading.Timer(
+            THROTTLE_AFTER_SECONDS,
+            channel_faults.window,
+            ("Invoke", "throttle"),
+            {"seconds": THROTTLE_SECONDS},
+        ).start()
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(client, range(jobs_count)))
         # Every job ends: its worker's outcome, its watcher's settle, or the reconciler.
@@ -274,6 +310,8 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
         elapsed = time.monotonic() - started
         done.set()
         faults.detach(*attached)
+        channel_faults.detach(*channel_clients)
+        served.stop()
         listed = {job.job_id: job.state for job in stores.jobs.recent_jobs(jobs_count)}
         verdicts = [_verdict(plan, jobs, listed) for plan in plans.values()]
         for plan, verdict in zip(plans.values(), verdicts, strict=True):
@@ -288,6 +326,7 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
             "slow starts": sum(p.start_delay > 1 for p in plans.values()),
             "throttled calls": fired["throttle"],
             "lost responses": fired["lose_response"],
+            "channel throttled": len(channel_faults.fired),
             **{key: totals[key] for key in verdicts[0]},
         }
     finally:
@@ -305,6 +344,10 @@ def main() -> None:
     print(f"\nsoak: {jobs} jobs in {report['seconds']} s through faulty AWS")
     print(f"  scenarios {report['scenarios']}, {report['slow starts']} slow starts")
     print(f"  {report['throttled calls']} calls throttled, {report['lost responses']} answers lost")
+    print(
+        f"  worker channel throttled for {THROTTLE_SECONDS:g} s: "
+        f"{report['channel throttled']} invocations refused"
+    )
     print(
         f"  right state: {report['right state']}/{jobs} "
         f"({100 * report['right state'] / jobs:.1f} %, goal 100 %)"

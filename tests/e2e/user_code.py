@@ -26,6 +26,16 @@ def sleep_briefly(x):
     return x
 
 
+def wait_for_file(x, path):
+    """Hold the pipeline until the test creates `path` (at most 5 minutes)."""
+    import os
+
+    deadline = time.monotonic() + 300
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return x
+
+
 def what_the_job_can_reach(_):
     """Run as a job's code: what its environment names, and what reading another job's record
     with its credentials, where they point, answers."""

@@ -4,7 +4,8 @@ It hooks each client's `before-send` event (the last step before the HTTP reques
 botocore's own retries, error parsing and our error mapping all run as they would against AWS.
 Per call, the first matching rule decides what happens:
 
-- `throttle`: AWS answers 400 ThrottlingException (botocore retries it, then gives up);
+- `throttle`: AWS answers its throttle (DynamoDB's 400 ThrottlingException, S3's 503 SlowDown,
+  Lambda's 429 TooManyRequestsException); botocore retries it, then gives up;
 - `lose_response`: the request is sent and applied, and its response is lost (a read timeout),
   so botocore retries a call whose side effect already happened;
 - `latency`: the call is delayed, then sent;
@@ -22,7 +23,9 @@ key and the values it sets) with AWS's ValidationException.
 Rules match the operation (e.g. "PutItem", or "*" for any) and optionally a predicate on the
 request (its JSON body as a dict, with the request's URL under "_url", which names S3's bucket
 and key), and fire a bounded number of times, so a test says exactly which call misbehaves and
-how often; or, with a `rate`, on that fraction of matching calls (a soak's steady weather).
+how often; or, with a `rate`, on that fraction of matching calls (a soak's steady weather); or,
+as a `window`, on every matching call for a while (a function throttled for a minute, a hot
+partition for 90 s: `on_partition`).
 """
 
 from __future__ import annotations
@@ -71,10 +74,15 @@ class _Body:
 
 
 def _answer(service: str, url: str, status: int, error_type: str, message: str) -> AWSResponse:
-    """An error answer in the service's own format (S3's XML, DynamoDB's JSON)."""
+    """An error answer in the service's own format (S3's XML, DynamoDB's JSON, Lambda's
+    REST JSON)."""
     if service == "s3":
         body = f"<Error><Code>{error_type}</Code><Message>{message}</Message></Error>"
         return AWSResponse(url, status, {"Content-Type": "application/xml"}, _Body(body.encode()))
+    if service == "lambda":
+        body = json.dumps({"Type": "User", "message": message})
+        headers = {"Content-Type": "application/json", "x-amzn-ErrorType": error_type}
+        return AWSResponse(url, status, headers, _Body(body.encode()))
     body = json.dumps(
         {"__type": f"com.amazonaws.dynamodb.v20120810#{error_type}", "message": message}
     )
@@ -87,12 +95,22 @@ _THROTTLE = {
     "s3": (503, "SlowDown"),
     "dynamodb": (400, "ThrottlingException"),
     "dynamodb-streams": (400, "ThrottlingException"),
+    # A function at its reserved concurrency (or the account's).
+    "lambda": (429, "TooManyRequestsException"),
 }
 _FAILURE = {
     "s3": (500, "InternalError"),
     "dynamodb": (500, "InternalServerError"),
     "dynamodb-streams": (500, "InternalServerError"),
+    "lambda": (500, "ServiceException"),
 }
+
+
+def on_partition(pk: str) -> Callable[[dict[str, Any]], bool]:
+    """A rule's predicate: the request reads or writes partition `pk` (DynamoDB's throughput
+    is per partition: one hot job is throttled while the others are not)."""
+    quoted = json.dumps(pk)
+    return lambda body: quoted in json.dumps(body)
 
 
 @dataclass
@@ -106,6 +124,8 @@ class Rule:
     code: str = ""
     # The fraction of matching calls the rule fires on (drawn from the harness's seeded random).
     rate: float = 1.0
+    # When (time.monotonic()) the rule stops firing: a window of bad weather.
+    until: float | None = None
     fired: int = 0
 
 
@@ -146,10 +166,19 @@ class Faults:
             self.rules.append(rule)
         return rule
 
+    def window(self, operation: str, action: str, seconds: float, **options: Any) -> Rule:
+        """A rule that fires on every matching call for the next `seconds` (e.g. a function
+        throttled for a minute)."""
+        return self.add(
+            operation, action, times=10**9, until=time.monotonic() + seconds, **options
+        )
+
     def _rule_for(self, operation: str, body: dict[str, Any]) -> Rule | None:
         with self._lock:
             for rule in self.rules:
                 if rule.operation not in (operation, "*") or rule.fired >= rule.times:
+                    continue
+                if rule.until is not None and time.monotonic() >= rule.until:
                     continue
                 if rule.when is not None and not rule.when(body):
                     continue

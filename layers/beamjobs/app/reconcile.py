@@ -43,6 +43,9 @@ def fail_lost_jobs(store: JobStore, work: Work, leases: Leases) -> dict[str, Job
         except MalformedItem as error:  # the others are still settled
             malformed_items.skipped("the reconciler", candidate.job_id, error)
             continue
+        except BeamjobsError:  # e.g. its partition throttled: the others are still settled
+            logger.warning("could not reconcile job %s now", candidate.job_id, exc_info=True)
+            continue
         if ended is None:
             continue
         settled[job.job_id] = ended.state
