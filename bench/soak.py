@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from beamjobs import runtime
-from beamjobs.api import pipeline_pb2
 from beamjobs.app.reconcile import fail_lost_jobs
 from beamjobs.app.service import JobControl
 from beamjobs.aws import clients
+from beamjobs.domain.engines import Engines
 from beamjobs.domain.executor import Leases
 from beamjobs.domain.identity import LOCAL_CALLER
 from beamjobs.domain.jobs import Jobs
@@ -54,10 +54,12 @@ from tests.faults.harness import Faults
 
 ROOT = Path(__file__).resolve().parents[1]
 # Compressed time: a lease of 30 s is 6 s here (botocore's backoffs, up to 20 s, are not
-# compressed), a start lease of 15 min is 60 s, and a Fargate start of 10 min is 40 s.
+# compressed), a start lease of 15 min is 2 min (it must outlast a slow start and the throttled
+# minute, which is not compressed, together: a worker claims its job through the channel),
+# and a Fargate start of 10 min is 40 s.
 HEARTBEAT_SECONDS = 1.0
 LEASE_SECONDS = 6.0
-START_LEASE_SECONDS = 60.0
+START_LEASE_SECONDS = 120.0
 # A worker whose work runs is lost only after 15 min (3 min here) of silence.
 LEASES = Leases(LEASE_SECONDS, START_LEASE_SECONDS, running_seconds=180.0)
 # Every invocation of the worker channel is throttled for a minute, from this long after the
@@ -170,10 +172,9 @@ class SoakExecutor:
 
 
 def _pipeline() -> bytes:
-    pipeline = pipeline_pb2.Pipeline(root_transform_ids=["impulse"])
-    pipeline.components.pcollections["out"].is_bounded = pipeline_pb2.IsBounded.BOUNDED
-    pipeline.components.environments["py"].urn = "beam:env:embedded_python:v1"
-    return pipeline.SerializeToString()
+    from tests.integration.conftest import pipeline_bytes  # what the integration tests prepare
+
+    return pipeline_bytes()
 
 
 def _plan(job_id: str, rng: random.Random) -> Plan:
@@ -264,7 +265,14 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
         jobs = Jobs(stores.jobs)
         plans: dict[str, Plan] = {}
         executor = SoakExecutor(jobs, channel, plans)
-        control = JobControl(jobs, stores.blobs, executor, stores.artifacts.location, Quotas())
+        control = JobControl(
+            jobs,
+            stores.blobs,
+            Engines.only(executor),
+            stores.artifacts,
+            # One client runs them all: no quota may refuse what the soak is to exercise.
+            Quotas(concurrent_jobs=jobs_count, prepares_per_minute=10 * jobs_count),
+        )
         done = threading.Event()
 
         def reconcile() -> None:
