@@ -169,9 +169,7 @@ class Faults:
     def window(self, operation: str, action: str, seconds: float, **options: Any) -> Rule:
         """A rule that fires on every matching call for the next `seconds` (e.g. a function
         throttled for a minute)."""
-        return self.add(
-            operation, action, times=10**9, until=time.monotonic() + seconds, **options
-        )
+        return self.add(operation, action, times=10**9, until=time.monotonic() + seconds, **options)
 
     def _rule_for(self, operation: str, body: dict[str, Any]) -> Rule | None:
         with self._lock:

@@ -383,9 +383,7 @@ def _reconcile(event, outputs, monkeypatch, cloudformation=None):
     return app.lambda_handler(event, LocalContext(function_name="reconcile"))
 
 
-def test_a_silent_worker_whose_task_runs_is_not_lost_until_its_running_lease(
-    deployed, monkeypatch
-):
+def test_a_silent_worker_whose_task_runs_is_not_lost_until_its_running_lease(deployed, monkeypatch):
     # Given a job whose worker claimed it and went silent (its channel throttled) while its
     # execution, so its task, runs
     cloudformation, _ = deployed
