@@ -33,9 +33,8 @@ def fail_lost_jobs(store: JobStore, work: Work, leases: Leases) -> dict[str, Job
             continue  # heard from within the shortest lease: no need to read it again
         try:
             job = store.get(candidate.job_id)
-            decided = _decide(
-                job, store.heartbeats([job.job_id]).get(job.job_id), store, work, leases
-            )
+            beat = store.heartbeats([job.job_id]).get(job.job_id)
+            decided = _decide(job, beat, store.now(), work, leases)
             if decided is None:
                 continue
             cause, stop = decided
@@ -59,11 +58,10 @@ def _silent(job: Job, beat: float | None, now: float, lease: float) -> bool:
 
 
 def _decide(
-    job: Job, beat: float | None, store: JobStore, work: Work, leases: Leases
+    job: Job, beat: float | None, now: float, work: Work, leases: Leases
 ) -> tuple[str, bool] | None:
     """Why the job's worker is lost, and whether its work is to be stopped; None when it is
     not lost (or cannot be told now)."""
-    now = store.now()
     starting = job.state is JobState.STARTING and beat is None
     lease = leases.start_seconds if starting else leases.seconds
     if job.state not in ACTIVE_STATES or not _silent(job, beat, now, lease):

@@ -25,9 +25,9 @@ from typing import TextIO
 
 from beamjobs.domain.model import job_from_json
 from beamjobs.settings import Settings
+from beamjobs.worker.channel import channel_invokers
 
 # Imports Beam and FnApiRunner: workers inherit them already imported.
-from beamjobs.worker.channel import channel_invokers
 from beamjobs.worker.run import JobRunner
 
 _REAP_INTERVAL_SECONDS = 0.1

@@ -77,7 +77,7 @@ class JobRunner:
         self._images = ImageEnvironments(
             Path(images_directory) if images_directory else default_cache_directory("environments")
         )
-        self._invokers = channel_invokers(self._settings)
+        self._reports, self._beats = channel_invokers(self._settings)
 
     def run(self, job_id: str, *, known: Job | None = None, secret: str | None = None) -> int:
         """Run one job; exit code 0 (the job's outcome is recorded through the channel, not
@@ -87,7 +87,7 @@ class JobRunner:
         if not secret:
             raise SystemExit(f"no worker secret for job {job_id} (BEAMJOBS_WORKER_SECRET)")
         execute(
-            JobChannel(self._invokers[0], job_id, secret, beats=self._invokers[1]),
+            JobChannel(self._reports, job_id, secret, beats=self._beats),
             heartbeat_seconds=self._settings.heartbeat_seconds,
             worker_pool=self._settings.worker_pool,
             cache=self._cache,
