@@ -162,13 +162,18 @@ def test_unknown_job_metrics_are_not_found(job_service):
 
 @pytest.fixture(scope="module")
 def short_lease_endpoint(tmp_path_factory):
-    """A server whose workers' leases are 3 s (heartbeats every 0.5 s)."""
+    """A server whose workers' leases are 3 s (heartbeats every 0.5 s), and whose silent
+    workers that still run are lost after 6 s."""
     port = free_port()
     server = serve(
         tmp_path_factory.mktemp("short-lease"),
         "short-lease",
         port,
-        env={"BEAMJOBS_LEASE_SECONDS": "3", "BEAMJOBS_HEARTBEAT_SECONDS": "0.5"},
+        env={
+            "BEAMJOBS_LEASE_SECONDS": "3",
+            "BEAMJOBS_HEARTBEAT_SECONDS": "0.5",
+            "BEAMJOBS_RUNNING_LEASE_SECONDS": "6",
+        },
     )
     yield f"localhost:{port}"
     server.stop()
@@ -177,7 +182,8 @@ def short_lease_endpoint(tmp_path_factory):
 def test_a_worker_paused_past_its_lease_is_lost_and_stops_when_it_resumes(
     short_lease_endpoint, tmp_path
 ):
-    # Given a running job whose worker is paused (SIGSTOP) for longer than its lease
+    # Given a running job whose worker is paused (SIGSTOP) for longer than its running lease:
+    # its process is alive, so only the running lease makes it lost
     result = _start_looping_job(short_lease_endpoint, tmp_path)
     pid = int((tmp_path / "pid").read_text())
     os.kill(pid, signal.SIGSTOP)
@@ -187,7 +193,8 @@ def test_a_worker_paused_past_its_lease_is_lost_and_stops_when_it_resumes(
             result.wait_until_finish()
     finally:
         os.kill(pid, signal.SIGCONT)
-    # And the resumed worker learns it from its next heartbeat and stops its work
+    # And the resumed worker stops its work (the reconciler stopped it, or its next heartbeat
+    # learns it is lost)
     deadline = time.monotonic() + 10
     while alive(pid):
         assert time.monotonic() < deadline, "the resumed worker went on"
