@@ -253,11 +253,10 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
             worker_function=WORKER_FUNCTION,
             heartbeat_seconds=HEARTBEAT_SECONDS,
         )
+        # One process's channel clients serve every worker here, and so one retry quota
+        # (botocore's, which a minute's throttle runs dry): harsher than a process per task.
         reports, beats = channel_invokers(worker)
-        channel_clients = [
-            clients.client("lambda", worker, budget=budget) for budget in ("patient", "brief")
-        ]
-        channel_faults = Faults(seed=seed).attach(*channel_clients)
+        channel_faults = Faults(seed=seed).attach(reports.client, beats.client)
 
         def channel(job_id: str) -> JobChannel:
             return JobChannel(reports, job_id, worker_secret(stores.blobs, job_id), beats=beats)
@@ -318,7 +317,7 @@ def soak(jobs_count: int, seed: int) -> dict[str, int]:
         elapsed = time.monotonic() - started
         done.set()
         faults.detach(*attached)
-        channel_faults.detach(*channel_clients)
+        channel_faults.detach(reports.client, beats.client)
         served.stop()
         listed = {job.job_id: job.state for job in stores.jobs.recent_jobs(jobs_count)}
         verdicts = [_verdict(plan, jobs, listed) for plan in plans.values()]
@@ -347,6 +346,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the local channel's requests
     report = soak(args.jobs, args.seed)
     jobs = report["jobs"]
     print(f"\nsoak: {jobs} jobs in {report['seconds']} s through faulty AWS")

@@ -1,26 +1,27 @@
-"""A worker's side of its channel: its heartbeat apart from its reports, and an outcome that a
-long throttle of its job's partition does not lose."""
+"""A worker's side of its channel: its heartbeat apart from its reports, and a claim and an
+outcome that a long throttle (of the function, or of its job's partition) does not lose."""
 
 import pytest
 
 from beamjobs.domain.errors import Unavailable
 from beamjobs.domain.states import JobState
-from beamjobs.worker.channel import OUTCOME_SECONDS, JobChannel
+from beamjobs.worker.channel import INSIST_SECONDS, JobChannel
 
 
 class Answers:
-    """An invoker answering UNAVAILABLE `unavailable` times, then DONE; it records the events
-    it was sent."""
+    """An invoker answering UNAVAILABLE `unavailable` times, then `result` (DONE); it records
+    the events it was sent."""
 
-    def __init__(self, unavailable: int = 0) -> None:
+    def __init__(self, unavailable: int = 0, result: dict | None = None) -> None:
         self.unavailable = unavailable
+        self.result = result or {"state": "DONE"}
         self.events: list[dict] = []
 
     def invoke(self, function: str, event: dict) -> dict:
         self.events.append(event)
         if len(self.events) <= self.unavailable:
             return {"error": {"code": "UNAVAILABLE", "message": "job x: throttled, try again"}}
-        return {"result": {"state": "DONE"}}
+        return {"result": self.result}
 
 
 class FakeTime:
@@ -54,7 +55,17 @@ def test_an_outcome_gives_up_past_its_bound():
     reports, time = Answers(unavailable=10**6), FakeTime()
     with pytest.raises(Unavailable):
         _channel(reports, time).fail("the pipeline failed")
-    assert OUTCOME_SECONDS - 20 <= time.now <= OUTCOME_SECONDS
+    assert INSIST_SECONDS - 20 <= time.now <= INSIST_SECONDS
+
+
+def test_a_claim_answered_unavailable_is_the_same_call_again():
+    # Given a channel throttled for about a minute as the worker's task starts
+    reports = Answers(unavailable=6, result={"claimed": False, "state": "CANCELLED"})
+    time = FakeTime()
+    # When the worker claims its job, it keeps claiming, as one call, until it is answered
+    assert _channel(reports, time).claim() is JobState.CANCELLED
+    assert len(reports.events) == 7
+    assert len({e["request_id"] for e in reports.events}) == 1
 
 
 def test_a_report_answered_unavailable_is_not_tried_again_here():

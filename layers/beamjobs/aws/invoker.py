@@ -105,7 +105,7 @@ class LambdaInvoker:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = lambda_client
+        self.client = lambda_client
         self._names = dict(function_names)
         self._backoff = backoff_seconds
         self._in_doubt_seconds = in_doubt_seconds
@@ -130,7 +130,7 @@ class LambdaInvoker:
 
     def _invoke_once(self, function: str, payload: bytes) -> dict[str, Any]:
         try:
-            response = self._client.invoke(
+            response = self.client.invoke(
                 FunctionName=self._names[function],
                 InvocationType="RequestResponse",
                 Payload=payload,

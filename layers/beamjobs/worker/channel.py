@@ -30,11 +30,11 @@ logger = logging.getLogger(__name__)
 # module imports no protobuf classes: the worker loads Beam's own, under the same names.
 WORKER_FUNCTION = "worker"
 _CHUNK_BYTES = 8 * 1024 * 1024
-# How long a worker keeps trying to record its job's outcome while the channel answers
-# UNAVAILABLE: past a long DynamoDB throttle of the job's partition (minutes), within the time
-# a task's end is noticed anyway.
-OUTCOME_SECONDS = 600.0
-OUTCOME_BACKOFF_SECONDS = 20.0
+# How long a worker keeps making the calls its job cannot do without, its claim and its
+# outcome, while the channel answers UNAVAILABLE: past a long throttle of the function or of
+# the job's DynamoDB partition (minutes), within the time a task's end is noticed anyway.
+INSIST_SECONDS = 600.0
+INSIST_BACKOFF_SECONDS = 20.0
 # urllib3's own retries: connection failures and S3's 5xx answers, with backoff.
 _HTTP = urllib3.PoolManager(
     retries=urllib3.Retry(total=5, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504))
@@ -113,9 +113,10 @@ class PresignedArtifacts:
 class JobChannel:
     """One job's worker channel. Its heartbeat goes through an invoker of its own (`beats`):
     one with a brief budget, so that a throttle never holds a beat back behind retries, nor
-    behind the reports queued on the other. Its outcome is tried again, the same call, while
-    the channel answers UNAVAILABLE (the function could not write, e.g. the job's partition
-    is throttled) for up to OUTCOME_SECONDS: a succeeded pipeline is not to be reported lost."""
+    behind the reports queued on the other. Its claim and its outcome are tried again, the same
+    call, while the channel answers UNAVAILABLE (the function is throttled, or could not write
+    because the job's partition is) for up to INSIST_SECONDS: a worker that is alive is not to
+    be reported lost, nor a succeeded pipeline failed."""
 
     def __init__(
         self,
@@ -146,22 +147,26 @@ class JobChannel:
             (invoker or self._invoker).invoke(WORKER_FUNCTION, self._event(rpc, request))
         )
 
-    def _outcome(self, rpc: str, **request: Any) -> JobState:
-        """Record the job's outcome: the same call (so the same request id) again while it
-        answers UNAVAILABLE, for up to OUTCOME_SECONDS. Botocore retries each invocation
-        (throttles of the function itself); this loop is for the function's own answer."""
+    def _insist(self, rpc: str, **request: Any) -> dict[str, Any]:
+        """The same call (so the same request id: its answer is recorded once) again while it
+        answers UNAVAILABLE, for up to INSIST_SECONDS. Botocore retries each invocation, but
+        within a budget that a minute's throttle outlasts (and its retry quota, shared by the
+        process's calls, runs dry); this loop outlasts it."""
         event = self._event(rpc, request)
-        give_up = self._clock() + OUTCOME_SECONDS
+        give_up = self._clock() + INSIST_SECONDS
         wait = 1.0
         while True:
             try:
-                return JobState(_result(self._invoker.invoke(WORKER_FUNCTION, event))["state"])
+                return _result(self._invoker.invoke(WORKER_FUNCTION, event))
             except Unavailable:
                 if self._clock() + wait > give_up:
                     raise
                 logger.warning("%s of job %s: unavailable, trying again", rpc, self.job_id)
                 self._sleep(wait)
-                wait = min(wait * 2, OUTCOME_BACKOFF_SECONDS)
+                wait = min(wait * 2, INSIST_BACKOFF_SECONDS)
+
+    def _outcome(self, rpc: str, **request: Any) -> JobState:
+        return JobState(self._insist(rpc, **request)["state"])
 
     def now(self) -> float:
         return time.time()
@@ -169,7 +174,7 @@ class JobChannel:
     def claim(self, *, resume: bool = False) -> Claimed | JobState:
         """The job, RUNNING and claimed by this worker, with what it runs; else the state
         that says it must not run. A mirror `resume`s: its active job is its again."""
-        answer = self._call("Claim", resume=resume)
+        answer = self._insist("Claim", resume=resume)
         if not answer["claimed"]:
             return JobState(answer["state"])
         return Claimed(

@@ -30,8 +30,12 @@ _FLUSH_SECONDS = 0.2
 _BATCH = 50
 # Bytes of messages waiting to be stored, at most (then new ones are dropped, and counted).
 QUEUE_LIMIT_BYTES = 16 * 1024 * 1024
-# Once the job's work ended, the store has this many more tries for what is still unstored.
-_FAILURES_AFTER_END = 20
+# A failed append is tried again after a wait that doubles from the flush interval up to
+# this: a throttled job is not to be called ten times a second, which keeps it throttled.
+_RETRY_WAIT_SECONDS = 20.0
+# Once the job's work ended, what is still unstored is tried for this long (past a minute's
+# throttle), then given up: the job's outcome waits for it.
+_STORE_AFTER_END_SECONDS = 120.0
 
 
 def importance_of(levelno: int) -> str:
@@ -46,10 +50,10 @@ class MessageForwarder(logging.Handler):
     Leaving the context flushes everything, so messages precede the final state.
 
     A batch whose append failed (botocore already retried it: DynamoDB throttles a job that
-    logs heavily) stays first in line and is tried again at the next flush, so nothing is lost
-    and the order holds. The queue is bounded in bytes: past QUEUE_LIMIT_BYTES waiting, new
-    messages are dropped and counted, and a warning saying how many follows once there is
-    room again."""
+    logs heavily, Lambda the worker channel) stays first in line and is tried again after a
+    growing wait, so nothing is lost and the order holds. The queue is bounded in bytes: past
+    QUEUE_LIMIT_BYTES waiting, new messages are dropped and counted, and a warning saying how
+    many follows once there is room again."""
 
     def __init__(
         self,
@@ -121,6 +125,7 @@ class MessageForwarder(logging.Handler):
     def _drain(self) -> None:
         pending: list[Message] = []
         done = False
+        give_up_at = 0.0  # once done
         failures = 0
         while True:
             if not pending:  # a new batch: what was dropped is said first
@@ -136,17 +141,19 @@ class MessageForwarder(logging.Handler):
                     )
                 if not done:
                     done = self._collect(pending)
+                    give_up_at = time.monotonic() + _STORE_AFTER_END_SECONDS
             # One event per call, so a failure leaves exactly the unstored ones pending.
             for batch in message_batches(pending):
                 try:
                     self._job.say(batch)
                 except BeamjobsError:
+                    wait = min(self._flush_seconds * 2**failures, _RETRY_WAIT_SECONDS)
                     failures += 1
-                    if done and failures > _FAILURES_AFTER_END:
+                    if done and time.monotonic() + wait > give_up_at:
                         logger.error("messages of job %s could not be stored", self._job.job_id)
                         return
                     logger.warning("storing messages of job %s failed: retrying", self._job.job_id)
-                    time.sleep(self._flush_seconds)
+                    time.sleep(wait)
                     break
                 failures = 0
                 pending = pending[len(batch) :]
