@@ -7,6 +7,8 @@ import io
 import json
 from dataclasses import dataclass
 
+import pytest
+
 from beamjobs import runtime
 from beamjobs.aws.invoker import LambdaInvoker, event_for
 from beamjobs.domain.identity import LOCAL_CALLER
@@ -41,12 +43,13 @@ class ShortContext(LocalContext):
 
 class InProcessLambda:
     """lambda.invoke over the real handlers, answering a function stopped at its timeout as
-    Lambda does (FunctionError, errorType Sandbox.Timedout)."""
+    Lambda does (FunctionError, and `timed_out`: the body of its runtime's answer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timed_out: dict) -> None:
         from beamjobs_functions.control.app import lambda_handler
 
         self._handler = lambda_handler
+        self._timed_out = timed_out
         self.outcomes: list[str] = []
 
     def invoke(self, FunctionName, InvocationType, Payload):  # noqa: N803 (boto3's names)
@@ -56,18 +59,30 @@ class InProcessLambda:
             answer = self._handler(event, context)
         except TimedOut:
             self.outcomes.append("timed out")
-            body = {"errorType": "Sandbox.Timedout", "errorMessage": "Task timed out"}
-            return {"FunctionError": "Unhandled", "Payload": io.BytesIO(json.dumps(body).encode())}
+            body = json.dumps(self._timed_out).encode()
+            return {"FunctionError": "Unhandled", "Payload": io.BytesIO(body)}
         in_progress = answer.get("error", {}).get("in_progress")
         self.outcomes.append("in progress" if in_progress else "answered")
         return {"Payload": io.BytesIO(json.dumps(answer).encode())}
 
 
-def test_a_run_that_timed_out_after_starting_the_job_answers_that_job(settings, stores):
+@pytest.mark.parametrize(
+    "timed_out",
+    [
+        {
+            "errorType": "Sandbox.Timedout",
+            "errorMessage": "RequestId: 8f5c Error: Task timed out after 30.00 seconds",
+        },
+        # runtimes before Sandbox.Timedout: the message alone says it
+        {"errorMessage": "2026-12-06T10:00:00.000Z 8f5c Task timed out after 30.00 seconds"},
+    ],
+    ids=["error-type", "message-only"],
+)
+def test_a_run_that_timed_out_after_starting_the_job_answers_that_job(settings, stores, timed_out):
     # Given a prepared job, and a Run whose function times out right after starting the work
     executor = StoppedAfterStart()
     runtime.install_executor(settings, executor)
-    lambda_service = InProcessLambda()
+    lambda_service = InProcessLambda(timed_out)
     invoker = LambdaInvoker(
         lambda_service, {"control": "control"}, backoff_seconds=0.05, in_doubt_seconds=10
     )

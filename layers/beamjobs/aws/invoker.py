@@ -5,6 +5,7 @@ invoker takes the same JSON event and returns the handler's JSON answer, so loca
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -74,8 +75,11 @@ def encode(event: dict[str, Any]) -> bytes:
     return payload
 
 
-# What Lambda answers for a function stopped at its timeout.
-_TIMED_OUT_ERROR_TYPES = frozenset({"Sandbox.Timedout"})
+# What Lambda answers for a function stopped at its timeout: an errorType of its own on
+# today's runtimes ("RequestId: … Error: Task timed out after 30.00 seconds"), only the message
+# on older ones ("2026-01-01T00:00:00.000Z <request id> Task timed out after 30.00 seconds").
+_TIMED_OUT_ERROR_TYPE = "Sandbox.Timedout"
+_TIMED_OUT_MESSAGE = re.compile(r"\bTask timed out after [0-9.]+ seconds\b")
 # How long an outcome in doubt is waited for: the functions' timeout (template.yaml's Globals),
 # after which an unfinished call's idempotency record has expired, and a margin.
 IN_DOUBT_SECONDS = 35.0
@@ -144,9 +148,10 @@ class LambdaInvoker:
             ) from error
         body = json.loads(response["Payload"].read() or b"null")
         if response.get("FunctionError"):
-            if isinstance(body, dict) and body.get("errorType") in _TIMED_OUT_ERROR_TYPES:
-                raise _InDoubt("it timed out")
             message = body.get("errorMessage", "") if isinstance(body, dict) else str(body)
+            timed_out = isinstance(body, dict) and body.get("errorType") == _TIMED_OUT_ERROR_TYPE
+            if timed_out or _TIMED_OUT_MESSAGE.search(str(message)):
+                raise _InDoubt("it timed out")
             raise BeamjobsError(f"function {function} failed: {message}")
         if isinstance(body, dict) and body.get("error", {}).get("in_progress"):
             raise _InDoubt("the same call is still in progress")
