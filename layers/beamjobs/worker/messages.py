@@ -126,7 +126,7 @@ class MessageForwarder(logging.Handler):
         pending: list[Message] = []
         done = False
         give_up_at = 0.0  # once done
-        failures = 0
+        wait = self._flush_seconds  # before the next try of a failed append
         while True:
             if not pending:  # a new batch: what was dropped is said first
                 dropped = self._take_dropped()
@@ -141,21 +141,21 @@ class MessageForwarder(logging.Handler):
                     )
                 if not done:
                     done = self._collect(pending)
-                    give_up_at = time.monotonic() + _STORE_AFTER_END_SECONDS
+                    if done:
+                        give_up_at = time.monotonic() + _STORE_AFTER_END_SECONDS
             # One event per call, so a failure leaves exactly the unstored ones pending.
             for batch in message_batches(pending):
                 try:
                     self._job.say(batch)
                 except BeamjobsError:
-                    wait = min(self._flush_seconds * 2**failures, _RETRY_WAIT_SECONDS)
-                    failures += 1
                     if done and time.monotonic() + wait > give_up_at:
                         logger.error("messages of job %s could not be stored", self._job.job_id)
                         return
                     logger.warning("storing messages of job %s failed: retrying", self._job.job_id)
                     time.sleep(wait)
+                    wait = min(wait * 2, _RETRY_WAIT_SECONDS)
                     break
-                failures = 0
+                wait = self._flush_seconds
                 pending = pending[len(batch) :]
             else:
                 pending = []
