@@ -1,6 +1,8 @@
 """Reconcile: ends jobs whose workers could not record how they ended. Invoked on a schedule
 (workers gone silent past their lease), by EventBridge when a run-job execution ends, and by the
-state machine's Catch (the worker's task failed). Its role may read and write the table."""
+state machine's Catch (the worker's task failed: it answers whether to start the task again,
+for a task that never started within the job's start lease). Its role may read and write the
+table."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beamjobs import runtime
-from beamjobs.app.reconcile import fail_lost_jobs, settle_execution
+from beamjobs.app.reconcile import fail_lost_jobs, never_started, settle_execution, start_again
 from beamjobs.app.service import require_id
 from beamjobs.aws import clients
 from beamjobs.aws.stepfunctions import Executions
@@ -61,11 +63,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {"settled": {job_id: state.value}}
     if "job_id" in event:  # the state machine's Catch: the worker's task failed
         job_id = require_id(event["job_id"])
-        state = settle_execution(
-            jobs, job_id, "FAILED", _detail(event.get("error"), event.get("cause"))
-        )
+        error, cause = str(event.get("error") or ""), str(event.get("cause") or "")
+        reason = never_started(error, cause)
+        wait = start_again(jobs, job_id, reason, settings.leases()) if reason else None
+        if wait is not None:
+            metrics.add_metric(name="WorkerTasksStartedAgain", unit=MetricUnit.Count, value=1)
+            return {"retry": True, "wait_seconds": round(wait)}
+        state = settle_execution(jobs, job_id, "FAILED", _detail(error, cause))
         metrics.add_metric(name="WorkerTasksFailed", unit=MetricUnit.Count, value=1)
-        return {"settled": {job_id: state.value}}
+        return {"retry": False, "settled": {job_id: state.value}}
     if event.get("detail-type") != "Scheduled Event":
         raise InvalidArgument(f"unexpected event: {sorted(event)}")
     settled = fail_lost_jobs(jobs, _executions(), settings.leases())

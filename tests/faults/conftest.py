@@ -1,17 +1,21 @@
-"""Fault tests run on the embedded AWS, as the integration tests do, with the harness attached
-to the process's own AWS clients (the ones the stores, handlers and shim use)."""
+"""Fault tests run on the embedded AWS, as the integration tests do (each component within its
+role, as AWS enforces it), with the harness attached to the process's own AWS clients (the
+ones the stores, handlers and shim use)."""
 
 import pytest
 
 from beamjobs.aws import clients
 from tests.faults.harness import Faults
 from tests.integration.conftest import (  # noqa: F401 (fixtures shared with the integration tests)
+    calls_within_their_roles,
     channel,
     embedded_aws,
     executor,
     fresh_handlers,
+    iam_enforcement,
     settings,
     stores,
+    transformed_template,
 )
 
 

@@ -26,6 +26,10 @@ and key), and fire a bounded number of times, so a test says exactly which call 
 how often; or, with a `rate`, on that fraction of matching calls (a soak's steady weather); or,
 as a `window`, on every matching call for a while (a function throttled for a minute, a hot
 partition for 90 s: `on_partition`).
+
+And faults AWS reports rather than answers: `task_start_failure` is what the run-job state
+machine hands on when a worker's task never started (an image not pulled, a secret not read,
+no Fargate capacity).
 """
 
 from __future__ import annotations
@@ -227,3 +231,55 @@ class Faults:
             self._http.send(request)  # applied by AWS...
             raise ReadTimeoutError(endpoint_url=request.url)  # ...and its answer never arrives
         raise ValueError(f"unknown fault {rule.action!r}")
+
+
+# -- faults AWS reports rather than answers ----------------------------------------------------
+
+# Why ECS stops a task before its containers ran, as it words it (StoppedReason).
+TASK_START_FAILURES = {
+    "CannotPullContainer": (
+        "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to "
+        "resolve ref docker.io/apache/beam_python3.11_sdk:2.77.0: 429 Too Many Requests - "
+        "Server message: toomanyrequests: You have reached your pull rate limit"
+    ),
+    "ResourceInitialization": (
+        "ResourceInitializationError: unable to pull secrets or registry auth: execution "
+        "resource retrieval failed: unable to retrieve secret from asm: service call has been "
+        "retried 5 time(s): RequestError: send request failed"
+    ),
+}
+
+
+def task_start_failure(job_id: str, kind: str) -> dict[str, Any]:
+    """What the run-job state machine's Catch hands the reconcile function when the job's
+    worker task never started: `kind` is a key of TASK_START_FAILURES (ECS stopped the task,
+    and Step Functions fails the runTask.sync state with States.TaskFailed and the task, as
+    DescribeTasks has it, for cause), or "capacity" (RunTask itself refused, and the state's
+    retries ran out)."""
+    if kind == "capacity":
+        return {
+            "job_id": job_id,
+            "error": "ECS.AmazonECSException",
+            "cause": "Capacity is unavailable at this time. Please try again later or in a "
+            "different availability zone (Service: AmazonECS; Status Code: 400)",
+        }
+    task = {
+        "LastStatus": "STOPPED",
+        "DesiredStatus": "STOPPED",
+        "StopCode": "TaskFailedToStart",
+        "StoppedReason": TASK_START_FAILURES[kind],
+        "Containers": [{"Name": "worker", "LastStatus": "STOPPED"}],
+    }
+    return {"job_id": job_id, "error": "States.TaskFailed", "cause": json.dumps(task)}
+
+
+def task_exited(job_id: str, exit_code: int) -> dict[str, Any]:
+    """The Catch's hand-over for a worker task that started, and whose worker exited with
+    `exit_code` (the job's own failure)."""
+    task = {
+        "LastStatus": "STOPPED",
+        "StopCode": "EssentialContainerExited",
+        "StoppedReason": "Essential container in task exited",
+        "Containers": [{"Name": "worker", "LastStatus": "STOPPED", "ExitCode": exit_code}],
+    }
+    return {"job_id": job_id, "error": "States.TaskFailed", "cause": json.dumps(task)}

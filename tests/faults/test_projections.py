@@ -1,6 +1,7 @@
 """A state is two writes: the event (the truth) and its projection onto the job's record (for
 listing and the active index). A throttle, timeout or kill between them must neither fail the
-transition that happened nor leave the record behind for good: the next reader repairs it."""
+transition that happened nor leave the record behind for good. Readers answer from the log and
+never write (their roles may not); the job's next writer, or the reconciler, repairs it."""
 
 from beamjobs.api import job_api_pb2 as api
 from beamjobs.api import job_api_pb2_grpc
@@ -9,6 +10,7 @@ from beamjobs.aws import clients
 from beamjobs.aws.dynamodb_store import DynamoJobStore
 from beamjobs.domain.executor import Leases
 from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.model import Message
 from beamjobs.domain.states import JobState
 from tests.integration.conftest import Clock, make_job, pipeline_bytes
 from tests.jobstates import Work, advance
@@ -19,7 +21,7 @@ def _projection_of(state):
 
 
 def test_a_lost_projection_of_starting_still_starts_the_job_and_is_repaired(
-    channel, executor, faults
+    channel, stores, executor, faults
 ):
     # Given a prepared job, and all 6 attempts botocore makes to project its STARTING onto the
     # record failing
@@ -32,8 +34,10 @@ def test_a_lost_projection_of_starting_still_starts_the_job_and_is_repaired(
     stub.Run(api.RunJobRequest(preparation_id=job_id))
     assert faults.fired.count(("UpdateItem", "fail")) == 6
     assert executor.started == [job_id]
-    # Then a reader of the job sees STARTING, and repairs the record for the listing
+    # Then a reader of the job sees STARTING, from its log
     assert stub.GetState(api.GetJobStateRequest(job_id=job_id)).state == api.JobState.STARTING
+    # And the job's next writer (its worker's first message) repairs the record for the listing
+    Jobs(stores.jobs).say(job_id, [Message("JOB_MESSAGE_BASIC", "starting", 1.0)])
     [listed] = [j for j in stub.GetJobs(api.GetJobsRequest()).job_info if j.job_id == job_id]
     assert listed.state == api.JobState.STARTING
 

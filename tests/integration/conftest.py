@@ -1,5 +1,7 @@
 """Integration tests run on the embedded AWS (moto's server on localhost, reset for every test),
-with the table and bucket built from template.yaml's own definitions, as `make run` builds them."""
+with the table and bucket built from template.yaml's own definitions, as `make run` builds them.
+Every AWS call the shim and the handlers make is allowed or refused as AWS would under the role
+template.yaml gives each (tests.iam_policies); a test with a refused call fails."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from beamjobs.local.invoker import InProcessInvoker
 from beamjobs.local.provision import provision
 from beamjobs.settings import Settings
 from beamjobs.shim.server import MAX_MESSAGE_BYTES, start_shim
+from tests import iam_policies
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -79,8 +82,54 @@ def embedded_aws():
     aws.stop()
 
 
+# The role each handler runs under on AWS (template.yaml's, after the SAM transform).
+FUNCTION_ROLES = {
+    "control": "ControlFunctionRole",
+    "query": "QueryFunctionRole",
+    "worker": "WorkerFunctionRole",
+    "reconcile": "ReconcileFunctionRole",
+}
+
+
+@pytest.fixture(scope="session")
+def iam_enforcement() -> iam_policies.Enforcement:
+    """The template's roles enforced on the clients of beamjobs.aws.clients (made again, from a
+    session with the enforcement attached: a client keeps the events it was made with)."""
+    clients.client.cache_clear()
+    return iam_policies.enforcement_on(clients._session().events)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if iam_policies.enforcement_on.cache_info().currsize:
+        calls = iam_policies.enforcement_on(clients._session().events).calls
+        checked = ", ".join(f"{role} {n}" for role, n in sorted(calls.items()))
+        terminalreporter.write_line(f"AWS calls checked against their role: {checked}")
+
+
+@pytest.fixture(scope="session")
+def transformed_template() -> dict[str, Any]:
+    return iam_policies.template_roles(TEMPLATE)
+
+
+@pytest.fixture(autouse=True)
+def calls_within_their_roles(iam_enforcement, monkeypatch):
+    """Handlers called in process act under their function's role; the test fails if any call
+    of this test was one its role does not allow (even one the caller tolerated)."""
+    invoke = InProcessInvoker.invoke
+
+    def invoke_in_role(self, function, event):
+        with iam_policies.acting_as(FUNCTION_ROLES[function]):
+            return invoke(self, function, event)
+
+    monkeypatch.setattr(InProcessInvoker, "invoke", invoke_in_role)
+    iam_enforcement.refusals.clear()
+    yield
+    refused = list(iam_enforcement.refusals)
+    assert not refused, f"calls their role does not allow: {refused}"
+
+
 @pytest.fixture
-def settings(monkeypatch, embedded_aws) -> Settings:
+def settings(monkeypatch, embedded_aws, iam_enforcement, transformed_template) -> Settings:
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -102,6 +151,14 @@ def settings(monkeypatch, embedded_aws) -> Settings:
         monkeypatch.setenv(name, value)
     provision(settings, TEMPLATE)
     runtime.stores.cache_clear()  # the stores remember blobs of the AWS just reset
+    table = clients.client("dynamodb", settings).describe_table(TableName=settings.table_name)
+    iam_enforcement.deploy(
+        iam_policies.Deployment(
+            transformed_template,
+            {"JobsTable": settings.table_name, "ArtifactsBucket": settings.bucket_name},
+            table["Table"]["LatestStreamArn"],
+        )
+    )
     return settings
 
 
@@ -173,7 +230,8 @@ def running_shim(
     from beamjobs_functions.query.app import lambda_handler as query
 
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    # (Named as the shim's own threads are: its calls are made under the shim's role.)
+    thread = threading.Thread(target=loop.run_forever, name="shim-loop", daemon=True)
     thread.start()
     start = start_shim(
         invoker or InProcessInvoker({"control": control, "query": query}),

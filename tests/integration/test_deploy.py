@@ -27,10 +27,22 @@ from moto import mock_aws
 from moto import settings as moto_settings
 from moto.elbv2 import models as elbv2_models
 from moto.iam.models import iam_backends
+from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+    FailureEvent,
+    FailureEventException,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (
+    StatesErrorName,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+    StatesErrorNameType,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
     state_task_service_ecs,
 )
-from samtranslator.translator.transform import transform
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
 from beamjobs.api import pipeline_pb2
 from beamjobs.app.service import JobControl
@@ -48,11 +60,15 @@ from beamjobs.domain.worker_secrets import worker_secret
 from beamjobs.local.invoker import LocalContext
 from beamjobs.local.provision import load_template
 from beamjobs.settings import Settings
+from tests.faults.harness import TASK_START_FAILURES
+from tests.iam_policies import sam_transform
 from tests.integration.conftest import EVENTS, ROOT, TEMPLATE, pipeline_bytes
 
 REGION = "us-east-1"
 STACK = "beamjobs-test"
 UPSTREAM = "flink=10.0.3.4:8099"
+# Why ECS stops a task before it started (then with StopCode TaskFailedToStart).
+NEVER_STARTED = ("CannotPullContainerError", "ResourceInitializationError")
 # Who may call: no default (every principal of the account would be one).
 ALLOWED = "arn:aws:iam::123456789012:role/DataEngineers"
 CODE_BUCKET = "beamjobs-packaged-code"
@@ -127,13 +143,6 @@ def moto_gaps_bridged(monkeypatch):
 # -- the template, as `sam package` + the SAM transform would make it --------------------------
 
 
-class _NoManagedPolicies:
-    """The translator asks IAM for AWS managed policies' ARNs; offline, they are built."""
-
-    def load(self):
-        return {}
-
-
 def _package(s3, template):
     """Zip each CodeUri/ContentUri folder to S3 (the state machine's definition as is) and
     point the resource at it."""
@@ -184,9 +193,7 @@ def deployed(monkeypatch, moto_gaps_bridged):
     with mock_aws(config=config):
         s3 = boto3.client("s3", region_name=REGION)
         sam_template = _package(s3, copy.deepcopy(load_template(TEMPLATE)))
-        transformed = _inline_state_machine(
-            transform(sam_template, {"AWS::Region": REGION}, _NoManagedPolicies())
-        )
+        transformed = _inline_state_machine(sam_transform(sam_template, {"AWS::Region": REGION}))
         ec2 = boto3.client("ec2", region_name=REGION)
         vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
         subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
@@ -454,6 +461,99 @@ def test_a_worker_task_that_fails_fails_the_job_with_the_cause(deployed, monkeyp
     ]
     assert error.startswith("the worker's task failed: ")
     assert execution["cause"] in error
+
+
+@pytest.fixture
+def failed_starts_as_on_aws(deployed, monkeypatch):
+    """Two more moto gaps, for a worker task that never started. moto's runTask.sync answers
+    any stopped task as a success, where AWS fails the state with States.TaskFailed and the task
+    for cause when ECS stopped it before it started (StopCode TaskFailedToStart, which moto
+    never sets: a task stopped with one of those reasons stands for it here). And its
+    lambda:invoke echoes the payload: here the state machine's invoke of the reconcile function
+    runs its handler, with the environment the template gives it."""
+    cloudformation, _ = deployed
+    outputs = _outputs(cloudformation)
+    service = state_task_service_ecs.StateTaskServiceEcs
+    build_sync_resolver = service._build_sync_resolver
+
+    def failing_as_aws(self, env, *args, **kwargs):
+        resolve = build_sync_resolver(self, env, *args, **kwargs)
+
+        def resolver():
+            task = resolve()
+            if task and str(task.get("StoppedReason", "")).startswith(NEVER_STARTED):
+                task["StopCode"] = "TaskFailedToStart"
+                failed = StatesErrorNameType.StatesTaskFailed
+                raise FailureEventException(
+                    FailureEvent(
+                        env=env,
+                        error_name=StatesErrorName(typ=failed),
+                        event_type=HistoryEventType.TaskFailed,
+                        event_details=EventDetails(
+                            taskFailedEventDetails=TaskFailedEventDetails(
+                                error=failed.to_name(), cause=json.dumps(task)
+                            )
+                        ),
+                    )
+                )
+            return task
+
+        return resolver
+
+    def invoke(parameters, region, state_credentials):
+        payload = json.loads(parameters["Payload"])
+        answer = _reconcile(payload, outputs, monkeypatch, cloudformation)
+        return {"StatusCode": 200, "Payload": answer}
+
+    monkeypatch.setattr(service, "_build_sync_resolver", failing_as_aws)
+    monkeypatch.setattr(lambda_eval_utils, "_invoke_lambda_function", invoke)
+    return outputs
+
+
+def _worker_tasks(ecs):
+    return [
+        task
+        for cluster in ecs.list_clusters()["clusterArns"]
+        for arn in [ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING")["taskArns"]]
+        if arn
+        for task in ecs.describe_tasks(cluster=cluster, tasks=arn)["tasks"]
+    ]
+
+
+def test_a_worker_task_that_never_started_is_started_again_within_the_start_lease(
+    deployed, failed_starts_as_on_aws
+):
+    cloudformation, _ = deployed
+    outputs = failed_starts_as_on_aws
+    control, jobs, blobs, sfn = _control(cloudformation, outputs)
+    job_id = _prepare(control, blobs)
+    control.run(LOCAL_CALLER, job_id)
+    arn = execution_arn(outputs["StateMachineArn"], job_id)
+    ecs = boto3.client("ecs", region_name=REGION)
+    # Given its worker's task, stopped by ECS before it started: Docker Hub refused the pull
+    _wait_for_state(sfn, arn, "RunWorker")
+    deadline = time.monotonic() + 30
+    while not (tasks := _worker_tasks(ecs)):
+        assert time.monotonic() < deadline, "no worker task"
+        time.sleep(0.1)
+    [first] = tasks
+    ecs.stop_task(
+        cluster=first["clusterArn"],
+        task=first["taskArn"],
+        reason=TASK_START_FAILURES["CannotPullContainer"],
+    )
+    # Then the state machine asks the reconcile function, waits, and starts a task again
+    _wait_for_state(sfn, arn, "WaitToStartAgain")
+    assert jobs.get(job_id).state is JobState.STARTING
+    [warning] = [m.text for e in jobs.events(job_id) for m in e.messages]
+    assert warning.startswith("the worker's task did not start (CannotPullContainerError")
+    deadline = time.monotonic() + 30
+    while not (again := [t for t in _worker_tasks(ecs) if t["taskArn"] != first["taskArn"]]):
+        assert time.monotonic() < deadline, "the task was not started again"
+        time.sleep(0.2)
+    assert again[0]["taskDefinitionArn"] == first["taskDefinitionArn"]
+    assert sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
+    assert jobs.get(job_id).state is JobState.STARTING
 
 
 def test_a_cancelled_job_stops_its_execution_and_ends_cancelled(deployed, monkeypatch):

@@ -19,7 +19,8 @@ from beamjobs.aws.invoker import LambdaInvoker
 from beamjobs.local.invoker import LocalContext
 from beamjobs_functions.control.app import lambda_handler as control
 from beamjobs_functions.query.app import lambda_handler as query
-from tests.integration.conftest import pipeline_bytes, running_shim
+from tests.iam_policies import acting_as
+from tests.integration.conftest import FUNCTION_ROLES, pipeline_bytes, running_shim
 
 FUNCTIONS = {"control": "beamjobs-ControlFunction-1", "query": "beamjobs-QueryFunction-1"}
 
@@ -49,7 +50,9 @@ class LambdaClient:
                 "FunctionError": "Unhandled",
                 "Payload": io.BytesIO(json.dumps(body).encode()),
             }
-        answer = self._handlers[FunctionName](json.loads(Payload), LocalContext(FunctionName))
+        role = FUNCTION_ROLES[next(k for k, v in FUNCTIONS.items() if v == FunctionName)]
+        with acting_as(role):
+            answer = self._handlers[FunctionName](json.loads(Payload), LocalContext(FunctionName))
         return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(answer).encode())}
 
 

@@ -20,6 +20,7 @@ from beamjobs.upstream.mirror import Mirror
 from beamjobs.worker.channel import WORKER_FUNCTION, JobChannel
 from beamjobs_functions.worker import app as worker_function
 from tests.flink_rest_double import FlinkRestDouble
+from tests.iam_policies import acting_as
 from tests.integration.conftest import make_job, pipeline_bytes
 from tests.jobstates import advance
 from tests.upstream_double import ScriptedUpstream, State
@@ -70,8 +71,14 @@ class Mirroring:
             max_job_seconds=60,
             flink=flink,
         )
-        self.thread = threading.Thread(target=mirror.run, daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(mirror,), daemon=True)
         self.thread.start()
+
+    @staticmethod
+    def _run(mirror: Mirror) -> None:
+        # As in its task: the worker task's role, which reaches nothing but the worker channel.
+        with acting_as("WorkerTaskRole"):
+            mirror.run()
 
     def join(self) -> None:
         self.thread.join(60)

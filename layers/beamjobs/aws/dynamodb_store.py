@@ -20,9 +20,12 @@ slot. Taking one is a single write conditional on the map's size, so racing Runs
 more slots than the limit; a retried take writes the same key again and counts once.
 
 No transactions: each write is a single conditional item write. A projection may be lost (a
-kill or throttle between the event and the record's update): whoever reads the job sees the
-tail's snapshot and repairs the record. Every item expires (TTL) `item_lifetime` seconds after
-it was written (beamjobs.domain.jobs.item_lifetime says why that outlives the job).
+kill or throttle between the event and the record's update). Whoever reads the job sees the
+tail's snapshot, but only writers repair the record (a reader's role may not write): a writer
+that read it behind, with its next append or its decision to append nothing (`repair`), and
+the reconciler for a job the active index still lists after it ended. Every item expires
+(TTL) `item_lifetime` seconds after it was written (beamjobs.domain.jobs.item_lifetime says
+why that outlives the job).
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ _INDEX_PAGE = 100
 _LISTING_READ_BUDGET = 2000
 # Keys per BatchGetItem, DynamoDB's most.
 _BATCH_GET_KEYS = 100
+# Jobs whose record a store remembers having read behind their log, until it appends to them
+# (a store that only reads forgets the oldest beyond this many).
+_BEHIND_REMEMBERED = 1024
 
 
 def _pk(job_id: str) -> str:
@@ -96,6 +102,8 @@ class DynamoJobStore(JobStore):
         self._table = table_name
         self._lifetime = item_lifetime
         self._clock = clock
+        # Ids of jobs whose record was read behind their log: the next append projects.
+        self._behind: dict[str, None] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -131,17 +139,24 @@ class DynamoJobStore(JobStore):
             return record
         job = codec.with_snapshot(record, found[1])
         if codec.snapshot(job) != codec.snapshot(record):
-            # The record's projection was lost or is late: bring it up to the log.
-            self._project(job)
+            # The record's projection was lost or is late: answered from the log, and repaired
+            # by this store's next append to the job (never by a read).
+            self._behind[job_id] = None
+            while len(self._behind) > _BEHIND_REMEMBERED:
+                del self._behind[next(iter(self._behind))]
         return job
 
     def append(self, job: Job, change: Change) -> Job:
         now = round(self._clock(), 6)  # as stored, so the job answered is the job read later
         after = job.after(change, job.seq + 1, now)
         self._put_event(change, after, at=now)
-        if codec.snapshot(after) != codec.snapshot(job):
+        if codec.snapshot(after) != codec.snapshot(job) or job.job_id in self._behind:
             self._project(after)
         return after
+
+    def repair(self, job: Job) -> None:
+        if job.job_id in self._behind:
+            self._project(job)
 
     def event_page(self, job_id: str, after_seq: int) -> EventPage:
         events: list[Event] = []
@@ -390,7 +405,7 @@ class DynamoJobStore(JobStore):
     def _project(self, job: Job) -> None:
         """Copy the job's snapshot as of its last event (`job.seq`) onto the record. Only ever
         moves forward (a later projection that landed first wins), and never fails its caller:
-        the log is the truth, and the next reader repairs a lost projection."""
+        the log is the truth, and a writer repairs a lost projection."""
         snapshot = codec.snapshot(job)
         assignments = [
             f"#{name} = :{name}" for name, value in snapshot.items() if value is not None
@@ -411,8 +426,9 @@ class DynamoJobStore(JobStore):
             self._update_record(
                 job.job_id, update, values, condition="seq < :n", names=list(snapshot)
             )
+            self._behind.pop(job.job_id, None)
         except Conflict:
-            pass  # a later snapshot was projected already
+            self._behind.pop(job.job_id, None)  # a later snapshot was projected already
         except BeamjobsError:
             logger.warning("projecting job %s failed", job.job_id, exc_info=True)
 

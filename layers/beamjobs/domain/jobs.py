@@ -525,6 +525,7 @@ class Jobs:
         for _ in range(_MAX_RACE_RETRIES):
             change = rule(job, self.store.now())
             if change is None:
+                self.store.repair(job)  # (a retried call's first attempt may have lost it)
                 return Decided(job, changed=False)
             try:
                 after = self.store.append(job, change)

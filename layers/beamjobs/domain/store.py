@@ -99,6 +99,12 @@ class JobStore(ABC):
         """Jobs in ACTIVE_STATES (as listed: a listing may lag the log briefly)."""
 
     @abstractmethod
+    def repair(self, job: Job) -> None:
+        """If this store read the job's listing behind its log (a projection was lost), bring
+        it up to `job`, as just read. Only writers call it: reading never writes (a reader's
+        role may not). An append repairs by itself."""
+
+    @abstractmethod
     def beat(self, job_id: str) -> None:
         """Record that the job's worker is alive, now."""
 
