@@ -78,6 +78,8 @@ def _new_executor(settings: Settings) -> Executor:
             worker_task_definition=settings.worker_task_definition,
             mirror_task_definition=settings.mirror_task_definition,
             max_job_seconds=settings.max_job_seconds,
+            worker_sdk_image=settings.worker_sdk_image,
+            docker_hub_cache=settings.docker_hub_cache,
         )
     # The local executor serves its workers' channel, so only the process that runs it (which
     # has the worker function's handler) can make it: `beamjobs serve` installs it.

@@ -105,6 +105,12 @@ class Settings:
     max_job_seconds: int = _setting("BEAMJOBS_MAX_JOB_SECONDS", 86_400, _number(int, minimum=1))
     # AWS executor: the worker's task definition (revisions with SDK sidecars derive from it).
     worker_task_definition: str | None = _setting("BEAMJOBS_WORKER_TASK_DEFINITION")
+    # AWS executor: the Beam SDK image the worker's image is built FROM. A DOCKER environment of
+    # that image runs in the worker's own process, with no sidecar.
+    worker_sdk_image: str | None = _setting("BEAMJOBS_WORKER_SDK_IMAGE")
+    # AWS executor: the ECR pull-through cache of Docker Hub (`<registry>/<prefix>`). An SDK
+    # sidecar's Docker Hub image is pulled through it; without one, none is pulled at all.
+    docker_hub_cache: str | None = _setting("BEAMJOBS_DOCKER_HUB_CACHE")
     # Local executor: workers kept forked and ready, each waiting for a job.
     warm_workers: int = _setting("BEAMJOBS_WARM_WORKERS", 2, _number(int))
     # Shim: how long open streams may follow their jobs once the shim is told to stop.

@@ -12,9 +12,11 @@ that executes (it is registered there again, as deployed); and its lambda:invoke
 state machine's Catch is checked by its input, and EventBridge's delivery of the execution's
 status change is done by calling the reconcile handler with that event)."""
 
+import ast
 import copy
 import io
 import json
+import re
 import time
 import tomllib
 import zipfile
@@ -51,6 +53,7 @@ from beamjobs.aws.blobs import S3BlobStore
 from beamjobs.aws.dynamodb_store import DynamoJobStore
 from beamjobs.aws.stepfunctions import StepFunctionsExecutor, execution_arn
 from beamjobs.domain.engines import Engines
+from beamjobs.domain.errors import FailedPrecondition
 from beamjobs.domain.identity import LOCAL_CALLER
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.limits import Quotas
@@ -184,7 +187,7 @@ def _inline_state_machine(transformed):
 
 
 @pytest.fixture
-def deployed(monkeypatch, moto_gaps_bridged):
+def deployed(request, monkeypatch, moto_gaps_bridged):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -210,6 +213,8 @@ def deployed(monkeypatch, moto_gaps_bridged):
             # Beam's Flink job server on EMR, as an upstream engine.
             "UpstreamEngines": UPSTREAM,
         }
+        marker = request.node.get_closest_marker("deploy_parameters")
+        parameters.update(marker.kwargs if marker else {})
         cloudformation = boto3.client("cloudformation", region_name=REGION)
         cloudformation.create_stack(
             StackName=STACK,
@@ -250,7 +255,7 @@ def test_the_transformed_template_deploys_with_every_resource_complete(deployed)
     expected = {
         name
         for name, resource in transformed["Resources"].items()
-        if resource.get("Condition") != "PlaintextListener"  # only on opt-in
+        if resource.get("Condition") not in {"PlaintextListener", "CacheDockerHub"}  # opt-ins
     }
     # moto makes no wait handles, and no Secrets Manager secrets from a template.
     assert set(statuses) == expected - {"ListenerReady", "CallerKey"}
@@ -295,6 +300,12 @@ def _control(cloudformation, outputs, worker_task_definition=None):
     )
     blobs = S3BlobStore(boto3.client("s3", region_name=REGION), outputs["ArtifactsBucketName"])
     sfn = boto3.client("stepfunctions", region_name=REGION)
+    # The settings the deployed control function has (the template's defaults: prism built
+    # in, nothing pulled from Docker Hub unless a stack's parameters say so).
+    control_env = boto3.client("lambda", region_name=REGION).get_function_configuration(
+        FunctionName=_physical(cloudformation, "ControlFunction")
+    )["Environment"]["Variables"]
+    deployed_settings = Settings.from_env(control_env)
     executor = StepFunctionsExecutor(
         sfn,
         boto3.client("ecs", region_name=REGION),
@@ -305,12 +316,10 @@ def _control(cloudformation, outputs, worker_task_definition=None):
         or _physical(cloudformation, "WorkerTaskDefinition"),
         mirror_task_definition=_physical(cloudformation, "MirrorTaskDefinition"),
         max_job_seconds=3600,
+        worker_sdk_image=deployed_settings.worker_sdk_image,
+        docker_hub_cache=deployed_settings.docker_hub_cache,
     )
-    # The engines as the deployed functions see them (the template's defaults: prism built in).
-    control_env = boto3.client("lambda", region_name=REGION).get_function_configuration(
-        FunctionName=_physical(cloudformation, "ControlFunction")
-    )["Environment"]["Variables"]
-    engines = Engines(Settings.from_env(control_env).engine_choice(), executor, executor)
+    engines = Engines(deployed_settings.engine_choice(), executor, executor)
     control = JobControl(
         Jobs(jobs),
         blobs,
@@ -604,31 +613,82 @@ def _docker_pipeline(image: str) -> bytes:
     return pipeline.SerializeToString()
 
 
-def test_a_docker_environment_runs_its_sdk_image_beside_the_worker(deployed, monkeypatch):
+# A Docker Hub credential for the pull-through cache (moto keeps the parameter as given).
+DOCKER_HUB_CREDENTIAL = (
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/hub-AbCdEf"
+)
+DOCKER_HUB_CACHE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/docker-hub"
+
+
+def _execution_input(sfn, outputs, job_id):
+    arn = execution_arn(outputs["StateMachineArn"], job_id)
+    return json.loads(sfn.describe_execution(executionArn=arn)["input"])
+
+
+def test_the_workers_own_sdk_image_runs_in_the_worker_with_no_sidecar(deployed):
+    cloudformation, transformed = deployed
+    outputs = _outputs(cloudformation)
+    control, _, blobs, sfn = _control(cloudformation, outputs)
+    own = transformed["Parameters"]["WorkerSdkImage"]["Default"]
+    # (The image worker/Dockerfile builds the worker FROM, with its default BEAM_VERSION.)
+    dockerfile = (ROOT / "worker" / "Dockerfile").read_text()
+    beam = re.search(r"^ARG BEAM_VERSION=(\S+)$", dockerfile, re.M)[1]
+    assert "FROM apache/beam_python3.11_sdk:${BEAM_VERSION}" in dockerfile
+    assert own == f"apache/beam_python3.11_sdk:{beam}"
+    job_id = _prepare(control, blobs, _docker_pipeline(f"docker.io/{own}"))
+    control.run(LOCAL_CALLER, job_id)
+    given = _execution_input(sfn, outputs, job_id)
+    assert given["task_definition"] == _physical(cloudformation, "WorkerTaskDefinition")
+    environment = given["overrides"]["ContainerOverrides"][0]["Environment"]
+    assert not [e for e in environment if e["Name"] == "BEAMJOBS_WORKER_POOL"]
+
+
+def test_by_default_nothing_is_pulled_from_docker_hub(deployed):
     cloudformation, _ = deployed
     outputs = _outputs(cloudformation)
     control, jobs, blobs, sfn = _control(cloudformation, outputs)
-    image = "apache/beam_python3.11_sdk:2.77.0"
+    job_id = _prepare(control, blobs, _docker_pipeline("apache/beam_python3.11_sdk:2.50.0"))
+    with pytest.raises(FailedPrecondition, match="pulls nothing from Docker Hub"):
+        control.run(LOCAL_CALLER, job_id)
+    assert jobs.get(job_id).state is JobState.FAILED
+    assert sfn.list_executions(stateMachineArn=outputs["StateMachineArn"])["executions"] == []
+
+
+@pytest.mark.deploy_parameters(DockerHubCredentialArn=DOCKER_HUB_CREDENTIAL)
+def test_another_sdk_image_runs_beside_the_worker_pulled_through_the_cache(deployed):
+    cloudformation, transformed = deployed
+    outputs = _outputs(cloudformation)
+    control, jobs, blobs, sfn = _control(cloudformation, outputs)
+    image = "apache/beam_python3.11_sdk:2.50.0"
     first, second = (_prepare(control, blobs, _docker_pipeline(image)) for _ in range(2))
     control.run(LOCAL_CALLER, first)
     control.run(LOCAL_CALLER, second)
-    inputs = [
-        json.loads(
-            sfn.describe_execution(executionArn=execution_arn(outputs["StateMachineArn"], job_id))[
-                "input"
-            ]
-        )
-        for job_id in (first, second)
-    ]
-    # One revision for the image, shared by both jobs, with the SDK as a worker-pool sidecar.
+    inputs = [_execution_input(sfn, outputs, job_id) for job_id in (first, second)]
+    # One revision for the image, shared by both jobs, with the SDK as a worker-pool sidecar
+    # pulled through the cache.
     assert inputs[0]["task_definition"] == inputs[1]["task_definition"]
     ecs = boto3.client("ecs", region_name=REGION)
     revision = ecs.describe_task_definition(taskDefinition=inputs[0]["task_definition"])
     containers = {c["name"]: c for c in revision["taskDefinition"]["containerDefinitions"]}
-    assert containers["sdk"]["image"] == image
+    assert containers["sdk"]["image"] == f"{DOCKER_HUB_CACHE}/{image}"
     assert containers["sdk"]["command"] == ["--worker_pool"]
     environment = inputs[0]["overrides"]["ContainerOverrides"][0]["Environment"]
     assert {"Name": "BEAMJOBS_WORKER_POOL", "Value": "localhost:50000"} in environment
+    # The task execution role may pull (and import) the cache's images, and only those.
+    role = boto3.client("iam", region_name=REGION).get_role_policy(
+        RoleName=_physical(cloudformation, "TaskExecutionRole"), PolicyName="pull-images-and-log"
+    )["PolicyDocument"]
+    # (moto keeps a template's inline policy as the repr of a Python dict.)
+    role = ast.literal_eval(role) if isinstance(role, str) else role
+    [cached] = [
+        statement
+        for statement in role["Statement"]
+        if "ecr:BatchImportUpstreamImage" in statement["Action"]
+    ]
+    assert cached["Resource"].endswith(":repository/docker-hub/*")
+    assert transformed["Resources"]["DockerHubCache"]["Properties"]["UpstreamRegistry"] == (
+        "docker-hub"
+    )
     # The state machine runs the job's task from that revision.
     _wait_for_state(sfn, execution_arn(outputs["StateMachineArn"], first), "RunWorker")
     deadline = time.monotonic() + 30
@@ -646,6 +706,7 @@ def test_a_docker_environment_runs_its_sdk_image_beside_the_worker(deployed, mon
         time.sleep(0.1)
 
 
+@pytest.mark.deploy_parameters(DockerHubCredentialArn=DOCKER_HUB_CREDENTIAL)
 def test_a_cold_start_reuses_the_sdk_images_revision_and_a_new_worker_image_adds_one(deployed):
     # Given a job with an SDK image, run by one function instance
     cloudformation, _ = deployed
@@ -1006,7 +1067,9 @@ def test_tasks_pull_images_only_from_the_projects_repositories_and_workers_reach
         (r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in worker["SecurityGroupEgress"]
     ] == [("tcp", 443, 443)]
     role = _physical(cloudformation, "TaskExecutionRole")
-    # (moto's CloudFormation keeps a role's inline policies as parsed documents.)
+    # (moto's CloudFormation keeps a role's inline policies as parsed documents, with a None
+    # where AWS::NoValue left nothing: by default, the Docker Hub cache's statement.)
     [statements] = iam_backends["123456789012"]["aws"].get_role(role).policies.values()
-    [pull] = [s for s in statements["Statement"] if "ecr:BatchGetImage" in s["Action"]]
+    [pull] = [s for s in statements["Statement"] if s and "ecr:BatchGetImage" in s["Action"]]
+    assert None in statements["Statement"]
     assert pull["Resource"] == f"arn:aws:ecr:{REGION}:123456789012:repository/beamjobs-*"

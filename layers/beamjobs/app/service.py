@@ -17,8 +17,8 @@ from beamjobs.aws.fargate import task_size
 from beamjobs.domain import poison
 from beamjobs.domain.blobs import BlobStore
 from beamjobs.domain.engines import EngineChoice, Engines
-from beamjobs.domain.errors import InvalidArgument, MalformedItem, Unavailable
-from beamjobs.domain.executor import ExecutorError
+from beamjobs.domain.errors import FailedPrecondition, InvalidArgument, MalformedItem, Unavailable
+from beamjobs.domain.executor import ExecutorError, UnrunnableJob
 from beamjobs.domain.identity import Caller
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.limits import Quotas
@@ -235,6 +235,8 @@ class JobControl:
             except ExecutorError as error:
                 cause = f"the job could not be started: {error}"
                 self._jobs.fail(job.job_id, cause)
+                if isinstance(error, UnrunnableJob):
+                    raise FailedPrecondition(cause) from error
                 raise Unavailable(cause) from error
         return job.job_id
 

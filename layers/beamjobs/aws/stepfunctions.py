@@ -4,9 +4,11 @@ upstream engine runs its mirror (beamjobs.upstream.mirror) instead, as a small t
 state machine, started again if it dies; on the built-in Prism, the mirror runs in the worker's
 task, whose image has Prism. The execution is named by the job id, so a retried Run starts nothing
 new; Cancel and Drain stop the execution, which stops the task. A pipeline whose environment is
-DOCKER runs with its SDK image as a worker-pool sidecar: a revision of the worker's task definition
-is registered per image (beamjobs.aws.fargate), in a family of the image's own, once per image
-and worker task definition revision (a cold start finds it by its tag). How a job ends when its
+DOCKER runs in the worker's own process when its image is the worker's own SDK image, and else
+with its SDK image as a worker-pool sidecar (a Docker Hub image pulled through the deployment's
+pull-through cache, or not at all): a revision of the worker's task definition is registered
+per image (beamjobs.aws.fargate), in a family of the image's own, once per image and worker
+task definition revision (a cold start finds it by its tag). How a job ends when its
 worker could not record it is settled by the reconcile function (beamjobs.app.reconcile), from the
 state machine's Catch and from the execution's status change.
 """
@@ -28,10 +30,11 @@ from beamjobs.aws.fargate import (
 )
 from beamjobs.domain.blobs import BlobStore
 from beamjobs.domain.engines import OWN_PRISM
-from beamjobs.domain.executor import ExecutorError
+from beamjobs.domain.executor import ExecutorError, UnrunnableJob
 from beamjobs.domain.model import Job
 from beamjobs.domain.options import JOB_TIMEOUT_SECONDS, job_options, read_option
 from beamjobs.domain.worker_secrets import worker_secret_key
+from beamjobs.pipeline.sdk_images import docker_hub_path, same_python_sdk
 from beamjobs.pipeline.summary import docker_images
 from beamjobs.pipeline.validation import parse_pipeline
 
@@ -102,6 +105,8 @@ class StepFunctionsExecutor:
         worker_task_definition: str,
         mirror_task_definition: str | None = None,
         max_job_seconds: int,
+        worker_sdk_image: str | None = None,
+        docker_hub_cache: str | None = None,
     ) -> None:
         self._sfn = sfn
         self._ecs = ecs
@@ -112,6 +117,8 @@ class StepFunctionsExecutor:
         self._worker_task_definition = worker_task_definition
         self._mirror_task_definition = mirror_task_definition
         self._max_job_seconds = max_job_seconds
+        self._worker_sdk_image = worker_sdk_image
+        self._docker_hub_cache = docker_hub_cache
         # SDK image → the worker task definition revision with that image as its sidecar.
         self._with_sdk: dict[str, str] = {}
 
@@ -125,28 +132,51 @@ class StepFunctionsExecutor:
         """What the state machine needs: the job, its task definition and overrides, its time
         limit (the job's --job_timeout_seconds, at most the deployment's maximum)."""
         options = job_options(job, self._blobs)
-        images = docker_images(parse_pipeline(self._blobs.get(job.pipeline_ref)))
-        if len(images) > 1:
-            raise ExecutorError(
-                f"the pipeline's DOCKER environments use {len(images)} SDK images "
-                f"({', '.join(images)}); a job's worker runs one SDK image beside it"
-            )
+        sidecar = self._sidecar_image(parse_pipeline(self._blobs.get(job.pipeline_ref)))
         # The options were validated at Prepare (JobControl.prepare).
         return {
             "job_id": job.job_id,
             "task_definition": (
-                self._task_definition_with_sdk(images[0])
-                if images
-                else self._worker_task_definition
+                self._task_definition_with_sdk(sidecar) if sidecar else self._worker_task_definition
             ),
             "overrides": _step_functions_casing(
                 worker_task_overrides(
-                    job.job_id, self._secret_file(job), options, with_sdk_sidecar=bool(images)
+                    job.job_id, self._secret_file(job), options, with_sdk_sidecar=bool(sidecar)
                 )
             ),
             "timeout_seconds": self._timeout(options),
             "mirror": False,
         }
+
+    def _sidecar_image(self, pipeline: Any) -> str | None:
+        """The image to pull for the SDK sidecar of the pipeline's DOCKER environments, if any:
+        none for the worker's own SDK image (which runs in the worker's process), and a Docker
+        Hub image only through the deployment's pull-through cache. UnrunnableJob when the
+        pipeline needs more than one sidecar, or one this deployment does not pull."""
+        images = [
+            image
+            for image in docker_images(pipeline)
+            if not (self._worker_sdk_image and same_python_sdk(image, self._worker_sdk_image))
+        ]
+        if len(images) > 1:
+            raise UnrunnableJob(
+                f"the pipeline's DOCKER environments use {len(images)} SDK images "
+                f"({', '.join(images)}); a job's worker runs one SDK image beside it"
+            )
+        if not images:
+            return None
+        path = docker_hub_path(images[0])
+        if path is None:
+            return images[0]
+        if not self._docker_hub_cache:
+            raise UnrunnableJob(
+                f"the pipeline's SDK image {images[0]} is on Docker Hub, and this deployment "
+                "pulls nothing from Docker Hub (its pull limits fail task starts): deploy with "
+                "DockerHubCredentialArn for a pull-through cache, push the image to one of "
+                "the deployment's ECR repositories, or use the worker's own SDK image "
+                f"{self._worker_sdk_image} (which needs no pull)"
+            )
+        return f"{self._docker_hub_cache}/{path}"
 
     def mirror_input(self, job: Job, endpoint: str) -> dict[str, Any]:
         """What the state machine needs to run a job's mirror: the mirror's task definition

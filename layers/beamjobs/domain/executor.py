@@ -47,3 +47,8 @@ class Leases:
 
 class ExecutorError(Exception):
     """The executor could not start or stop a job (the cause is in the message)."""
+
+
+class UnrunnableJob(ExecutorError):
+    """The executor will not start this job as it is: the cause is the submitter's to fix
+    (trying again cannot help)."""

@@ -54,3 +54,26 @@ def classify(image: str) -> SdkImage:
         return PythonSdkImage(image, python=match["python"], beam=match["beam"])
     sdk = re.sub(r"\d+$", "", match["sdk"])
     return OtherSdkImage(image, language=_LANGUAGE_NAMES[sdk], beam=match["beam"])
+
+
+def same_python_sdk(image: str, other: str) -> bool:
+    """Whether both are Beam's Python SDK image of one Beam release and Python version (under
+    any registry: mirrors keep Beam's names)."""
+    one, two = classify(image), classify(other)
+    return (
+        isinstance(one, PythonSdkImage)
+        and isinstance(two, PythonSdkImage)
+        and (one.python, one.beam) == (two.python, two.beam)
+    )
+
+
+def docker_hub_path(image: str) -> str | None:
+    """The image's repository path on Docker Hub (`apache/beam_go_sdk:2.50.0`, and an official
+    image as `library/ubuntu:24.04`); None for an image of another registry (its first part
+    names a host: it has a dot or a port, or is localhost)."""
+    first, _, rest = image.partition("/")
+    if rest and first in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        image = rest
+    elif rest and ("." in first or ":" in first or first == "localhost"):
+        return None
+    return image if "/" in image else f"library/{image}"
