@@ -94,6 +94,8 @@ _ARNS = {
     "AWS::SecretsManager::Secret": "arn:{p}:secretsmanager:{r}:{a}:secret:{name}",
     "AWS::ECS::TaskDefinition": "arn:{p}:ecs:{r}:{a}:task-definition/{name}:1",
 }
+# What AWS::NoValue resolves to: the item holding it is left out.
+_NO_VALUE = object()
 # Resources whose Ref is their ARN rather than their name.
 _REF_IS_ARN = {
     "AWS::StepFunctions::StateMachine",
@@ -145,9 +147,15 @@ class Deployment:
 
     def resolve(self, value: Any, variables: dict[str, Any] | None = None) -> Any:
         if isinstance(value, list):
-            return [self.resolve(item, variables) for item in value]
+            resolved = [self.resolve(item, variables) for item in value]
+            return [item for item in resolved if item is not _NO_VALUE]
         if not isinstance(value, dict):
             return value
+        if set(value) == {"Ref"} and value["Ref"] == "AWS::NoValue":
+            return _NO_VALUE
+        if set(value) == {"Fn::If"}:
+            condition, when_true, when_false = value["Fn::If"]
+            return self.resolve(when_true if self.holds(condition) else when_false, variables)
         if set(value) == {"Ref"}:
             return self.ref(value["Ref"])
         if set(value) == {"Fn::GetAtt"}:
@@ -161,7 +169,29 @@ class Deployment:
         if set(value) == {"Fn::Join"}:
             separator, items = value["Fn::Join"]
             return separator.join(str(i) for i in self.resolve(items))
-        return {key: self.resolve(item, variables) for key, item in value.items()}
+        resolved = {key: self.resolve(item, variables) for key, item in value.items()}
+        return {key: item for key, item in resolved.items() if item is not _NO_VALUE}
+
+    def holds(self, condition: str) -> bool:
+        """A condition of the template, with its parameters' defaults."""
+        return bool(self._evaluate(self.template["Conditions"][condition]))
+
+    def _evaluate(self, expression: Any) -> Any:
+        if not isinstance(expression, dict):
+            return expression
+        [(function, arguments)] = expression.items()
+        if function == "Condition":
+            return self.holds(arguments)
+        if function == "Fn::Equals":
+            one, two = (self._evaluate(self.resolve(a)) for a in arguments)
+            return one == two
+        if function == "Fn::Not":
+            return not self._evaluate(arguments[0])
+        if function == "Fn::And":
+            return all(self._evaluate(a) for a in arguments)
+        if function == "Fn::Or":
+            return any(self._evaluate(a) for a in arguments)
+        return self.resolve(expression)
 
     def _variable(self, name: str, extra: dict[str, Any]) -> Any:
         if name in extra:
@@ -293,12 +323,16 @@ class Checks:
 
     def __init__(self, deployment: Deployment) -> None:
         self._deployment = deployment
-        table = deployment.template["Resources"]["JobsTable"]["Properties"]
-        self._table_name = deployment.name("JobsTable")
-        self._hash_keys = {None: _hash_key(table["KeySchema"])} | {
-            index["IndexName"]: _hash_key(index["KeySchema"])
-            for index in table.get("GlobalSecondaryIndexes", [])
-        }
+        # Each table's partition key, and each of its indexes', by the table's name here.
+        self._hash_keys: dict[str, dict[str | None, str]] = {}
+        for logical, resource in deployment.template["Resources"].items():
+            if resource["Type"] != "AWS::DynamoDB::Table":
+                continue
+            table = resource["Properties"]
+            self._hash_keys[deployment.name(logical)] = {None: _hash_key(table["KeySchema"])} | {
+                index["IndexName"]: _hash_key(index["KeySchema"])
+                for index in table.get("GlobalSecondaryIndexes", [])
+            }
 
     def __call__(self, service: str, operation: str, params: dict[str, Any]) -> list[Check]:
         method = getattr(self, f"_{service.replace('-', '_')}", None)
@@ -312,11 +346,12 @@ class Checks:
         if operation in {"BatchGetItem", "BatchWriteItem"}:
             for table, request in params["RequestItems"].items():
                 items = request["Keys"] if operation == "BatchGetItem" else request
+                partition = self._hash_keys[table][None]
                 keys = [
                     _scalar(
                         i.get("PutRequest", {}).get(
                             "Item", i.get("DeleteRequest", {}).get("Key", i)
-                        )["pk"]
+                        )[partition]
                     )
                     for i in items
                 ]
@@ -334,20 +369,22 @@ class Checks:
             for item in params["TransactItems"]:
                 [(kind, request)] = item.items()
                 key = request.get("Key", request.get("Item"))
+                partition = self._hash_keys[request["TableName"]][None]
                 yield Check(
                     f"dynamodb:{kinds[kind]}",
                     self._table_arn(request["TableName"]),
-                    {"dynamodb:LeadingKeys": [_scalar(key["pk"])]},
+                    {"dynamodb:LeadingKeys": [_scalar(key[partition])]},
                 )
             return
         index = params.get("IndexName")
         resource = self._table_arn(params["TableName"]) + (f"/index/{index}" if index else "")
+        hash_keys = self._hash_keys[params["TableName"]]
         context: dict[str, list[str]] = {}
         if "Key" in params or "Item" in params:
             key = params.get("Key", params.get("Item"))
-            context["dynamodb:LeadingKeys"] = [_scalar(key[self._hash_keys[None]])]
+            context["dynamodb:LeadingKeys"] = [_scalar(key[hash_keys[None]])]
         elif operation == "Query":
-            context["dynamodb:LeadingKeys"] = _query_partition(params, self._hash_keys[index])
+            context["dynamodb:LeadingKeys"] = _query_partition(params, hash_keys[index])
         yield Check(f"dynamodb:{operation}", resource, context)
 
     def _dynamodbstreams(self, operation: str, params: dict[str, Any]) -> Iterator[Check]:

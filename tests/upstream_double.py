@@ -8,6 +8,7 @@ message stream replays every message (as a Beamjobs does) before following."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent import futures
 from typing import Any
 
@@ -35,6 +36,8 @@ class ScriptedUpstream(job_api_pb2_grpc.JobServiceServicer):
         # What Prepare advertises as its staging endpoint, and how large its metrics are.
         self.staging_endpoint = ""
         self.metrics_bytes = 0
+        # How long GetJobMetrics takes to answer (a slow engine).
+        self.metrics_seconds = 0.0
         self._changed = threading.Condition()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         job_api_pb2_grpc.add_JobServiceServicer_to_server(self, self._server)
@@ -121,6 +124,7 @@ class ScriptedUpstream(job_api_pb2_grpc.JobServiceServicer):
 
     def GetJobMetrics(self, request: Any, context: Any) -> Any:
         self._known(request.job_id, context)
+        time.sleep(self.metrics_seconds)
         committed = [b"x" * self.metrics_bytes] if self.metrics_bytes else [b"counter"]
         return api.GetJobMetricsResponse(metrics=api.MetricResults(committed=committed))
 

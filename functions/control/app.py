@@ -49,7 +49,7 @@ def _routes() -> dict[str, Route]:
         settings.quotas(),
     )
     # Retries of one gRPC call (same request_id) get the first call's answer, not a second job.
-    persistence = idempotency_records(settings, "control")
+    persistence = idempotency_records(settings)
     once = functools.partial(
         idempotent_function,
         data_keyword_argument="call",

@@ -37,7 +37,7 @@ def handler_for(settings: Settings) -> Handler:
     channel = WorkerChannel(
         Jobs(stores.jobs), Jobs(stores.outcomes), stores.blobs, stores.artifacts.location
     )
-    persistence = idempotency_records(settings, "worker")
+    persistence = idempotency_records(settings)
     served: dict[str, Route] = {
         name: route
         if name in _UNRECORDED

@@ -69,6 +69,8 @@ def _setting(variables: str | tuple[str, ...], default: Any = None, parse: Parse
 @dataclass(frozen=True)
 class Settings:
     table_name: str = _setting("BEAMJOBS_TABLE", "")
+    # The functions' idempotency records; `<table_name>-idempotency` when unset (locally).
+    idempotency_table: str = _setting("BEAMJOBS_IDEMPOTENCY_TABLE", "")
     bucket_name: str = _setting("BEAMJOBS_BUCKET", "")
     region: str = _setting(("AWS_REGION", "AWS_DEFAULT_REGION"), "us-east-1")
     # None means the SDK's own resolution (real AWS); set for the embedded AWS or LocalStack.
@@ -111,6 +113,9 @@ class Settings:
     # AWS executor: the ECR pull-through cache of Docker Hub (`<registry>/<prefix>`). An SDK
     # sidecar's Docker Hub image is pulled through it; without one, none is pulled at all.
     docker_hub_cache: str | None = _setting("BEAMJOBS_DOCKER_HUB_CACHE")
+    # In a Lambda function (the template sets it below the functions' timeout): the longest an
+    # AWS call may take, its retries included (beamjobs.aws.clients.bounded_config).
+    call_seconds: float | None = _setting("BEAMJOBS_CALL_SECONDS", None, _number(float, minimum=5))
     # Local executor: workers kept forked and ready, each waiting for a job.
     warm_workers: int = _setting("BEAMJOBS_WARM_WORKERS", 2, _number(int))
     # Shim: how long open streams may follow their jobs once the shim is told to stop.
@@ -286,6 +291,10 @@ class Settings:
         if missing:
             raise InvalidArgument(f"missing settings: {', '.join(missing)}")
         self.engine_choice()  # the engines named must be among those declared
+
+    @property
+    def idempotency_table_name(self) -> str:
+        return self.idempotency_table or f"{self.table_name}-idempotency"
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes `from_env` rebuild these settings (for worker processes)."""

@@ -37,8 +37,12 @@ def test_a_flood_beyond_the_bound_is_counted_not_queued_without_limit(stores, fa
     # Given a store that refuses every message put for a while
     stores.jobs.create(make_job("flood"))
     rule = faults.add("PutItem", "throttle", times=10**9, when=lambda b: "messages" in b["Item"])
+    # (Stored without a pace: the bound, not the rate, is under test.)
     forwarder = MessageForwarder(
-        Jobs(stores.jobs).handle("flood"), logging.WARNING, flush_seconds=0.05
+        Jobs(stores.jobs).handle("flood"),
+        logging.WARNING,
+        flush_seconds=0.05,
+        bytes_per_second=float("inf"),
     )
     with forwarder:
         # When the job logs far more bytes than the bound meanwhile (lines of 10 KB)

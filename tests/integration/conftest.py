@@ -155,7 +155,11 @@ def settings(monkeypatch, embedded_aws, iam_enforcement, transformed_template) -
     iam_enforcement.deploy(
         iam_policies.Deployment(
             transformed_template,
-            {"JobsTable": settings.table_name, "ArtifactsBucket": settings.bucket_name},
+            {
+                "JobsTable": settings.table_name,
+                "IdempotencyTable": settings.idempotency_table_name,
+                "ArtifactsBucket": settings.bucket_name,
+            },
             table["Table"]["LatestStreamArn"],
         )
     )
@@ -210,6 +214,7 @@ class RunningShim:
 
     def __init__(self, shim: Any, loop: asyncio.AbstractEventLoop, channel: grpc.Channel) -> None:
         self.feed = shim.feed
+        self.health = shim.health
         self.channel = channel
         self._shim = shim
         self._loop = loop

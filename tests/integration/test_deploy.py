@@ -587,6 +587,22 @@ def test_a_cancelled_job_stops_its_execution_and_ends_cancelled(deployed, monkey
     assert jobs.get(job_id).state is JobState.CANCELLED
 
 
+def test_a_cancel_racing_the_run_that_starts_the_execution_answers_the_jobs_state(deployed):
+    cloudformation, _ = deployed
+    outputs = _outputs(cloudformation)
+    control, jobs, blobs, sfn = _control(cloudformation, outputs)
+    job_id = _prepare(control, blobs)
+    # Given a Run that marked the job STARTING and has not started its execution yet
+    Jobs(jobs).start(job_id)
+    # When a Cancel comes in between, it answers the job's state (nothing to stop yet)
+    assert control.cancel(LOCAL_CALLER, job_id) is JobState.CANCELLING
+    # And the Run's execution, started after it, is the job's only one
+    control._engines.start(jobs.get(job_id))
+    arn = execution_arn(outputs["StateMachineArn"], job_id)
+    assert sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
+    assert jobs.get(job_id).state is JobState.CANCELLING
+
+
 def test_samconfig_names_the_default_dev_and_prod_environments():
     config = tomllib.loads((ROOT / "samconfig.toml").read_text())
     assert {"default", "dev", "prod"} <= set(config)

@@ -407,11 +407,21 @@ def test_reconcile_from_the_state_machine_catch_fails_the_job_with_the_cause(sto
     event = _event("reconcile_worker_task_failed")
     stores.jobs.create(make_job(event["job_id"]))
     advance(stores.jobs, event["job_id"], JobState.STARTING)
-    assert _reconcile(event) == {"settled": {event["job_id"]: "FAILED"}}
+    assert _reconcile(event) == {"retry": False, "settled": {event["job_id"]: "FAILED"}}
     [cause] = [m.text for e in stores.jobs.events(event["job_id"]) for m in e.messages]
     assert cause == (
         "the worker's task failed: States.TaskFailed: Essential container in task exited"
     )
+
+
+def test_reconcile_from_the_state_machine_catch_starts_a_task_that_never_started_again(
+    stores, executor
+):
+    event = _event("reconcile_worker_task_never_started")
+    stores.jobs.create(make_job(event["job_id"]))
+    advance(stores.jobs, event["job_id"], JobState.STARTING)
+    assert _reconcile(event) == {"retry": True, "wait_seconds": 10}
+    assert stores.jobs.get(event["job_id"]).state is JobState.STARTING
 
 
 @pytest.mark.parametrize(

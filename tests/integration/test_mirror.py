@@ -199,6 +199,21 @@ def test_a_cancel_through_beamjobs_is_forwarded(settings, stores, upstream):
     assert _states(stores, "cancelled")[-2:] == [S.CANCELLING, S.CANCELLED]
 
 
+def test_a_slow_upstream_metrics_call_does_not_hold_the_heartbeat_back(settings, stores, upstream):
+    # Given an engine whose GetJobMetrics takes 3 s (the heartbeat is every 0.2 s)
+    upstream.metrics_seconds = 3.0
+    secret = _started(stores, "slow")
+    mirroring = Mirroring("slow", secret, upstream)
+    _wait(lambda: upstream.state == State.RUNNING, "RUNNING upstream")
+    _wait(lambda: "slow" in stores.jobs.heartbeats(["slow"]), "a first heartbeat")
+    # While a metrics call is under way, the heartbeats go on
+    time.sleep(1.5)
+    assert time.time() - stores.jobs.heartbeats(["slow"])["slow"] < 0.8
+    Jobs(stores.jobs).cancel("slow")
+    mirroring.join()
+    assert _states(stores, "slow")[-1] == S.CANCELLED
+
+
 def test_a_resumed_mirror_whose_upstream_forgot_the_job_fails_it_as_engine_lost(
     settings, stores, upstream
 ):

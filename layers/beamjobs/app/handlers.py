@@ -76,15 +76,11 @@ def _validated(
     return {"rpc": rpc, "request_id": request_id, "caller": caller, "request": request}
 
 
-def idempotency_records(settings: Settings, function: str) -> DynamoDBPersistenceLayer:
-    """Where a function's idempotency records live: items of the jobs table, apart from any
-    job's (their own partition), expiring with the table's TTL."""
+def idempotency_records(settings: Settings) -> DynamoDBPersistenceLayer:
+    """Where the functions' idempotency records live: a table of their own, one item per call
+    keyed by its function and hash (spread over partitions), expiring with the table's TTL."""
     return DynamoDBPersistenceLayer(
-        table_name=settings.table_name,
-        key_attr="pk",
-        sort_key_attr="sk",
-        static_pk_value=f"idempotency#{function}",
-        expiry_attr="expires_at",
+        table_name=settings.idempotency_table_name,
         boto3_client=clients.client("dynamodb", settings),
     )
 

@@ -26,6 +26,33 @@ _PATIENT_CONFIG = _CLIENT_CONFIG.merge(Config(retries={"mode": "standard", "max_
 _BRIEF_CONFIG = _CLIENT_CONFIG.merge(
     Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=15)
 )
+# Inside a Lambda function a call and its retries must end before the function does, or the
+# function is stopped mid-retry and its caller is left in doubt (answered by the same call
+# again). There, `Settings.call_seconds` bounds every client of the process, whatever its
+# budget: this many attempts, each within its share of the bound after the waits between them
+# (botocore's standard mode waits at most 2**i s before retry i + 1 of a throttled call).
+BOUNDED_ATTEMPTS = 3
+
+
+def bounded_config(call_seconds: float) -> Config:
+    """A client configuration whose call, retries included, takes at most `call_seconds`."""
+    per_attempt = (call_seconds - longest_waits(BOUNDED_ATTEMPTS)) / BOUNDED_ATTEMPTS
+    if per_attempt <= 0:
+        raise ValueError(f"{call_seconds} s leaves no time for {BOUNDED_ATTEMPTS} attempts")
+    return _CLIENT_CONFIG.merge(
+        Config(
+            retries={"mode": "standard", "total_max_attempts": BOUNDED_ATTEMPTS},
+            connect_timeout=per_attempt / 2,
+            read_timeout=per_attempt / 2,
+        )
+    )
+
+
+def longest_waits(attempts: int) -> float:
+    """The longest botocore's standard mode waits in all between `attempts` attempts."""
+    return float(sum(min(2**i, 20) for i in range(attempts - 1)))
+
+
 # How long a client keeps trying: its botocore configuration.
 Budget = Literal["brief", "standard", "patient"]
 _CONFIGS: dict[str, Config] = {
@@ -47,11 +74,13 @@ def _session() -> boto3.session.Session:
 def client(service: str, settings: Settings, *, budget: Budget = "standard") -> Any:
     """A boto3 client for `service` with the settings' endpoint and region, made once per
     process and budget (building one loads the service model: ~0.3 s). Clients are
-    thread-safe. A "patient" one retries for minutes, a "brief" one once."""
+    thread-safe. A "patient" one retries for minutes, a "brief" one once; with the settings'
+    `call_seconds` (in a Lambda function), every one is bounded by it."""
+    bounded = settings.call_seconds
     with _session_lock:
         return _session().client(
             service,
             region_name=settings.region,
             endpoint_url=settings.endpoint_url,
-            config=_CONFIGS[budget],
+            config=bounded_config(bounded) if bounded else _CONFIGS[budget],
         )

@@ -79,6 +79,9 @@ class Executions:
         return status in ("RUNNING", "PENDING_REDRIVE")
 
     def stop(self, job_id: str) -> None:
+        """Stop the job's execution. One not started yet (a Cancel racing the Run that starts
+        it) has nothing to stop: the Run's execution then runs a worker that finds the job
+        being cancelled, and ends without running it."""
         try:
             self._sfn.stop_execution(
                 executionArn=execution_arn(self._state_machine_arn, job_id),
@@ -86,6 +89,8 @@ class Executions:
                 cause=f"job {job_id} was cancelled, drained or lost",
             )
         except ClientError as error:
+            if error_code(error) == "ExecutionDoesNotExist":
+                return
             raise ExecutorError(f"StopExecution failed: {error_code(error)}") from error
         except BotoCoreError as error:
             raise ExecutorError(f"StopExecution failed: {error}") from error

@@ -164,7 +164,7 @@ async def _run_shim(
             f"localhost:{shim.port}",
             "localhost" if pages else host,
             dashboard_port,
-            lambda: shim.serving,
+            shim.health,
             pages=pages,
         )
         if pages:
@@ -191,7 +191,9 @@ async def _connect(endpoint: str, listen: str, plaintext: bool, dashboard_port: 
     runner = None
     if dashboard_port is not None:
         # The dashboard reads through the proxy: it sees what this identity may see.
-        runner, bound = await start_dashboard(address, "localhost", dashboard_port, lambda: True)
+        runner, bound = await start_dashboard(
+            address, "localhost", dashboard_port, lambda: (True, "ok")
+        )
         print(f"Beamjobs dashboard on http://localhost:{bound}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -53,10 +53,10 @@ JobState = job_api_pb2.JobState
 class Dashboard:
     """The dashboard's routes over one channel to the Job API."""
 
-    def __init__(self, channel: grpc.aio.Channel, serving: Callable[[], bool]) -> None:
+    def __init__(self, channel: grpc.aio.Channel, health: Callable[[], tuple[bool, str]]) -> None:
         self._jobs = jobs_pb2_grpc.JobsStub(channel)
         self._job_api = job_api_pb2_grpc.JobServiceStub(channel)
-        self._serving = serving
+        self._health = health
         self._names: OrderedDict[str, dict[str, str]] = OrderedDict()
 
     def app(self, *, pages: bool = True) -> web.Application:
@@ -82,9 +82,9 @@ class Dashboard:
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
-        if self._serving():
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="stopping\n")
+        """200 while the shim should get calls, else 503; the text says why (Shim.health)."""
+        healthy, why = self._health()
+        return web.Response(status=200 if healthy else 503, text=f"{why}\n")
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         page = await self._jobs.ListJobs(_listing(request))
@@ -233,13 +233,18 @@ def _error(error: grpc.aio.AioRpcError) -> dict[str, Any]:
 
 
 async def start_dashboard(
-    job_api: str, host: str, port: int, serving: Callable[[], bool], *, pages: bool = True
+    job_api: str,
+    host: str,
+    port: int,
+    health: Callable[[], tuple[bool, str]],
+    *,
+    pages: bool = True,
 ) -> tuple[web.AppRunner, int]:
     """Serve the dashboard on host:port (0: any free port), reading the Job API at `job_api`
-    (or, without `pages`, its /healthz alone); /healthz answers 200 while `serving()`.
-    Returns the runner (to clean up) and the port."""
+    (or, without `pages`, its /healthz alone); /healthz answers as `health()` says (200 when
+    healthy, else 503, with its reason). Returns the runner (to clean up) and the port."""
     channel = grpc.aio.insecure_channel(job_api)
-    runner = web.AppRunner(Dashboard(channel, serving).app(pages=pages), access_log=None)
+    runner = web.AppRunner(Dashboard(channel, health).app(pages=pages), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
     await site.start()

@@ -13,6 +13,7 @@ from beamjobs.aws.errors import error_code
 from beamjobs.settings import Settings
 
 TABLE_RESOURCE = "JobsTable"
+IDEMPOTENCY_TABLE_RESOURCE = "IdempotencyTable"
 BUCKET_RESOURCE = "ArtifactsBucket"
 
 
@@ -56,16 +57,23 @@ def _properties(template: dict[str, Any], resource: str) -> dict[str, Any]:
     return dict(_resolve(template["Resources"][resource]["Properties"], defaults))
 
 
-def create_table(dynamodb: Any, name: str, template: dict[str, Any]) -> None:
-    props = _properties(template, TABLE_RESOURCE)
+def create_table(
+    dynamodb: Any, name: str, template: dict[str, Any], resource: str = TABLE_RESOURCE
+) -> None:
+    props = _properties(template, resource)
+    stream = props.get("StreamSpecification")
     try:
         dynamodb.create_table(
             TableName=name,
             BillingMode=props["BillingMode"],
             AttributeDefinitions=props["AttributeDefinitions"],
             KeySchema=props["KeySchema"],
-            GlobalSecondaryIndexes=props.get("GlobalSecondaryIndexes", []),
-            StreamSpecification={"StreamEnabled": True, **props["StreamSpecification"]},
+            **(
+                {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]}
+                if "GlobalSecondaryIndexes" in props
+                else {}
+            ),
+            **({"StreamSpecification": {"StreamEnabled": True, **stream}} if stream else {}),
         )
     except dynamodb.exceptions.ResourceInUseException:
         return  # already provisioned
@@ -126,8 +134,10 @@ def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
 
 
 def provision(settings: Settings, template_path: Path) -> None:
-    """Create the table and bucket named by the settings, if they do not exist yet."""
+    """Create the tables and the bucket named by the settings, if they do not exist yet."""
 
     template = load_template(template_path)
-    create_table(clients.client("dynamodb", settings), settings.table_name, template)
+    dynamodb = clients.client("dynamodb", settings)
+    create_table(dynamodb, settings.table_name, template)
+    create_table(dynamodb, settings.idempotency_table_name, template, IDEMPOTENCY_TABLE_RESOURCE)
     create_bucket(clients.client("s3", settings), settings.bucket_name, settings.region, template)

@@ -1,5 +1,6 @@
-"""What every servicer of the shim shares: the way to the handlers, the stores, a thread pool
-for blocking calls, and the one translation of failures into gRPC status."""
+"""What every servicer of the shim shares: the way to the handlers, the stores, the thread
+pools for blocking calls (beamjobs.shim.pools), and the one translation of failures into gRPC
+status."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from beamjobs.aws.invoker import Invoker, event_for
 from beamjobs.domain.errors import BeamjobsError, error_from_code
 from beamjobs.runtime import Stores
 from beamjobs.shim.auth import current_caller
+from beamjobs.shim.pools import Pools
 from beamjobs.shim.status import status_for
 
 logger = logging.getLogger(__name__)
@@ -24,25 +26,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Backend:
-    def __init__(self, invoker: Invoker, stores: Stores, pool: Executor, caller_key: bytes) -> None:
+    def __init__(self, invoker: Invoker, stores: Stores, pools: Pools, caller_key: bytes) -> None:
         self.invoker = invoker
         self._caller_key = caller_key
         self.stores = stores
-        self.pool = pool
+        self.pools = pools
 
     async def blocking(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a blocking call (boto3, a handler) off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, functools.partial(function, *args, **kwargs))
+        """Run a blocking read (DynamoDB, S3, the change feed) off the event loop."""
+        return await _run_in(self.pools.reads, function, *args, **kwargs)
+
+    async def staging(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking call of artifact staging (S3 uploads) off the event loop."""
+        return await _run_in(self.pools.staging, function, *args, **kwargs)
 
     async def call(self, rpc: str, request: dict[str, Any]) -> dict[str, Any]:
         """Invoke the handler of `rpc` for the caller of the RPC being served; its error
         answer is raised as the domain error."""
         function, event = event_for(rpc, current_caller(), request, self._caller_key)
-        answer = await self.blocking(self.invoker.invoke, function, event)
+        answer = await _run_in(self.pools.invocations, self.invoker.invoke, function, event)
         if "error" in answer:
             raise error_from_code(answer["error"]["code"], answer["error"]["message"])
         return dict(answer["result"])
+
+
+async def _run_in(pool: Executor, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(pool, functools.partial(function, *args, **kwargs))
 
 
 def guarded(method: F) -> F:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -33,6 +32,7 @@ from beamjobs.shim.changefeed import ChangeFeed
 from beamjobs.shim.jobs_servicer import JobsServicer
 from beamjobs.shim.memory import return_large_buffers_to_the_os
 from beamjobs.shim.message_limits import MessageLimits
+from beamjobs.shim.pools import Pools, PoolWatch
 from beamjobs.shim.servicer import JobServicer, OpenStreams
 from beamjobs.shim.staging import ArtifactStagingServicer
 
@@ -44,8 +44,6 @@ logger = logging.getLogger(__name__)
 # Pipelines of tens of megabytes must be accepted (the handlers get them by S3 reference);
 # every other method has a smaller limit of its own (beamjobs.shim.message_limits).
 MAX_MESSAGE_BYTES = PIPELINE_MESSAGE_MAX_BYTES
-# Blocking work (handler calls, DynamoDB and S3) runs here, off the event loop.
-BLOCKING_THREADS = 32
 STREAM_WINDOW_BYTES = 4 * 1024 * 1024
 # In-flight RPCs get this long to finish when the shim is told to stop.
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -67,6 +65,7 @@ class Shim:
         staging: ArtifactStagingServicer,
         feed: ChangeFeed,
         streams: OpenStreams,
+        watch: PoolWatch,
     ):
         self.server = server
         self.port = port
@@ -74,7 +73,23 @@ class Shim:
         self._staging = staging
         self.feed = feed
         self.streams = streams
+        self._watch = watch
         self.serving = True
+
+    def health(self) -> tuple[bool, str]:
+        """Whether a load balancer should send it calls, and why: not once it is stopping, nor
+        while the threads of its streams or of staging are starved. Starved handler
+        invocations (Lambda throttling them) are reported, but the shim stays in service:
+        another shim would be throttled alike, and its streams are served meanwhile."""
+        if not self.serving:
+            return False, "stopping"
+        starved = self._watch.starved()
+        waits = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in sorted(starved.items()))
+        if set(starved) - {"invocations"}:
+            return False, f"starved: threads waited ({waits})"
+        if starved:
+            return True, f"ok; handler invocations wait ({waits})"
+        return True, "ok"
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS, drain: float = 0.0) -> None:
         """Tell load balancers first and take no new calls (clients reconnect elsewhere, or to
@@ -87,6 +102,7 @@ class Shim:
         stopping = asyncio.ensure_future(self.server.stop(drain + grace))
         await self.streams.drained(drain)
         await self.feed.close()
+        await self._watch.close()
         await stopping
         await self._staging.settle()
 
@@ -126,8 +142,8 @@ async def start_shim(
     quotas = quotas or Quotas()
     engines = engines or EngineChoice.of("local", (), None, None)
     return_large_buffers_to_the_os()
-    pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="shim-blocking")
-    backend = Backend(invoker, stores, pool, caller_key)
+    pools = Pools.start()
+    backend = Backend(invoker, stores, pools, caller_key)
     verifier, policy = authentication or (None, None)
     server = grpc.aio.server(
         interceptors=[Authenticator(verifier, policy), MessageLimits()],
@@ -177,11 +193,13 @@ async def start_shim(
         server,
     )
     feed.start()
+    watch = PoolWatch(pools.named())
+    watch.start()
     await server.start()
     for service in ("", JOB_SERVICE, JOBS_SERVICE, STAGING_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info("Job API listening on %s:%d", host, bound)
-    return Shim(server, bound, health_servicer, staging, feed, streams)
+    return Shim(server, bound, health_servicer, staging, feed, streams, watch)
 
 
 async def serve_until_signalled(shim: Shim, drain: float) -> None:

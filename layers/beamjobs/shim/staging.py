@@ -67,7 +67,7 @@ class ArtifactStagingServicer(artifact_api_pb2_grpc.ArtifactStagingServiceServic
         lease = _Lease(self._backend, job_id, token_sha256)
         pipeline_ref, session.transferred = await lease.take()
         pipeline = parse_pipeline(
-            await self._backend.blocking(self._backend.stores.blobs.get, pipeline_ref)
+            await self._backend.staging(self._backend.stores.blobs.get, pipeline_ref)
         )
         keeping = asyncio.ensure_future(lease.keep())
         try:
@@ -136,7 +136,7 @@ class _Lease:
 
     async def record(self, pipeline: pipeline_pb2.Pipeline, artifact_bytes: int) -> list[str]:
         blobs = self._backend.stores.blobs
-        ref = await self._backend.blocking(
+        ref = await self._backend.staging(
             blobs.put_content, "pipelines", pipeline.SerializeToString()
         )
         result = await self._backend.call(
@@ -214,7 +214,7 @@ class _Session:
         having the bytes)."""
         sha = staged_sha256(self._artifacts.location, artifact)
         return sha is not None and bool(
-            await self._backend.blocking(self._artifacts.staged_by, sha, self._principal)
+            await self._backend.staging(self._artifacts.staged_by, sha, self._principal)
         )
 
     async def _stage(self, artifact: pipeline_pb2.ArtifactInformation) -> Any:
@@ -224,9 +224,9 @@ class _Session:
             # must send them (else knowing a hash would attach someone else's artifact).
             sha = declared_sha256(artifact)
             known = self._artifacts.staged_by
-            if not (sha and await self._backend.blocking(known, sha, self._principal)):
+            if not (sha and await self._backend.staging(known, sha, self._principal)):
                 sha = await self._transfer(artifact, sha)
-                await self._backend.blocking(self._artifacts.mark_staged_by, sha, self._principal)
+                await self._backend.staging(self._artifacts.mark_staged_by, sha, self._principal)
             self._staged[key] = reference(self._artifacts.location, sha, artifact)
             # A hash's prefix only: logs are read more widely than artifacts, and a full hash
             # is what a staging call presents for bytes it did not send.
@@ -246,9 +246,9 @@ class _Session:
             while True:
                 chunk = await self.read("get_artifact_response")
                 if chunk.get_artifact_response.data:
-                    await self._backend.blocking(upload.write, chunk.get_artifact_response.data)
+                    await self._backend.staging(upload.write, chunk.get_artifact_response.data)
                 if chunk.is_last:
-                    sha = str(await self._backend.blocking(upload.finish, declared))
+                    sha = str(await self._backend.staging(upload.finish, declared))
                     self.transferred += upload.size
                     return sha
         except BaseException:
@@ -256,5 +256,5 @@ class _Session:
             # mid-artifact and stages again does not get its quota back.
             self.transferred += upload.size
             # Not awaited: the call may be cancelled already. S3 forgets the parts.
-            asyncio.get_running_loop().run_in_executor(self._backend.pool, upload.abort)
+            asyncio.get_running_loop().run_in_executor(self._backend.pools.staging, upload.abort)
             raise

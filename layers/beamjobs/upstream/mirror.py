@@ -152,14 +152,18 @@ class Mirror:
         cursor = claimed.job.upstream.cursor if claimed.job.upstream else ""
         messages = threading.Thread(target=self._follow_messages, args=(upstream_id, cursor))
         steering = threading.Thread(target=self._steer, args=(upstream_id, timeout))
+        # Metrics apart from the heartbeat: a slow upstream GetJobMetrics (up to 30 s, the
+        # upstream client's CALL_SECONDS) must not hold a beat back past the lease.
+        copying = threading.Thread(target=self._copy_metrics, args=(upstream_id,))
         flusher = threading.Thread(target=self._flush, args=(cursor,))
-        for thread in (messages, steering, flusher):
+        for thread in (messages, steering, copying, flusher):
             thread.start()
         upstream_ended = self._follow_states(upstream_id)
         ended_here = self._ended.is_set()
-        self._ended.set()  # nothing is opened again, and steering stops
+        self._ended.set()  # nothing is opened again, and steering and copying stop
         messages.join(_MESSAGES_AFTER_END_SECONDS)  # its stream ends with the job
         steering.join()
+        copying.join()
         self._stop_streams()
         self._pending.put(None)
         flusher.join()
@@ -333,11 +337,10 @@ class Mirror:
     # -- steering ---------------------------------------------------------------------------------
 
     def _steer(self, upstream_id: str, timeout: float) -> None:
-        """Every heartbeat: prove the mirror alive, learn what was asked of the job (Cancel,
-        Drain, or its end here) and forward it, and copy the upstream's metrics."""
+        """Every heartbeat: prove the mirror alive, and learn what was asked of the job
+        (Cancel, Drain, or its end here) and forward it."""
         deadline = self._clock() + timeout
         forwarded: set[JobState] = set()
-        metrics = b""
         while not self._ended.is_set():
             if self._clock() > deadline:
                 cause = f"the job timed out after {timeout:g} s (--{JOB_TIMEOUT_SECONDS.name})"
@@ -353,6 +356,12 @@ class Mirror:
                 return
             if state in _STOPPING and state not in forwarded and self._forward(state, upstream_id):
                 forwarded.add(state)
+            self._ended.wait(self._heartbeat_seconds)
+
+    def _copy_metrics(self, upstream_id: str) -> None:
+        """Every heartbeat interval, copy the upstream's metrics when they changed."""
+        metrics = b""
+        while not self._ended.is_set():
             metrics = self._publish_metrics(upstream_id, unless=metrics)
             self._ended.wait(self._heartbeat_seconds)
 

@@ -36,6 +36,12 @@ _RETRY_WAIT_SECONDS = 20.0
 # Once the job's work ended, what is still unstored is tried for this long (past a minute's
 # throttle), then given up: the job's outcome waits for it.
 _STORE_AFTER_END_SECONDS = 120.0
+# Bytes of messages a job stores a second, at most: a quarter of what one DynamoDB partition
+# takes (1,000 WCU/s, a WCU a KB), so that a chatty job never throttles its own heartbeat and
+# outcome, which share its partition. What comes faster waits in the queue (QUEUE_LIMIT_BYTES
+# of it: about a minute at this rate), so a job that logged heavily just before it ended waits
+# for them.
+MESSAGE_BYTES_PER_SECOND = 250 * 1024
 
 
 def importance_of(levelno: int) -> str:
@@ -53,7 +59,7 @@ class MessageForwarder(logging.Handler):
     logs heavily, Lambda the worker channel) stays first in line and is tried again after a
     growing wait, so nothing is lost and the order holds. The queue is bounded in bytes: past
     QUEUE_LIMIT_BYTES waiting, new messages are dropped and counted, and a warning saying how
-    many follows once there is room again."""
+    many follows once there is room again. They are stored at most `bytes_per_second`."""
 
     def __init__(
         self,
@@ -62,11 +68,13 @@ class MessageForwarder(logging.Handler):
         formatter: logging.Formatter | None = None,
         *,
         flush_seconds: float = _FLUSH_SECONDS,
+        bytes_per_second: float = MESSAGE_BYTES_PER_SECOND,
     ) -> None:
         super().__init__(level)
         self.setFormatter(formatter)
         self._job = job
         self._flush_seconds = flush_seconds
+        self._pace = _Pace(bytes_per_second)
         self._queue: queue.Queue[Message | None] = queue.Queue()
         self._queued_bytes = 0
         self._dropped = 0
@@ -145,6 +153,7 @@ class MessageForwarder(logging.Handler):
                         give_up_at = time.monotonic() + _STORE_AFTER_END_SECONDS
             # One event per call, so a failure leaves exactly the unstored ones pending.
             for batch in message_batches(pending):
+                self._pace.wait()
                 try:
                     self._job.say(batch)
                 except BeamjobsError:
@@ -156,6 +165,7 @@ class MessageForwarder(logging.Handler):
                     wait = min(wait * 2, _RETRY_WAIT_SECONDS)
                     break
                 wait = self._flush_seconds
+                self._pace.spent(sum(utf8_size(message.text) for message in batch))
                 pending = pending[len(batch) :]
             else:
                 pending = []
@@ -168,3 +178,20 @@ class MessageForwarder(logging.Handler):
         return gather(
             self._queue, batch, limit=_BATCH, wait=self._flush_seconds, taken=self._dequeued
         )
+
+
+class _Pace:
+    """At most `per_second` bytes a second on average: each store waits until what the ones
+    before it stored is paid for (the first goes at once)."""
+
+    def __init__(self, per_second: float) -> None:
+        self._per_second = per_second
+        self._next = 0.0
+
+    def wait(self) -> None:
+        delay = self._next - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+    def spent(self, size: int) -> None:
+        self._next = max(self._next, time.monotonic()) + size / self._per_second
