@@ -615,8 +615,9 @@ def test_samconfig_names_the_default_dev_and_prod_environments():
             name, value = override.split("=", 1)
             assert name in declared, override
             assert value in map(str, declared[name].get("AllowedValues", [value])), override
-            if "MaxValue" in declared[name]:
-                assert declared[name]["MinValue"] <= int(value) <= declared[name]["MaxValue"]
+            low, high = declared[name].get("MinValue"), declared[name].get("MaxValue")
+            if low is not None or high is not None:
+                assert (low or 0) <= int(value) <= (high or int(value)), override
 
 
 def _docker_pipeline(image: str) -> bytes:

@@ -2,6 +2,7 @@
 reverse-retrieval protocol (the real SDK does the same in tests/e2e)."""
 
 import dataclasses
+import datetime
 import hashlib
 import logging
 import os
@@ -198,6 +199,36 @@ def test_an_artifact_declaring_a_stored_hash_is_not_sent_again(channel, settings
     sdk.offer(second.staging_session_token)
     assert sdk.sent_paths == []
     stub.Run(job_api_pb2.RunJobRequest(preparation_id=second.preparation_id))
+
+
+def _age(bucket, key, days):
+    """As if the object had been written `days` ago (S3's expiry counts from then)."""
+    from moto.s3.models import s3_backends
+
+    stored = s3_backends["123456789012"]["aws"].buckets[bucket].keys[key]
+    stored.last_modified -= datetime.timedelta(days=days)
+
+
+@pytest.mark.parametrize(("age_days", "renewed"), [(20, True), (0, False)])
+def test_an_artifact_a_new_job_reuses_is_renewed_once_it_is_a_day_old(
+    channel, settings, stores, executor, age_days, renewed
+):
+    # Given an artifact staged for one job, written `age_days` ago
+    _, first = _prepare(channel, _pipeline(_artifact("/client/small.whl", "small.whl")))
+    FakeSdk(channel, FILES).offer(first.staging_session_token)
+    key = ARTIFACT_PREFIX + hashlib.sha256(SMALL).hexdigest()
+    _age(settings.bucket_name, key, age_days)
+    written = _s3(stores).head_object(Bucket=settings.bucket_name, Key=key)["LastModified"]
+    # When a new job of the same principal reuses it (its bytes are not sent again)
+    declared = _artifact("/client/small.whl", "small.whl", hashlib.sha256(SMALL).hexdigest())
+    _, second = _prepare(channel, _pipeline(declared))
+    sdk = FakeSdk(channel, FILES)
+    sdk.offer(second.staging_session_token)
+    assert sdk.sent_paths == []
+    # Then an old one is written again (S3's expiry counts from now), a recent one is not
+    after = _s3(stores).head_object(Bucket=settings.bucket_name, Key=key)
+    assert (after["LastModified"] > written) is renewed
+    assert _s3(stores).get_object(Bucket=settings.bucket_name, Key=key)["Body"].read() == SMALL
 
 
 def test_bytes_that_differ_from_their_declared_hash_are_refused(

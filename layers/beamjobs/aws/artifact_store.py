@@ -20,6 +20,10 @@ INCOMING_PREFIX = "artifacts/incoming/"
 PART_BYTES = 8 * 1024 * 1024
 # Empty objects saying which principals sent which content (by a hash of the principal).
 STAGED_BY_PREFIX = "artifacts/staged-by/"
+# S3 expires an object RetentionDays after it was written (the bucket's lifecycle), however
+# often it is used since. A stored artifact a new job reuses is written again (copied onto
+# itself) once it is this old, so that it outlives the jobs that use it.
+RENEW_AFTER_SECONDS = 86_400.0
 
 
 def _staged_by_key(sha256: str, principal: str) -> str:
@@ -141,6 +145,29 @@ class ArtifactStore:
     def staged_by(self, sha256: str, principal: str) -> bool:
         """Whether `principal` sent these bytes before (and they are still stored)."""
         return self._has(_staged_by_key(sha256, principal)) and self.exists(sha256)
+
+    def reused(self, sha256: str, principal: str, *, now: float) -> bool:
+        """Whether `principal` sent these bytes before and they are still stored: then they
+        are the new job's too, renewed (written again) if older than RENEW_AFTER_SECONDS. For
+        the stager (it may write artifacts); a reader asks `staged_by`."""
+        if not self._has(_staged_by_key(sha256, principal)):
+            return False
+        key = ARTIFACT_PREFIX + sha256
+        try:
+            with aws_errors(f"artifact {sha256}"):
+                written = self._s3.head_object(Bucket=self.location.bucket, Key=key)
+        except NotFound:
+            return False
+        if now - written["LastModified"].timestamp() > RENEW_AFTER_SECONDS:
+            with aws_errors(f"artifact {sha256}"):
+                # (A managed copy: multipart for objects beyond CopyObject's 5 GB.)
+                self._s3.copy(
+                    {"Bucket": self.location.bucket, "Key": key},
+                    self.location.bucket,
+                    key,
+                    ExtraArgs={"MetadataDirective": "REPLACE"},
+                )
+        return True
 
     def mark_staged_by(self, sha256: str, principal: str) -> None:
         with aws_errors(f"artifact {sha256}"):

@@ -15,7 +15,9 @@ that ends early lets go of it, so that the client may stage again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -213,9 +215,7 @@ class _Session:
         someone else is pending like any other: its bytes are asked for (knowing a hash is not
         having the bytes)."""
         sha = staged_sha256(self._artifacts.location, artifact)
-        return sha is not None and bool(
-            await self._backend.staging(self._artifacts.staged_by, sha, self._principal)
-        )
+        return sha is not None and await self._reused(sha)
 
     async def _stage(self, artifact: pipeline_pb2.ArtifactInformation) -> Any:
         key = artifact.SerializeToString(deterministic=True)
@@ -223,8 +223,7 @@ class _Session:
             # A declared hash stands for bytes only this principal sent before: anyone else
             # must send them (else knowing a hash would attach someone else's artifact).
             sha = declared_sha256(artifact)
-            known = self._artifacts.staged_by
-            if not (sha and await self._backend.staging(known, sha, self._principal)):
+            if not (sha and await self._reused(sha)):
                 sha = await self._transfer(artifact, sha)
                 await self._backend.staging(self._artifacts.mark_staged_by, sha, self._principal)
             self._staged[key] = reference(self._artifacts.location, sha, artifact)
@@ -232,6 +231,11 @@ class _Session:
             # is what a staging call presents for bytes it did not send.
             logger.info("staged %s as %s…", display_name(artifact), sha[:12])
         return self._staged[key]
+
+    async def _reused(self, sha: str) -> bool:
+        """Whether this principal's bytes of `sha` are stored (and so renewed for this job)."""
+        reused = functools.partial(self._artifacts.reused, now=time.time())
+        return bool(await self._backend.staging(reused, sha, self._principal))
 
     async def _transfer(self, artifact: pipeline_pb2.ArtifactInformation, declared: str) -> str:
         """Ask for the artifact's bytes and stream them to S3; return their sha256."""
