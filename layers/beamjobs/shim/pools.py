@@ -15,10 +15,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-# Threads per pool. Invocations are the most numerous (each unary RPC holds one while its
-# handler runs); a stream holds one only while it reads a page.
+# Threads per pool: as many for invocations and for reads as the one pool had before them
+# (each unary RPC holds an invocation thread while its handler runs; a stream holds a read
+# thread only while it reads a page, but hundreds open at once).
 INVOCATION_THREADS = 32
-READ_THREADS = 16
+READ_THREADS = 32
 STAGING_THREADS = 16
 # A pool whose probe waited this long to run is starved; probes are sent this often.
 STARVED_SECONDS = 5.0
