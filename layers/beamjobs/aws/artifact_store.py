@@ -135,12 +135,15 @@ class ArtifactStore:
         return self._has(ARTIFACT_PREFIX + sha256)
 
     def _has(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's HeadObject answer; None when it is not stored."""
         try:
             with aws_errors(f"artifact {key}"):
-                self._s3.head_object(Bucket=self.location.bucket, Key=key)
+                return dict(self._s3.head_object(Bucket=self.location.bucket, Key=key))
         except NotFound:
-            return False
-        return True
+            return None
 
     def staged_by(self, sha256: str, principal: str) -> bool:
         """Whether `principal` sent these bytes before (and they are still stored)."""
@@ -153,10 +156,8 @@ class ArtifactStore:
         if not self._has(_staged_by_key(sha256, principal)):
             return False
         key = ARTIFACT_PREFIX + sha256
-        try:
-            with aws_errors(f"artifact {sha256}"):
-                written = self._s3.head_object(Bucket=self.location.bucket, Key=key)
-        except NotFound:
+        written = self._head(key)
+        if written is None:
             return False
         if now - written["LastModified"].timestamp() > RENEW_AFTER_SECONDS:
             with aws_errors(f"artifact {sha256}"):
