@@ -29,6 +29,7 @@ from beamjobs.api import (
 from beamjobs.aws.dynamodb_store import DynamoJobStore
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import Message
+from beamjobs.domain.worker_secrets import worker_secret_key
 from beamjobs.local.embedded import LOCAL_TABLE
 from beamjobs.pipeline.artifacts import FILE, STAGING_TO
 from beamjobs.pipeline.environments import DOCKER, EMBEDDED
@@ -652,10 +653,16 @@ def test_staging_after_run_is_refused(server):
 
 
 def _until_ended(server, job_id: str) -> None:
+    """Until the job ended and its last write is done: its worker's secret is deleted just
+    after its terminal state is recorded."""
     ended = {job_api_pb2.JobState.DONE, job_api_pb2.JobState.FAILED}
     deadline = time.monotonic() + 60
     while server.jobs.GetState(job_api_pb2.GetJobStateRequest(job_id=job_id)).state not in ended:
         assert time.monotonic() < deadline
+        time.sleep(0.2)
+    secret = worker_secret_key(job_id)
+    while any(key == secret for key, _ in server.storage.snapshot()["objects"]):
+        assert time.monotonic() < deadline, f"{secret} is still stored"
         time.sleep(0.2)
 
 
