@@ -3,8 +3,10 @@ the same client (the Beam Python SDK's PortableRunner) in one run, on this machi
 
 Prints, for each server (all running side by side, measured alternately): the median
 submit→DONE of a trivial pipeline, GetState p50/p99, jobs/s with 4 concurrent clients, the median
-Run→RUNNING, the speedup of a CPU-heavy pipeline on 2 SDK workers over 1, and the client's own
-CPU per job (which bounds jobs/s on this machine whatever the server); then the ratios ours/peer.
+Run→RUNNING, the speedup of a CPU-heavy pipeline on 2 SDK workers over 1, the CPU per job of
+each server's whole process tree (Beamjobs': the shim and its handlers, the embedded AWS, the
+fork server and the workers it forked), and the client's own CPU per job (which bounds jobs/s
+on this machine whatever the server); then the ratios ours/peer.
 Then, for each server, how much its resident memory grows while an SDK stages one 200 MB
 artifact to it. Then Beamjobs alone (Beam's server has no comparable feed): 1,000 GetStateStream
 subscribers on one shim, to jobs that then run — delay from each terminal state's write to its
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import resource
@@ -212,11 +215,13 @@ def measure_side_by_side(args: argparse.Namespace) -> dict[str, dict[str, float]
         client_cpu = dict.fromkeys(SERVERS, 0.0)
         for name, endpoint in endpoints.items():
             _run_trivial_pipeline(endpoint, ENVIRONMENTS[name])  # warm-up: first-use costs
+        server_cpu = dict.fromkeys(SERVERS, 0.0)
         for _ in range(args.jobs):
-            for name, endpoint in endpoints.items():
-                before = _client_cpu_seconds()
+            for (name, endpoint), server in zip(endpoints.items(), servers, strict=True):
+                before, server_before = _client_cpu_seconds(), _tree_cpu_seconds(server.pid)
                 runs[name].append(_run_trivial_pipeline(endpoint, ENVIRONMENTS[name]))
                 client_cpu[name] += _client_cpu_seconds() - before
+                server_cpu[name] += _tree_cpu_seconds(server.pid) - server_before
         for name in SERVERS:
             figures[name]["submit_to_done_median_s"] = statistics.median(t for t, _ in runs[name])
         for name, latencies in _get_state_latencies(endpoints, runs, args.get_state_calls).items():
@@ -253,7 +258,10 @@ def measure_side_by_side(args: argparse.Namespace) -> dict[str, dict[str, float]
                     "run_to_running_median_ms": statistics.median(to_running[name]) * 1000
                     if to_running[name]
                     else math.nan,
+                    "cpu_heavy_1_worker_s": heavy[name][1],
+                    "cpu_heavy_2_workers_s": heavy[name][2],
                     "cpu_heavy_speedup_2_vs_1": heavy[name][1] / heavy[name][2],
+                    "server_cpu_s_per_job": server_cpu[name] / args.jobs,
                     "client_cpu_s_per_job": client_cpu[name] / args.jobs,
                 }
             )
@@ -344,9 +352,36 @@ def staging_memory(name: str, size_mb: int) -> tuple[float, float]:
         _stop(server)
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (which may hold spaces): [0] is the
+    state, [1] the parent's pid, [11:15] utime, stime, cutime, cstime in clock ticks."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU used by a server's whole process tree: every live descendant's own, plus what its
+    exited children used once they were waited for (a worker that ran one job and exited)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    ticks = 0
+    for pid in tree:
+        with contextlib.suppress(OSError, IndexError):
+            ticks += sum(int(field) for field in _stat_fields(pid)[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def _fan_out(endpoint: str, job_ids: list[str], subscribers: int) -> list[float]:

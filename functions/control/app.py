@@ -48,7 +48,8 @@ def _routes() -> dict[str, Route]:
         stores.artifacts,
         settings.quotas(),
     )
-    # Retries of one gRPC call (same request_id) get the first call's answer, not a second job.
+    # Retries of one Prepare (same request_id) get the first call's answer, not a second job.
+    # A Run needs no record: the job aggregate starts a job once, whoever asks again.
     persistence = idempotency_records(settings)
     once = functools.partial(
         idempotent_function,
@@ -70,7 +71,6 @@ def _routes() -> dict[str, Route]:
         metrics.add_metric(name="JobsPrepared", unit=MetricUnit.Count, value=1)
         return {"preparation_id": job_id}
 
-    @once
     def run(call: dict[str, Any]) -> dict[str, Any]:
         job_id = service.run(caller_of(call), call["request"].get("preparation_id"))
         metrics.add_metric(name="JobsStarted", unit=MetricUnit.Count, value=1)

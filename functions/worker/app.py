@@ -26,8 +26,11 @@ tracer = Tracer(service="beamjobs-worker-channel")
 # A call sent again (its answer lost, or its invocation timed out) gets the first one's answer:
 # a claim is not lost to a retry, a batch of messages is not said twice.
 idempotency_config = IdempotencyConfig(event_key_jmespath="[rpc, request_id]")
-# A heartbeat repeated is harmless, and the most frequent call: no record for it.
-_UNRECORDED = frozenset({"Beat"})
+# Only the calls whose retry the job aggregate would not recognise are recorded (each record
+# costs two writes): a mirror's own messages (which have no upstream id) would be appended
+# twice. A Claim or Say sent again finds itself on the job's log (Job.last_report); a beat,
+# metrics written again, a final state or an attachment that stands are the same done twice.
+_RECORDED = frozenset({"Mirror"})
 
 
 def handler_for(settings: Settings) -> Handler:
@@ -39,14 +42,14 @@ def handler_for(settings: Settings) -> Handler:
     )
     persistence = idempotency_records(settings)
     served: dict[str, Route] = {
-        name: route
-        if name in _UNRECORDED
-        else idempotent_function(
+        name: idempotent_function(
             route,
             data_keyword_argument="call",
             persistence_store=persistence,
             config=idempotency_config,
         )
+        if name in _RECORDED
+        else route
         for name, route in routes(channel).items()
     }
 

@@ -224,6 +224,10 @@ class RunningShim:
             timeout=10
         )
 
+    def listen_to_doorbell(self, doorbell: int) -> None:
+        """As `beamjobs serve` does with the embedded AWS's doorbell."""
+        self._loop.call_soon_threadsafe(self.feed.listen_to_doorbell, doorbell)
+
 
 @contextmanager
 def running_shim(

@@ -90,15 +90,17 @@ def test_run_starts_the_job_once(prepared, stores, executor):
     assert answer == {"result": {"job_id": prepared}}
     assert stores.jobs.get(prepared).state is JobState.STARTING
     assert executor.started == [prepared]
-    # A retry of the same call gets the same answer from the idempotency record.
+    # A retry of the same call gets the same answer, and starts the work again (no record is
+    # kept of a Run: the job aggregate starts a job once, and the executors' start is
+    # idempotent), as a retry with another request id does below.
     assert _invoke(control, _event("control_run")) == answer
-    assert executor.started == [prepared]
+    assert executor.started == [prepared, prepared]
     # A Run retried with a new request id (the client's own retry, its first answer lost)
     # answers the job too, and starts its work again while it is STARTING: starting is
     # idempotent, and that heals a Run that died between STARTING and the start.
     again = _invoke(control, _with_request_id(_event("control_run"), "second-run"))
     assert again == answer
-    assert executor.started == [prepared, prepared]
+    assert executor.started == [prepared, prepared, prepared]
     assert [e.state for e in stores.jobs.events(prepared)] == [JobState.STOPPED, JobState.STARTING]
 
 

@@ -124,7 +124,9 @@ def test_a_workers_secret_does_everything_its_own_job_needs(two_jobs):
     assert json.loads(http.request("GET", claim["options_url"]).data) == {
         "beam:option:job_name:v1": "n"
     }
-    [(sha, url)] = json.loads(http.request("GET", claim["artifacts_url"]).data).items()
+    # A few artifacts' URLs travel in the answer itself.
+    assert "artifacts_url" not in claim
+    [(sha, url)] = claim["artifact_urls"].items()
     assert http.request("GET", url).data == b"my package"
     assert f"{ARTIFACT_PREFIX}{sha}" in url
     # A claim sent again (its answer lost) gets the same answer: the worker still runs it.
@@ -133,6 +135,12 @@ def test_a_workers_secret_does_everything_its_own_job_needs(two_jobs):
     assert _invoke("Beat", "mine", SECRET) == {"result": {"state": "RUNNING"}}
     _invoke("Say", "mine", SECRET, **ROUTES["Say"])
     assert [m.text for e in stores.jobs.events("mine") for m in e.messages] == ["forged"]
+    # Messages sent again (the answer lost) are said once: the call finds itself on the log,
+    # and the job's record was not written for them.
+    record = stores.jobs.get("mine")
+    _invoke("Say", "mine", SECRET, **ROUTES["Say"])
+    assert [m.text for e in stores.jobs.events("mine") for m in e.messages] == ["forged"]
+    assert stores.jobs.get("mine") == record
     _invoke("PublishMetrics", "mine", SECRET, **ROUTES["PublishMetrics"])
     assert stores.blobs.get(stores.jobs.get("mine").metrics_ref) == b"forged"
     assert _invoke("Finish", "mine", SECRET) == {"result": {"state": "DONE"}}
@@ -162,6 +170,13 @@ def test_malformed_calls_are_invalid_arguments(two_jobs):
         "INVALID_ARGUMENT"
     )
     assert _invoke("Beat", "mine", "")["error"]["code"] == "INVALID_ARGUMENT"
+    # A report's id is kept on the job's log: a long or unprintable one is refused, unstored.
+    before = two_jobs.jobs.events("mine")
+    for request_id in ("r" * 101, "line\nbreak"):
+        for rpc in ("Say", "Claim"):
+            answer = _invoke(rpc, "mine", SECRET, request_id=request_id, **ROUTES[rpc])
+            assert answer["error"]["code"] == "INVALID_ARGUMENT", answer
+    assert two_jobs.jobs.events("mine") == before
 
 
 @pytest.mark.parametrize(

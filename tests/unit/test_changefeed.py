@@ -3,6 +3,7 @@ in-memory event log: what moto cannot produce (several shards, shard rollover, e
 iterators, trimmed data, an unavailable stream) and a stalled subscriber."""
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +12,11 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from beamjobs.domain.errors import ResourceExhausted, Unavailable
-from beamjobs.domain.model import Event, Message
+from beamjobs.domain.model import Event, Job, Message
 from beamjobs.domain.states import JobState
 from beamjobs.domain.store import EventPage
 from beamjobs.shim.changefeed import RESYNC, ChangeFeed
+from beamjobs.shim.followed_jobs import FollowedJobs
 from beamjobs.shim.streams import follow
 
 _serialize = TypeSerializer().serialize
@@ -24,8 +26,10 @@ FAST = {"busy_interval": 0.001, "max_idle_interval": 0.005, "describe_interval":
 def _image(job_id: str, event: Event) -> dict[str, Any]:
     values: dict[str, Any] = {"pk": f"job#{job_id}", "sk": f"ev#{event.seq:012d}", "seq": event.seq}
     values["time"] = 1
-    values["job_state"] = "RUNNING"
-    values["job_state_time"] = 1
+    # The job's snapshot after the event, as every event item holds it.
+    values["job_state"] = (event.state or JobState.RUNNING).value
+    values["job_state_time"] = event.seq
+    values["job_pipeline_ref"] = "pipelines/p"
     if event.state is not None:
         values["state"] = event.state.value
     if event.messages:
@@ -343,3 +347,84 @@ def test_subscribers_past_the_feeds_limit_are_resource_exhausted_and_not_registe
     with pytest.raises(ResourceExhausted, match="at most 2 streams"):
         feed.subscribe("c")
     assert feed.subscriber_count == 2
+
+
+# -- the doorbell: when the followed jobs are as fresh as a read ------------------------------
+
+
+def _job(job_id: str, seq: int, state: JobState) -> Job:
+    return Job(
+        job_id=job_id,
+        job_name="n",
+        state=state,
+        state_time=seq,
+        seq=seq,
+        created_at=0,
+        pipeline_ref="pipelines/p",
+        options_ref="options/o",
+        owner="alice",
+    )
+
+
+async def _ring(feed: ChangeFeed, bell: int) -> None:
+    """As the embedded AWS does after an item put, before answering it; then wait until the
+    reader answered the ring."""
+    os.write(bell, b".")
+    assert not feed.current  # a ring waits in the pipe: not current until a round read after it
+    await _until(lambda: feed.current)
+
+
+def test_followed_jobs_are_current_only_once_a_round_read_every_ring_and_follow_their_log():
+    async def scenario():
+        log, streams = Log(), FakeStreams()
+        shard = streams.add_shard("shard-1")
+        feed = _feed(streams, log)
+        reader_end, bell = os.pipe()
+        feed.start()
+        assert not feed.current  # no doorbell: never current (on AWS, every read is a read)
+        feed.listen_to_doorbell(reader_end)
+        await _until(lambda: feed.current)  # positioned, and no ring waits
+        feed.followed.remember(_job("j", 2, JobState.STARTING))
+        feed.followed.remember(_job("j", 1, JobState.STOPPED))  # an older read changes nothing
+        assert feed.followed.get("j").state is JobState.STARTING
+        # Written (put, rung) then read: the followed job moves with its log, messages too.
+        for _ in range(2):
+            log.append("j")
+        streams.put(shard, "j", log.append("j", state=JobState.RUNNING))
+        await _ring(feed, bell)
+        assert (feed.followed.get("j").seq, feed.followed.get("j").state) == (3, JobState.RUNNING)
+        streams.put(shard, "j", log.append("j", text="a message"))
+        await _ring(feed, bell)
+        assert (feed.followed.get("j").seq, feed.followed.get("j").state) == (4, JobState.RUNNING)
+        # A job nobody read is not followed, whatever its records say.
+        streams.put(shard, "k", log.append("k", state=JobState.RUNNING))
+        await _ring(feed, bell)
+        assert feed.followed.get("k") is None
+        # A round that could not read (throttled) leaves the feed not current until one does.
+        streams.failures["get_records"] = ["ThrottlingException"]
+        os.write(bell, b".")
+        await _until(lambda: not streams.failures["get_records"])
+        assert not feed.current
+        await _until(lambda: feed.current)
+        # Records that may have been missed (trimmed before they were read) forget every
+        # followed job: they are read again.
+        streams.failures["get_records"] = ["TrimmedDataAccessException"]
+        os.write(bell, b".")
+        await _until(lambda: feed.current)
+        assert feed.followed.get("j") is None
+        await feed.close()
+        assert not feed.current
+        os.close(bell)
+        os.close(reader_end)
+
+    _run(scenario())
+
+
+def test_the_followed_jobs_are_the_newest_few():
+    followed = FollowedJobs(capacity=2)
+    for job_id in ("a", "b", "c"):
+        followed.remember(_job(job_id, 1, JobState.STOPPED))
+    assert [followed.get(j) is not None for j in ("a", "b", "c")] == [False, True, True]
+    # A record that does not decode forgets its job (a read says what is wrong with it).
+    followed.saw("b", {"seq": _serialize(2)})
+    assert followed.get("b") is None and len(followed) == 1

@@ -171,6 +171,20 @@ def test_a_worker_does_not_run_a_job_claimed_or_stopped_meanwhile(jobs, store, s
     assert states(store)[-1] is state
 
 
+def test_a_claim_sent_again_is_claimed_again_and_another_is_not(jobs, store):
+    in_state(store, S.STARTING)
+    assert jobs.running("j", claim="first") is not None
+    # The same claim, its answer lost, sent again: it still runs (and nothing is appended).
+    again = jobs.running("j", claim="first")
+    assert again is not None and again.state is S.RUNNING
+    # Another claim (a second task given the same job) does not run it; nor does one sent
+    # again after the job moved on.
+    assert jobs.running("j", claim="second") is None
+    jobs.cancel("j")
+    assert jobs.running("j", claim="first") is None
+    assert states(store) == [S.STOPPED, S.STARTING, S.RUNNING, S.CANCELLING]
+
+
 def test_a_worker_handed_a_stale_job_reads_again_and_does_not_run_it(jobs, store):
     in_state(store, S.STARTING)
     handed = store.get("j")
@@ -361,6 +375,25 @@ def test_messages_are_said_in_order_in_any_state(jobs, store):
     said = [Message("JOB_MESSAGE_BASIC", f"m{i}", float(i)) for i in range(5)]
     jobs.say("j", said)
     assert [m for e in store.events("j") for m in e.messages] == said
+
+
+def test_messages_sent_again_are_appended_once_even_past_another_writer(jobs, store):
+    in_state(store, S.STARTING)
+    jobs.running("j", claim="claim")
+    said = [Message("JOB_MESSAGE_BASIC", "once", 1.0)]
+    jobs.say("j", said, report="r1")
+    jobs.cancel("j")  # another writer's event comes between the call and its retry
+    jobs.say("j", said, report="r1")
+    # A call of several batches (each an event), sent again: each batch once.
+    many = [Message("JOB_MESSAGE_BASIC", "€" * 100_000, 2.0) for _ in range(4)]
+    jobs.say("j", many, report="r2")
+    batches = len(store.events("j"))
+    jobs.say("j", many, report="r2")
+    assert len(store.events("j")) == batches > 5
+    # A new call with the same text is new messages.
+    jobs.say("j", said, report="r3")
+    texts = [m.text for e in store.events("j") for m in e.messages if m.text == "once"]
+    assert texts == ["once", "once"]
 
 
 def test_a_heartbeat_is_recorded_and_answers_the_state(jobs, store, clock):

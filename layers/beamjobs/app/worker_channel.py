@@ -44,10 +44,14 @@ URL_SECONDS = 3600
 MAX_METRICS_BYTES = 4 * 1024 * 1024
 # The bucket keys a job's worker may have written: its metrics.
 _METRICS_PREFIX = "metrics/"
+# A report's id (its call's request id) is kept on the job's events: bounded.
+MAX_REPORT_ID_CHARS = 100
 
 
-# Where a claim's artifact URLs are kept (Claim.artifacts_url), by their content.
+# Where a claim's artifact URLs are kept (Claim.artifacts_url), by their content, when there
+# are more than travel in the answer itself (a presigned URL is about 1.5 KB).
 _CLAIMS = "claims"
+INLINE_ARTIFACT_URLS = 16
 
 
 def metrics_key(job_id: str) -> str:
@@ -63,10 +67,11 @@ class Claim:
     bucket: str
     pipeline_url: str
     options_url: str
-    # A JSON object of each artifact's sha256 and the URL that reads it, itself read by this URL:
-    # a presigned URL is about 1.5 KB, so a job's hundreds of jars (a Java pipeline stages its
-    # whole classpath) would make the answer, and its idempotency record, pass DynamoDB's 400 KB.
-    artifacts_url: str
+    # Each artifact's sha256 and the URL that reads it: in the answer for a few, else as a JSON
+    # object read by `artifacts_url`. A job's hundreds of jars (a Java pipeline stages its whole
+    # classpath) would make the answer, and its idempotency record, pass DynamoDB's 400 KB.
+    artifact_urls: dict[str, str] | None
+    artifacts_url: str | None
 
 
 class WorkerChannel:
@@ -93,12 +98,15 @@ class WorkerChannel:
             raise unknown_job(job_id)  # its secret died with it
         return job
 
-    def claim(self, job_id: Any, secret: Any, *, resume: bool = False) -> Claim | Job:
-        """RUNNING, and what to run, when this worker claimed the job; else the job as it is
-        (which must not run). A mirror that `resume`s (restarted after a crash) gets its
-        active job's claim again, with how far it had mirrored."""
+    def claim(
+        self, job_id: Any, secret: Any, *, resume: bool = False, report: str | None = None
+    ) -> Claim | Job:
+        """RUNNING, and what to run, when this worker claimed the job (with this `report`,
+        sent again or not); else the job as it is (which must not run). A mirror that
+        `resume`s (restarted after a crash) gets its active job's claim again, with how far it
+        had mirrored."""
         known = self._job(job_id, secret)
-        claimed = self._jobs.running(known.job_id, known=known)
+        claimed = self._jobs.running(known.job_id, known=known, claim=_report_id(report))
         if claimed is None and resume:
             current = self._jobs.get(known.job_id)
             claimed = current if current.state in ACTIVE_STATES else None
@@ -106,26 +114,32 @@ class WorkerChannel:
             return known
         job = claimed
         url = self._blobs.presigned_url
-        artifact_urls = json.dumps(
-            {sha: url(ARTIFACT_PREFIX + sha, URL_SECONDS) for sha in job.artifacts}
-        ).encode()
+        artifact_urls = {sha: url(ARTIFACT_PREFIX + sha, URL_SECONDS) for sha in job.artifacts}
+        inline = len(artifact_urls) <= INLINE_ARTIFACT_URLS
         return Claim(
             job=job,
             bucket=self._artifacts.bucket,
             pipeline_url=url(job.pipeline_ref, URL_SECONDS),
             options_url=url(job.options_ref, URL_SECONDS),
-            artifacts_url=url(self._blobs.put_content(_CLAIMS, artifact_urls), URL_SECONDS),
+            artifact_urls=artifact_urls if inline else None,
+            artifacts_url=None
+            if inline
+            else url(
+                self._blobs.put_content(_CLAIMS, json.dumps(artifact_urls).encode()), URL_SECONDS
+            ),
         )
 
     def beat(self, job_id: Any, secret: Any) -> str:
         job = self._job(job_id, secret)
         return self._jobs.beat(job.job_id, known=job).value
 
-    def say(self, job_id: Any, secret: Any, messages: Any) -> None:
+    def say(self, job_id: Any, secret: Any, messages: Any, *, report: str | None = None) -> None:
+        """Append the messages, once for this `report` however often it is sent."""
         job = self._job(job_id, secret)
         parsed = [_message(m) for m in _messages(messages)]
+        report = _report_id(report)
         self._jobs.admit_report(job.job_id, "messages")
-        self._jobs.say(job.job_id, parsed)
+        self._jobs.say(job.job_id, parsed, known=job, report=report)
 
     def publish_metrics(self, job_id: Any, secret: Any, metrics: Any) -> None:
         job = self._job(job_id, secret)
@@ -173,11 +187,12 @@ class WorkerChannel:
         return self._ended(self._outcomes.end_as_upstream(job.job_id, ended, str(cause)))
 
     def finish(self, job_id: Any, secret: Any) -> str:
-        return self._ended(self._outcomes.finish(self._job(job_id, secret).job_id))
+        job = self._job(job_id, secret)
+        return self._ended(self._outcomes.finish(job.job_id, known=job))
 
     def fail(self, job_id: Any, secret: Any, cause: Any) -> str:
         job = self._job(job_id, secret)
-        return self._ended(self._outcomes.fail(job.job_id, str(cause)))
+        return self._ended(self._outcomes.fail(job.job_id, str(cause), known=job))
 
     def _ended(self, job: Job) -> str:
         """The state a worker's last call left its job in; its secret is no longer kept once
@@ -188,6 +203,14 @@ class WorkerChannel:
             except BeamjobsError:  # dead anyway (refused once the job has ended a while)
                 logger.warning("the worker secret of job %s stays kept", job.job_id)
         return job.state.value
+
+
+def _report_id(report: Any) -> str | None:
+    if report is not None and not (isinstance(report, str) and report.isprintable()):
+        raise InvalidArgument("a report's request_id must be printable text")
+    if report is not None and not 0 < len(report) <= MAX_REPORT_ID_CHARS:
+        raise InvalidArgument(f"a report's request_id is 1 to {MAX_REPORT_ID_CHARS} characters")
+    return report
 
 
 def _messages(messages: Any) -> list[Any]:
@@ -217,23 +240,28 @@ def routes(channel: WorkerChannel) -> dict[str, Route]:
         return call["request"].get("job_id"), call["request"].get("worker_secret")
 
     def claim(call: dict[str, Any]) -> dict[str, Any]:
-        claimed = channel.claim(*job(call), resume=call["request"].get("resume") is True)
+        resume = call["request"].get("resume") is True
+        claimed = channel.claim(*job(call), resume=resume, report=call["request_id"])
         if not isinstance(claimed, Claim):
             return {"claimed": False, "state": claimed.state.value}
-        return {
+        answer = {
             "claimed": True,
             "job": job_to_json(claimed.job),
             "bucket": claimed.bucket,
             "pipeline_url": claimed.pipeline_url,
             "options_url": claimed.options_url,
-            "artifacts_url": claimed.artifacts_url,
         }
+        if claimed.artifact_urls is not None:
+            answer["artifact_urls"] = claimed.artifact_urls
+        else:
+            answer["artifacts_url"] = claimed.artifacts_url
+        return answer
 
     def beat(call: dict[str, Any]) -> dict[str, Any]:
         return {"state": channel.beat(*job(call))}
 
     def say(call: dict[str, Any]) -> dict[str, Any]:
-        channel.say(*job(call), call["request"].get("messages"))
+        channel.say(*job(call), call["request"].get("messages"), report=call["request_id"])
         return {}
 
     def publish_metrics(call: dict[str, Any]) -> dict[str, Any]:

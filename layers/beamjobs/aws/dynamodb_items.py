@@ -182,6 +182,11 @@ _FIXED = (
 )
 
 
+# What only the job's writers need: on every event item, never on the record (a change of it
+# alone is not projected).
+_CARRIED = (_as_is("last_report"),)
+
+
 def snapshot(job: Job) -> dict[str, Any]:
     """The part of a job its events change, as stored (None: absent)."""
     return {name: value for part in _SNAPSHOT for name, value in part.write(job).items()}
@@ -211,7 +216,7 @@ def with_snapshot(job: Job, event: dict[str, Any]) -> Job:
         return replace(
             job,
             seq=int(event["seq"]),
-            **{part.field: part.read(stored) for part in _SNAPSHOT},
+            **{part.field: part.read(stored) for part in (*_SNAPSHOT, *_CARRIED)},
         )
     except poison.DECODING_ERRORS as error:
         raise poison.malformed(item_key(event), error) from error
@@ -223,6 +228,11 @@ def event_attributes(change: Change, after: Job, at: float) -> dict[str, Any]:
         "seq": after.seq,
         "time": decimal(at),
         **{SNAPSHOT_PREFIX + name: value for name, value in snapshot(after).items()},
+        **{
+            SNAPSHOT_PREFIX + name: value
+            for part in _CARRIED
+            for name, value in part.write(after).items()
+        },
     }
     if change.state is not None:
         item["state"] = change.state.value

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -154,7 +153,7 @@ async def _run_shim(
         engines=settings.engine_choice(),
     )
     if doorbell is not None:  # the embedded AWS rings it after each item put
-        asyncio.get_running_loop().add_reader(doorbell, _answer, doorbell, shim.feed.wake)
+        shim.feed.listen_to_doorbell(doorbell)
     print(f"Beamjobs Job API on {host}:{shim.port} ({via})", flush=True)
     runner = None
     if dashboard is not None:
@@ -496,13 +495,6 @@ def main(argv: list[str] | None = None) -> int:
     """The `beamjobs` command (exits with its status)."""
     cli.main(args=argv, prog_name="beamjobs")
     return 0
-
-
-def _answer(doorbell: int, wake: Callable[[], None]) -> None:
-    """Empty the doorbell pipe (the rings coalesce) and wake the change feed."""
-    with contextlib.suppress(BlockingIOError):
-        os.read(doorbell, 65536)
-    wake()
 
 
 async def _forever() -> None:

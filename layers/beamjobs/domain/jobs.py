@@ -137,10 +137,25 @@ def start_rule(job: Job, now: float) -> Change | None:
     return Change(state=JobState.STARTING)
 
 
-def running_rule(job: Job, now: float) -> Change | None:
-    """The worker began: RUNNING, only from STARTING (a job cancelled or failed meanwhile, or
-    claimed by another worker, is not run)."""
-    return Change(state=JobState.RUNNING) if job.state is JobState.STARTING else None
+def running_rule(claim: str | None) -> Rule:
+    """The worker began (its `claim`: the report that claims the job): RUNNING, only from
+    STARTING (a job cancelled or failed meanwhile, or claimed by another worker, is not run)."""
+    return lambda job, now: (
+        Change(state=JobState.RUNNING, report=claim) if job.state is JobState.STARTING else None
+    )
+
+
+def reported(job: Job, report: str | None) -> bool:
+    """Whether `report` (or, for a batch of messages, a later batch of the same call) appended
+    an event already. A worker's reports that append are made one after another, so the last
+    one is all it takes."""
+    if report is None or job.last_report is None:
+        return False
+    call, _, batch = report.rpartition("/")
+    last_call, _, last_batch = job.last_report.rpartition("/")
+    if not call or call != last_call:
+        return job.last_report == report
+    return batch.isdigit() and last_batch.isdigit() and int(last_batch) >= int(batch)
 
 
 def finish_rule(job: Job, now: float) -> Change | None:
@@ -249,9 +264,11 @@ def stage_rule(staged: Staged, session: str) -> Rule:
     return rule
 
 
-def say_rule(messages: tuple[Message, ...]) -> Rule:
-    """Messages are appended whatever the state."""
-    return lambda job, now: Change(messages=messages)
+def say_rule(messages: tuple[Message, ...], report: str | None = None) -> Rule:
+    """Messages are appended whatever the state, once per `report` (a retried call's)."""
+    return lambda job, now: (
+        None if reported(job, report) else Change(messages=messages, report=report)
+    )
 
 
 def attach_rule(upstream_job_id: str, replacing: str | None) -> Rule:
@@ -391,16 +408,20 @@ class Jobs:
             self._give_back_slot(started)
         return started
 
-    def running(self, job_id: str, *, known: Job | None = None) -> Job | None:
-        """The job, RUNNING, when this call claimed it; None when it must not run."""
-        decided = self.apply(job_id, running_rule, known=known)
-        return decided.job if decided.changed else None
+    def running(
+        self, job_id: str, *, known: Job | None = None, claim: str | None = None
+    ) -> Job | None:
+        """The job, RUNNING, when this call (`claim`, sent again or not) claimed it; None when
+        it must not run."""
+        decided = self.apply(job_id, running_rule(claim), known=known)
+        again = decided.job.state is JobState.RUNNING and reported(decided.job, claim)
+        return decided.job if decided.changed or again else None
 
-    def finish(self, job_id: str) -> Job:
-        return self.apply(job_id, finish_rule).job
+    def finish(self, job_id: str, *, known: Job | None = None) -> Job:
+        return self.apply(job_id, finish_rule, known=known).job
 
-    def fail(self, job_id: str, cause: str) -> Job:
-        return self.apply(job_id, fail_rule(cause)).job
+    def fail(self, job_id: str, cause: str, *, known: Job | None = None) -> Job:
+        return self.apply(job_id, fail_rule(cause), known=known).job
 
     def settle(self, job_id: str, cause: str) -> Job:
         return self.apply(job_id, settle_rule(cause)).job
@@ -447,11 +468,21 @@ class Jobs:
         staged = Staged(pipeline_ref, tuple(unstaged), tuple(artifacts), artifact_bytes)
         return self.apply(job_id, stage_rule(staged, session), caller=caller).job
 
-    def say(self, job_id: str, messages: Sequence[Message]) -> None:
-        """Append messages in order, in as few events as the bounds allow. A failure leaves
-        the batches before it stored; the caller retries the rest (see message_batches)."""
-        for batch in message_batches(messages):
-            self.apply(job_id, say_rule(batch))
+    def say(
+        self,
+        job_id: str,
+        messages: Sequence[Message],
+        *,
+        known: Job | None = None,
+        report: str | None = None,
+    ) -> None:
+        """Append messages in order, in as few events as the bounds allow (`known`: the job as
+        the caller just read it). A failure leaves the batches before it stored; the caller
+        retries the rest (see message_batches). The batches of a worker's `report` are each
+        appended once, however often the report is sent."""
+        for index, batch in enumerate(message_batches(messages)):
+            rule = say_rule(batch, None if report is None else f"{report}/{index}")
+            known = self.apply(job_id, rule, known=known).job
 
     def attach(self, job_id: str, upstream_job_id: str, *, replacing: str | None = None) -> Job:
         return self.apply(job_id, attach_rule(upstream_job_id, replacing)).job

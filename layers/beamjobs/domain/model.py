@@ -123,6 +123,8 @@ class Change:
     staged: Staged | None = None
     lease: StagingLease | None = None
     upstream: Upstream | None = None
+    # The worker's report that makes it (see Job.last_report).
+    report: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,10 @@ class Job:
     engine: str = ""
     # On an upstream engine: its job there, once the mirror prepared it.
     upstream: Upstream | None = None
+    # The last report of its worker that appended an event (its Claim's request id; a Say's,
+    # with the batch: "<request id>/<batch>"), carried by every event after it: a report sent
+    # again (its answer lost) finds itself here and is not applied twice. Never projected.
+    last_report: str | None = None
 
     def after(self, change: Change, seq: int, at: float) -> Job:
         """The job once `change` is its event `seq`, written at `at`."""
@@ -196,6 +202,8 @@ class Job:
             )
         if change.upstream is not None:
             job = replace(job, upstream=change.upstream)
+        if change.report is not None:
+            job = replace(job, last_report=change.report)
         if change.state is not None:
             job = replace(job, state=change.state, state_time=at)
             if change.state is JobState.STARTING:

@@ -2,7 +2,13 @@
 
 `beamjobs serve` runs it in a process of its own (EmbeddedAwsProcess): moto and the shim then
 run on separate cores instead of sharing one interpreter lock, which measurably shortens every
-call; a doorbell pipe tells the shim's change feed when an item was put."""
+call; a doorbell pipe tells the shim's change feed when an item was put.
+
+moto's application is served by cheroot (CherryPy's WSGI server) rather than by moto's own
+development server, which closes the connection after every answer: each request then cost a
+TCP connection and a server thread, about a third of the embedded AWS's CPU and a sixth of the
+shim's. cheroot keeps connections alive, as AWS's endpoints do, and answers botocore's
+`Expect: 100-continue` on an empty body (waitress 3.0 never answers that request)."""
 
 from __future__ import annotations
 
@@ -16,12 +22,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from werkzeug.serving import BaseWSGIServer, make_server
+from cheroot.wsgi import Server as WsgiServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 from beamjobs.local import moto_sts, moto_tuning
 from beamjobs.local.provision import provision
@@ -32,6 +34,11 @@ LOCAL_BUCKET = "beamjobs-artifacts"
 LOCAL_REGION = "us-east-1"
 # moto's default account: the embedded AWS's IAM users and roles are made in it.
 LOCAL_ACCOUNT = "123456789012"
+# moto answers one request at a time (_OneRequestAtATime); these threads read and write
+# requests meanwhile (idle keep-alive connections hold none).
+_SERVER_THREADS = 16
+# How long an idle keep-alive connection stays open (botocore reopens one as needed).
+_IDLE_CONNECTION_SECONDS = 60
 
 
 def use_offline_credentials() -> None:
@@ -56,15 +63,19 @@ class _OneRequestAtATime:
     """moto's backends are not thread-safe: concurrent DynamoDB transactions on one table were
     seen to fail inside moto ("dictionary changed size during iteration"). Real DynamoDB
     serializes them; so does this wrapper, while connections are still served by threads.
-    After each item put it calls the put listeners."""
+    Before each request it calls the request listeners, after each item put the put
+    listeners."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self._app = app
         self._lock = threading.Lock()
+        self.request_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.put_listeners: list[Callable[[], None]] = []
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         with self._lock:
+            for request_listener in self.request_listeners:
+                request_listener(environ)
             answer = list(self._app(environ, start_response))
         if environ.get("HTTP_X_AMZ_TARGET") in _ITEM_PUTS:
             for listener in self.put_listeners:
@@ -96,7 +107,7 @@ class EmbeddedAws:
 
     def __init__(self, port: int = 0) -> None:
         self._port = port
-        self._server: BaseWSGIServer | None = None
+        self._server: WsgiServer | None = None
         self._app: _OneRequestAtATime | None = None
         self.endpoint_url = ""
 
@@ -105,18 +116,44 @@ class EmbeddedAws:
         moto_tuning.install()
         moto_sts.install()
         self._app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server(
-            "127.0.0.1",
-            self._port,
+        self._server = WsgiServer(
+            ("127.0.0.1", self._port),
             _LoopbackHostsOnly(self._app),
-            threaded=True,
-            request_handler=MotoRequestHandler,
+            numthreads=_SERVER_THREADS,
+            server_name="embedded-aws",
+            timeout=_IDLE_CONNECTION_SECONDS,
+            request_queue_size=128,
         )
+        # Prepared (bound, its threads started) on a daemon thread, whose threads are daemons
+        # too: the embedded AWS never holds its process's exit.
+        prepared: list[BaseException | None] = []
+        ready = threading.Event()
+
+        def serve(server: WsgiServer) -> None:
+            try:
+                server.prepare()
+                prepared.append(None)
+            except BaseException as error:
+                prepared.append(error)
+                raise
+            finally:
+                ready.set()
+            server.serve()
+
         threading.Thread(
-            target=self._server.serve_forever, name="embedded-aws", daemon=True
+            target=serve, args=(self._server,), name="embedded-aws", daemon=True
         ).start()
-        self.endpoint_url = f"http://127.0.0.1:{self._server.server_port}"
+        ready.wait()
+        if prepared[0] is not None:
+            raise prepared[0]
+        self.endpoint_url = f"http://127.0.0.1:{self._server.bind_addr[1]}"
         return self.endpoint_url
+
+    def on_request(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call `listener` with each request's WSGI environ, one request at a time, before
+        it is answered (its body unread)."""
+        assert self._app is not None, "start() first"
+        self._app.request_listeners.append(listener)
 
     def on_item_put(self, listener: Callable[[], None]) -> None:
         """Call `listener` (on a server thread) after every DynamoDB item put (how the
@@ -126,7 +163,7 @@ class EmbeddedAws:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            self._server.stop()
 
 
 def ring_on_item_puts(aws: EmbeddedAws, doorbell_fd: int) -> None:

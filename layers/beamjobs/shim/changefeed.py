@@ -12,14 +12,23 @@ after its parent is exhausted, shards open at start-up from LATEST (the table ho
 before), shards found later from TRIM_HORIZON. GetRecords runs about every 0.2 s per shard while
 records flow (DynamoDB Streams allows about five per second; the time a call takes counts
 towards it) and backs off to 0.5 s when idle. Whoever knows that the table was just written can
-`wake` the reader to read at once (the embedded AWS does; AWS itself has no such signal).
+`wake` the reader to read at once (AWS itself has no such signal).
+
+The embedded AWS rings a doorbell (a pipe) after every item put, before it answers the put. So
+once the reader has answered every ring with a round that read every shard to its end, it has
+seen every write any caller saw acknowledged: the feed is `current`, as fresh as a read, and
+the jobs it follows (`followed`) answer GetState without one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
+import struct
+import termios
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +42,7 @@ from beamjobs.aws.errors import error_code
 from beamjobs.domain.errors import BeamjobsError, MalformedItem, ResourceExhausted
 from beamjobs.domain.limits import Quotas
 from beamjobs.domain.model import Event, event_bytes
+from beamjobs.shim.followed_jobs import FollowedJobs
 
 logger = logging.getLogger(__name__)
 Blocking = Callable[..., Awaitable[Any]]
@@ -43,6 +53,8 @@ MAX_IDLE_INTERVAL_SECONDS = 0.5
 WOKEN_INTERVAL_SECONDS = 0.01
 # Shards are listed again this often (and at once when one closes), to find new ones.
 DESCRIBE_INTERVAL_SECONDS = 10.0
+# Records asked for per GetRecords (DynamoDB Streams' maximum): a fuller page left some unread.
+RECORDS_PER_READ = 1000
 # Bytes of events waiting for one subscriber (their messages' UTF-8 text, and a little for
 # each event); beyond this it is told to catch up from the table.
 SUBSCRIBER_CAPACITY_BYTES = 4 * 1024 * 1024
@@ -143,6 +155,12 @@ class ChangeFeed:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken: asyncio.Event | None = None
         self._closed = False
+        self.followed = FollowedJobs()
+        # The doorbell, when there is one: rings read, and the rings that rounds read after.
+        self._doorbell: int | None = None
+        self._rings = 0
+        self._rings_read_after = -1
+        self._positioned = False
 
     # -- subscribers ----------------------------------------------------------------------------
 
@@ -170,6 +188,7 @@ class ChangeFeed:
         return sum(len(s) for s in self._subscribers.values())
 
     def _broadcast(self, item: Item) -> None:
+        self.followed.forget_all()  # records may have been missed, or none will come
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
                 subscription.offer(item)
@@ -181,10 +200,13 @@ class ChangeFeed:
                 decoded = event_from_stream_image(image) if image else None
             except MalformedItem as error:  # skipped: its job's followers see a gap, and
                 malformed_items.skipped("the change feed", _keys(record), error)  # catch up
+                self.followed.forget_all()
                 continue
             if decoded is None:
                 continue  # a job record's projection or heartbeat, an idempotency item
             job_id, event = decoded
+            if self.followed.get(job_id) is not None:
+                self.followed.saw(job_id, image)
             for subscription in self._subscribers.get(job_id, ()):
                 subscription.offer(event)
 
@@ -195,10 +217,36 @@ class ChangeFeed:
         self._woken = asyncio.Event()
         self._task = self._loop.create_task(self._run(), name="change-feed")
 
+    def listen_to_doorbell(self, doorbell: int) -> None:
+        """Read the stream whenever `doorbell` (a pipe's reading end) rings, and keep count, so
+        that the feed knows when it is current. Call on the event loop, after `start`."""
+        assert self._loop is not None, "start() first"
+        os.set_blocking(doorbell, False)
+        self._doorbell = doorbell
+        self._loop.add_reader(doorbell, self._rung)
+
+    def _rung(self) -> None:
+        assert self._doorbell is not None
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._doorbell, 65536)  # the rings coalesce
+        self._rings += 1
+        self.wake()
+
+    @property
+    def current(self) -> bool:
+        """Whether the followed jobs are as fresh as a read: a round read every shard to its end
+        after the last ring, and no ring is waiting. Never without a doorbell."""
+        if self._doorbell is None or not self._positioned or self._rings_read_after != self._rings:
+            return False
+        waiting = fcntl.ioctl(self._doorbell, termios.FIONREAD, struct.pack("i", 0))
+        return struct.unpack("i", waiting)[0] == 0
+
     def wake(self) -> None:
         """The table was just written: read the stream now rather than at the next poll, if
-        anyone is waiting for events. Callable from any thread; wakes coalesce into one round."""
-        if self._subscribers and self._loop is not None and self._woken is not None:
+        anyone is waiting for events or jobs are followed. Callable from any thread; wakes
+        coalesce into one round."""
+        wanted = self._subscribers or len(self.followed)
+        if wanted and self._loop is not None and self._woken is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
                 self._loop.call_soon_threadsafe(self._woken.set)
 
@@ -217,6 +265,9 @@ class ChangeFeed:
     async def close(self) -> None:
         """Stop reading; every open subscription ends (its stream answers UNAVAILABLE)."""
         self._closed = True
+        self._positioned = False
+        if self._doorbell is not None and self._loop is not None:
+            self._loop.remove_reader(self._doorbell)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -230,6 +281,7 @@ class ChangeFeed:
             try:
                 await self._follow_stream(start_at_latest=first)
             except Exception as error:  # the feed must outlive whatever it meets
+                self._positioned = False
                 # Unavailable or gone (or a fault of the reader's own, logged in full):
                 # subscribers poll the table meanwhile, by resyncing.
                 expected = isinstance(error, (BeamjobsError, ClientError, BotoCoreError, OSError))
@@ -257,24 +309,31 @@ class ChangeFeed:
         # stream. Subscribers catch up from the table, so whatever fell between an interruption
         # (or the stream's replacement) and this point is not missed.
         self._broadcast(RESYNC)
+        self._positioned = True
         interval = self._busy
         next_describe = time.monotonic() + self._describe_interval
         while True:
-            round_started = time.monotonic()
-            got_any = False
+            round_started, rings = time.monotonic(), self._rings
+            got_any, to_the_end = False, True
             for shard in list(shards.values()):
                 if shard.exhausted or shard.iterator is None:
                     continue
                 parent = shards.get(shard.parent_id) if shard.parent_id else None
                 if parent is not None and not parent.exhausted:
                     continue  # a child is read only after its parent
-                got_any |= await self._read(stream_arn, shard)
+                read = await self._read(stream_arn, shard)
+                got_any |= bool(read)
+                to_the_end &= read is not None and read < RECORDS_PER_READ
                 if shard.exhausted:
                     next_describe = 0.0  # its children appear in the next listing
+                    to_the_end = False  # ... and are read from the next round on
+            if to_the_end:
+                self._rings_read_after = rings
             if time.monotonic() >= next_describe:
                 await self._discover(stream_arn, shards, initial=False)
                 next_describe = time.monotonic() + self._describe_interval
                 if all(shard.exhausted for shard in shards.values()):
+                    self._positioned = False
                     return  # the stream ended (disabled, or replaced): find the current one
             interval = self._busy if got_any else min(interval * 1.5, self._max_idle)
             # The interval is between the starts of rounds: a slow GetRecords is not followed
@@ -312,11 +371,12 @@ class ChangeFeed:
         answer = await self._blocking(self._streams.get_shard_iterator, **request)
         return str(answer["ShardIterator"])
 
-    async def _read(self, stream_arn: str, shard: _Shard) -> bool:
-        """One GetRecords on the shard; returns whether it brought records."""
+    async def _read(self, stream_arn: str, shard: _Shard) -> int | None:
+        """One GetRecords on the shard; returns how many records it brought (None: it could
+        not read)."""
         try:
             page = await self._blocking(
-                self._streams.get_records, ShardIterator=shard.iterator, Limit=1000
+                self._streams.get_records, ShardIterator=shard.iterator, Limit=RECORDS_PER_READ
             )
         except ClientError as error:
             code = error_code(error)
@@ -328,13 +388,13 @@ class ChangeFeed:
                 )
                 if shard.last_sequence is None:
                     self._broadcast(RESYNC)
-                return False
+                return None
             if code == "TrimmedDataAccessException":
                 shard.iterator = await self._iterator(stream_arn, shard.shard_id, "TRIM_HORIZON")
                 self._broadcast(RESYNC)
-                return False
+                return None
             if code in ("LimitExceededException", "ThrottlingException"):
-                return False  # the next round comes after the idle interval
+                return None  # the next round comes after the idle interval
             raise
         records = page.get("Records", [])
         if records:
@@ -343,7 +403,7 @@ class ChangeFeed:
         shard.iterator = page.get("NextShardIterator")
         if shard.iterator is None:
             shard.exhausted = True
-        return bool(records)
+        return len(records)
 
 
 def _keys(record: dict[str, Any]) -> Any:

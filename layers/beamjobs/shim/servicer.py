@@ -16,7 +16,7 @@ from beamjobs.app.service import admit
 from beamjobs.domain import staging_tokens
 from beamjobs.domain.engines import EngineChoice
 from beamjobs.domain.errors import FailedPrecondition, InvalidArgument
-from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.jobs import Jobs, owned
 from beamjobs.domain.limits import Quotas, exceeded
 from beamjobs.domain.model import Event, Job, message_id
 from beamjobs.domain.states import JobState as States
@@ -150,6 +150,11 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
 
     @guarded
     async def GetState(self, request: Any, context: Any) -> Any:
+        # A job this shim follows, while the change feed is as fresh as a read, is answered
+        # as the feed last saw it; any other from the table, by the query function.
+        followed = self._followed(request.job_id)
+        if followed is not None:
+            return answers.state_event(followed.state, followed.state_time)
         result = await self._call("GetState", {"job_id": request.job_id})
         return answers.state_event(States(result["state"]), result["timestamp"])
 
@@ -216,8 +221,21 @@ class JobServicer(job_api_pb2_grpc.JobServiceServicer):
                         )
 
     async def _owned(self, job_id: str) -> Job:
-        """The job, if the caller owns it (NOT_FOUND otherwise, as for a job that is not)."""
-        return await self._blocking(Jobs(self._stores.jobs).get, job_id, current_caller())
+        """The job, if the caller owns it (NOT_FOUND otherwise, as for a job that is not); the
+        change feed follows it from now on. A job followed already is not read again while the
+        feed is as fresh as a read (an SDK opens two streams on each job)."""
+        followed = self._followed(job_id)
+        if followed is not None:
+            return followed
+        job = await self._blocking(Jobs(self._stores.jobs).get, job_id, current_caller())
+        self._feed.followed.remember(job)
+        return job
+
+    def _followed(self, job_id: str) -> Job | None:
+        """The job as the change feed last saw it, if the feed follows it and is as fresh as a
+        read (NOT_FOUND if the caller does not own it); else None."""
+        job = self._feed.followed.get(job_id) if self._feed.current else None
+        return None if job is None else owned(job, current_caller())
 
     async def _refuse_a_deadline_before_run(self, job: Job, context: Any) -> None:
         """Beam's Python SDK opens both streams before Run with its --job_server_timeout (60 s

@@ -177,13 +177,18 @@ class JobChannel:
         answer = self._insist("Claim", resume=resume)
         if not answer["claimed"]:
             return JobState(answer["state"])
+        job = job_from_json(answer["job"])
+        # What the answer holds already (the options a job keeps inline, a few artifacts'
+        # URLs) is not downloaded.
+        options = job.options_json or b"".join(_download(answer["options_url"]))
+        artifact_urls = answer.get("artifact_urls")
+        if artifact_urls is None:
+            artifact_urls = json.loads(b"".join(_download(answer["artifacts_url"])))
         return Claimed(
-            job=job_from_json(answer["job"]),
+            job=job,
             pipeline=b"".join(_download(answer["pipeline_url"])),
-            options=dict(json.loads(b"".join(_download(answer["options_url"])))),
-            artifacts=PresignedArtifacts(
-                answer["bucket"], dict(json.loads(b"".join(_download(answer["artifacts_url"]))))
-            ),
+            options=dict(json.loads(options)),
+            artifacts=PresignedArtifacts(answer["bucket"], dict(artifact_urls)),
         )
 
     def beat(self) -> JobState:

@@ -50,7 +50,9 @@ class Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        while True:
+        # The first beat comes an interval after the claim, which is itself a sign of life
+        # (the reconciler counts the RUNNING state's time as one): a short job never beats.
+        while not self._done.wait(self._interval):
             try:
                 state = self._job.beat()
             except BeamjobsError:
@@ -61,5 +63,3 @@ class Heartbeat:
                     logger.warning("job %s is %s: stopping its work", self._job.job_id, state.value)
                     self._on_stop()
                     return
-            if self._done.wait(self._interval):
-                return

@@ -70,6 +70,10 @@ class MetricsPublisher:
         self._thread.join()
 
     def _publish_latest(self) -> None:
+        # The first snapshot comes a pacing interval into the run: a job that ends sooner
+        # publishes its final metrics alone.
+        with self._changed:
+            self._changed.wait_for(lambda: self._closed, timeout=METRICS_SNAPSHOT_SECONDS)
         while True:
             with self._changed:
                 while self._latest is None and not self._closed:
