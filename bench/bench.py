@@ -8,9 +8,9 @@ each server's whole process tree (Beamjobs': the shim and its handlers, the embe
 fork server and the workers it forked), and the client's own CPU per job (which bounds jobs/s
 on this machine whatever the server); then the ratios ours/peer.
 Then, for each server, how much its resident memory grows while an SDK stages one 200 MB
-artifact to it. Then Beamjobs alone (Beam's server has no comparable feed): 1,000 GetStateStream
-subscribers on one shim, to jobs that then run — delay from each terminal state's write to its
-delivery, the shim's peak RSS and CPU."""
+artifact to it. Then Beamjobs alone (Beam's server has no comparable feed): 200 and 1,000
+GetStateStream subscribers on one shim, to jobs that then run — delay from each terminal state's
+write to its delivery, first to last, the shim's peak RSS and CPU."""
 
 from __future__ import annotations
 
@@ -388,7 +388,12 @@ async def _fan_out(endpoint: str, job_ids: list[str], subscribers: int) -> list[
     """Subscribe `subscribers` state streams spread over the jobs, run the jobs, and return
     each subscriber's delay from its job's terminal state (as timestamped when written) to
     receiving it."""
-    channels = [grpc.aio.insecure_channel(endpoint) for _ in range(10)]
+    # Ten connections (a channel of its own subchannel pool each: channels to one address share
+    # one connection otherwise), as the shim serves at most 100 streams on one connection.
+    channels = [
+        grpc.aio.insecure_channel(endpoint, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(10)
+    ]
     subscribed = 0
     all_subscribed = asyncio.Event()
     terminal = {api.JobState.DONE, api.JobState.FAILED, api.JobState.CANCELLED}
@@ -445,6 +450,7 @@ def fan_out(subscribers: int, jobs: int) -> dict[str, float]:
             "delay_p50_ms": _percentile(delays, 0.50) * 1000,
             "delay_p99_ms": _percentile(delays, 0.99) * 1000,
             "delay_max_ms": max(delays) * 1000,
+            "first_to_last_ms": (max(delays) - min(delays)) * 1000,
             "shim_peak_rss_mb": _memory_kib(server.pid, "VmHWM") / 1024,
             "shim_rss_growth_mb": (_memory_kib(server.pid, "VmHWM") - rss_before) / 1024,
             "shim_cpu_s": cpu,
@@ -462,12 +468,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--concurrent-jobs", type=int, default=20)
     parser.add_argument("--artifact-mb", type=int, default=200)
-    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument(
+        "--subscribers",
+        type=int,
+        nargs="+",
+        default=[200, 1000],
+        help="run the fan-out for each number of subscribers",
+    )
     parser.add_argument(
         "--fan-out-jobs",
         type=int,
         nargs="+",
-        default=[5, 10, 20],
+        default=[1, 5, 20],
         help="run the fan-out once per number of jobs (the subscribers spread over them)",
     )
     parser.add_argument(
@@ -481,12 +493,12 @@ def main() -> None:
         for name in ("beamjobs", "LocalJobServicer"):
             growth, seconds = staging_memory(name, args.artifact_mb)
             print(f"  {name:<18} server peak RSS growth {growth:7.1f} MB   {seconds:6.2f} s")
-    if args.only in (None, "fan-out"):
+    for subscribers in args.subscribers if args.only in (None, "fan-out") else []:
         print(
-            f"\n{args.subscribers} GetStateStream subscribers on one shim, spread over N jobs "
+            f"\n{subscribers} GetStateStream subscribers on one shim, spread over N jobs "
             "that then run at once (delay: terminal state written → delivered):"
         )
-        runs = {jobs: fan_out(args.subscribers, jobs) for jobs in args.fan_out_jobs}
+        runs = {jobs: fan_out(subscribers, jobs) for jobs in args.fan_out_jobs}
         print(f"  {'N jobs':<30}" + "".join(f"{jobs:>10}" for jobs in runs))
         for metric in next(iter(runs.values())):
             print(f"  {metric:<30}" + "".join(f"{run[metric]:>10.1f}" for run in runs.values()))

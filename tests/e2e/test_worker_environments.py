@@ -80,6 +80,15 @@ def test_direct_running_modes_choose_how_embedded_code_runs(mode, urn):
     assert pipeline.components.environments["env"].urn == urn
 
 
+def test_one_worker_process_is_the_jobs_own_worker():
+    pipeline = _pipeline_with(beam_runner_api_pb2.Environment(urn=python_urns.EMBEDDED_PYTHON))
+    options = PipelineOptions.from_dictionary(
+        {"direct_running_mode": "multi_processing", "direct_num_workers": "1"}
+    )
+    assert environments.parallelism(pipeline, options) == 1
+    assert pipeline.components.environments["env"].urn == python_urns.EMBEDDED_PYTHON
+
+
 def test_process_environments_get_beams_standard_boot_flags():
     command = boot_command(
         "python -m beamjobs.worker.boot",
