@@ -462,6 +462,8 @@ def fan_out(subscribers: int, jobs: int) -> dict[str, float]:
 
 
 def main() -> None:
+    # Stopped (a timeout's SIGTERM), the servers started are stopped too, by their `finally`.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=10, help="sequential jobs for the median")
     parser.add_argument("--get-state-calls", type=int, default=500)

@@ -17,6 +17,7 @@ from beamjobs.domain.jobs import (
     Jobs,
     TransitionRejected,
     item_lifetime,
+    reported,
     slot_holder,
     start_rule,
 )
@@ -577,3 +578,31 @@ def test_every_end_of_a_run_job_gives_its_slot_back(store, jobs, end):
         jobs.settle("a", "stopped")
     assert store.get("a").state in TERMINAL_STATES
     assert jobs.start("b", concurrent_jobs=1).state is S.STARTING
+
+
+@pytest.mark.parametrize(
+    ("last", "report", "seen"),
+    [
+        (None, "c", False),
+        ("c", None, False),
+        ("c", "c", True),
+        ("c/with/slashes", "c/with/slashes", True),
+        ("r/2", "r/1", True),
+        ("r/1", "r/2", False),
+        ("r/1", "s/1", False),
+        ("r/x", "r/1", False),
+    ],
+)
+def test_a_report_is_known_by_its_id_or_a_later_batch_of_its_call(last, report, seen):
+    job = Job(
+        job_id="j",
+        job_name="j",
+        state=S.RUNNING,
+        state_time=0,
+        seq=3,
+        created_at=0,
+        pipeline_ref="p",
+        options_ref="o",
+        last_report=last,
+    )
+    assert reported(job, report) is seen

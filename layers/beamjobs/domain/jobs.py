@@ -151,11 +151,12 @@ def reported(job: Job, report: str | None) -> bool:
     one is all it takes."""
     if report is None or job.last_report is None:
         return False
+    if job.last_report == report:
+        return True
     call, _, batch = report.rpartition("/")
     last_call, _, last_batch = job.last_report.rpartition("/")
-    if not call or call != last_call:
-        return job.last_report == report
-    return batch.isdigit() and last_batch.isdigit() and int(last_batch) >= int(batch)
+    same_call = bool(call) and call == last_call and batch.isdigit() and last_batch.isdigit()
+    return same_call and int(last_batch) >= int(batch)
 
 
 def finish_rule(job: Job, now: float) -> Change | None:
