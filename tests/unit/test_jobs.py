@@ -593,16 +593,5 @@ def test_every_end_of_a_run_job_gives_its_slot_back(store, jobs, end):
         ("r/x", "r/1", False),
     ],
 )
-def test_a_report_is_known_by_its_id_or_a_later_batch_of_its_call(last, report, seen):
-    job = Job(
-        job_id="j",
-        job_name="j",
-        state=S.RUNNING,
-        state_time=0,
-        seq=3,
-        created_at=0,
-        pipeline_ref="p",
-        options_ref="o",
-        last_report=last,
-    )
-    assert reported(job, report) is seen
+def test_a_report_is_known_by_its_id_or_a_later_batch_of_its_call(store, last, report, seen):
+    assert reported(prepared(store, last_report=last), report) is seen
