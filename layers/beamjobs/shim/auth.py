@@ -83,6 +83,9 @@ class Authenticator(grpc.aio.ServerInterceptor):
         self._policy = policy
         self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="shim-identity")
         self._rate = NewProofRate()
+        # Proofs being verified now: the calls that carry one meanwhile wait for that
+        # verification, and are not counted as new (a client opens many streams at once).
+        self._verifying: dict[str, asyncio.Future[str]] = {}
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
@@ -109,9 +112,15 @@ class Authenticator(grpc.aio.ServerInterceptor):
     async def _admit(self, proof: str, context: grpc.aio.ServicerContext) -> None:
         """Verify a new proof, and serve its caller (the call's handler runs in this task)."""
         assert self._verifier is not None and self._policy is not None
-        self._rate.take(client_address(context.peer()))
-        loop = asyncio.get_running_loop()
-        principal = await loop.run_in_executor(self._pool, self._verifier.verify, proof)
+        verifying = self._verifying.get(proof)
+        if verifying is None:
+            self._rate.take(client_address(context.peer()))
+            loop = asyncio.get_running_loop()
+            verifying = loop.run_in_executor(self._pool, self._verifier.verify, proof)
+            self._verifying[proof] = verifying
+            verifying.add_done_callback(lambda _: self._verifying.pop(proof, None))
+        # Shielded: a waiting call that is cancelled does not cancel the others' verification.
+        principal = await asyncio.shield(verifying)
         _caller.set(self._policy.caller(principal))
 
 
