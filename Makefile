@@ -174,7 +174,7 @@ worker-lock: $(STAMP)
 test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(SQL_STAMP) $(GO_WORDCOUNT) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins sam-validate chromium
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-control-plane test-e2e
 
-test-control-plane: $(STAMP)
+test-control-plane: $(STAMP) $(WORKER_STAMP)
 	$(BIN)/pytest tests/unit tests/integration tests/faults tests/abuse
 
 ## The end-to-end and browser tests (both submit with the Beam SDK). Screenshots of the pages

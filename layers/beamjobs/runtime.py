@@ -80,6 +80,7 @@ def _new_executor(settings: Settings) -> Executor:
             max_job_seconds=settings.max_job_seconds,
             worker_sdk_image=settings.worker_sdk_image,
             docker_hub_cache=settings.docker_hub_cache,
+            warm_pool_size=settings.warm_pool_size,
         )
     # The local executor serves its workers' channel, so only the process that runs it (which
     # has the worker function's handler) can make it: `beamjobs serve` installs it.

@@ -54,6 +54,13 @@ def _patterns(value: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
+def _task_size(value: str) -> str:
+    cpu, _, memory = value.partition("/")
+    if not (cpu.isdigit() and memory.isdigit()):
+        raise ValueError("<cpu units>/<memory MiB>, e.g. 1024/2048")
+    return value
+
+
 def _flag(value: str) -> bool:
     if value.lower() not in ("true", "false", "1", "0"):
         raise ValueError("true or false")
@@ -145,6 +152,16 @@ class Settings:
     upstream_engine: str | None = _setting("BEAMJOBS_UPSTREAM_ENGINE")
     upstream_endpoint: str | None = _setting("BEAMJOBS_UPSTREAM_ENDPOINT")
 
+    # AWS executor: the warm pool's task size, "<cpu units>/<memory MiB>" (the template's
+    # WorkerCpu/WorkerMemory): a job of that size is offered to the pool before it starts cold.
+    # Unset: the deployment has no pool.
+    warm_pool_size: str | None = _setting("BEAMJOBS_WARM_POOL_SIZE", None, _task_size)
+    # Worker function: the ARN of the warm pool's task role, whose tasks take offered jobs
+    # (beamjobs.app.warm_offers). Pooled worker: the queue the offers arrive on.
+    warm_pool_role: str | None = _setting("BEAMJOBS_WARM_POOL_ROLE")
+    # Worker function: the ECS cluster of the pool's tasks (it protects those running a job).
+    cluster: str | None = _setting("BEAMJOBS_CLUSTER")
+    offers_queue: str | None = _setting("BEAMJOBS_OFFERS_QUEUE")
     # Worker: the function of the worker channel it reports through (locally, "worker" at the
     # executor's own endpoint), and its job's worker secret.
     worker_function: str | None = _setting("BEAMJOBS_WORKER_FUNCTION")

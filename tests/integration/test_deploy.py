@@ -22,7 +22,6 @@ import tomllib
 import zipfile
 
 import boto3
-import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
@@ -66,6 +65,7 @@ from beamjobs.settings import Settings
 from tests.faults.harness import TASK_START_FAILURES
 from tests.iam_policies import sam_transform
 from tests.integration.conftest import EVENTS, ROOT, TEMPLATE, pipeline_bytes
+from tests.moto_gaps import bridge_ecs_casing
 
 REGION = "us-east-1"
 STACK = "beamjobs-test"
@@ -75,47 +75,6 @@ NEVER_STARTED = ("CannotPullContainerError", "ResourceInitializationError")
 # Who may call: no default (every principal of the account would be one).
 ALLOWED = "arn:aws:iam::123456789012:role/DataEngineers"
 CODE_BUCKET = "beamjobs-packaged-code"
-
-
-# -- moto's ECS service integration, with the casing AWS applies -------------------------------
-
-_ecs_model = botocore.session.get_session().get_service_model("ecs")
-
-
-def _to_shape(value, shape):
-    """PascalCase keys (as written in ASL) → the member names of a botocore shape."""
-    if shape.type_name == "structure" and isinstance(value, dict):
-        members = {name.lower(): name for name in shape.members}
-        return {
-            members[key.lower()]: _to_shape(item, shape.members[members[key.lower()]])
-            for key, item in value.items()
-            if key.lower() in members
-        }
-    if shape.type_name == "list" and isinstance(value, list):
-        return [_to_shape(item, shape.member) for item in value]
-    return value
-
-
-def _pascal(value):
-    if isinstance(value, dict):
-        return {key[:1].upper() + key[1:]: _pascal(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_pascal(item) for item in value]
-    return value
-
-
-def _normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None):
-    action = "".join(part.title() for part in self._get_boto_service_action().split("_"))
-    converted = _to_shape(parameters, _ecs_model.operation_model(action).input_shape)
-    parameters.clear()
-    parameters.update(converted)
-
-
-def _normalise_response(self, response, boto_service_name=None, service_action_name=None):
-    if isinstance(response, dict):
-        converted = _pascal(response)
-        response.clear()
-        response.update(converted)
 
 
 def _load_balancer_of_its_type(
@@ -133,9 +92,7 @@ def _load_balancer_of_its_type(
 
 @pytest.fixture
 def moto_gaps_bridged(monkeypatch):
-    service = state_task_service_ecs.StateTaskServiceEcs
-    monkeypatch.setattr(service, "_normalise_parameters", _normalise_parameters)
-    monkeypatch.setattr(service, "_normalise_response", _normalise_response)
+    bridge_ecs_casing(monkeypatch.setattr)
     monkeypatch.setattr(
         elbv2_models.FakeLoadBalancer,
         "create_from_cloudformation_json",
@@ -255,7 +212,7 @@ def test_the_transformed_template_deploys_with_every_resource_complete(deployed)
     expected = {
         name
         for name, resource in transformed["Resources"].items()
-        if resource.get("Condition") not in {"PlaintextListener", "CacheDockerHub"}  # opt-ins
+        if resource.get("Condition") not in {"PlaintextListener", "CacheDockerHub", "HasWarmPool"}
     }
     # moto makes no wait handles, and no Secrets Manager secrets from a template.
     assert set(statuses) == expected - {"ListenerReady", "CallerKey"}
@@ -287,6 +244,67 @@ def test_by_default_the_job_api_is_internal_tls_only_and_authenticates_every_cal
     assert env["BEAMJOBS_WORKER_PRINCIPALS"] == iam.get_role(RoleName=worker_role)["Role"]["Arn"]
     # The host identity proofs name: the balancer's, with no EndpointHost given.
     assert env["BEAMJOBS_ADVERTISED_ENDPOINT"] == f"{balancer['DNSName']}:443"
+
+
+@pytest.mark.deploy_parameters(WarmWorkers="2")
+def test_with_a_warm_pool_its_service_queue_scaling_and_settings_deploy(deployed):
+    cloudformation, transformed = deployed
+    resources = cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+    statuses = {r["LogicalResourceId"]: r["ResourceStatus"] for r in resources}
+    pool = [
+        name for name, r in transformed["Resources"].items() if r.get("Condition") == "HasWarmPool"
+    ]
+    # moto's CloudFormation makes no Application Auto Scaling resources and no alarms (cfn-lint
+    # checks those): every other resource of the pool is made.
+    scaling = {
+        "WarmPoolScalableTarget",
+        "WarmPoolScaleOut",
+        "WarmPoolScaleIn",
+        "OffersWaiting",
+        "NoOffersWaiting",
+    }
+    assert scaling < set(pool)
+    assert {statuses[name] for name in set(pool) - scaling} == {"CREATE_COMPLETE"}
+    target = transformed["Resources"]["WarmPoolScalableTarget"]["Properties"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (
+        {"Ref": "WarmWorkers"},
+        {"Ref": "WarmWorkersMax"},
+    )
+    for alarm, policy in (
+        ("OffersWaiting", "WarmPoolScaleOut"),
+        ("NoOffersWaiting", "WarmPoolScaleIn"),
+    ):
+        properties = transformed["Resources"][alarm]["Properties"]
+        assert properties["AlarmActions"] == [{"Ref": policy}]
+        assert properties["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["OffersQueue", "QueueName"]}
+    ecs = boto3.client("ecs", region_name=REGION)
+    cluster = _physical(cloudformation, "Cluster")
+    [service] = ecs.describe_services(
+        cluster=cluster, services=[_physical(cloudformation, "WarmPoolService")]
+    )["services"]
+    assert service["desiredCount"] == 2
+    definition = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])
+    [container] = definition["taskDefinition"]["containerDefinitions"]
+    assert container["command"] == ["python", "-m", "beamjobs.worker", "--warm"]
+    functions = boto3.client("lambda", region_name=REGION)
+
+    def environment(logical):
+        name = _physical(cloudformation, logical)
+        return functions.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+
+    # Jobs of the pool's size are offered to it; the worker channel hands them to its role.
+    assert environment("ControlFunction")["BEAMJOBS_WARM_POOL_SIZE"] == "1024/4096"
+    iam = boto3.client("iam", region_name=REGION)
+    role = iam.get_role(RoleName=_physical(cloudformation, "WarmPoolTaskRole"))["Role"]["Arn"]
+    assert environment("WorkerFunction")["BEAMJOBS_WARM_POOL_ROLE"] == role
+    # A job's code in a pooled task may not call the Job API, as in a task of its own.
+    [shim] = [
+        ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        for arn in ecs.list_task_definitions()["taskDefinitionArns"]
+        if "-shim:" in arn
+    ]
+    env = {e["name"]: e.get("value") for e in shim["containerDefinitions"][0]["environment"]}
+    assert role in env["BEAMJOBS_WORKER_PRINCIPALS"].split(",")
 
 
 def _outputs(cloudformation):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from typing import Any, Literal
 
 import boto3
 from botocore.config import Config
+from botocore.credentials import ReadOnlyCredentials
 
 from beamjobs.settings import Settings
 
@@ -70,6 +72,14 @@ def _session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
+def _endpoint_url(service: str, settings: Settings) -> str | None:
+    """AWS's order: a service's own endpoint variable (AWS_ENDPOINT_URL_<service id>, e.g. a
+    local worker's queue and STS beside its channel), then the settings' endpoint."""
+    service_id = _session()._session.get_service_model(service).service_id
+    own = os.environ.get(f"AWS_ENDPOINT_URL_{str(service_id).upper().replace(' ', '_')}")
+    return own or settings.endpoint_url
+
+
 @functools.cache
 def client(service: str, settings: Settings, *, budget: Budget = "standard") -> Any:
     """A boto3 client for `service` with the settings' endpoint and region, made once per
@@ -81,6 +91,15 @@ def client(service: str, settings: Settings, *, budget: Budget = "standard") -> 
         return _session().client(
             service,
             region_name=settings.region,
-            endpoint_url=settings.endpoint_url,
+            endpoint_url=_endpoint_url(service, settings),
             config=bounded_config(bounded) if bounded else _CONFIGS[budget],
         )
+
+
+def credentials() -> ReadOnlyCredentials:
+    """The process's AWS credentials as they are now (a task role's are refreshed by botocore
+    as they near their expiry): to sign what is not a call, an identity proof."""
+    found = _session().get_credentials()
+    if found is None:
+        raise RuntimeError("no AWS credentials found")
+    return found.get_frozen_credentials()

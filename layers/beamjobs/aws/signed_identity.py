@@ -58,6 +58,9 @@ _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 # about 3 KiB.
 _MAX_PROOF_BYTES = 7 * 1024
 # STS answers these for a proof that is not one: anything else is STS failing, not the caller.
+# The deployment a pooled worker's proof names (beamjobs.app.warm_offers): the worker channel,
+# which verifies it, rather than a Job API endpoint.
+WORKER_CHANNEL = "worker-channel"
 _REFUSALS = frozenset(
     {
         "AccessDenied",
@@ -132,22 +135,18 @@ class Verifier:
 
     def remembered(self, proof: str) -> str | None:
         """The principal of a proof verified before and still valid; None otherwise."""
-        key = hashlib.sha256(proof.encode()).digest()
-        with self._lock:
-            known = self._verified.get(key)
-            if known is None:
-                return None
-            principal, valid_until = known
-            if self._clock() >= valid_until:
-                del self._verified[key]
-                return None
-            self._verified.move_to_end(key)
-            return principal
+        arn = self._remembered_arn(proof)
+        return None if arn is None else principal_of(arn)
 
     def verify(self, proof: str) -> str:
         """The principal a proof proves (blocking: it may ask STS). Unauthenticated when it
         proves nothing; Unavailable when STS could not be asked."""
-        known = self.remembered(proof)
+        return principal_of(self.verify_caller(proof))
+
+    def verify_caller(self, proof: str) -> str:
+        """The caller a proof proves, as STS names it: for a role, its session's ARN (which
+        `verify` reads as its role)."""
+        known = self._remembered_arn(proof)
         if known is not None:
             return known
         key = hashlib.sha256(proof.encode()).digest()
@@ -157,14 +156,27 @@ class Verifier:
             raise Unauthenticated(refused[0])
         headers, signed_at = self._checked(proof)
         try:
-            principal = principal_of(self._ask_sts(headers))
+            arn = self._ask_sts(headers)
         except Unauthenticated as refusal:
             self._remember(
                 self._refused, key, (refusal.message, self._clock() + REFUSAL_MEMORY_SECONDS)
             )
             raise
-        self._remember(self._verified, key, (principal, signed_at + SIGNATURE_LIFETIME_SECONDS))
-        return principal
+        self._remember(self._verified, key, (arn, signed_at + SIGNATURE_LIFETIME_SECONDS))
+        return arn
+
+    def _remembered_arn(self, proof: str) -> str | None:
+        key = hashlib.sha256(proof.encode()).digest()
+        with self._lock:
+            known = self._verified.get(key)
+            if known is None:
+                return None
+            arn, valid_until = known
+            if self._clock() >= valid_until:
+                del self._verified[key]
+                return None
+            self._verified.move_to_end(key)
+            return arn
 
     def _remember(
         self, memory: OrderedDict[bytes, tuple[str, float]], key: bytes, value: tuple[str, float]

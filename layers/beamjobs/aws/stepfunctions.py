@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -43,6 +45,10 @@ logger = logging.getLogger(__name__)
 # The tag of a worker task definition revision with an SDK sidecar that names the worker task
 # definition (its ARN, so its revision) it was made from.
 _MADE_FROM = "beamjobs:made-from"
+# How long a job offered to the warm pool waits for a pooled worker to take it before the state
+# machine starts the job's own task: a taker answers in well under a second (its long poll
+# returns at once, then one call of the worker channel), and a cold start costs a minute or more.
+WARM_OFFER_SECONDS = 5
 # A mirror ends its job itself at the job's time limit (cancelling it upstream); its task's own
 # limit comes this much later.
 MIRROR_GRACE_SECONDS = 300
@@ -112,7 +118,10 @@ class StepFunctionsExecutor:
         max_job_seconds: int,
         worker_sdk_image: str | None = None,
         docker_hub_cache: str | None = None,
+        warm_pool_size: str | None = None,
     ) -> None:
+        """`warm_pool_size`: the warm pool's task size ("<cpu units>/<memory MiB>"), when the
+        deployment has a pool: jobs of that size are offered to it first."""
         self._sfn = sfn
         self._ecs = ecs
         self._state_machine_arn = state_machine_arn
@@ -124,6 +133,7 @@ class StepFunctionsExecutor:
         self._max_job_seconds = max_job_seconds
         self._worker_sdk_image = worker_sdk_image
         self._docker_hub_cache = docker_hub_cache
+        self._warm_pool_size = warm_pool_size
         # SDK image → the worker task definition revision with that image as its sidecar.
         self._with_sdk: dict[str, str] = {}
 
@@ -138,19 +148,25 @@ class StepFunctionsExecutor:
         limit (the job's --job_timeout_seconds, at most the deployment's maximum)."""
         options = job_options(job, self._blobs)
         sidecar = self._sidecar_image(parse_pipeline(self._blobs.get(job.pipeline_ref)))
+        timeout = self._timeout(options)
         # The options were validated at Prepare (JobControl.prepare).
+        overrides = worker_task_overrides(
+            job.job_id, self._secret_file(job), options, with_sdk_sidecar=bool(sidecar)
+        )
+        pooled = f"{overrides['cpu']}/{overrides['memory']}" == self._warm_pool_size
         return {
             "job_id": job.job_id,
             "task_definition": (
                 self._task_definition_with_sdk(sidecar) if sidecar else self._worker_task_definition
             ),
-            "overrides": _step_functions_casing(
-                worker_task_overrides(
-                    job.job_id, self._secret_file(job), options, with_sdk_sidecar=bool(sidecar)
-                )
-            ),
-            "timeout_seconds": self._timeout(options),
+            "overrides": _step_functions_casing(overrides),
+            "timeout_seconds": timeout,
             "mirror": False,
+            # A pooled worker runs the worker's own image at the pool's size, with no sidecar.
+            "warm": pooled and not sidecar,
+            "offer_seconds": WARM_OFFER_SECONDS,
+            # When a pooled worker's job has had its time (its task is then stopped).
+            "deadline": _timestamp(time.time() + timeout),
         }
 
     def _sidecar_image(self, pipeline: Any) -> str | None:
@@ -274,6 +290,11 @@ class StepFunctionsExecutor:
 
     def stop(self, job_id: str) -> None:
         self._executions.stop(job_id)
+
+
+def _timestamp(seconds: float) -> str:
+    """An instant as Step Functions' timestamps are written (RFC 3339, UTC)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _step_functions_casing(overrides: dict[str, Any]) -> dict[str, Any]:

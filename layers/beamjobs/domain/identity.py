@@ -16,7 +16,8 @@ from typing import Any
 from beamjobs.domain.errors import InvalidArgument, PermissionDenied
 
 _ASSUMED_ROLE = re.compile(
-    r"^arn:(?P<partition>[a-z-]+):sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/[^/]+$"
+    r"^arn:(?P<partition>[a-z-]+):sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)"
+    r"/(?P<session>[^/]+)$"
 )
 _ARN = re.compile(r"^arn:[a-z-]+:(iam|sts)::(?P<account>\d{12}):\S+$")
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -31,6 +32,15 @@ def principal_of(arn: str) -> str:
     if session is None:
         return arn
     return f"arn:{session['partition']}:iam::{session['account']}:role/{session['role']}"
+
+
+def role_session(arn: str) -> tuple[str, str] | None:
+    """An assumed role's session ARN as (its role's principal, its session name); None for
+    any other caller."""
+    session = _ASSUMED_ROLE.match(arn)
+    if session is None:
+        return None
+    return principal_of(arn), session["session"]
 
 
 def account_of(principal: str) -> str | None:

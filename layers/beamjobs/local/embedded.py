@@ -13,6 +13,8 @@ shim's. cheroot keeps connections alive, as AWS's endpoints do, and answers boto
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
 import subprocess
 import sys
@@ -83,6 +85,41 @@ class _OneRequestAtATime:
         return answer
 
 
+class _LongPollsBesideOthers:
+    """SQS long polls as AWS answers them: beside every other request. moto waits out a
+    ReceiveMessage's WaitTimeSeconds inside its request, which here holds every other request
+    back (one at a time, above). A long poll is asked instead as short polls, one every
+    _SHORT_POLL_SECONDS, each in turn with the others, until a message comes or its time is up."""
+
+    _TARGET = "AmazonSQS.ReceiveMessage"
+    _SHORT_POLL_SECONDS = 0.02
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("HTTP_X_AMZ_TARGET") != self._TARGET:
+            return self._app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        try:
+            request = json.loads(body)
+            wait = float(request.get("WaitTimeSeconds") or 0)
+        except (ValueError, AttributeError, TypeError):
+            request, wait = None, 0.0
+        if request is not None and wait > 0:
+            body = json.dumps({**request, "WaitTimeSeconds": 0}).encode()
+        deadline = time.monotonic() + wait
+        answered: list[Any] = []
+        while True:
+            answered.clear()
+            short = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+            answer = b"".join(self._app(short, lambda *status: answered.append(status)))
+            if wait <= 0 or b'"Messages"' in answer or time.monotonic() >= deadline:
+                start_response(*answered[0])
+                return [answer]
+            time.sleep(self._SHORT_POLL_SECONDS)
+
+
 class _LoopbackHostsOnly:
     """Requests must name a loopback host: a web page's script in a browser on this machine
     may reach 127.0.0.1 through a name of its own that resolves there (DNS rebinding), but it
@@ -118,7 +155,7 @@ class EmbeddedAws:
         self._app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
         self._server = WsgiServer(
             ("127.0.0.1", self._port),
-            _LoopbackHostsOnly(self._app),
+            _LoopbackHostsOnly(_LongPollsBesideOthers(self._app)),
             numthreads=_SERVER_THREADS,
             server_name="embedded-aws",
             timeout=_IDLE_CONNECTION_SECONDS,

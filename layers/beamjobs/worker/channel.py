@@ -75,6 +75,17 @@ def channel_invokers(settings: Settings) -> tuple[LambdaInvoker, LambdaInvoker]:
     return reports, beats
 
 
+def take_offer(invoker: Invoker, job_id: str, task_token: str, proof: str) -> str:
+    """Take a job offered to the warm pool (beamjobs.app.warm_offers): its worker secret.
+    FailedPrecondition when the offer is gone; PermissionDenied when this task may take none."""
+    event = {
+        "rpc": "TakeOffer",
+        "request_id": uuid.uuid4().hex,
+        "request": {"job_id": job_id, "task_token": task_token, "proof": proof},
+    }
+    return str(_result(invoker.invoke(WORKER_FUNCTION, event))["worker_secret"])
+
+
 def _download(url: str) -> Iterator[bytes]:
     response = _HTTP.request("GET", url, preload_content=False)
     try:

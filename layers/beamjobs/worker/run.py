@@ -24,7 +24,7 @@ from beamjobs.settings import Settings
 from beamjobs.worker import environments, packages, process_environment
 from beamjobs.worker.artifacts import ArtifactCache, localize, set_up_in_process
 from beamjobs.worker.caches import default_cache_directory
-from beamjobs.worker.channel import Claimed, JobChannel, channel_invokers
+from beamjobs.worker.channel import Claimed, JobChannel, channel_invokers, take_offer
 from beamjobs.worker.harness_logs import EchoedMessages, HarnessLogFormatter
 from beamjobs.worker.heartbeat import Heartbeat
 from beamjobs.worker.image_environments import ImageEnvironments
@@ -79,6 +79,14 @@ class JobRunner:
         )
         self._reports, self._beats = channel_invokers(self._settings)
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def take_offer(self, job_id: str, task_token: str, proof: str) -> str:
+        """The worker secret of a job offered to the warm pool, if this task takes it."""
+        return take_offer(self._reports, job_id, task_token, proof)
+
     def run(self, job_id: str, *, known: Job | None = None, secret: str | None = None) -> int:
         """Run one job; exit code 0 (the job's outcome is recorded through the channel, not
         in the exit code). `known`: the job as it was started, and `secret` its worker secret,
@@ -98,11 +106,11 @@ class JobRunner:
 
 def run_job(job_id: str) -> int:
     """A worker process's whole life when started for one job (a worker container)."""
-    _stop_on_sigterm()
+    stop_on_sigterm()
     return JobRunner().run(job_id)
 
 
-def _stop_on_sigterm() -> None:
+def stop_on_sigterm() -> None:
     """A container's PID 1 has no default action for SIGTERM: without a handler, ECS's stop (a
     Cancel's StopExecution stops the task) would be ignored while the work went on, until the
     SIGKILL 30 s later. Stop at once instead: the SDK harnesses (the worker's process group),
