@@ -223,6 +223,7 @@ bench: $(STAMP) $(WORKER_STAMP) $(PRISM)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/soak.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/listing.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/worker_channel.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/warm_pool.py
 
 clean:
 	rm -rf $(VENV) $(WORKER_VENV) $(SAM_VENV) .pytest_cache .cache

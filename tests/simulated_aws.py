@@ -24,8 +24,10 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from typing import Any
 
 import boto3
 from moto.core.config import default_user_config
+from moto.moto_api import state_manager
 
 from beamjobs import runtime
 from beamjobs.app.service import JobControl
@@ -45,11 +48,18 @@ from beamjobs.domain.limits import Quotas
 from beamjobs.domain.staging_tokens import digest, mint
 from beamjobs.domain.states import JobState
 from beamjobs.domain.worker_secrets import WORKER_SECRET_ENV
-from beamjobs.local.embedded import LOCAL_ACCOUNT, LOCAL_REGION, EmbeddedAws, local_settings
+from beamjobs.local.embedded import (
+    LOCAL_ACCOUNT,
+    LOCAL_REGION,
+    LOCAL_TABLE,
+    EmbeddedAws,
+    local_settings,
+)
 from beamjobs.local.executor import worker_environment
 from beamjobs.local.provision import provision
 from beamjobs.local.worker_channel import LocalWorkerChannel
 from beamjobs.settings import Settings
+from beamjobs.worker.warm_pool import READY
 from beamjobs_functions.worker.app import handler_for
 from tests.moto_gaps import bridge_ecs_casing
 from tests.processes import ROOT, WORKER_PYTHON
@@ -78,6 +88,7 @@ class _Task:
     arn: str
     process: subprocess.Popen[bytes]
     pooled: bool
+    log: Path
 
 
 class LocalFargate:
@@ -133,6 +144,16 @@ class LocalFargate:
         waiting = [t for t in self._tasks.values() if t.pooled and t.process.poll() is None]
         for task in waiting[pool:]:
             task.process.terminate()
+
+    def ready(self) -> int:
+        """Pooled workers waiting that have made their set-up (they said so in their log)."""
+        return sum(
+            1
+            for task in self._tasks.values()
+            if task.pooled
+            and task.process.poll() is None
+            and READY in task.log.read_text(errors="replace")
+        )
 
     def waiting(self) -> int:
         """Pooled workers started and not yet holding a job (their process runs)."""
@@ -203,11 +224,12 @@ class LocalFargate:
             self._spawn(task["taskArn"], command, env, pooled=True)
 
     def _spawn(self, arn: str, command: list[str], env: dict[str, str], *, pooled: bool) -> None:
-        log = (self._logs / f"{arn.rsplit('/', 1)[1]}.log").open("wb")
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self._tasks[arn] = _Task(arn, process, pooled)
+        log = self._logs / f"{arn.rsplit('/', 1)[1]}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._tasks[arn] = _Task(arn, process, pooled, log)
 
 
 @dataclass
@@ -221,6 +243,8 @@ class SimulatedAws:
     jobs: Jobs
     fargate: LocalFargate
     channel: LocalWorkerChannel
+    # The deployment's roles by what they are for: "worker", "warm-pool", "states".
+    roles: dict[str, str]
 
     def prepare(self, pipeline: bytes) -> str:
         blobs = runtime.stores(self.settings).blobs
@@ -252,12 +276,12 @@ _ENDED = {JobState.DONE, JobState.FAILED, JobState.CANCELLED}
 
 
 def _state_machine(
-    sfn: Any, cluster: str, queue_url: str, role: str, network: dict[str, list[str]]
+    sfn: Any, name: str, cluster: str, queue_url: str, role: str, network: dict[str, list[str]]
 ) -> str:
     """The run-job state machine, substituted as template.yaml's DefinitionSubstitutions do."""
     substitutions = {
         "Partition": "aws",
-        "JobsTable": "beamjobs-jobs",
+        "JobsTable": LOCAL_TABLE,
         "Cluster": cluster,
         "WorkerSubnets": ",".join(network["subnets"]),
         "WorkerSecurityGroup": network["securityGroups"][0],
@@ -267,12 +291,10 @@ def _state_machine(
         "OffersQueue": queue_url,
     }
     definition = STATE_MACHINE.read_text()
-    for name, value in substitutions.items():
-        definition = definition.replace("${" + name + "}", value)
+    for variable, value in substitutions.items():
+        definition = definition.replace("${" + variable + "}", value)
     return str(
-        sfn.create_state_machine(name="run-job", definition=definition, roleArn=role)[
-            "stateMachineArn"
-        ]
+        sfn.create_state_machine(name=name, definition=definition, roleArn=role)["stateMachineArn"]
     )
 
 
@@ -281,6 +303,9 @@ def simulated_aws(logs: Path, *, pool: int) -> Iterator[SimulatedAws]:
     """The simulated path, with `pool` pooled workers kept waiting (0: no pool, every job
     starts cold)."""
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
+    # A task runs until it is stopped (moto would otherwise move it on to STOPPED as it is
+    # described): its process's exit stops it.
+    state_manager.set_transition("ecs::task", {"progression": "manual", "times": sys.maxsize})
     bridge_ecs_casing()
     aws = EmbeddedAws(0)
     endpoint = aws.start()
@@ -288,6 +313,9 @@ def simulated_aws(logs: Path, *, pool: int) -> Iterator[SimulatedAws]:
     os.environ["MOTO_PORT"] = endpoint.rsplit(":", 1)[1]
     base = local_settings(endpoint)
     provision(base, TEMPLATE)
+    # Its own names: another simulation in this process (moto's backends are the process's)
+    # shares the table and bucket only.
+    name = f"beamjobs-{uuid.uuid4().hex[:8]}"
 
     def client(service: str) -> Any:
         return boto3.client(service, region_name=LOCAL_REGION, endpoint_url=endpoint)
@@ -296,22 +324,22 @@ def simulated_aws(logs: Path, *, pool: int) -> Iterator[SimulatedAws]:
     [vpc] = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
     subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
     group = ec2.create_security_group(
-        GroupName="beamjobs-workers", Description="workers", VpcId=vpc["VpcId"]
+        GroupName=f"{name}-workers", Description="workers", VpcId=vpc["VpcId"]
     )
     network = {
         "subnets": [subnet["SubnetId"] for subnet in subnets["Subnets"][:2]],
         "securityGroups": [group["GroupId"]],
     }
     roles = {
-        name: iam.create_role(RoleName=name, AssumeRolePolicyDocument=_TRUST_ECS_TASKS)["Role"][
-            "Arn"
-        ]
-        for name in ("beamjobs-worker", "beamjobs-warm-pool", "beamjobs-states")
+        role: iam.create_role(RoleName=f"{name}-{role}", AssumeRolePolicyDocument=_TRUST_ECS_TASKS)[
+            "Role"
+        ]["Arn"]
+        for role in ("worker", "warm-pool", "states")
     }
-    cluster = ecs.create_cluster(clusterName="beamjobs")["cluster"]["clusterArn"]
+    cluster = ecs.create_cluster(clusterName=name)["cluster"]["clusterArn"]
     definitions = {
         family: ecs.register_task_definition(
-            family=family,
+            family=f"{name}-{family}",
             taskRoleArn=roles[role],
             requiresCompatibilities=["FARGATE"],
             networkMode="awsvpc",
@@ -319,22 +347,19 @@ def simulated_aws(logs: Path, *, pool: int) -> Iterator[SimulatedAws]:
             memory=POOL_SIZE.split("/")[1],
             containerDefinitions=[{"name": "worker", "image": "beamjobs-worker", "memory": 256}],
         )["taskDefinition"]["taskDefinitionArn"]
-        for family, role in (
-            ("beamjobs-worker", "beamjobs-worker"),
-            ("beamjobs-warm-worker", "beamjobs-warm-pool"),
-        )
+        for family, role in (("worker", "worker"), ("warm-worker", "warm-pool"))
     }
-    queue = sqs.create_queue(QueueName="beamjobs-offers")["QueueUrl"]
+    queue = sqs.create_queue(QueueName=f"{name}-offers")["QueueUrl"]
     state_machine = _state_machine(
-        client("stepfunctions"), cluster, queue, roles["beamjobs-states"], network
+        client("stepfunctions"), f"{name}-run-job", cluster, queue, roles["states"], network
     )
     settings = dataclasses.replace(
         base,
         executor="stepfunctions",
         state_machine_arn=state_machine,
-        worker_task_definition=definitions["beamjobs-worker"],
+        worker_task_definition=definitions["worker"],
         warm_pool_size=POOL_SIZE if pool else None,
-        warm_pool_role=roles["beamjobs-warm-pool"] if pool else None,
+        warm_pool_role=roles["warm-pool"] if pool else None,
     )
     channel = LocalWorkerChannel(handler_for(settings))
     stores = runtime.stores(settings)
@@ -344,7 +369,7 @@ def simulated_aws(logs: Path, *, pool: int) -> Iterator[SimulatedAws]:
         state_machine,
         stores.blobs,
         bucket=settings.bucket_name,
-        worker_task_definition=definitions["beamjobs-worker"],
+        worker_task_definition=definitions["worker"],
         max_job_seconds=settings.max_job_seconds,
         warm_pool_size=settings.warm_pool_size,
     )
@@ -354,8 +379,8 @@ def simulated_aws(logs: Path, *, pool: int) -> Iterator[SimulatedAws]:
         settings,
         channel.url,
         cluster,
-        definitions["beamjobs-warm-worker"],
-        roles["beamjobs-warm-pool"],
+        definitions["warm-worker"],
+        roles["warm-pool"],
         queue,
         network,
         logs,
@@ -363,7 +388,7 @@ def simulated_aws(logs: Path, *, pool: int) -> Iterator[SimulatedAws]:
     fargate.pool = pool
     fargate.start()
     try:
-        yield SimulatedAws(aws, settings, control, jobs, fargate, channel)
+        yield SimulatedAws(aws, settings, control, jobs, fargate, channel, roles)
     finally:
         fargate.stop()
         channel.stop()

@@ -52,7 +52,7 @@ def _entered(sim, job_id):
 @pytest.fixture(scope="module")
 def pool_of_two(tmp_path_factory):
     with simulated_aws(tmp_path_factory.mktemp("tasks"), pool=2) as sim:
-        _until(lambda: sim.fargate.waiting() == 2)
+        _until(lambda: sim.fargate.ready() == 2)
         yield sim
 
 
@@ -98,10 +98,9 @@ def test_only_a_pooled_task_takes_an_offer_and_only_once(pool_of_two):
     sim = pool_of_two
     endpoint = sim.aws.endpoint_url
     sts = boto3.client("sts", region_name=LOCAL_REGION, endpoint_url=endpoint)
-    iam = boto3.client("iam", region_name=LOCAL_REGION, endpoint_url=endpoint)
     channel = _Channel(sim.settings)
     pool_role = sim.settings.warm_pool_role
-    worker_role = iam.get_role(RoleName="beamjobs-worker")["Role"]["Arn"]
+    worker_role = sim.roles["worker"]
     # A job's own worker (the workers' role) takes nothing, nor a forged proof.
     worker = sts.assume_role(RoleArn=worker_role, RoleSessionName="job-task")["Credentials"]
     with pytest.raises(PermissionDenied):

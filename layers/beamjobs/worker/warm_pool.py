@@ -26,9 +26,10 @@ from typing import Any
 from beamjobs.aws import clients
 from beamjobs.aws.signed_identity import WORKER_CHANNEL, sign, sts_url
 from beamjobs.domain.errors import FailedPrecondition, PermissionDenied
-from beamjobs.worker.run import JobRunner, stop_on_sigterm
 
 logger = logging.getLogger(__name__)
+# What a pooled worker logs once it is ready for a job (its set-up made).
+READY = "ready: waiting for an offer"
 # SQS's longest long poll: an idle worker costs one request per 20 s.
 _LONG_POLL_SECONDS = 20
 
@@ -74,6 +75,10 @@ def next_offer(sqs: Any, queue_url: str) -> Offer | None:
 
 def serve_offers() -> int:
     """A pooled worker's whole life: wait for an offer, take it, run its job, exit."""
+    # Imported here, as the worker's runner imports Beam: this module's offers and READY are
+    # read without it (by the simulated AWS path's tests, which speak protobuf of their own).
+    from beamjobs.worker.run import JobRunner, stop_on_sigterm
+
     stop_on_sigterm()
     runner = JobRunner()  # imports done and clients made before any job waits
     settings = runner.settings
@@ -81,6 +86,7 @@ def serve_offers() -> int:
         raise SystemExit("a pooled worker needs its queue (BEAMJOBS_OFFERS_QUEUE)")
     sqs = clients.client("sqs", settings)
     sts = sts_url(settings.region, clients.client("sts", settings).meta.endpoint_url)
+    logger.info("%s on %s", READY, settings.offers_queue)
     while True:
         offer = next_offer(sqs, settings.offers_queue)
         if offer is None:
