@@ -246,12 +246,12 @@ class SimulatedAws:
     # The deployment's roles by what they are for: "worker", "warm-pool", "states".
     roles: dict[str, str]
 
-    def prepare(self, pipeline: bytes) -> str:
+    def prepare(self, pipeline: bytes, options: dict[str, Any] | None = None) -> str:
         blobs = runtime.stores(self.settings).blobs
         return self.control.prepare(
             LOCAL_CALLER,
             pipeline_ref=blobs.put_content("pipelines", pipeline),
-            options={},
+            options=options or {},
             job_name="simulated",
             staging_token_sha256=digest(mint()),
         )

@@ -682,6 +682,8 @@ def functions(server):
         "AWS_ACCESS_KEY_ID": "embedded",
         "AWS_SECRET_ACCESS_KEY": "embedded",
         "BEAMJOBS_WARM_WORKERS": "0",
+        # With a warm pool: the worker function takes offers for this role's tasks.
+        "BEAMJOBS_WARM_POOL_ROLE": POOL_ROLE,
         # The handlers' key for callers (this process's own: what the shim signs with is not
         # the business of whoever else invokes them).
         "BEAMJOBS_CALLER_KEY": "abuse-suite-handlers-key",
@@ -730,6 +732,45 @@ def test_an_event_whose_caller_the_shim_did_not_sign_is_unauthenticated(
     for forged in (event, {**event, "caller_signature": "0" * 64}):
         answer = handlers[function](forged, context(function_name=function))
         assert answer["error"]["code"] == "UNAUTHENTICATED", answer
+
+
+POOL_ROLE = "arn:aws:iam::123456789012:role/beamjobs-warm-pool"
+
+
+def _forged_proof(server) -> str:
+    """A well-formed proof for the worker channel, signed with a key the AWS does not know."""
+    from botocore.credentials import ReadOnlyCredentials
+
+    from beamjobs.aws.signed_identity import WORKER_CHANNEL, sign, sts_url
+
+    return sign(
+        ReadOnlyCredentials("AKIAFORGEDFORGED0000", "forged", None),
+        region="us-east-1",
+        url=sts_url("us-east-1", server.aws_endpoint),
+        deployment=WORKER_CHANNEL,
+    )
+
+
+@pytest.mark.parametrize(
+    "request_, code",
+    [
+        ({}, "INVALID_ARGUMENT"),
+        ({"job_id": 7, "task_token": "t", "proof": "p"}, "INVALID_ARGUMENT"),
+        ({"job_id": "j", "task_token": "t" * 5000, "proof": "p"}, "INVALID_ARGUMENT"),
+        ({"job_id": "j", "task_token": "t", "proof": "not a proof"}, "UNAUTHENTICATED"),
+        ({"job_id": "j", "task_token": "t", "proof": "x" * 100_000}, "UNAUTHENTICATED"),
+        ({"job_id": "j", "task_token": "t", "proof": "forged"}, "UNAUTHENTICATED"),
+    ],
+)
+def test_a_hostile_take_of_an_offered_job_is_refused_and_nothing_is_taken(
+    server, functions, unchanged, request_, code
+):
+    handlers, context = functions
+    if request_.get("proof") == "forged":
+        request_ = {**request_, "proof": _forged_proof(server)}
+    event = {"rpc": "TakeOffer", "request_id": f"take-{code}", "request": request_}
+    answer = handlers["worker"](event, context(function_name="worker"))
+    assert answer["error"]["code"] == code, answer
 
 
 # -- a flood, and the memory over the suite (last) -----------------------------------------------

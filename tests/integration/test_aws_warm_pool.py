@@ -72,6 +72,17 @@ def test_a_job_is_taken_by_a_waiting_pooled_worker_runs_and_the_pool_refills(poo
     assert sfn.describe_execution(executionArn=arn)["status"] == "SUCCEEDED"
 
 
+def test_a_job_of_another_size_than_the_pools_starts_its_own_task_at_once(pool_of_two):
+    sim = pool_of_two
+    job_id = sim.prepare(pipeline_bytes(), {"beam:option:worker_vcpu:v1": "2"})
+    took = sim.run_to_running(job_id)
+    assert sim.wait_for(job_id, ENDED) is JobState.DONE
+    entered = _entered(sim, job_id)
+    assert "RunWorker" in entered and "OfferToWarmPool" not in entered
+    assert took < 5  # no offer waited for
+    assert sim.fargate.waiting() == 2  # the pool untouched
+
+
 def _proof(credentials, endpoint):
     return sign(
         ReadOnlyCredentials(

@@ -250,3 +250,46 @@ def test_a_request_naming_a_host_that_is_not_loopback_is_refused(embedded_aws):
     assert status(f"attacker.example:{port}") == 403
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"bucket.localhost:{port}"):
         assert status(host) != 403, host
+
+
+def test_a_long_poll_waits_beside_other_requests_and_returns_with_the_message(embedded_aws):
+    """moto waits out a ReceiveMessage's WaitTimeSeconds inside the request; the embedded AWS,
+    which answers one request at a time, would then answer nothing else meanwhile."""
+    import threading
+
+    import boto3
+
+    def client(service):
+        return boto3.client(
+            service,
+            region_name="us-east-1",
+            endpoint_url=embedded_aws.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    sqs = client("sqs")
+    queue = sqs.create_queue(QueueName="long-polls")["QueueUrl"]
+    received: list[float] = []
+    started = time.monotonic()
+
+    def poll():
+        answer = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=10)
+        received.append(time.monotonic() - started)
+        received.append(len(answer.get("Messages", [])))
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.5)
+    # Other requests are answered meanwhile, at once.
+    before = time.monotonic()
+    client("s3").list_buckets()
+    assert time.monotonic() - before < 1
+    sqs.send_message(QueueUrl=queue, MessageBody="offer")
+    poller.join(10)
+    assert received[1] == 1
+    assert received[0] < 2  # as soon as the message was sent, not at the poll's end
+    # And an empty long poll waits its time out.
+    before = time.monotonic()
+    assert "Messages" not in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)
+    assert time.monotonic() - before >= 1
