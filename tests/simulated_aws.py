@@ -141,7 +141,7 @@ class LocalFargate:
         """The pool's service at `pool` tasks: waiting workers beyond it are stopped (as ECS
         stops tasks of a service scaled in)."""
         self.pool = pool
-        waiting = [t for t in self._tasks.values() if t.pooled and t.process.poll() is None]
+        waiting = [t for t in list(self._tasks.values()) if t.pooled and t.process.poll() is None]
         for task in waiting[pool:]:
             task.process.terminate()
 
@@ -149,7 +149,7 @@ class LocalFargate:
         """Pooled workers waiting that have made their set-up (they said so in their log)."""
         return sum(
             1
-            for task in self._tasks.values()
+            for task in list(self._tasks.values())
             if task.pooled
             and task.process.poll() is None
             and READY in task.log.read_text(errors="replace")
@@ -158,7 +158,7 @@ class LocalFargate:
     def waiting(self) -> int:
         """Pooled workers started and not yet holding a job (their process runs)."""
         return sum(
-            1 for task in self._tasks.values() if task.pooled and task.process.poll() is None
+            1 for task in list(self._tasks.values()) if task.pooled and task.process.poll() is None
         )
 
     def _run(self) -> None:
@@ -372,6 +372,8 @@ def simulated_aws(logs: Path, *, pool: int) -> Iterator[SimulatedAws]:
         worker_task_definition=definitions["worker"],
         max_job_seconds=settings.max_job_seconds,
         warm_pool_size=settings.warm_pool_size,
+        # A pooled task's end is seen within a second here (on AWS, within WATCH_SECONDS).
+        watch_seconds=1,
     )
     jobs = Jobs(stores.jobs)
     control = JobControl(jobs, stores.blobs, Engines.only(executor), stores.artifacts, Quotas())

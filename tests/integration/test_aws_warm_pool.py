@@ -58,7 +58,8 @@ def pool_of_two(tmp_path_factory):
 
 def test_a_job_is_taken_by_a_waiting_pooled_worker_runs_and_the_pool_refills(pool_of_two):
     sim = pool_of_two
-    job_id = sim.prepare(pipeline_bytes())
+    # (A time limit of 10 minutes: the state machine looks at its task every second here.)
+    job_id = sim.prepare(pipeline_bytes(), {"beam:option:job_timeout_seconds:v1": "600"})
     sim.run_to_running(job_id)
     assert sim.wait_for(job_id, ENDED) is JobState.DONE
     entered = _entered(sim, job_id)

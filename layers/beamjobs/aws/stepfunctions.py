@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +50,12 @@ _MADE_FROM = "beamjobs:made-from"
 # machine starts the job's own task: a taker answers in well under a second (its long poll
 # returns at once, then one call of the worker channel), and a cold start costs a minute or more.
 WARM_OFFER_SECONDS = 5
+# How often the state machine looks at a pooled worker's task (which it cannot wait on, as
+# runTask.sync waits on a task of the job's own), at least: each look is 11 events of the
+# execution's history, which holds 25,000, so a long job's looks are spaced further apart.
+WATCH_SECONDS = 60
+_EVENTS_PER_WATCH = 11
+_MOST_WATCH_EVENTS = 20_000
 # A mirror ends its job itself at the job's time limit (cancelling it upstream); its task's own
 # limit comes this much later.
 MIRROR_GRACE_SECONDS = 300
@@ -119,9 +126,11 @@ class StepFunctionsExecutor:
         worker_sdk_image: str | None = None,
         docker_hub_cache: str | None = None,
         warm_pool_size: str | None = None,
+        watch_seconds: int = WATCH_SECONDS,
     ) -> None:
         """`warm_pool_size`: the warm pool's task size ("<cpu units>/<memory MiB>"), when the
-        deployment has a pool: jobs of that size are offered to it first."""
+        deployment has a pool: jobs of that size are offered to it first, and the state
+        machine looks at a pooled worker's task every `watch_seconds` at least."""
         self._sfn = sfn
         self._ecs = ecs
         self._state_machine_arn = state_machine_arn
@@ -134,6 +143,7 @@ class StepFunctionsExecutor:
         self._worker_sdk_image = worker_sdk_image
         self._docker_hub_cache = docker_hub_cache
         self._warm_pool_size = warm_pool_size
+        self._watch_seconds = watch_seconds
         # SDK image → the worker task definition revision with that image as its sidecar.
         self._with_sdk: dict[str, str] = {}
 
@@ -167,6 +177,9 @@ class StepFunctionsExecutor:
             "offer_seconds": WARM_OFFER_SECONDS,
             # When a pooled worker's job has had its time (its task is then stopped).
             "deadline": _timestamp(time.time() + timeout),
+            "watch_seconds": max(
+                self._watch_seconds, math.ceil(timeout * _EVENTS_PER_WATCH / _MOST_WATCH_EVENTS)
+            ),
         }
 
     def _sidecar_image(self, pipeline: Any) -> str | None:
