@@ -339,3 +339,32 @@ def test_text_from_a_job_cannot_steer_the_terminal(server, finished):
     # Shown as it is, markup and all, with each control character escaped.
     assert "\\u001b[2J\\u001b]8;;https://evil.example\\u0007[red]boom[/red] \\u202eexe.txt" in line
     assert not any(c in done.stdout for c in "\x1b\x07\u202e")
+
+
+def test_a_unique_prefix_of_an_id_or_a_unique_name_names_a_job(endpoint, finished):
+    def described(reference):
+        done = beamjobs(endpoint, "describe", reference)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["summary"]["job_id"]
+
+    assert described(finished[: len("cli-count-") + 6]) == finished
+    assert described("cli-count") == finished  # its name: no other job has it
+    _prepared(endpoint, "cli-twice")
+    _prepared(endpoint, "cli-twice")
+    ambiguous = beamjobs(endpoint, "describe", "cli-twice")
+    assert ambiguous.returncode == 2
+    assert "names 2 jobs" in ambiguous.stderr and "give more of an id" in ambiguous.stderr
+    nothing = beamjobs(endpoint, "logs", "no-job-is-named-so")
+    assert nothing.returncode == 3 and "NOT_FOUND" in nothing.stderr
+
+
+def test_a_table_80_columns_wide_keeps_whole_ids_and_says_how_long_jobs_ran(
+    endpoint, finished, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "80")
+    done = beamjobs(endpoint, "list", "--format", "table", "--name", "cli-count")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "DURATION" in lines[0]
+    assert any(finished in line for line in lines), done.stdout
+    assert max(len(line) for line in lines) <= 80

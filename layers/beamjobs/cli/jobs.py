@@ -4,8 +4,9 @@ Output is a table on a terminal and JSON otherwise (`--format` chooses). JSON fi
 the proto field names of beamjobs/api/jobs.proto and job_api.proto (times as RFC 3339 text,
 states and importances by name); `metrics` and `graph` print the records of
 beamjobs.pipeline.metrics and beamjobs.pipeline.graph (a metric also names its PCollection:
-`pcollection_name`). Exit codes: 0 ok, 1 any other failure, 2 usage (or a request the service calls
-invalid), 3 not found, 4 not authenticated or not allowed.
+`pcollection_name`). A command's JOB_ID is a job's id, a prefix of it that no other job's id
+has, or a job's name that no other job has. Exit codes: 0 ok, 1 any other failure, 2 usage (or
+a request the service calls invalid), 3 not found, 4 not authenticated or not allowed.
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def _connection_options(*, on_group: bool) -> Callable[[F], F]:
 @_connection_options(on_group=True)
 @click.pass_context
 def jobs(context: click.Context, **settings: Any) -> None:
-    """See and steer jobs."""
+    """See and steer jobs. JOB_ID: a job's id, a prefix of it no other job's id has, or a name
+    no other job has."""
     context.obj = settings
 
 
@@ -183,6 +185,8 @@ def _rpc(command: F) -> F:
                 settings[name] = given
         try:
             connection, output = _connect(**settings)
+            if "job_id" in kwargs:
+                kwargs["job_id"] = _resolved(connection, kwargs["job_id"])
             return command(connection, output, *args, **kwargs)
         except grpc.RpcError as error:
             code = error.code()  # type: ignore[attr-defined]
@@ -193,6 +197,41 @@ def _rpc(command: F) -> F:
             sys.exit(EXIT_AUTH)
 
     return run  # type: ignore[return-value]
+
+
+# A job's id: its name's slug, a dash, 32 hex digits (beamjobs.app.service.new_job_id).
+_WHOLE_ID = re.compile(r".+-[0-9a-f]{32}")
+# How many of the newest jobs a prefix or a name is looked for among.
+_MOST_SEARCHED = 10_000
+
+
+def _resolved(connection: Connection, reference: str) -> str:
+    """The id of the job `reference` names: its whole id, a prefix of its id that no other
+    job's has, or its name when no other job has it (among the newest _MOST_SEARCHED jobs).
+    Exits 3 when none is named so, 2 when several are."""
+    if _WHOLE_ID.fullmatch(reference):
+        return reference
+    by_id, by_name = [], []
+    search = jobs_pb2.ListJobsRequest()
+    for job in _listed(connection, search, _MOST_SEARCHED, 1000):
+        if job.job_id.startswith(reference):
+            by_id.append(job.job_id)
+        if job.job_name == reference:
+            by_name.append(job.job_id)
+    found = by_id or by_name
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        click.echo(
+            f"beamjobs: NOT_FOUND: no job's id starts with {reference!r}, and no job is named so",
+            err=True,
+        )
+        sys.exit(EXIT_NOT_FOUND)
+    shown = ", ".join(found[:5]) + (", …" if len(found) > 5 else "")
+    click.echo(
+        f"beamjobs: {reference!r} names {len(found)} jobs ({shown}): give more of an id", err=True
+    )
+    sys.exit(EXIT_USAGE)
 
 
 def _when(stamp: Any, present: bool = True) -> str:
@@ -272,18 +311,48 @@ def list_jobs(
     if output.json:
         output.emit_json([as_json(job) for job in listed])
         return
-    table = output.table("JOB ID", "NAME", "STATE", "CREATED", "ENDED", "OWNER", "ENGINE")
-    for job in listed:
-        table.add_row(
-            literal(job.job_id),
-            literal(job.job_name),
-            _state(job.state),
-            _when(job.created_at),
-            _when(job.ended_at, job.HasField("ended_at")),
-            literal(job.owner),
-            literal(job.engine),
-        )
+    rows = [
+        {
+            "JOB ID": literal(job.job_id),
+            "NAME": literal(job.job_name),
+            "STATE": _state(job.state),
+            "CREATED": _when(job.created_at),
+            "DURATION": _ran(job),
+            "OWNER": literal(job.owner),
+            "ENGINE": literal(job.engine),
+        }
+        for job in listed
+    ]
+    columns = _fitting(output.console.width, rows)
+    table = output.table()
+    for column in columns:
+        # An id is never cut: the other columns wrap first, however narrow the terminal.
+        table.add_column(column, no_wrap=column == "JOB ID", overflow="fold")
+    for row in rows:
+        table.add_row(*(row[column] for column in columns))
     output.print(table)
+
+
+# The list's columns a narrow terminal leaves out, first to last.
+_DROPPED_FIRST = ("ENGINE", "OWNER", "CREATED")
+
+
+def _fitting(width: int, rows: list[dict[str, Any]]) -> list[str]:
+    """The list's columns that fit `width` whole (two spaces between columns), leaving out
+    _DROPPED_FIRST's as needed; the others are kept however narrow."""
+    columns = ["JOB ID", "NAME", "STATE", "CREATED", "DURATION", "OWNER", "ENGINE"]
+
+    def needed(column: str) -> int:
+        cells = (
+            Text.from_markup(c) if isinstance(c, str) else c for c in (r[column] for r in rows)
+        )
+        return max([len(column), *(cell.cell_len for cell in cells)])
+
+    for dropped in _DROPPED_FIRST:
+        if sum(needed(c) for c in columns) + 2 * (len(columns) - 1) <= width:
+            break
+        columns.remove(dropped)
+    return columns
 
 
 def _listed(
@@ -357,8 +426,19 @@ def describe(connection: Connection, output: Output, job_id: str) -> None:
 def _duration(detail: Any) -> str:
     if not detail.HasField("run_duration"):
         return "-"
-    seconds = detail.run_duration.ToTimedelta().total_seconds()
-    minutes, seconds = divmod(seconds, 60)
+    return _seconds(detail.run_duration.ToTimedelta().total_seconds())
+
+
+def _ran(job: jobs_pb2.JobSummary) -> str:
+    """How long a listed job has run: from its start to its end, or to now."""
+    if not job.HasField("started_at"):
+        return "-"
+    end = job.ended_at.ToDatetime(UTC) if job.HasField("ended_at") else datetime.now(UTC)
+    return _seconds((end - job.started_at.ToDatetime(UTC)).total_seconds())
+
+
+def _seconds(seconds: float) -> str:
+    minutes, seconds = divmod(max(seconds, 0.0), 60)
     hours, minutes = divmod(int(minutes), 60)
     return f"{hours}h{minutes:02d}m{seconds:04.1f}s" if hours else f"{minutes}m{seconds:04.1f}s"
 
