@@ -5,6 +5,7 @@ from the page stops a running job."""
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -165,3 +166,17 @@ def test_health_and_the_guards_of_a_page_on_this_machine(server, finished):
     assert _status(f"{dashboard}/api/jobs", headers={"Host": "attacker.example"}) == 421
     assert _status(f"{dashboard}/api/jobs/no-such-job") == 404
     assert _status(f"{dashboard}/api/jobs?state=SLEEPING") == 400
+
+
+def test_times_are_iso_dates_whatever_the_locale_and_the_page_has_its_icon(server, page, finished):
+    page.goto(f"{server[1]}/?name=dashboard-count")
+    row = page.locator(f'tr[data-job-id="{finished}"]')
+    expect(row).to_be_visible(timeout=TIMEOUT_MS)
+    # (Playwright's Chromium speaks en-US, whose own dates read 12/7/2026, 03:09:00.)
+    expect(row.locator("td").nth(3)).to_have_text(
+        re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+    )
+    icon = page.locator('link[rel="icon"]').get_attribute("href")
+    with urllib.request.urlopen(f"{server[1]}{icon}", timeout=10) as answer:
+        assert answer.headers["Content-Type"].startswith("image/svg+xml")
+        assert b"<svg" in answer.read()

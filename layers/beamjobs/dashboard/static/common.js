@@ -18,10 +18,21 @@ function stateBadge(state) {
   return badge;
 }
 
+// ISO 8601 in the browser's time zone, whatever its locale: 2026-12-07 14:05:09.
+function isoDate(date) {
+  const two = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())}`;
+}
+
+function isoTime(date) {
+  const two = (n) => String(n).padStart(2, "0");
+  return `${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`;
+}
+
 function when(stamp) {
   if (!stamp) return "–";
   const date = new Date(stamp);
-  return date.toLocaleString(undefined, { hour12: false });
+  return `${isoDate(date)} ${isoTime(date)}`;
 }
 
 function element(tag, text, className) {

@@ -98,7 +98,7 @@ function addMessage(message) {
   const line = document.createElement("div");
   line.className = "message";
   line.dataset.importance = message.importance;
-  line.append(element("span", new Date(message.time).toLocaleTimeString(undefined, { hour12: false }), "muted"),
+  line.append(element("span", isoTime(new Date(message.time)), "muted"),
     element("span", message.importance.replace("JOB_MESSAGE_", ""), "level"),
     element("span", message.message_text));
   const box = document.getElementById("messages");
