@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8099
 DASHBOARD_PORT ?= 8098
+# Where `make run` keeps its jobs across restarts (`make clean-state` forgets them).
+STATE_DIR ?= .state
 # Upstream engines, space-separated NAME=HOST:PORT (e.g. ENGINES="flink=10.0.3.4:8099"), and
 # the REST APIs of the Flink clusters behind those that are Beam's Flink job server, the same way.
 ENGINES ?=
@@ -62,7 +64,7 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
 
-.PHONY: run flink spark setup engines stand-ins chromium test test-control-plane test-e2e fuzz lint proto bench clean sam-validate worker-lock
+.PHONY: run clean-state flink spark setup engines stand-ins chromium test test-control-plane test-e2e fuzz lint proto bench clean sam-validate worker-lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -155,9 +157,14 @@ stand-ins:
 ## with the embedded AWS and the local executor.
 run: $(STAMP) $(WORKER_STAMP) $(PRISM) $(PYTHON_BOOT)
 	$(BIN)/beamjobs serve --port $(PORT) --dashboard-port $(DASHBOARD_PORT) --template template.yaml \
+		--state-dir $(STATE_DIR) \
 		--worker-python $(WORKER_PYTHON) --prism $(PRISM) --python-boot $(PYTHON_BOOT) \
 		$(foreach engine,$(ENGINES),--engine $(engine)) \
 		$(foreach rest,$(FLINK_REST),--flink-rest $(rest))
+
+## Forget every job `make run` kept (its state directory).
+clean-state:
+	rm -rf $(STATE_DIR)
 
 ## Re-pin worker/requirements.txt: resolve what the SDK image of $(BEAM_VERSION) installs.
 worker-lock: $(STAMP)

@@ -31,6 +31,8 @@ from beamjobs.aws.caller_key import caller_key
 from beamjobs.aws.invoker import Handler, Invoker
 from beamjobs.cli.jobs import jobs as jobs_commands
 from beamjobs.domain.errors import InvalidArgument
+from beamjobs.domain.jobs import Jobs
+from beamjobs.domain.store import JobStore
 from beamjobs.settings import Settings
 
 if TYPE_CHECKING:
@@ -73,6 +75,8 @@ async def _serve(
     os.environ.update(settings.to_env())
     _quiet_powertools()
     stores = runtime.stores(settings)
+    if owns_aws:
+        _end_jobs_of_the_last_run(stores.jobs)
     # Started now, so that its fork server has imported Beam before the first job arrives.
     executor = ProcessExecutor(settings, stores.jobs, stores.blobs, _worker_function(settings))
     runtime.install_executor(settings, executor)
@@ -95,6 +99,19 @@ async def _serve(
         # embedded AWS that goes away now, they would have nothing left to report to.
         if owns_aws:
             executor.stop_all()
+
+
+# Why a job still active in a kept history ended: it belonged to the server before this one.
+SERVER_STOPPED = "the server stopped while the job was active (its worker stopped with it)"
+
+
+def _end_jobs_of_the_last_run(store: JobStore) -> None:
+    """Jobs a kept history holds as active had their workers in the server that stopped: each
+    ends in a true state (FAILED, or CANCELLED / DRAINED if it was being stopped)."""
+    jobs = Jobs(store)
+    for job in store.active_jobs():
+        ended = jobs.settle(job.job_id, SERVER_STOPPED)
+        logging.getLogger(__name__).warning("job %s: %s", job.job_id, ended.state.value)
 
 
 async def _serve_deployed(host: str, port: int) -> None:
@@ -337,6 +354,14 @@ def cli() -> None:
     help="Beam's Python boot program (`make engines` builds it): with --prism and "
     "--worker-python, Prism runs EMBEDDED Python environments as PROCESS ones",
 )
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="BEAMJOBS_STATE_DIR",
+    help="keep the embedded AWS's jobs, messages, metrics, pipelines and artifacts here, "
+    "across restarts (`make run`: .state in the clone); without it they last as long as the "
+    "process",
+)
 @_dashboard_options
 def serve(
     host: str,
@@ -353,6 +378,7 @@ def serve(
     streaming_engine: str | None,
     prism: str | None,
     python_boot: str | None,
+    state_dir: Path | None,
     dashboard: int | None,
 ) -> None:
     """Serve the Job API with the embedded AWS (or --aws-endpoint) and the local executor."""
@@ -372,6 +398,7 @@ def serve(
         local_settings,
         use_offline_credentials,
     )
+    from beamjobs.local.journal import JOURNAL
     from beamjobs.local.provision import provision
 
     def settings_at(endpoint_url: str) -> Settings:
@@ -397,13 +424,17 @@ def serve(
             raise click.UsageError(error.message) from None
         return settings
 
+    if aws_endpoint and state_dir:
+        raise click.UsageError(
+            "--state-dir keeps the embedded AWS's state: not with --aws-endpoint"
+        )
     if aws_endpoint:
         use_offline_credentials()
         settings = settings_at(aws_endpoint)
         provision(settings, template)
         asyncio.run(_serve(settings, host, port, owns_aws=False, dashboard_port=dashboard))
         return
-    embedded = EmbeddedAwsProcess(template)
+    embedded = EmbeddedAwsProcess(template, state_dir / JOURNAL if state_dir else None)
     try:
         settings = settings_at(embedded.start())
         asyncio.run(
@@ -447,16 +478,22 @@ def connect(endpoint: str, listen: str, plaintext: bool, dashboard: int | None) 
     help="write a byte to this file descriptor after every item put, and exit with the parent "
     "process (how `serve` runs it)",
 )
-def aws_alone(port: int, template: Path, doorbell_fd: int | None) -> None:
+@click.option(
+    "--journal",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="keep every write in this file, and ask again what it holds at start",
+)
+def aws_alone(port: int, template: Path, doorbell_fd: int | None, journal: Path | None) -> None:
     """Run the embedded AWS alone."""
     _log_quietly()
     from beamjobs.local.embedded import exit_with_parent, ring_on_item_puts, start_embedded
+    from beamjobs.local.journal import Journal
 
     if doorbell_fd is not None:
         # Before anything else: a parent that dies once we have announced ourselves, or
         # while we provision, must not be missed.
         exit_with_parent()
-    alone, settings = start_embedded(template, port)
+    alone, settings = start_embedded(template, port, Journal(journal) if journal else None)
     if doorbell_fd is not None:
         ring_on_item_puts(alone, doorbell_fd)
     print(f"Embedded AWS on {settings.endpoint_url}", flush=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -28,9 +29,11 @@ from cheroot.wsgi import Server as WsgiServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 from beamjobs.local import moto_sts, moto_tuning
+from beamjobs.local.journal import Journal
 from beamjobs.local.provision import provision
 from beamjobs.settings import Settings
 
+logger = logging.getLogger(__name__)
 LOCAL_TABLE = "beamjobs-jobs"
 LOCAL_BUCKET = "beamjobs-artifacts"
 LOCAL_REGION = "us-east-1"
@@ -142,8 +145,10 @@ class _LoopbackHostsOnly:
 class EmbeddedAws:
     """moto's server application on 127.0.0.1 (port 0 picks a free one), in a thread."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, journal: Journal | None = None) -> None:
+        """`journal`: where its writes are kept, to be asked again at the next start."""
         self._port = port
+        self._journal = journal
         self._server: WsgiServer | None = None
         self._app: _OneRequestAtATime | None = None
         self.endpoint_url = ""
@@ -152,7 +157,10 @@ class EmbeddedAws:
         use_offline_credentials()
         moto_tuning.install()
         moto_sts.install()
-        self._app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
+        moto_app: Callable[..., Iterable[bytes]] = DomainDispatcherApplication(create_backend_app)
+        if self._journal is not None:
+            moto_app = self._journal.wrap(moto_app)
+        self._app = _OneRequestAtATime(moto_app)
         self._server = WsgiServer(
             ("127.0.0.1", self._port),
             _LoopbackHostsOnly(_LongPollsBesideOthers(self._app)),
@@ -185,6 +193,14 @@ class EmbeddedAws:
             raise prepared[0]
         self.endpoint_url = f"http://127.0.0.1:{self._server.bind_addr[1]}"
         return self.endpoint_url
+
+    def replay(self, journal: Journal) -> None:
+        """Ask again every write the journal holds (one request at a time, as any other), then
+        record new ones there."""
+        assert self._app is not None, "start() first"
+        replayed = journal.replay(self._app)
+        logger.info("replayed %d writes from the journal", replayed)
+        journal.start()
 
     def on_request(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call `listener` with each request's WSGI environ, one request at a time, before
@@ -232,8 +248,10 @@ class EmbeddedAwsProcess:
     """`beamjobs aws` as a child process, provisioned from the template, with a doorbell: a
     pipe that receives a byte after every item put."""
 
-    def __init__(self, template: Path) -> None:
+    def __init__(self, template: Path, journal: Path | None = None) -> None:
+        """`journal`: the file the embedded AWS keeps its writes in (beamjobs.local.journal)."""
         self._template = template
+        self._journal = journal
         self._process: subprocess.Popen[str] | None = None
         self.doorbell = -1
         self.endpoint_url = ""
@@ -243,7 +261,8 @@ class EmbeddedAwsProcess:
         self.doorbell, ring_end = os.pipe()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "beamjobs.cli", "aws", "--port", "0"]
-            + ["--template", str(self._template), "--doorbell-fd", str(ring_end)],
+            + ["--template", str(self._template), "--doorbell-fd", str(ring_end)]
+            + (["--journal", str(self._journal)] if self._journal else []),
             pass_fds=[ring_end],
             stdout=subprocess.PIPE,
             text=True,
@@ -281,9 +300,14 @@ def local_settings(endpoint_url: str) -> Settings:
     )
 
 
-def start_embedded(template: Path, port: int = 0) -> tuple[EmbeddedAws, Settings]:
-    """Start the embedded AWS and create the table and bucket from the template."""
-    aws = EmbeddedAws(port)
+def start_embedded(
+    template: Path, port: int = 0, journal: Journal | None = None
+) -> tuple[EmbeddedAws, Settings]:
+    """Start the embedded AWS, create the table and bucket from the template, and ask again
+    what the journal (if any) holds."""
+    aws = EmbeddedAws(port, journal)
     settings = local_settings(aws.start())
     provision(settings, template)
+    if journal is not None:
+        aws.replay(journal)
     return aws, settings

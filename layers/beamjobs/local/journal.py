@@ -1,0 +1,165 @@
+"""The embedded AWS's journal: what it was asked to write, kept in a file and asked again when it
+starts, so that `make run` keeps its jobs (their records, logs, messages and metrics, pipelines
+and artifacts) across a restart.
+
+Why a journal of requests, rather than the alternatives:
+- moto keeps its state in Python objects and has no persistence of its own. Pickling its
+  backends at exit would lose everything on a SIGKILL, and ties the state file to moto's
+  internals, which change between versions.
+- moto's own request recorder records every request, reads and the change feed's polling
+  included (thousands a minute), and replays them all.
+- DynamoDB Local needs Java and a download from outside the package registries, for the table
+  alone (the bucket would still need keeping).
+A request is AWS's own API, stable across moto versions; replaying the writes in order rebuilds
+the same table, stream and bucket, conditional writes that were refused included (they are
+refused again). Each write is appended before it is answered and flushed to the operating
+system at once, so a SIGKILL loses nothing answered; an fsync every second bounds what a
+machine's crash loses to the last second.
+
+The journal only grows (every write, artifacts' bytes included). `make clean-state` forgets it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+logger = logging.getLogger(__name__)
+
+# DynamoDB's writes (the table's; the tables themselves are made from the template at start).
+_DYNAMODB_WRITES = frozenset(
+    f"DynamoDB_20120810.{operation}"
+    for operation in (
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "BatchWriteItem",
+        "TransactWriteItems",
+    )
+)
+_S3_WRITES = frozenset({"PUT", "POST", "DELETE"})
+# The request's parts a replay needs: moto routes by host and credential scope.
+_KEPT = (
+    "REQUEST_METHOD",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "CONTENT_TYPE",
+    "SERVER_NAME",
+    "SERVER_PORT",
+)
+_HEADER = struct.Struct(">II")  # the entry's metadata length, then its body's
+_FSYNC_SECONDS = 1.0
+# The journal's name in a state directory (`beamjobs serve --state-dir`).
+JOURNAL = "embedded-aws.journal"
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def is_write(environ: dict[str, Any]) -> bool:
+    """Whether a request writes: a DynamoDB item write, or an S3 PUT, POST or DELETE."""
+    if environ.get("HTTP_X_AMZ_TARGET") in _DYNAMODB_WRITES:
+        return True
+    if environ.get("REQUEST_METHOD") not in _S3_WRITES:
+        return False
+    scope = environ.get("HTTP_AUTHORIZATION", "") + environ.get("QUERY_STRING", "")
+    return "/s3/aws4_request" in scope or "%2Fs3%2Faws4_request" in scope
+
+
+class Journal:
+    """The journal at `path`. `wrap` the application (inside what answers one request at a
+    time, so that writes are recorded in the order they are made), `replay` what the journal
+    holds through that, then `start` recording."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: BinaryIO | None = None
+        self._lock = threading.Lock()
+        self._dirty = threading.Event()
+
+    def replay(self, app: WsgiApp) -> int:
+        """Ask `app` every write the journal holds, in order; how many. A last entry cut short
+        (the process was killed while writing it) is dropped: it was never answered."""
+        replayed = 0
+        whole = 0  # where the entries read whole end
+        for metadata, body, end in self._entries():
+            whole = end
+            environ = {
+                **metadata,
+                "wsgi.input": io.BytesIO(body),
+                "CONTENT_LENGTH": str(len(body)),
+                "wsgi.url_scheme": "http",
+                "wsgi.errors": io.StringIO(),
+            }
+            for _ in app(environ, lambda *status: None):
+                pass
+            replayed += 1
+        if self._path.exists() and self._path.stat().st_size != whole:
+            with self._path.open("r+b") as cut:
+                cut.truncate(whole)
+        return replayed
+
+    def _entries(self) -> Iterator[tuple[dict[str, Any], bytes, int]]:
+        if not self._path.exists():
+            return
+        with self._path.open("rb") as journal:
+            while True:
+                header = journal.read(_HEADER.size)
+                if len(header) < _HEADER.size:
+                    return
+                metadata_length, body_length = _HEADER.unpack(header)
+                metadata = journal.read(metadata_length)
+                body = journal.read(body_length)
+                if len(metadata) < metadata_length or len(body) < body_length:
+                    logger.warning("the journal's last write was cut short: dropped")
+                    return
+                yield json.loads(metadata), body, journal.tell()
+
+    def start(self) -> None:
+        """Record every write from now on."""
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self._path.open("ab")
+        threading.Thread(target=self._sync, name="journal-fsync", daemon=True).start()
+
+    def wrap(self, app: WsgiApp) -> WsgiApp:
+        """`app`, recording each write before it is asked (so before it is answered), once
+        started."""
+
+        def recording(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            if self._file is None or not is_write(environ):
+                return app(environ, start_response)
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            self._append(environ, body)
+            replayed = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+            return app(replayed, start_response)
+
+        return recording
+
+    def _append(self, environ: dict[str, Any], body: bytes) -> None:
+        metadata = {
+            name: value
+            for name, value in environ.items()
+            if name in _KEPT or (name.startswith("HTTP_") and isinstance(value, str))
+        }
+        encoded = json.dumps(metadata).encode()
+        assert self._file is not None
+        with self._lock:
+            self._file.write(_HEADER.pack(len(encoded), len(body)) + encoded + body)
+            self._file.flush()  # in the operating system's hands: a SIGKILL loses nothing
+        self._dirty.set()
+
+    def _sync(self) -> None:
+        while True:
+            self._dirty.wait()
+            time.sleep(_FSYNC_SECONDS)
+            self._dirty.clear()
+            with self._lock:
+                assert self._file is not None
+                os.fsync(self._file.fileno())
