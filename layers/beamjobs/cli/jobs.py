@@ -311,7 +311,7 @@ def list_jobs(
     if output.json:
         output.emit_json([as_json(job) for job in listed])
         return
-    rows = [
+    rows: list[dict[str, Text | str]] = [
         {
             "JOB ID": literal(job.job_id),
             "NAME": literal(job.job_name),
@@ -337,7 +337,7 @@ def list_jobs(
 _DROPPED_FIRST = ("ENGINE", "OWNER", "CREATED")
 
 
-def _fitting(width: int, rows: list[dict[str, Any]]) -> list[str]:
+def _fitting(width: int, rows: list[dict[str, Text | str]]) -> list[str]:
     """The list's columns that fit `width` whole (two spaces between columns), leaving out
     _DROPPED_FIRST's as needed; the others are kept however narrow."""
     columns = ["JOB ID", "NAME", "STATE", "CREATED", "DURATION", "OWNER", "ENGINE"]
