@@ -212,10 +212,15 @@ def test_the_transformed_template_deploys_with_every_resource_complete(deployed)
     expected = {
         name
         for name, resource in transformed["Resources"].items()
-        if resource.get("Condition") not in {"PlaintextListener", "CacheDockerHub", "HasWarmPool"}
+        if resource.get("Condition")
+        not in {"PlaintextListener", "CacheDockerHub", "HasWarmPool", "HasAlarmEmail"}
     }
-    # moto makes no wait handles, and no Secrets Manager secrets from a template.
-    assert set(statuses) == expected - {"ListenerReady", "CallerKey"}
+    # moto makes no wait handles, no Secrets Manager secrets and no alarms from a template
+    # (cfn-lint checks those).
+    alarms = {
+        n for n, r in transformed["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    assert set(statuses) == expected - {"ListenerReady", "CallerKey"} - alarms
     assert set(statuses.values()) == {"CREATE_COMPLETE"}
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     assert outputs["JobEndpoint"].endswith(":443")
@@ -244,6 +249,54 @@ def test_by_default_the_job_api_is_internal_tls_only_and_authenticates_every_cal
     assert env["BEAMJOBS_WORKER_PRINCIPALS"] == iam.get_role(RoleName=worker_role)["Role"]["Arn"]
     # The host identity proofs name: the balancer's, with no EndpointHost given.
     assert env["BEAMJOBS_ADVERTISED_ENDPOINT"] == f"{balancer['DNSName']}:443"
+
+
+def test_operations_have_a_dashboard_alarms_repositories_and_logs_that_expire(deployed):
+    cloudformation, transformed = deployed
+    resources = transformed["Resources"]
+    # A dashboard, its metrics the deployment's own.
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    body = json.loads(
+        cloudwatch.get_dashboard(DashboardName=_physical(cloudformation, "Dashboard"))[
+            "DashboardBody"
+        ]
+    )
+    titles = [widget["properties"]["title"] for widget in body["widgets"]]
+    assert "Run-job executions" in titles and "Alarms" in titles
+    # Alarms on every function's errors and throttles, the shims and the run-job executions,
+    # each telling the alarm topic.
+    alarms = {
+        n: r["Properties"]
+        for n, r in resources.items()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and n not in {"OffersWaiting", "NoOffersWaiting"}
+    }  # (the warm pool's alarms scale it)
+    for function in ("Control", "Query", "Worker", "Reconcile"):
+        assert {f"{function}FunctionErrors", f"{function}FunctionThrottles"} <= set(alarms)
+    assert {"ShimCpuHigh", "ShimMemoryHigh", "RunJobExecutionsFailed"} <= set(alarms)
+    assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
+    # The images' repositories: tags never move, pushes are scanned.
+    ecr = boto3.client("ecr", region_name=REGION)
+    for logical in ("ShimRepository", "WorkerRepository"):
+        [repository] = ecr.describe_repositories(
+            repositoryNames=[_physical(cloudformation, logical)]
+        )["repositories"]
+        assert repository["imageTagMutability"] == "IMMUTABLE"
+        # (moto's CloudFormation leaves the scanning out: read from the template.)
+        scanning = resources[logical]["Properties"]["ImageScanningConfiguration"]
+        assert scanning == {"ScanOnPush": True}
+    # Every function logs to a group of its own that expires.
+    logs = boto3.client("logs", region_name=REGION)
+    for function in ("Control", "Query", "Worker", "Reconcile"):
+        group = resources[f"{function}Function"]["Properties"]["LoggingConfig"]["LogGroup"]
+        [found] = logs.describe_log_groups(
+            logGroupNamePrefix=_physical(cloudformation, group["Ref"])
+        )["logGroups"]
+        assert found["retentionInDays"] == 30
+        # (moto's CloudFormation makes every function x86_64: read from the template.)
+        assert resources[f"{function}Function"]["Properties"]["Architectures"] == ["arm64"]
+    # The layer is built for the functions' architecture.
+    [layer] = [r for r in resources.values() if r["Type"] == "AWS::Lambda::LayerVersion"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
 
 
 @pytest.mark.deploy_parameters(WarmWorkers="2")
