@@ -106,8 +106,8 @@ class Output:
     def table(self, *columns: str, title: str | Text | None = None) -> Table:
         return Table(*columns, title=title, title_justify="left", box=None, pad_edge=False)
 
-    def print(self, *things: Any) -> None:
-        self.console.print(*things)
+    def print(self, *things: Any, soft_wrap: bool | None = None) -> None:
+        self.console.print(*things, soft_wrap=soft_wrap)
 
 
 def _connection_options(*, on_group: bool) -> Callable[[F], F]:
@@ -383,7 +383,9 @@ def describe(connection: Connection, output: Output, job_id: str) -> None:
         output.emit_json(as_json(detail))
         return
     job = detail.summary
-    facts = output.table("", "", title=literal(f"Job {job.job_id}"))
+    # The id on a line of its own: a table's title would wrap it to the table's width.
+    output.print(literal(f"Job {job.job_id}", style="bold"), soft_wrap=True)
+    facts = output.table("", "")
     for name, value in (
         ("name", literal(job.job_name)),
         ("state", _state(job.state)),
