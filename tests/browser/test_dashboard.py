@@ -180,3 +180,22 @@ def test_times_are_iso_dates_whatever_the_locale_and_the_page_has_its_icon(serve
     with urllib.request.urlopen(f"{server[1]}{icon}", timeout=10) as answer:
         assert answer.headers["Content-Type"].startswith("image/svg+xml")
         assert b"<svg" in answer.read()
+
+
+def test_a_failed_job_has_a_banner_saying_why_and_its_step_marked(server, page):
+    endpoint, dashboard = server
+    pipeline = beam.Pipeline(options=options(endpoint, EMBEDDED, "--job_name=dashboard-fails"))
+    lines = pipeline | "Lines" >> beam.Create(["1", "two"])
+    _ = lines | "Parse" >> beam.Map(user_code.parse_number)
+    result = pipeline.run()
+    with pytest.raises(RuntimeError, match="not a number"):  # as the SDK says a job failed
+        result.wait_until_finish()
+    assert result.state == PipelineState.FAILED
+    page.goto(f"{dashboard}/jobs/{result._job_id}")
+    banner = page.locator("#job-failure")
+    expect(banner).to_be_visible(timeout=TIMEOUT_MS)
+    expect(banner).to_contain_text("ValueError: not a number: 'two'")
+    expect(banner).to_contain_text("user_code.py")
+    expect(page.locator("#graph g.node.failed")).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(page.locator("#graph g.node.failed")).to_have_attribute("data-name", "Parse")
+    screenshot(page, "job-failed")

@@ -368,3 +368,20 @@ def test_a_table_80_columns_wide_keeps_whole_ids_and_says_how_long_jobs_ran(
     assert "DURATION" in lines[0]
     assert any(finished in line for line in lines), done.stdout
     assert max(len(line) for line in lines) <= 80
+
+
+def test_describe_of_a_failed_job_says_why_and_where_at_a_glance(endpoint):
+    pipeline = beam.Pipeline(options=options(endpoint, EMBEDDED, "--job_name=cli-fails"))
+    _ = pipeline | beam.Create(["1", "two"]) | "Parse" >> beam.Map(user_code.parse_number)
+    result = pipeline.run()
+    with pytest.raises(RuntimeError, match="not a number"):  # as the SDK says a job failed
+        result.wait_until_finish()
+    assert result.state == PipelineState.FAILED
+    done = beamjobs(endpoint, "describe", "cli-fails")
+    assert done.returncode == 0, done.stderr
+    detail = json.loads(done.stdout)
+    assert detail["failure"].startswith("ValueError: not a number: 'two'")
+    assert "(at user_code.py:" in detail["failure"] and "in parse_number)" in detail["failure"]
+    assert detail["failed_step"] == "Parse"
+    table = beamjobs(endpoint, "describe", "cli-fails", "--format", "table")
+    assert "failure" in table.stdout and "ValueError: not a number" in table.stdout

@@ -66,3 +66,10 @@ class CountWords(beam.DoFn):
         for word in line.split():
             self.words.inc()
             yield word
+
+
+def parse_number(word):
+    """Fails on what is no number: a user's error, for the failure summaries."""
+    if not word.isdigit():
+        raise ValueError(f"not a number: {word!r}")
+    return int(word)

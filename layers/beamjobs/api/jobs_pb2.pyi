@@ -68,7 +68,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class JobDetail(_message.Message):
-    __slots__ = ("summary", "run_duration", "history", "environments", "artifacts", "worker", "bounded", "unstaged")
+    __slots__ = ("summary", "run_duration", "history", "environments", "artifacts", "worker", "bounded", "unstaged", "failure", "failed_step")
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     RUN_DURATION_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,8 @@ class JobDetail(_message.Message):
     WORKER_FIELD_NUMBER: _ClassVar[int]
     BOUNDED_FIELD_NUMBER: _ClassVar[int]
     UNSTAGED_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_STEP_FIELD_NUMBER: _ClassVar[int]
     summary: JobSummary
     run_duration: _duration_pb2.Duration
     history: _containers.RepeatedCompositeFieldContainer[_job_api_pb2.JobStateEvent]
@@ -85,7 +87,9 @@ class JobDetail(_message.Message):
     worker: WorkerSize
     bounded: bool
     unstaged: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, summary: _Optional[_Union[JobSummary, _Mapping]] = ..., run_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., history: _Optional[_Iterable[_Union[_job_api_pb2.JobStateEvent, _Mapping]]] = ..., environments: _Optional[_Iterable[_Union[Environment, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., worker: _Optional[_Union[WorkerSize, _Mapping]] = ..., bounded: _Optional[bool] = ..., unstaged: _Optional[_Iterable[str]] = ...) -> None: ...
+    failure: str
+    failed_step: str
+    def __init__(self, summary: _Optional[_Union[JobSummary, _Mapping]] = ..., run_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., history: _Optional[_Iterable[_Union[_job_api_pb2.JobStateEvent, _Mapping]]] = ..., environments: _Optional[_Iterable[_Union[Environment, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., worker: _Optional[_Union[WorkerSize, _Mapping]] = ..., bounded: _Optional[bool] = ..., unstaged: _Optional[_Iterable[str]] = ..., failure: _Optional[str] = ..., failed_step: _Optional[str] = ...) -> None: ...
 
 class Environment(_message.Message):
     __slots__ = ("id", "urn", "container_image")

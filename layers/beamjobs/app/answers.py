@@ -90,6 +90,9 @@ def job_detail(detail: JobDetail, now: float) -> jobs_pb2.JobDetail:
         bounded=job.bounded,
         unstaged=job.unstaged,
     )
+    if detail.failure is not None:
+        answer.failure = detail.failure.summary
+        answer.failed_step = detail.failure.step
     if job.started_at is not None:
         end = job.state_time if is_terminal(job.state) else now
         run = duration_pb2.Duration()

@@ -19,6 +19,7 @@ from beamjobs.domain.blobs import BlobStore
 from beamjobs.domain.engines import EngineChoice, Engines
 from beamjobs.domain.errors import FailedPrecondition, InvalidArgument, MalformedItem, Unavailable
 from beamjobs.domain.executor import ExecutorError, UnrunnableJob
+from beamjobs.domain.failures import Failure, failure_of
 from beamjobs.domain.identity import Caller
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.limits import Quotas
@@ -59,6 +60,8 @@ class JobDetail:
     dependencies: list[ArtifactView]
     worker_vcpu: float
     worker_memory_mb: int
+    # Why it failed, at a glance (beamjobs.domain.failures), when it did.
+    failure: Failure | None = None
 
 
 @dataclass(frozen=True)
@@ -285,11 +288,19 @@ class JobQueries:
     def detail(self, caller: Caller, job_id: str) -> JobDetail:
         """GetJob: the job with its history, environments, dependencies and worker size."""
         job = self.get(caller, job_id)
-        history = [
-            (event.state, event.time)
-            for event in self._jobs.store.events(job.job_id)
-            if event.state is not None
-        ]
+        events = self._jobs.store.events(job.job_id)
+        history = [(event.state, event.time) for event in events if event.state is not None]
+        # The cause is the error the FAILED event carries.
+        failure = next(
+            (
+                failure_of(message.text)
+                for event in events
+                if event.state is JobState.FAILED
+                for message in event.messages
+                if message.importance == "JOB_MESSAGE_ERROR"
+            ),
+            None,
+        )
         try:
             pipeline = parse_pipeline(self._blobs.get(job.pipeline_ref))
             cpu, memory = task_size(job_options(job, self._blobs))
@@ -302,6 +313,7 @@ class JobQueries:
             dependencies(pipeline, self._artifacts),
             int(cpu) / 1024,
             int(memory),
+            failure,
         )
 
     def messages(

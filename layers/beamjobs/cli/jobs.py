@@ -402,6 +402,8 @@ def describe(connection: Connection, output: Output, job_id: str) -> None:
         ("ran for", _duration(detail)),
         ("worker", f"{detail.worker.vcpu:g} vCPU, {detail.worker.memory_mb} MiB"),
         ("bounded", "yes" if detail.bounded else "no (streaming)"),
+        *((("failure", literal(detail.failure, style="red")),) if detail.failure else ()),
+        *((("failed in", literal(detail.failed_step)),) if detail.failed_step else ()),
     ):
         facts.add_row(f"[bold]{name}[/]", value)
     output.print(facts)

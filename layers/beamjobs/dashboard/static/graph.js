@@ -81,6 +81,7 @@ function drawGraph(container, graph) {
     const { x, y } = position(node.transform_id);
     const group = svg("g", { class: "node", transform: `translate(${x},${y})` });
     group.dataset.transformId = node.transform_id;
+    group.dataset.name = node.name;
     group.dataset.outputs = JSON.stringify(outputs.get(node.transform_id));
     const name = shortName(node.name);
     group.append(
@@ -105,5 +106,14 @@ function annotateGraph(counts) {
       group.append(label);
     }
     label.textContent = `${total} out`;
+  }
+}
+
+// The step a failed job was running (its full name), and the composites holding it: marked.
+function markFailedStep(step) {
+  if (!step) return;
+  for (const group of document.querySelectorAll("#graph g.node")) {
+    const name = group.dataset.name || "";
+    group.classList.toggle("failed", name === step || name.startsWith(`${step}/`));
   }
 }

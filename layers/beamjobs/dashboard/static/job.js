@@ -32,6 +32,9 @@ function duration(text) {
   return minutes ? `${minutes}m ${(seconds % 60).toFixed(1)}s` : `${seconds.toFixed(1)}s`;
 }
 
+// The step a failed job was running, once its detail says (the graph may come first).
+let failedStep = "";
+
 async function loadDetail() {
   const detail = await api(base);
   const job = detail.summary;
@@ -49,6 +52,13 @@ async function loadDetail() {
     ["Worker", `${detail.worker.vcpu} vCPU, ${detail.worker.memory_mb} MiB`],
     ["Bounded", detail.bounded ? "yes" : "no (streaming)"],
   ];
+  const banner = document.getElementById("job-failure");
+  banner.hidden = !detail.failure;
+  if (detail.failure) {
+    banner.replaceChildren(element("strong", "Failed: "), element("span", detail.failure, "mono"));
+    failedStep = detail.failed_step || "";
+    markFailedStep(failedStep);
+  }
   document.getElementById("facts").replaceChildren(...facts.flatMap(([name, value]) =>
     [element("dt", name), element("dd", value || "–")]));
   document.getElementById("timeline").replaceChildren(...(detail.history || []).map((event) => {
@@ -146,7 +156,7 @@ document.getElementById("keep").addEventListener("click", () => document.getElem
 document.getElementById("confirm-cancel").addEventListener("click", cancelJob);
 
 loadDetail().then(follow).catch(showFailure);
-api(`${base}/graph`).then((graph) => { drawGraph(document.getElementById("graph"), graph); annotateGraph(elementCounts); })
+api(`${base}/graph`).then((graph) => { drawGraph(document.getElementById("graph"), graph); annotateGraph(elementCounts); markFailedStep(failedStep); })
   .catch(showFailure);
 loadMetrics().catch(showFailure);
 // Metrics are published while the job runs: read them again until it ends.
