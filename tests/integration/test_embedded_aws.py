@@ -1,6 +1,7 @@
 """The embedded AWS: its fast serialization answers exactly what moto's own serializer answers,
 and it tells listeners about item puts."""
 
+import io
 import json
 import os
 import select
@@ -293,3 +294,56 @@ def test_a_long_poll_waits_beside_other_requests_and_returns_with_the_message(em
     before = time.monotonic()
     assert "Messages" not in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)
     assert time.monotonic() - before >= 1
+
+
+def test_a_journal_keeps_objects_items_and_multipart_uploads_across_a_restart(tmp_path):
+    """The embedded AWS with a journal (what `make run` keeps across restarts): a new process
+    asks every write again, multipart uploads included (whose ids moto draws at random)."""
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+
+    journal = tmp_path / "journal"
+    big = os.urandom(11 * 1024 * 1024)  # three parts of an upload
+
+    def client(service, endpoint):
+        return boto3.client(
+            service,
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    first = EmbeddedAwsProcess(TEMPLATE, journal)
+    try:
+        endpoint = first.start()
+        s3 = client("s3", endpoint)
+        s3.upload_fileobj(
+            io.BytesIO(big),
+            "beamjobs-artifacts",
+            "artifacts/big",
+            Config=TransferConfig(multipart_threshold=5 * 1024 * 1024, use_threads=False),
+        )
+        s3.put_object(Bucket="beamjobs-artifacts", Key="small", Body=b"small")
+        s3.put_object(Bucket="beamjobs-artifacts", Key="gone", Body=b"gone")
+        s3.delete_object(Bucket="beamjobs-artifacts", Key="gone")
+        client("dynamodb", endpoint).put_item(
+            TableName="beamjobs-jobs", Item={"pk": {"S": "job#kept"}, "sk": {"S": "job"}}
+        )
+    finally:
+        first.stop()
+
+    second = EmbeddedAwsProcess(TEMPLATE, journal)
+    try:
+        endpoint = second.start()
+        s3 = client("s3", endpoint)
+        assert s3.get_object(Bucket="beamjobs-artifacts", Key="artifacts/big")["Body"].read() == big
+        assert s3.get_object(Bucket="beamjobs-artifacts", Key="small")["Body"].read() == b"small"
+        listed = s3.list_objects_v2(Bucket="beamjobs-artifacts")["Contents"]
+        assert "gone" not in {o["Key"] for o in listed}
+        item = client("dynamodb", endpoint).get_item(
+            TableName="beamjobs-jobs", Key={"pk": {"S": "job#kept"}, "sk": {"S": "job"}}
+        )
+        assert "Item" in item
+    finally:
+        second.stop()

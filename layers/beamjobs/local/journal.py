@@ -16,6 +16,10 @@ refused again). Each write is appended before it is answered and flushed to the 
 system at once, so a SIGKILL loses nothing answered; an fsync every second bounds what a
 machine's crash loses to the last second.
 
+S3's multipart uploads are named by an id the upload's creation answers, which moto draws at
+random: the journal notes the id each creation answered, and a replay asks the upload's parts
+and completion with the id the replayed creation answered instead.
+
 The journal only grows (every write, artifacts' bytes included). `make clean-state` forgets it.
 """
 
@@ -25,12 +29,14 @@ import io
 import json
 import logging
 import os
+import re
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import parse_qs, quote, unquote
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +66,32 @@ _FSYNC_SECONDS = 1.0
 # The journal's name in a state directory (`beamjobs serve --state-dir`).
 JOURNAL = "embedded-aws.journal"
 
+# A note in the journal (not a request): the upload id a CreateMultipartUpload answered.
+_NOTE = "JOURNAL_NOTE"
+_UPLOAD_ID = re.compile(rb"<UploadId>([^<]+)</UploadId>")
+
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _creates_upload(environ: dict[str, Any]) -> bool:
+    """Whether an S3 write is a CreateMultipartUpload (POST ?uploads)."""
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    return environ.get("REQUEST_METHOD") == "POST" and "uploads" in query
+
+
+def _upload_id(answer: bytes) -> str | None:
+    found = _UPLOAD_ID.search(answer)
+    return found.group(1).decode() if found else None
+
+
+def _renamed_uploads(query: str, uploads: dict[str, str]) -> str:
+    """`query` with its upload id (if any) renamed as `uploads` says."""
+
+    def renamed(found: re.Match[str]) -> str:
+        first = unquote(found.group(1))
+        return f"uploadId={quote(uploads.get(first, first), safe='')}"
+
+    return re.sub(r"(?<![^&])uploadId=([^&]*)", renamed, query)
 
 
 def is_write(environ: dict[str, Any]) -> bool:
@@ -89,17 +120,36 @@ class Journal:
         (the process was killed while writing it) is dropped: it was never answered."""
         replayed = 0
         whole = 0  # where the entries read whole end
+        # Upload ids as first answered → as answered in this replay.
+        uploads: dict[str, str] = {}
+        answered_now: str | None = None
         for metadata, body, end in self._entries():
             whole = end
+            if _NOTE in metadata:
+                if answered_now is not None:
+                    uploads[metadata[_NOTE]["upload_id"]] = answered_now
+                continue
+            query = _renamed_uploads(metadata.get("QUERY_STRING", ""), uploads)
             environ = {
                 **metadata,
+                "QUERY_STRING": query,
                 "wsgi.input": io.BytesIO(body),
                 "CONTENT_LENGTH": str(len(body)),
                 "wsgi.url_scheme": "http",
                 "wsgi.errors": io.StringIO(),
             }
-            for _ in app(environ, lambda *status: None):
-                pass
+            try:
+                answer = b"".join(app(environ, lambda *status: None))
+            except Exception:  # one write moto cannot take again must not cost the rest
+                logger.warning(
+                    "could not ask %s %s again",
+                    metadata.get("REQUEST_METHOD"),
+                    metadata.get("PATH_INFO"),
+                    exc_info=True,
+                )
+                continue
+            if _creates_upload(environ):
+                answered_now = _upload_id(answer)
             replayed += 1
         if self._path.exists() and self._path.stat().st_size != whole:
             with self._path.open("r+b") as cut:
@@ -138,16 +188,30 @@ class Journal:
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             self._append(environ, body)
             replayed = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
-            return app(replayed, start_response)
+            if not _creates_upload(environ):
+                return app(replayed, start_response)
+            answer = b"".join(app(replayed, start_response))
+            upload_id = _upload_id(answer)
+            if upload_id is not None:
+                self._note({"upload_id": upload_id})
+            return [answer]
 
         return recording
 
     def _append(self, environ: dict[str, Any], body: bytes) -> None:
-        metadata = {
-            name: value
-            for name, value in environ.items()
-            if name in _KEPT or (name.startswith("HTTP_") and isinstance(value, str))
-        }
+        self._write(
+            {
+                name: value
+                for name, value in environ.items()
+                if name in _KEPT or (name.startswith("HTTP_") and isinstance(value, str))
+            },
+            body,
+        )
+
+    def _note(self, note: dict[str, str]) -> None:
+        self._write({_NOTE: note}, b"")
+
+    def _write(self, metadata: dict[str, Any], body: bytes) -> None:
         encoded = json.dumps(metadata).encode()
         assert self._file is not None
         with self._lock:
