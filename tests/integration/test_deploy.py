@@ -263,6 +263,7 @@ def test_operations_have_a_dashboard_alarms_repositories_and_logs_that_expire(de
     )
     titles = [widget["properties"]["title"] for widget in body["widgets"]]
     assert "Run-job executions" in titles and "Alarms" in titles
+    assert any("workers lost" in title for title in titles)
     # Alarms on every function's errors and throttles, the shims and the run-job executions,
     # each telling the alarm topic.
     alarms = {
@@ -273,6 +274,12 @@ def test_operations_have_a_dashboard_alarms_repositories_and_logs_that_expire(de
     for function in ("Control", "Query", "Worker", "Reconcile"):
         assert {f"{function}FunctionErrors", f"{function}FunctionThrottles"} <= set(alarms)
     assert {"ShimCpuHigh", "ShimMemoryHigh", "RunJobExecutionsFailed"} <= set(alarms)
+    # ... and on the reconcile function's own metrics: workers lost, tasks that never started.
+    assert alarms["WorkersLost"]["MetricName"] == "WorkersLost"
+    assert alarms["WorkersLost"]["Dimensions"] == [
+        {"Name": "service", "Value": "beamjobs-reconcile"}
+    ]
+    assert "WorkerTasksNeverStarted" in alarms
     assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
     # The images' repositories: tags never move, pushes are scanned.
     ecr = boto3.client("ecr", region_name=REGION)
