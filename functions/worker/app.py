@@ -76,9 +76,10 @@ def warm_offers(settings: Settings) -> WarmOffers:
     """Offers to the warm pool's tasks, which prove themselves to STS (AWS's, or the embedded
     AWS's) for the worker channel."""
     assert settings.warm_pool_role
+    stores = runtime.stores(settings)
     return WarmOffers(
-        runtime.stores(settings).jobs,
-        runtime.stores(settings).blobs,
+        stores.jobs,
+        stores.blobs,
         functools.partial(answer_offer, clients.client("stepfunctions", settings)),
         _protector(settings),
         Verifier(

@@ -57,10 +57,10 @@ _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 # gRPC's default limit on a call's metadata is 8 KiB; a proof with a role session's token is
 # about 3 KiB.
 _MAX_PROOF_BYTES = 7 * 1024
-# STS answers these for a proof that is not one: anything else is STS failing, not the caller.
 # The deployment a pooled worker's proof names (beamjobs.app.warm_offers): the worker channel,
 # which verifies it, rather than a Job API endpoint.
 WORKER_CHANNEL = "worker-channel"
+# STS answers these for a proof that is not one: anything else is STS failing, not the caller.
 _REFUSALS = frozenset(
     {
         "AccessDenied",

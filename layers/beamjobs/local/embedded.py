@@ -194,13 +194,13 @@ class EmbeddedAws:
         self.endpoint_url = f"http://127.0.0.1:{self._server.bind_addr[1]}"
         return self.endpoint_url
 
-    def replay(self, journal: Journal) -> None:
-        """Ask again every write the journal holds (one request at a time, as any other), then
+    def replay(self) -> None:
+        """Ask again every write its journal holds (one request at a time, as any other), then
         record new ones there."""
-        assert self._app is not None, "start() first"
-        replayed = journal.replay(self._app)
+        assert self._app is not None and self._journal is not None, "start() with a journal first"
+        replayed = self._journal.replay(self._app)
         logger.info("replayed %d writes from the journal", replayed)
-        journal.start()
+        self._journal.start()
 
     def on_request(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call `listener` with each request's WSGI environ, one request at a time, before
@@ -309,5 +309,5 @@ def start_embedded(
     settings = local_settings(aws.start())
     provision(settings, template)
     if journal is not None:
-        aws.replay(journal)
+        aws.replay()
     return aws, settings

@@ -187,10 +187,10 @@ class Journal:
                 return app(environ, start_response)
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             self._append(environ, body)
-            replayed = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+            asked = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
             if not _creates_upload(environ):
-                return app(replayed, start_response)
-            answer = b"".join(app(replayed, start_response))
+                return app(asked, start_response)
+            answer = b"".join(app(asked, start_response))
             upload_id = _upload_id(answer)
             if upload_id is not None:
                 self._note({"upload_id": upload_id})

@@ -19,13 +19,13 @@ function stateBadge(state) {
 }
 
 // ISO 8601 in the browser's time zone, whatever its locale: 2026-12-07 14:05:09.
+const two = (n) => String(n).padStart(2, "0");
+
 function isoDate(date) {
-  const two = (n) => String(n).padStart(2, "0");
   return `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())}`;
 }
 
 function isoTime(date) {
-  const two = (n) => String(n).padStart(2, "0");
   return `${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`;
 }
 
