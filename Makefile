@@ -60,6 +60,13 @@ CLUSTERS := $(ENGINES_CACHE)/flink/.installed $(ENGINES_CACHE)/spark/.installed 
 DOWNLOADS := $(ENGINES_CACHE)/downloads
 MVN ?= mvn
 
+# The dashboard's graph layout: dagre (MIT), npm's package, checked against the sha512 the
+# registry publishes for it; its browser build lands among the dashboard's static files.
+DAGRE_VERSION := 3.1.4
+DAGRE_SHA512 := b56ddfb2f5f14ad786a411e04ff86a3f10714e26cfc38d3d987f7b4ba2f35def9d75a936fd1b4fb589183e8e607efcc1b678f1ad99e887c7edeb6cc0dcb0c065
+DAGRE_TARBALL := $(DOWNLOADS)/dagre-$(DAGRE_VERSION).tgz
+DAGRE := layers/beamjobs/dashboard/static/vendor/dagre.min.js
+
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
@@ -83,7 +90,7 @@ $(WORKER_STAMP): worker/requirements.txt pyproject.toml
 	touch $(WORKER_STAMP)
 
 ## Everything the tests need (`make -j4 setup` builds the environments side by side).
-setup: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(SQL_STAMP) $(GO_WORDCOUNT) $(SAM_STAMP) stand-ins engines
+setup: $(STAMP) $(WORKER_STAMP) $(DAGRE) $(TS_STAMP) $(JAVA_STAMP) $(SQL_STAMP) $(GO_WORDCOUNT) $(SAM_STAMP) stand-ins engines
 
 $(GO_WORDCOUNT): $(GO_CLIENT)/go.mod $(GO_CLIENT)/go.sum $(GO_CLIENT)/main.go
 	cd $(GO_CLIENT) && GOMODCACHE=$(abspath $(ENGINES_CACHE))/gomod GOFLAGS=-modcacherw \
@@ -155,7 +162,7 @@ stand-ins:
 
 ## Serve the Job API on localhost:$(PORT), and the dashboard on http://localhost:$(DASHBOARD_PORT),
 ## with the embedded AWS and the local executor.
-run: $(STAMP) $(WORKER_STAMP) $(PRISM) $(PYTHON_BOOT)
+run: $(STAMP) $(WORKER_STAMP) $(PRISM) $(PYTHON_BOOT) $(DAGRE)
 	$(BIN)/beamjobs serve --port $(PORT) --dashboard-port $(DASHBOARD_PORT) --template template.yaml \
 		--state-dir $(STATE_DIR) \
 		--worker-python $(WORKER_PYTHON) --prism $(PRISM) --python-boot $(PYTHON_BOOT) \
@@ -178,7 +185,7 @@ worker-lock: $(STAMP)
 ## declare the same protobuf names, so the suites that import apache_beam run in their own
 ## interpreter. The two interpreters run side by side (most of either's time is spent waiting
 ## on processes, sockets and clocks); each one's output is shown whole when it ends.
-test: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(SQL_STAMP) $(GO_WORDCOUNT) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins sam-validate chromium
+test: $(STAMP) $(WORKER_STAMP) $(DAGRE) $(TS_STAMP) $(JAVA_STAMP) $(SQL_STAMP) $(GO_WORDCOUNT) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins sam-validate chromium
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-control-plane test-e2e
 
 test-control-plane: $(STAMP) $(WORKER_STAMP)
@@ -186,8 +193,20 @@ test-control-plane: $(STAMP) $(WORKER_STAMP)
 
 ## The end-to-end and browser tests (both submit with the Beam SDK). Screenshots of the pages
 ## land in build/screenshots.
-test-e2e: $(STAMP) $(WORKER_STAMP) $(TS_STAMP) $(JAVA_STAMP) $(SQL_STAMP) $(GO_WORDCOUNT) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins chromium
+test-e2e: $(STAMP) $(WORKER_STAMP) $(DAGRE) $(TS_STAMP) $(JAVA_STAMP) $(SQL_STAMP) $(GO_WORDCOUNT) $(PRISM) $(PYTHON_BOOT) $(CLUSTERS) stand-ins chromium
 	$(BIN)/pytest tests/e2e tests/browser
+
+$(DAGRE_TARBALL):
+	mkdir -p $(dir $@)
+	$(PYTHON) -c 'import sys, urllib.request; urllib.request.urlretrieve(*sys.argv[1:])' \
+		https://registry.npmjs.org/@dagrejs/dagre/-/dagre-$(DAGRE_VERSION).tgz $@.part
+	echo "$(DAGRE_SHA512)  $@.part" | sha512sum --check --quiet
+	mv $@.part $@
+
+$(DAGRE): $(DAGRE_TARBALL)
+	mkdir -p $(dir $@)
+	tar -xzOf $< package/LICENSE > $(dir $@)dagre.LICENSE
+	tar -xzOf $< package/dist/dagre.min.js > $@
 
 ## Debian's Chromium, which the browser tests drive (Playwright never downloads one here).
 chromium:

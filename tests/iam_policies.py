@@ -507,6 +507,13 @@ class Enforcement:
             self._checks = Checks(deployment)
             self.refusals = []
 
+    def withdraw(self) -> None:
+        """Enforce nothing until the next deploy: for resources the template did not make."""
+        with self._lock:
+            self._roles = {}
+            self._checks = None
+            self.refusals = []
+
     def attach(self, events: Any) -> None:
         """Check every call of clients made from an emitter (a boto3 session's events)."""
         events.register("before-parameter-build", self._check)

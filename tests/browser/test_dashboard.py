@@ -1,6 +1,7 @@
 """The dashboard as people use it: a job submitted with the Beam SDK shows up and finishes on
-the list without a reload; its page shows its timeline, messages, counters and graph; Cancel
-from the page stops a running job."""
+the list without a reload; its page shows its timeline, messages, counters (rising while it
+runs) and graph (laid out to fit, its composites collapsing and expanding); Cancel from the page
+stops a running job."""
 
 from __future__ import annotations
 
@@ -108,11 +109,14 @@ def _leaf_transforms(endpoint: str, job_id: str) -> set[str]:
     return leaves
 
 
-def test_the_graph_has_one_node_per_transform(server, page, finished):
+def test_the_graph_expanded_has_one_node_per_transform(server, page, finished):
     page.goto(f"{server[1]}/jobs/{finished}")
     nodes = page.locator("#graph .node")
     expect(nodes.first).to_be_visible(timeout=TIMEOUT_MS)
 
+    page.click('#graph .graph-controls button[title="expand every composite"]')
+
+    expect(page.locator("#graph .node.collapsed")).to_have_count(0)
     drawn = nodes.evaluate_all("ns => ns.map(n => n.dataset.transformId)")
 
     assert sorted(drawn) == sorted(_leaf_transforms(server[0], finished))
@@ -199,3 +203,182 @@ def test_a_failed_job_has_a_banner_saying_why_and_its_step_marked(server, page):
     expect(page.locator("#graph g.node.failed")).to_have_count(1, timeout=TIMEOUT_MS)
     expect(page.locator("#graph g.node.failed")).to_have_attribute("data-name", "Parse")
     screenshot(page, "job-failed")
+    page.goto(f"{dashboard}/?name=dashboard-fails")
+    failure = page.locator(f'tr[data-job-id="{result._job_id}"] td.failure')
+    expect(failure).to_contain_text("ValueError: not a number: 'two'", timeout=TIMEOUT_MS)
+    screenshot(page, "jobs-list-failed")
+
+
+def _seven_step_word_count(endpoint: str, output: str):
+    pipeline = beam.Pipeline(options=options(endpoint, EMBEDDED, "--job_name=dashboard-seven"))
+    _ = (
+        pipeline
+        | "Read lines" >> beam.Create(["the cat sat on the mat", "the dog ate the cat"])
+        | "Split into words" >> beam.ParDo(user_code.CountWords())
+        | "Lowercase" >> beam.Map(str.lower)
+        | "Pair with one" >> beam.Map(lambda word: (word, 1))
+        | "Group and sum" >> beam.CombinePerKey(sum)
+        | "Format" >> beam.MapTuple(lambda word, count: f"{word}: {count}")
+        | "Write" >> beam.io.WriteToText(output)
+    )
+    return pipeline.run()
+
+
+_BOXES = """nodes => nodes.map(n => {
+  const box = (e) => { const r = e.getBoundingClientRect();
+    return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; };
+  return {name: n.dataset.name, node: box(n.querySelector("rect")),
+          labels: [...n.querySelectorAll("text")].map(box)};
+})"""
+
+
+def _overlap(a, b) -> bool:
+    return (
+        a["left"] < b["right"]
+        and b["left"] < a["right"]
+        and a["top"] < b["bottom"]
+        and (b["top"] < a["bottom"])
+    )
+
+
+def _inside(inner, outer) -> bool:
+    return (
+        inner["left"] >= outer["left"] - 0.5
+        and inner["right"] <= outer["right"] + 0.5
+        and inner["top"] >= outer["top"] - 0.5
+        and inner["bottom"] <= outer["bottom"] + 0.5
+    )
+
+
+@pytest.fixture(scope="module")
+def seven_steps(server, tmp_path_factory):
+    """A seven-step word count run to DONE: its job id."""
+    output = tmp_path_factory.mktemp("seven") / "counts"
+    result = _seven_step_word_count(server[0], str(output))
+    assert result.wait_until_finish() == PipelineState.DONE
+    return result._job_id
+
+
+def test_a_seven_step_word_count_fits_the_page_with_no_label_overlapping(server, page, seven_steps):
+    page.goto(f"{server[1]}/jobs/{seven_steps}")
+    nodes = page.locator("#graph g.node")
+    expect(nodes).to_have_count(7, timeout=TIMEOUT_MS)  # the steps written, composites closed
+    expect(page.locator('#graph g.node[data-name="Format"] .elements')).to_have_text(
+        re.compile(r"^7 out"), timeout=TIMEOUT_MS
+    )
+    screenshot(page, "job-graph")
+
+    boxes = nodes.evaluate_all(_BOXES)
+    graph = page.locator("#graph").bounding_box()
+    assert [b["name"] for b in boxes] == [
+        "Read lines",
+        "Split into words",
+        "Lowercase",
+        "Pair with one",
+        "Group and sum",
+        "Format",
+        "Write",
+    ]
+    for box in boxes:
+        assert (
+            graph["x"] <= box["node"]["left"]
+            and box["node"]["right"] <= graph["x"] + graph["width"]
+        ), f"{box['name']} is outside the page's width"
+        for label in box["labels"]:
+            assert _inside(label, box["node"]), f"a label of {box['name']} leaves its node"
+    labels = [(box["name"], label) for box in boxes for label in box["labels"]]
+    for index, (name, label) in enumerate(labels):
+        for other_name, other in labels[index + 1 :]:
+            assert not _overlap(label, other), f"labels of {name} and {other_name} overlap"
+    # A layered graph, read from top to bottom: each step below the one it reads.
+    tops = [box["node"]["top"] for box in boxes]
+    assert tops == sorted(tops) and len(set(tops)) == 7
+
+
+def test_a_composite_expands_and_collapses(server, page, seven_steps):
+    page.goto(f"{server[1]}/jobs/{seven_steps}")
+    nodes = page.locator("#graph g.node")
+    expect(nodes).to_have_count(7, timeout=TIMEOUT_MS)
+    composite = page.locator('#graph g.node.collapsed[data-name="Group and sum"]')
+    inner = composite.evaluate("n => JSON.parse(n.dataset.steps).map(([, name]) => name)")
+    assert len(inner) > 1 and all(name.startswith("Group and sum/") for name in inner)
+
+    composite.click()
+
+    box = page.locator('#graph g.composite[data-name="Group and sum"]')
+    expect(box).to_be_visible()
+    expect(nodes).to_have_count(7 - 1 + len(inner))
+    drawn = nodes.evaluate_all("ns => ns.map(n => n.dataset.name)")
+    assert set(inner) <= set(drawn)
+    screenshot(page, "job-graph-expanded")
+
+    box.locator(".composite-title").click()
+
+    expect(nodes).to_have_count(7)
+    expect(page.locator("#graph g.composite")).to_have_count(0)
+    # And from the keyboard: a collapsed composite takes the focus, Enter opens it.
+    page.locator('#graph g.node.collapsed[data-name="Group and sum"]').focus()
+    page.keyboard.press("Enter")
+    expect(nodes).to_have_count(7 - 1 + len(inner))
+
+
+def test_zoom_and_pan_move_the_graph(server, page, seven_steps):
+    page.goto(f"{server[1]}/jobs/{seven_steps}")
+    first = page.locator('#graph g.node[data-name="Read lines"]')
+    expect(first).to_be_visible(timeout=TIMEOUT_MS)
+    width = first.bounding_box()["width"]
+
+    page.click('#graph .graph-controls button[title="zoom in"]')
+    assert first.bounding_box()["width"] == pytest.approx(width * 1.25, rel=0.02)
+
+    page.locator("#graph").scroll_into_view_if_needed()
+    before = first.bounding_box()
+    drawing = page.locator("#graph svg").bounding_box()
+    # Dragged from the graph's empty top-left corner.
+    page.mouse.move(drawing["x"] + 10, drawing["y"] + 10)
+    page.mouse.down()
+    page.mouse.move(drawing["x"] + 70, drawing["y"] + 50, steps=4)
+    page.mouse.up()
+    after = first.bounding_box()
+    assert (after["x"] - before["x"], after["y"] - before["y"]) == pytest.approx((60, 40), abs=1)
+
+    page.click('#graph .graph-controls button[title="fit the graph to the page"]')
+    assert first.bounding_box()["width"] == pytest.approx(width, rel=0.02)
+
+
+def test_counters_rise_while_a_bundle_runs_and_stay_after_a_cancel(server, page):
+    endpoint, dashboard = server
+    pipeline = beam.Pipeline(options=options(endpoint, EMBEDDED, "--job_name=dashboard-counts"))
+    _ = (
+        pipeline
+        | beam.Create(list(range(200)))
+        | beam.Reshuffle()  # one bundle for all: counts come from its progress, not its end
+        | "Count slowly" >> beam.ParDo(user_code.CountSlowly())
+    )
+    result = pipeline.run()
+    page.goto(f"{dashboard}/jobs/{result._job_id}")
+    counter = page.locator('tr[data-metric="progress:seen"] td').nth(3)
+    expect(counter).to_have_text(re.compile(r"^[1-9]\d*$"), timeout=TIMEOUT_MS)
+    first = int(counter.inner_text())
+    expect(page.locator("#state .state")).to_have_text("RUNNING")
+    screenshot(page, "job-counting")
+
+    page.wait_for_function(
+        """([first]) => {
+          const cell = document.querySelectorAll('tr[data-metric="progress:seen"] td')[3];
+          return cell && Number(cell.textContent) > first;
+        }""",
+        arg=[first],
+        timeout=TIMEOUT_MS,
+    )
+    expect(page.locator("#state .state")).to_have_text("RUNNING")  # still in its one bundle
+    risen = int(counter.inner_text())
+
+    page.click("#cancel")
+    page.click("#confirm-cancel")
+    expect(page.locator("#state .state")).to_have_text("CANCELLED", timeout=TIMEOUT_MS)
+    with contextlib.suppress(RuntimeError):  # a cancelled job's wait raises
+        result.wait_until_finish()
+    page.reload()  # what is stored, read again
+    expect(counter).to_have_text(re.compile(r"^\d+$"), timeout=TIMEOUT_MS)
+    assert risen <= int(counter.inner_text()) < 200

@@ -218,7 +218,7 @@ def test_describe_says_when_where_and_what(endpoint, finished):
     assert all(a["staged"] for a in detail["artifacts"])
 
 
-def test_metrics_shows_the_counter_and_element_counts(endpoint, finished):
+def test_metrics_shows_the_counter_wall_times_and_element_counts(endpoint, finished):
     done = beamjobs(endpoint, "metrics", finished)
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)
@@ -230,6 +230,12 @@ def test_metrics_shows_the_counter_and_element_counts(endpoint, finished):
     counts = [m for m in metrics if m["kind"] == "element_count"]
     assert counts and all(m["pcollection"] for m in counts)
     assert 5 in {m["committed"] for m in counts}
+    # A PCollection is named after the step that produces it.
+    by_name = {m["pcollection_name"]: m["committed"] for m in counts}
+    assert (by_name["Split"], by_name["Count"]) == (5, 5)
+    # Each step's wall time (Beam's execution-time metric), in milliseconds.
+    walls = {m["step"]: m["committed"] for m in metrics if m["kind"] == "wall_time_ms"}
+    assert {"Split", "Count"} <= set(walls) and all(ms >= 0 for ms in walls.values())
 
 
 def test_graph_has_a_node_per_transform_that_runs(endpoint, finished):
@@ -370,7 +376,7 @@ def test_a_table_80_columns_wide_keeps_whole_ids_and_says_how_long_jobs_ran(
     assert max(len(line) for line in lines) <= 80
 
 
-def test_describe_of_a_failed_job_says_why_and_where_at_a_glance(endpoint):
+def test_describe_logs_and_list_of_a_failed_job_say_why_once(endpoint, monkeypatch):
     pipeline = beam.Pipeline(options=options(endpoint, EMBEDDED, "--job_name=cli-fails"))
     _ = pipeline | beam.Create(["1", "two"]) | "Parse" >> beam.Map(user_code.parse_number)
     result = pipeline.run()
@@ -385,3 +391,42 @@ def test_describe_of_a_failed_job_says_why_and_where_at_a_glance(endpoint):
     assert detail["failed_step"] == "Parse"
     table = beamjobs(endpoint, "describe", "cli-fails", "--format", "table")
     assert "failure" in table.stdout and "ValueError: not a number" in table.stdout
+    # The traceback is stored once: the user's frames, under the step's line.
+    logs = beamjobs(endpoint, "logs", "cli-fails", "--format", "json")
+    texts = [json.loads(line)["message_text"] for line in logs.stdout.splitlines()]
+    told = [text for text in texts if "not a number" in text]
+    assert len(told) == 1 and told[0].count("Traceback") == 1, told
+    assert told[0].endswith("ValueError: not a number: 'two' [while running 'Parse']")
+    listed = beamjobs(endpoint, "list", "--name", "cli-fails", "--format", "json")
+    assert [job["failure"] for job in json.loads(listed.stdout)] == [detail["failure"]]
+    monkeypatch.setenv("COLUMNS", "160")
+    wide = beamjobs(endpoint, "list", "--name", "cli-fails", "--format", "table")
+    assert "FAILURE" in wide.stdout.splitlines()[0] and "ValueError" in wide.stdout
+
+
+def test_counters_rise_while_a_loopback_bundle_runs(endpoint):
+    """Progress from a harness of the SDK's own process (LOOPBACK), asked over its control
+    channel while its one bundle runs."""
+    pipeline = beam.Pipeline(options=options(endpoint, "LOOPBACK", "--job_name=cli-progress"))
+    _ = (
+        pipeline
+        | beam.Create(list(range(40)))
+        | beam.Reshuffle()  # one bundle for all: counts come from its progress, not its end
+        | "Count slowly" >> beam.ParDo(user_code.CountSlowly())
+    )
+    result = pipeline.run()
+
+    def seen() -> tuple[int, str]:
+        metrics = json.loads(beamjobs(endpoint, "metrics", result._job_id).stdout)
+        counted = [m["attempted"] for m in metrics if m["name"] == "seen"]
+        state = json.loads(beamjobs(endpoint, "describe", result._job_id).stdout)
+        return (counted[0] if counted else 0), state["summary"]["state"]
+
+    readings = []
+    deadline = time.monotonic() + 60
+    while len({count for count, state in readings if state == "RUNNING" and count}) < 2:
+        assert time.monotonic() < deadline, readings
+        readings.append(seen())
+        time.sleep(0.5)
+    assert result.wait_until_finish() == PipelineState.DONE
+    assert seen() == (40, "DONE")

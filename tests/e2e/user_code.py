@@ -68,6 +68,19 @@ class CountWords(beam.DoFn):
             yield word
 
 
+class CountSlowly(beam.DoFn):
+    """Counts each element in the counter progress:seen, a quarter second apart: a bundle that
+    runs long enough to be seen counting."""
+
+    def __init__(self):
+        self.seen = Metrics.counter("progress", "seen")
+
+    def process(self, element):
+        time.sleep(0.25)
+        self.seen.inc()
+        yield element
+
+
 def parse_number(word):
     """Fails on what is no number: a user's error, for the failure summaries."""
     if not word.isdigit():

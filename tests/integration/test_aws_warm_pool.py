@@ -49,6 +49,14 @@ def _entered(sim, job_id):
     ]
 
 
+@pytest.fixture(autouse=True)
+def no_template_roles(iam_enforcement):
+    """The simulation makes its own queue, cluster, roles and state machine, not the template's
+    deployment: the template's roles (the pool's among them, checked in test_deploy) cannot be
+    enforced on them, whichever deployment an earlier test left enforced."""
+    iam_enforcement.withdraw()
+
+
 @pytest.fixture(scope="module")
 def pool_of_two(tmp_path_factory):
     with simulated_aws(tmp_path_factory.mktemp("tasks"), pool=2) as sim:

@@ -4,6 +4,7 @@ exactly the stored sequence; and streams through the shim leave no subscription 
 
 import asyncio
 import functools
+import json
 import random
 import threading
 import time
@@ -18,6 +19,7 @@ from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import Message
 from beamjobs.domain.states import JobState
 from beamjobs.shim.changefeed import ChangeFeed
+from beamjobs.shim.gauges import Gauges
 from beamjobs.shim.streams import follow
 from tests.integration.conftest import make_job, running_shim
 from tests.jobstates import advance
@@ -152,3 +154,37 @@ def test_a_stream_ends_with_unavailable_when_the_shim_stops(settings, stores, ex
             code = error.code()
         stopping.join(10)
     assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_shims_gauges_say_its_subscribers_and_how_far_behind_the_feed_reads(
+    settings, stores, monkeypatch, capsys
+):
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    stores.jobs.create(make_job("gauged"))
+    pool = ThreadPoolExecutor(4)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+
+        async def blocking(function, *args, **kwargs):
+            return await loop.run_in_executor(pool, functools.partial(function, *args, **kwargs))
+
+        feed = ChangeFeed(clients.client("dynamodbstreams", settings), stores.jobs, blocking)
+        feed.start()
+        await asyncio.sleep(0.5)  # the reader has its iterators
+        subscription = feed.subscribe("gauged")
+        await loop.run_in_executor(pool, advance, stores.jobs, "gauged", JobState.STARTING)
+        assert await subscription.next(10) is not None  # read from the stream
+        gauges = Gauges(feed)
+        gauges.publish()  # one subscriber, and the lag of that read
+        feed.unsubscribe(subscription)
+        gauges.publish()  # none, and no read since
+        await feed.close()
+
+    asyncio.run(scenario())
+    pool.shutdown()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    subscribers = [line["StreamSubscribers"] for line in lines if "StreamSubscribers" in line]
+    lags = [line["ChangeFeedLag"][0] for line in lines if "ChangeFeedLag" in line]
+    assert subscribers == [[1.0], [0.0]]
+    assert 0 < lags[0] < 10_000 and lags[1] == 0  # milliseconds

@@ -57,7 +57,7 @@ from beamjobs.domain.identity import LOCAL_CALLER
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.limits import Quotas
 from beamjobs.domain.staging_tokens import digest, mint
-from beamjobs.domain.states import JobState
+from beamjobs.domain.states import JobState, is_terminal
 from beamjobs.domain.worker_secrets import worker_secret
 from beamjobs.local.invoker import LocalContext
 from beamjobs.local.provision import load_template
@@ -280,6 +280,18 @@ def test_operations_have_a_dashboard_alarms_repositories_and_logs_that_expire(de
         {"Name": "service", "Value": "beamjobs-reconcile"}
     ]
     assert "WorkerTasksNeverStarted" in alarms
+    # ... on the share of jobs ending FAILED, of every end the store counts (JobsEnded, one
+    # series per terminal state), and on the shims' change feed falling behind.
+    math = alarms["JobsFailing"]["Metrics"]
+    counted = {
+        m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]
+        for m in math
+        if "MetricStat" in m and m["MetricStat"]["Metric"]["MetricName"] == "JobsEnded"
+    }
+    assert counted == {state.value for state in JobState if is_terminal(state)}
+    assert [m["Id"] for m in math if m.get("ReturnData", True)] == ["failedpercent"]
+    assert alarms["ChangeFeedLagging"]["MetricName"] == "ChangeFeedLag"
+    assert {"Jobs ended, by state", "Run to RUNNING (ms)"} <= set(titles)
     assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
     # The images' repositories: tags never move, pushes are scanned.
     ecr = boto3.client("ecr", region_name=REGION)

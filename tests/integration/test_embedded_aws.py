@@ -347,3 +347,60 @@ def test_a_journal_keeps_objects_items_and_multipart_uploads_across_a_restart(tm
         assert "Item" in item
     finally:
         second.stop()
+
+
+def test_a_journal_of_many_superseded_writes_is_written_anew_as_its_state(tmp_path):
+    """A start that replays a journal of mostly superseded writes (COMPACT_AT_LEAST and more)
+    writes it anew as the state they left, which the next start replays alone; a large object
+    goes again as a multipart upload."""
+    import boto3
+
+    from beamjobs.local.journal import COMPACT_AT_LEAST
+
+    journal = tmp_path / "journal"
+    key = {"pk": {"S": "counter"}, "sk": {"S": "job"}}
+    large = os.urandom(9 * 1024 * 1024)  # past boto3's multipart threshold (8 MiB)
+
+    def clients(endpoint):
+        return (
+            boto3.client(
+                service,
+                region_name="us-east-1",
+                endpoint_url=endpoint,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
+            for service in ("dynamodb", "s3")
+        )
+
+    first = EmbeddedAwsProcess(TEMPLATE, journal)
+    try:
+        dynamodb, s3 = clients(first.start())
+        s3.put_object(Bucket="beamjobs-artifacts", Key="kept", Body=b"kept", ContentType="x/y")
+        s3.put_object(Bucket="beamjobs-artifacts", Key="large", Body=large)
+        for _ in range(COMPACT_AT_LEAST):
+            dynamodb.update_item(
+                TableName="beamjobs-jobs",
+                Key=key,
+                UpdateExpression="ADD n :one",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+    finally:
+        first.stop()
+    grown = journal.stat().st_size
+
+    for start in ("compacting", "replaying the compacted journal"):
+        process = EmbeddedAwsProcess(TEMPLATE, journal)
+        try:
+            dynamodb, s3 = clients(process.start())
+            item = dynamodb.get_item(TableName="beamjobs-jobs", Key=key)["Item"]
+            assert item["n"] == {"N": str(COMPACT_AT_LEAST)}, start
+            kept = s3.get_object(Bucket="beamjobs-artifacts", Key="kept")
+            assert (kept["Body"].read(), kept["ContentType"]) == (b"kept", "x/y"), start
+            again = s3.get_object(Bucket="beamjobs-artifacts", Key="large")["Body"].read()
+            assert again == large, start
+        finally:
+            process.stop()
+        # The objects' bytes, and little else: the 5,000 updates are one item now.
+        assert journal.stat().st_size < len(large) + 100_000 < grown - 4_000_000, start
+        assert not journal.with_name(journal.name + ".compacting").exists()

@@ -1,3 +1,4 @@
+import json
 import threading
 
 import pytest
@@ -200,3 +201,31 @@ def test_a_catch_up_reads_one_page_of_about_a_megabyte_at_a_time(stores):
     assert max(pages) <= EVENT_PAGE_BYTES + 1024 * 1024
     assert sum(pages) == 120 * len(text)
     assert [e.seq for e in stores.jobs.events("chatty")] == list(range(1, after + 1))
+
+
+def _metrics(capsys, name: str) -> list[dict]:
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    return [line for line in lines if name in line]
+
+
+def test_each_stored_move_to_running_or_an_end_is_one_emf_metric(stores, monkeypatch, capsys):
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    stores.jobs.create(make_job("j1"))
+    advance(stores.jobs, "j1", JobState.STARTING, JobState.RUNNING)
+    job = stores.jobs.get("j1")
+    out = capsys.readouterr().out
+    [running] = [json.loads(line) for line in out.splitlines() if "RunToRunning" in line]
+    assert running["RunToRunning"] == [pytest.approx((job.state_time - job.started_at) * 1000)]
+    assert running["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Beamjobs"
+
+    stale = stores.jobs.get("j1")
+    advance(stores.jobs, "j1", JobState.FAILED)
+    with pytest.raises(Conflict):  # a rival's write of the same move counts nothing
+        stores.jobs.append(stale, Change(state=JobState.FAILED))
+    stores.jobs.append(
+        stores.jobs.get("j1"), Change(messages=(Message("JOB_MESSAGE_BASIC", "x", 1.0),))
+    )
+
+    [ended] = _metrics(capsys, "JobsEnded")
+    assert (ended["JobsEnded"], ended["state"]) == ([1.0], "FAILED")
+    assert ended["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["state"]]

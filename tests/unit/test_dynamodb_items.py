@@ -39,6 +39,7 @@ jobs = st.builds(
     artifacts=_names,
     engine=st.just("") | _text,
     upstream=st.none() | st.builds(Upstream, _text, st.just("") | _text),
+    failure=st.none() | _text,
     last_report=st.none() | _text,
 )
 

@@ -225,6 +225,21 @@ def test_a_failure_and_its_cause_are_one_event(jobs, store, clock):
     assert last.messages == (Message("JOB_MESSAGE_ERROR", "Traceback: ValueError", clock.now),)
 
 
+def test_a_failed_job_keeps_its_cause_at_a_glance_for_lists(jobs, store):
+    in_state(store, S.RUNNING)
+    cause = (
+        "Traceback (most recent call last):\n"
+        '  File "/home/ann/count.py", line 3, in parse\n'
+        "ValueError: not a number [while running 'Parse']"
+    )
+    failed = jobs.fail("j", cause)
+    assert (
+        failed.failure
+        == "ValueError: not a number [while running 'Parse'] (at count.py:3 in parse)"
+    )
+    assert store.get("j").failure == failed.failure
+
+
 def test_a_job_that_could_not_start_fails_from_starting(jobs, store):
     in_state(store, S.STARTING)
     assert jobs.fail("j", "StartExecution failed").state is S.FAILED

@@ -3,6 +3,7 @@ made and asked again in that order; a last entry cut short by a kill is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 from beamjobs.local.journal import Journal, is_write
@@ -83,3 +84,48 @@ def test_a_last_entry_cut_short_is_dropped_and_the_journal_goes_on_after_the_res
     third = Recorder()
     assert Journal(path).replay(third) == 2
     assert [(m, p) for m, p, _ in third.asked] == [("PUT", "/b/kept"), ("DELETE", "/b/kept")]
+
+
+def _put(app, key):
+    app(_request("PUT", f"/b/{key}", key.encode(), authorization=S3_SCOPE), lambda *a: None)
+
+
+def test_a_compacted_journal_holds_only_what_was_written_again(tmp_path):
+    path = tmp_path / "journal"
+    journal = Journal(path, compact_at_least=3)
+    app = journal.wrap(Recorder())
+    journal.start()
+    for key in ("one", "one", "one", "two"):
+        _put(app, key)
+    assert not journal.worth_compacting(2, lambda: 0)  # too few writes to bother
+    assert not journal.worth_compacting(4, lambda: 2)  # not twice the state's size
+    assert journal.worth_compacting(4, lambda: 1)
+
+    journal.compact(lambda: [_put(app, key) for key in ("one", "two")])
+    _put(app, "three")  # and it goes on recording there
+
+    again = Recorder()
+    assert Journal(path).replay(again) == 3
+    assert [path for _, path, _ in again.asked] == ["/b/one", "/b/two", "/b/three"]
+
+
+def test_a_compaction_cut_short_leaves_the_journal_as_it_was(tmp_path):
+    path = tmp_path / "journal"
+    journal = Journal(path)
+    app = journal.wrap(Recorder())
+    journal.start()
+    _put(app, "kept")
+
+    def killed():
+        _put(app, "half")
+        raise KeyboardInterrupt  # the process ends before the new journal is whole
+
+    with contextlib.suppress(KeyboardInterrupt):
+        journal.compact(killed)
+    partial = path.with_name(path.name + ".compacting")
+    assert partial.exists()
+
+    again = Recorder()
+    assert Journal(path).replay(again) == 1
+    assert [path for _, path, _ in again.asked] == ["/b/kept"]
+    assert not partial.exists()  # dropped by that start

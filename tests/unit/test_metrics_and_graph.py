@@ -6,8 +6,8 @@ import struct
 import pytest
 
 from beamjobs.api import job_api_pb2, metrics_pb2, pipeline_pb2
-from beamjobs.pipeline.graph import pipeline_graph
-from beamjobs.pipeline.metrics import decode, job_metrics
+from beamjobs.pipeline.graph import pcollection_names, pipeline_graph
+from beamjobs.pipeline.metrics import ELEMENT_COUNT, decode, job_metrics
 
 
 def _varint(value: int) -> bytes:
@@ -57,11 +57,19 @@ def test_counters_distributions_gauges_and_element_counts_are_decoded():
                 _varint(12),
                 PCOLLECTION="words",
             ),
-            # A system metric, and a malformed payload: neither shows, neither breaks the rest.
+            # A step's wall time; another system metric, and a malformed payload, neither
+            # shows, neither breaks the rest.
             _info(
                 "beam:metric:ptransform_execution_time:total_msecs:v1",
                 "beam:metrics:sum_int64:v1",
-                _varint(5),
+                _varint(1500),
+                PTRANSFORM="Count",
+            ),
+            _info(
+                "beam:metric:sampled_byte_size:v1",
+                "beam:metrics:distribution_int64:v1",
+                _varint(1) + _varint(5) + _varint(5) + _varint(5),
+                PCOLLECTION="words",
             ),
             _info(
                 "beam:metric:user:sum_int64:v1",
@@ -81,9 +89,10 @@ def test_counters_distributions_gauges_and_element_counts_are_decoded():
             ),
         ],
     )
-    metrics = {m.name or m.pcollection: m for m in job_metrics(results)}
+    metrics = {m.name or m.pcollection or m.kind: m for m in job_metrics(results)}
 
-    assert sorted(metrics) == ["c", "d", "g", "words"]
+    assert sorted(metrics) == ["c", "d", "g", "wall_time_ms", "words"]
+    assert (metrics["wall_time_ms"].step, metrics["wall_time_ms"].attempted) == ("Count", 1500)
     assert (metrics["c"].kind, metrics["c"].attempted, metrics["c"].committed) == (
         "counter",
         -3,
@@ -134,8 +143,47 @@ def test_the_graph_has_a_node_per_leaf_transform_and_an_edge_per_consumed_pcolle
     graph = pipeline_graph(pipeline)
 
     assert [n.name for n in graph.nodes] == ["Read", "Count/Split", "Count/Sum"]
-    assert sorted((e.source, e.target, e.pcollection) for e in graph.edges) == [
-        ("read", "split", "Lines"),
-        ("read", "sum", "Lines"),
-        ("split", "sum", "Words"),
+    assert [n.parent for n in graph.nodes] == ["", "count", "count"]
+    assert [(c.transform_id, c.name, c.parent) for c in graph.composites] == [
+        ("count", "Count", "")
     ]
+    assert sorted((e.source, e.target, e.pcollection) for e in graph.edges) == [
+        ("read", "split", "Read"),
+        ("read", "sum", "Read"),
+        ("split", "sum", "Count/Split"),
+    ]
+
+
+def test_pcollections_are_named_after_the_step_that_produces_them():
+    pipeline = pipeline_pb2.Pipeline(root_transform_ids=["split", "orphan"])
+    pipeline.components.transforms["split"].CopyFrom(
+        pipeline_pb2.PTransform(
+            unique_name="Split", outputs={"None": "pcollection_1", "errors": "pcollection_2"}
+        )
+    )
+    pipeline.components.transforms["orphan"].CopyFrom(
+        pipeline_pb2.PTransform(unique_name="Words", outputs={"None": "pcollection_3"})
+    )
+    for key in ("pcollection_1", "pcollection_2", "pcollection_3", "pcollection_4"):
+        pipeline.components.pcollections[key].unique_name = f"12{key}"
+
+    assert pcollection_names(pipeline) == {
+        "pcollection_1": "Split.None",
+        "pcollection_2": "Split.errors",
+        "pcollection_3": "Words",
+        "pcollection_4": "12pcollection_4",  # produced by no step that runs
+    }
+
+
+def test_element_counts_of_pcollections_the_pipeline_never_named_are_the_runners_own():
+    results = job_api_pb2.MetricResults(
+        attempted=[
+            _info(ELEMENT_COUNT, "beam:metrics:sum_int64:v1", _varint(7), PCOLLECTION=key)
+            for key in ("words", "pcollection_9")
+        ]
+    )
+
+    named = job_metrics(results, {"words": "Split"})
+
+    assert [(m.pcollection, m.pcollection_name) for m in named] == [("words", "Split")]
+    assert len(job_metrics(results)) == 2  # no names given: nothing is left out

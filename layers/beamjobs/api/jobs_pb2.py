@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62\x65\x61mjobs/api/jobs.proto\x12\x0b\x62\x65\x61mjobs.v1\x1a\x1a\x62\x65\x61mjobs/api/job_api.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x02\n\x0fListJobsRequest\x12\x46\n\x06states\x18\x01 \x03(\x0e\x32\x36.org.apache.beam.model.job_management.v1.JobState.Enum\x12\x13\n\x0bname_prefix\x18\x02 \x01(\t\x12\x31\n\rcreated_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"R\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.beamjobs.v1.JobSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xeb\x02\n\nJobSummary\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08job_name\x18\x02 \x01(\t\x12\x45\n\x05state\x18\x03 \x01(\x0e\x32\x36.org.apache.beam.model.job_management.v1.JobState.Enum\x12.\n\nstate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\x08 \x01(\t\x12\x0e\n\x06\x65ngine\x18\t \x01(\t\x12\x17\n\x0fupstream_job_id\x18\n \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xfb\x02\n\tJobDetail\x12(\n\x07summary\x18\x01 \x01(\x0b\x32\x17.beamjobs.v1.JobSummary\x12/\n\x0crun_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12G\n\x07history\x18\x03 \x03(\x0b\x32\x36.org.apache.beam.model.job_management.v1.JobStateEvent\x12.\n\x0c\x65nvironments\x18\x04 \x03(\x0b\x32\x18.beamjobs.v1.Environment\x12(\n\tartifacts\x18\x05 \x03(\x0b\x32\x15.beamjobs.v1.Artifact\x12\'\n\x06worker\x18\x06 \x01(\x0b\x32\x17.beamjobs.v1.WorkerSize\x12\x0f\n\x07\x62ounded\x18\x07 \x01(\x08\x12\x10\n\x08unstaged\x18\x08 \x03(\t\x12\x0f\n\x07\x66\x61ilure\x18\t \x01(\t\x12\x13\n\x0b\x66\x61iled_step\x18\n \x01(\t\"?\n\x0b\x45nvironment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03urn\x18\x02 \x01(\t\x12\x17\n\x0f\x63ontainer_image\x18\x03 \x01(\t\"W\n\x08\x41rtifact\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x13\n\x0bstaged_name\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06staged\x18\x04 \x01(\x08\"-\n\nWorkerSize\x12\x0c\n\x04vcpu\x18\x01 \x01(\x01\x12\x11\n\tmemory_mb\x18\x02 \x01(\x05\"\x9c\x01\n\x13ListMessagesRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x61\n\x12minimum_importance\x18\x02 \x01(\x0e\x32\x45.org.apache.beam.model.job_management.v1.JobMessage.MessageImportance\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x85\x01\n\x14ListMessagesResponse\x12\x45\n\x08messages\x18\x01 \x03(\x0b\x32\x33.org.apache.beam.model.job_management.v1.JobMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05\x65nded\x18\x03 \x01(\x08\x32\xe2\x01\n\x04Jobs\x12G\n\x08ListJobs\x12\x1c.beamjobs.v1.ListJobsRequest\x1a\x1d.beamjobs.v1.ListJobsResponse\x12<\n\x06GetJob\x12\x1a.beamjobs.v1.GetJobRequest\x1a\x16.beamjobs.v1.JobDetail\x12S\n\x0cListMessages\x12 .beamjobs.v1.ListMessagesRequest\x1a!.beamjobs.v1.ListMessagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62\x65\x61mjobs/api/jobs.proto\x12\x0b\x62\x65\x61mjobs.v1\x1a\x1a\x62\x65\x61mjobs/api/job_api.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x02\n\x0fListJobsRequest\x12\x46\n\x06states\x18\x01 \x03(\x0e\x32\x36.org.apache.beam.model.job_management.v1.JobState.Enum\x12\x13\n\x0bname_prefix\x18\x02 \x01(\t\x12\x31\n\rcreated_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"R\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.beamjobs.v1.JobSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xfc\x02\n\nJobSummary\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08job_name\x18\x02 \x01(\t\x12\x45\n\x05state\x18\x03 \x01(\x0e\x32\x36.org.apache.beam.model.job_management.v1.JobState.Enum\x12.\n\nstate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\x08 \x01(\t\x12\x0e\n\x06\x65ngine\x18\t \x01(\t\x12\x17\n\x0fupstream_job_id\x18\n \x01(\t\x12\x0f\n\x07\x66\x61ilure\x18\x0b \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xfb\x02\n\tJobDetail\x12(\n\x07summary\x18\x01 \x01(\x0b\x32\x17.beamjobs.v1.JobSummary\x12/\n\x0crun_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12G\n\x07history\x18\x03 \x03(\x0b\x32\x36.org.apache.beam.model.job_management.v1.JobStateEvent\x12.\n\x0c\x65nvironments\x18\x04 \x03(\x0b\x32\x18.beamjobs.v1.Environment\x12(\n\tartifacts\x18\x05 \x03(\x0b\x32\x15.beamjobs.v1.Artifact\x12\'\n\x06worker\x18\x06 \x01(\x0b\x32\x17.beamjobs.v1.WorkerSize\x12\x0f\n\x07\x62ounded\x18\x07 \x01(\x08\x12\x10\n\x08unstaged\x18\x08 \x03(\t\x12\x0f\n\x07\x66\x61ilure\x18\t \x01(\t\x12\x13\n\x0b\x66\x61iled_step\x18\n \x01(\t\"?\n\x0b\x45nvironment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03urn\x18\x02 \x01(\t\x12\x17\n\x0f\x63ontainer_image\x18\x03 \x01(\t\"W\n\x08\x41rtifact\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x13\n\x0bstaged_name\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06staged\x18\x04 \x01(\x08\"-\n\nWorkerSize\x12\x0c\n\x04vcpu\x18\x01 \x01(\x01\x12\x11\n\tmemory_mb\x18\x02 \x01(\x05\"\x9c\x01\n\x13ListMessagesRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x61\n\x12minimum_importance\x18\x02 \x01(\x0e\x32\x45.org.apache.beam.model.job_management.v1.JobMessage.MessageImportance\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x85\x01\n\x14ListMessagesResponse\x12\x45\n\x08messages\x18\x01 \x03(\x0b\x32\x33.org.apache.beam.model.job_management.v1.JobMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05\x65nded\x18\x03 \x01(\x08\x32\xe2\x01\n\x04Jobs\x12G\n\x08ListJobs\x12\x1c.beamjobs.v1.ListJobsRequest\x1a\x1d.beamjobs.v1.ListJobsResponse\x12<\n\x06GetJob\x12\x1a.beamjobs.v1.GetJobRequest\x1a\x16.beamjobs.v1.JobDetail\x12S\n\x0cListMessages\x12 .beamjobs.v1.ListMessagesRequest\x1a!.beamjobs.v1.ListMessagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,21 +39,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTJOBSRESPONSE']._serialized_start=403
   _globals['_LISTJOBSRESPONSE']._serialized_end=485
   _globals['_JOBSUMMARY']._serialized_start=488
-  _globals['_JOBSUMMARY']._serialized_end=851
-  _globals['_GETJOBREQUEST']._serialized_start=853
-  _globals['_GETJOBREQUEST']._serialized_end=884
-  _globals['_JOBDETAIL']._serialized_start=887
-  _globals['_JOBDETAIL']._serialized_end=1266
-  _globals['_ENVIRONMENT']._serialized_start=1268
-  _globals['_ENVIRONMENT']._serialized_end=1331
-  _globals['_ARTIFACT']._serialized_start=1333
-  _globals['_ARTIFACT']._serialized_end=1420
-  _globals['_WORKERSIZE']._serialized_start=1422
-  _globals['_WORKERSIZE']._serialized_end=1467
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1470
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1626
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1629
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1762
-  _globals['_JOBS']._serialized_start=1765
-  _globals['_JOBS']._serialized_end=1991
+  _globals['_JOBSUMMARY']._serialized_end=868
+  _globals['_GETJOBREQUEST']._serialized_start=870
+  _globals['_GETJOBREQUEST']._serialized_end=901
+  _globals['_JOBDETAIL']._serialized_start=904
+  _globals['_JOBDETAIL']._serialized_end=1283
+  _globals['_ENVIRONMENT']._serialized_start=1285
+  _globals['_ENVIRONMENT']._serialized_end=1348
+  _globals['_ARTIFACT']._serialized_start=1350
+  _globals['_ARTIFACT']._serialized_end=1437
+  _globals['_WORKERSIZE']._serialized_start=1439
+  _globals['_WORKERSIZE']._serialized_end=1484
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1487
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1643
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1646
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1779
+  _globals['_JOBS']._serialized_start=1782
+  _globals['_JOBS']._serialized_end=2008
 # @@protoc_insertion_point(module_scope)

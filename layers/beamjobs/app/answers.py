@@ -53,6 +53,7 @@ def job_summary(job: Job) -> jobs_pb2.JobSummary:
         owner=job.owner or "",
         engine=job.engine,
         upstream_job_id=job.upstream.job_id if job.upstream else "",
+        failure=job.failure or "",
     )
     if job.started_at is not None:
         summary.started_at.CopyFrom(timestamp(job.started_at))

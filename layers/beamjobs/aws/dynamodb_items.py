@@ -148,6 +148,7 @@ _SNAPSHOT = (
         },
         _upstream,
     ),
+    _as_is("failure"),
 )
 
 # What never changes, on the record alone.

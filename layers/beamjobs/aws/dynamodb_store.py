@@ -40,7 +40,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from beamjobs.aws import dynamodb_items as codec
-from beamjobs.aws import malformed_items
+from beamjobs.aws import malformed_items, operational_metrics
 from beamjobs.aws.errors import aws_errors
 from beamjobs.domain import poison
 from beamjobs.domain.errors import BeamjobsError, Conflict, MalformedItem, Unavailable
@@ -150,6 +150,8 @@ class DynamoJobStore(JobStore):
         now = round(self._clock(), 6)  # as stored, so the job answered is the job read later
         after = job.after(change, job.seq + 1, now)
         self._put_event(change, after, at=now)
+        if change.state is not None and change.state is not job.state:
+            operational_metrics.job_moved(after)
         if codec.snapshot(after) != codec.snapshot(job) or job.job_id in self._behind:
             self._project(after)
         return after

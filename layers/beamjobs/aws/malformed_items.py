@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
+
+from beamjobs.aws.operational_metrics import emit
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "Beamjobs"
 METRIC = "MalformedItems"
 
 
@@ -18,5 +19,4 @@ def skipped(reader: str, key: Any, error: Exception) -> None:
     """Report an item `reader` skipped: its key and why, as a log line and a metric (in
     CloudWatch's embedded metric format, which Lambda's and ECS's logs both carry)."""
     logger.error("%s skipped a malformed item %s: %s", reader, key, error)
-    with single_metric(name=METRIC, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
-        metric.add_dimension(name="reader", value=reader)
+    emit(METRIC, MetricUnit.Count, 1, reader=reader)

@@ -320,6 +320,7 @@ def list_jobs(
             "DURATION": _ran(job),
             "OWNER": literal(job.owner),
             "ENGINE": literal(job.engine),
+            "FAILURE": literal(job.failure),
         }
         for job in listed
     ]
@@ -334,13 +335,16 @@ def list_jobs(
 
 
 # The list's columns a narrow terminal leaves out, first to last.
-_DROPPED_FIRST = ("ENGINE", "OWNER", "CREATED")
+_DROPPED_FIRST = ("FAILURE", "ENGINE", "OWNER", "CREATED")
 
 
 def _fitting(width: int, rows: list[dict[str, Text | str]]) -> list[str]:
     """The list's columns that fit `width` whole (two spaces between columns), leaving out
-    _DROPPED_FIRST's as needed; the others are kept however narrow."""
+    _DROPPED_FIRST's as needed; the others are kept however narrow. FAILURE only when a job
+    listed failed, and it may wrap to fit."""
     columns = ["JOB ID", "NAME", "STATE", "CREATED", "DURATION", "OWNER", "ENGINE"]
+    if any(str(row["FAILURE"]) for row in rows):
+        columns.append("FAILURE")
 
     def needed(column: str) -> int:
         cells = (
@@ -349,9 +353,12 @@ def _fitting(width: int, rows: list[dict[str, Text | str]]) -> list[str]:
         return max([len(column), *(cell.cell_len for cell in cells)])
 
     for dropped in _DROPPED_FIRST:
-        if sum(needed(c) for c in columns) + 2 * (len(columns) - 1) <= width:
+        # A failure wraps: twenty columns of it are as good as whole.
+        widths = [min(needed(c), 20) if c == "FAILURE" else needed(c) for c in columns]
+        if sum(widths) + 2 * (len(columns) - 1) <= width:
             break
-        columns.remove(dropped)
+        if dropped in columns:
+            columns.remove(dropped)
     return columns
 
 

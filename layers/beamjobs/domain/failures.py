@@ -1,6 +1,6 @@
 """A failed job at a glance: from the cause its worker gave (most often the traceback of the
 user's pipeline, as Beam raised it), the exception's own line, the user's frame in it, and the
-step that was running.
+step that was running; and that traceback once, as the worker stores it.
 
 A Python traceback ends with the exception's line (Beam adds `[while running 'Step']`); its
 frames are listed outermost first, so the user's frame is the innermost one that is neither
@@ -20,6 +20,14 @@ _STEP = re.compile(r"\[while running '(?P<step>[^']+)'\]")
 # packages, Python's own library, code without a file.
 _NOT_USERS = re.compile(r"^(apache_beam/|<)|/(site|dist)-packages/|/lib/python\d")
 _LONGEST = 500
+_TRACEBACK = "Traceback (most recent call last):"
+# How Python joins the tracebacks of a chain of exceptions.
+_CHAIN = re.compile(
+    r"\n\n(?:During handling of the above exception, another exception occurred|"
+    r"The above exception was the direct cause of the following exception):\n\n"
+)
+# A runner's exception that carries a harness's own traceback as its message.
+_CARRIED = f"RuntimeError: {_TRACEBACK}"
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,25 @@ def failure_of(cause: str) -> Failure:
         where = f" (at {frame['path'].rsplit('/', 1)[-1]}:{frame['line']} in {frame['function']})"
     step = _STEP.search(exception)
     return Failure(_bounded(exception) + where, step["step"] if step else "")
+
+
+def condensed(cause: str) -> str:
+    """A pipeline's traceback once. Beam tells one failure three ways: the user's exception;
+    the same again, re-raised with the step's name (`[while running 'Step']`) through all of
+    Beam's frames; and FnApiRunner's RuntimeError carrying the harness's text of those, under
+    the worker's own frames. What is kept: the user's exception's frames, under the step's
+    line. Another chain of exceptions, or a cause that is no traceback, is kept whole."""
+    text = cause.strip()
+    # The harness's text, without the runner's frames above it.
+    while (carried := text.find(f"\n{_CARRIED}")) >= 0:
+        text = text[carried + 1 :].removeprefix("RuntimeError: ")
+    sections = _CHAIN.split(text)
+    if len(sections) < 2 or not sections[0].startswith(_TRACEBACK):
+        return text
+    first, augmented = sections[0].rstrip().splitlines(), sections[-1].rstrip().splitlines()
+    if not augmented[-1].startswith(first[-1]) or not _STEP.search(augmented[-1]):
+        return text
+    return "\n".join([*first[:-1], augmented[-1]])
 
 
 def _bounded(text: str) -> str:

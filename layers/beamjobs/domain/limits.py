@@ -52,6 +52,8 @@ MAX_UPSTREAM_ID_CHARS = 200
 # a batch at most every 0.2 s and a snapshot at most every METRICS_SNAPSHOT_SECONDS.
 REPORTS_PER_MINUTE = {"messages": 600, "metrics": 240}
 METRICS_SNAPSHOT_SECONDS = 0.5
+# How often the worker asks a running bundle for its progress (its counters so far).
+PROGRESS_SECONDS = 1.0
 
 
 def message_limit(method: str) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 from beamjobs.domain.errors import NotFound
+from beamjobs.domain.failures import failure_of
 from beamjobs.domain.states import JobState
 
 # DynamoDB items are at most 400 KB, measured in UTF-8 bytes as stored: a message longer than
@@ -179,6 +180,9 @@ class Job:
     engine: str = ""
     # On an upstream engine: its job there, once the mirror prepared it.
     upstream: Upstream | None = None
+    # Why it failed, at a glance (beamjobs.domain.failures): from the error its FAILED event
+    # holds, for lists; None for any other state.
+    failure: str | None = None
     # The last report of its worker that appended an event (its Claim's request id; a Say's,
     # with the batch: "<request id>/<batch>"), carried by every event after it: a report sent
     # again (its answer lost) finds itself here and is not applied twice. Never projected.
@@ -208,6 +212,9 @@ class Job:
             job = replace(job, state=change.state, state_time=at)
             if change.state is JobState.STARTING:
                 job = replace(job, started_at=at)
+            if change.state is JobState.FAILED:
+                errors = [m.text for m in change.messages if m.importance == "JOB_MESSAGE_ERROR"]
+                job = replace(job, failure=failure_of(errors[-1]).summary if errors else None)
         return job
 
 

@@ -25,10 +25,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import boto3
 from cheroot.wsgi import Server as WsgiServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from beamjobs.local import moto_sts, moto_tuning
+from beamjobs.local import moto_sts, moto_tuning, state_copy
 from beamjobs.local.journal import Journal
 from beamjobs.local.provision import provision
 from beamjobs.settings import Settings
@@ -201,6 +202,13 @@ class EmbeddedAws:
         replayed = self._journal.replay(self._app)
         logger.info("replayed %d writes from the journal", replayed)
         self._journal.start()
+        dynamodb, s3 = (
+            boto3.client(service, region_name=LOCAL_REGION, endpoint_url=self.endpoint_url)
+            for service in ("dynamodb", "s3")
+        )
+        if self._journal.worth_compacting(replayed, lambda: state_copy.live_count(dynamodb, s3)):
+            self._journal.compact(lambda: state_copy.put_again(dynamodb, s3))
+            logger.info("the journal of %d writes now holds the state they left", replayed)
 
     def on_request(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call `listener` with each request's WSGI environ, one request at a time, before

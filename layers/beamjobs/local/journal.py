@@ -20,7 +20,11 @@ S3's multipart uploads are named by an id the upload's creation answers, which m
 random: the journal notes the id each creation answered, and a replay asks the upload's parts
 and completion with the id the replayed creation answered instead.
 
-The journal only grows (every write, artifacts' bytes included). `make clean-state` forgets it.
+Every write is kept, artifacts' bytes included, so the journal grows with every job. Once it
+holds at least COMPACT_AT_LEAST writes, and more than twice as many as the state they leave has
+items and objects, a start writes it anew as that state (`compact`: each item and object put
+once, beamjobs.local.state_copy). The old journal stands until the new one is whole.
+`make clean-state` forgets it.
 """
 
 from __future__ import annotations
@@ -65,6 +69,10 @@ _HEADER = struct.Struct(">II")  # the entry's metadata length, then its body's
 _FSYNC_SECONDS = 1.0
 # The journal's name in a state directory (`beamjobs serve --state-dir`).
 JOURNAL = "embedded-aws.journal"
+# A journal replayed at start is written anew as the state it leaves once it holds at least this
+# many writes, and more than twice as many as that state's items and objects: a replay asks
+# about 500 writes a second, so a start never spends minutes on superseded ones.
+COMPACT_AT_LEAST = 5000
 
 # A note in the journal (not a request): the upload id a CreateMultipartUpload answered.
 _NOTE = "JOURNAL_NOTE"
@@ -109,15 +117,46 @@ class Journal:
     time, so that writes are recorded in the order they are made), `replay` what the journal
     holds through that, then `start` recording."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, compact_at_least: int = COMPACT_AT_LEAST) -> None:
         self._path = path
+        self._compact_at_least = compact_at_least
         self._file: BinaryIO | None = None
         self._lock = threading.Lock()
         self._dirty = threading.Event()
 
+    @property
+    def _compacting(self) -> Path:
+        return self._path.with_name(self._path.name + ".compacting")
+
+    def worth_compacting(self, replayed: int, live: Callable[[], int]) -> bool:
+        """Whether a journal that replayed `replayed` writes is worth writing anew as the
+        state they left, which has `live()` items and objects (asked only if it may be)."""
+        return replayed >= self._compact_at_least and replayed > 2 * live()
+
+    def compact(self, write_again: Callable[[], None]) -> None:
+        """Once started: replace the journal by the writes `write_again` makes, the state as it
+        is put again (nothing else may write meanwhile). The old journal stands until the new
+        one is whole and synced (then a rename): a process killed meanwhile keeps the old one,
+        and its next start drops the partial one."""
+        with self._lock:
+            assert self._file is not None, "start() first"
+            self._file.close()
+            self._file = self._compacting.open("wb")
+        write_again()
+        with self._lock:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            os.replace(self._compacting, self._path)
+            directory = os.open(self._path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself survives a crash
+            finally:
+                os.close(directory)
+
     def replay(self, app: WsgiApp) -> int:
         """Ask `app` every write the journal holds, in order; how many. A last entry cut short
         (the process was killed while writing it) is dropped: it was never answered."""
+        self._compacting.unlink(missing_ok=True)  # a compaction that never finished
         replayed = 0
         whole = 0  # where the entries read whole end
         # Upload ids as first answered → as answered in this replay.

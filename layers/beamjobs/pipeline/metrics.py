@@ -22,8 +22,12 @@ LATEST_INT64 = "beam:metrics:latest_int64:v1"
 LATEST_DOUBLE = "beam:metrics:latest_double:v1"
 USER_PREFIX = "beam:metric:user:"
 ELEMENT_COUNT = "beam:metric:element_count:v1"
+# Beam's execution-time metric: the milliseconds a step spent starting, processing and finishing
+# bundles (sampled by the SDK harness).
+TOTAL_MSECS = "beam:metric:ptransform_execution_time:total_msecs:v1"
 
 COUNTER, DISTRIBUTION, GAUGE, ELEMENTS = "counter", "distribution", "gauge", "element_count"
+WALL_TIME = "wall_time_ms"
 _KINDS = {
     SUM_INT64: COUNTER,
     SUM_DOUBLE: COUNTER,
@@ -36,9 +40,10 @@ _KINDS = {
 
 @dataclass
 class Metric:
-    """One metric: a user's counter, distribution or gauge of a step, or the element count of
-    a PCollection. Values are numbers, or for a distribution {count, sum, min, max, mean}, or
-    for a gauge {value, timestamp_ms}; None where the job published none."""
+    """One metric: a user's counter, distribution or gauge of a step, a step's wall time (ms),
+    or the element count of a PCollection. Values are numbers, or for a distribution {count,
+    sum, min, max, mean}, or for a gauge {value, timestamp_ms}; None where the job published
+    none."""
 
     kind: str
     step: str
@@ -55,8 +60,8 @@ class Metric:
 def job_metrics(
     results: job_api_pb2.MetricResults, pcollection_names: Mapping[str, str] | None = None
 ) -> list[Metric]:
-    """The user metrics and element counts in `results` (PCollections named by
-    `pcollection_names`, by id); other system metrics are left out."""
+    """The user metrics, steps' wall times and element counts in `results` (PCollections named
+    by `pcollection_names`, by id); other system metrics are left out."""
     names = pcollection_names or {}
     metrics: dict[tuple[Any, ...], Metric] = {}
     for column, infos in (("attempted", results.attempted), ("committed", results.committed)):
@@ -70,6 +75,8 @@ def job_metrics(
             if kind is None:
                 continue
             labels = dict(info.labels)
+            if kind == ELEMENTS and pcollection_names and labels.get("PCOLLECTION") not in names:
+                continue  # a PCollection of the runner's own making (e.g. a fused stage's)
             key = (kind, info.urn, tuple(sorted(labels.items())))
             metric = metrics.setdefault(
                 key,
@@ -90,6 +97,8 @@ def job_metrics(
 def _kind(info: metrics_pb2.MonitoringInfo) -> str | None:
     if info.urn == ELEMENT_COUNT and info.type == SUM_INT64:
         return ELEMENTS
+    if info.urn == TOTAL_MSECS and info.type == SUM_INT64:
+        return WALL_TIME
     if info.urn.startswith(USER_PREFIX):
         return _KINDS.get(info.type)
     return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import fcntl
 import logging
 import os
@@ -161,6 +162,8 @@ class ChangeFeed:
         self._rings = 0
         self._rings_read_after = -1
         self._positioned = False
+        # The age (seconds) of the newest record of each read, the worst since take_lag.
+        self._lag = 0.0
 
     # -- subscribers ----------------------------------------------------------------------------
 
@@ -186,6 +189,11 @@ class ChangeFeed:
     @property
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
+
+    def take_lag(self) -> float:
+        """How far behind the reads were since the last call (seconds), and start again."""
+        lag, self._lag = self._lag, 0.0
+        return lag
 
     def _broadcast(self, item: Item) -> None:
         self.followed.forget_all()  # records may have been missed, or none will come
@@ -399,11 +407,17 @@ class ChangeFeed:
         records = page.get("Records", [])
         if records:
             shard.last_sequence = records[-1]["dynamodb"]["SequenceNumber"]
+            self._note_lag(records[-1]["dynamodb"].get("ApproximateCreationDateTime"))
             self._dispatch(records)
         shard.iterator = page.get("NextShardIterator")
         if shard.iterator is None:
             shard.exhausted = True
         return len(records)
+
+    def _note_lag(self, created: Any) -> None:
+        """botocore answers the record's creation as a datetime (to the second, or finer)."""
+        if isinstance(created, datetime.datetime):
+            self._lag = max(self._lag, time.time() - created.timestamp())
 
 
 def _keys(record: dict[str, Any]) -> Any:

@@ -29,6 +29,7 @@ from beamjobs.runtime import Stores
 from beamjobs.shim.auth import Authenticator
 from beamjobs.shim.backend import Backend
 from beamjobs.shim.changefeed import ChangeFeed
+from beamjobs.shim.gauges import Gauges
 from beamjobs.shim.jobs_servicer import JobsServicer
 from beamjobs.shim.memory import return_large_buffers_to_the_os
 from beamjobs.shim.message_limits import MessageLimits
@@ -66,6 +67,7 @@ class Shim:
         feed: ChangeFeed,
         streams: OpenStreams,
         watch: PoolWatch,
+        gauges: Gauges,
     ):
         self.server = server
         self.port = port
@@ -74,6 +76,7 @@ class Shim:
         self.feed = feed
         self.streams = streams
         self._watch = watch
+        self._gauges = gauges
         self.serving = True
 
     def health(self) -> tuple[bool, str]:
@@ -103,6 +106,7 @@ class Shim:
         await self.streams.drained(drain)
         await self.feed.close()
         await self._watch.close()
+        await self._gauges.close()
         await stopping
         await self._staging.settle()
 
@@ -195,11 +199,13 @@ async def start_shim(
     feed.start()
     watch = PoolWatch(pools.named())
     watch.start()
+    gauges = Gauges(feed)
+    gauges.start()
     await server.start()
     for service in ("", JOB_SERVICE, JOBS_SERVICE, STAGING_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info("Job API listening on %s:%d", host, bound)
-    return Shim(server, bound, health_servicer, staging, feed, streams, watch)
+    return Shim(server, bound, health_servicer, staging, feed, streams, watch, gauges)
 
 
 async def serve_until_signalled(shim: Shim, drain: float) -> None:

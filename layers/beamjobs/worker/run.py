@@ -18,6 +18,7 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from google.protobuf import struct_pb2
 
 from beamjobs.domain.errors import BeamjobsError
+from beamjobs.domain.failures import condensed
 from beamjobs.domain.model import Job
 from beamjobs.domain.states import JobState
 from beamjobs.settings import Settings
@@ -181,13 +182,14 @@ def execute(
         except (environments.UnrunnableEnvironment, packages.InstallFailed) as unrunnable:
             failure = str(unrunnable)
         except Exception:  # the user's pipeline failed: its traceback is the job's cause
-            failure = traceback.format_exc()
+            failure = condensed(traceback.format_exc())
             logger.warning("job %s failed", job_id)
         finally:
-            publisher.abandon()
             shutil.rmtree(workspace, ignore_errors=True)
         if failure is None:
             _record_final_metrics(publisher, infos, messages, committed_only=committed_only)
+        else:
+            publisher.abandon()
 
     # The work is done, and only this call says how. A final state written meanwhile (a
     # cancel that won) stands.

@@ -35,6 +35,14 @@ function when(stamp) {
   return `${isoDate(date)} ${isoTime(date)}`;
 }
 
+// A span of time: 45 ms, 1.25s, 12.3s, 2m 5.0s.
+function elapsed(ms) {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const seconds = ms / 1000;
+  const minutes = Math.floor(seconds / 60);
+  return minutes ? `${minutes}m ${(seconds % 60).toFixed(1)}s` : `${seconds.toFixed(seconds < 10 ? 2 : 1)}s`;
+}
+
 function element(tag, text, className) {
   const node = document.createElement(tag);
   if (text !== undefined && text !== null) node.textContent = text;

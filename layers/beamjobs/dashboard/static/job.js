@@ -7,7 +7,6 @@ const IMPORTANCES = ["JOB_MESSAGE_DEBUG", "JOB_MESSAGE_DETAILED", "JOB_MESSAGE_B
   "JOB_MESSAGE_WARNING", "JOB_MESSAGE_ERROR"];
 const TERMINAL = new Set(["DONE", "FAILED", "CANCELLED", "DRAINED"]);
 let ended = false;
-let elementCounts = {};
 
 function showFailure(error) {
   const failure = document.getElementById("failure");
@@ -26,10 +25,7 @@ function row(...cells) {
 }
 
 function duration(text) {
-  if (!text) return "–";
-  const seconds = parseFloat(text);
-  const minutes = Math.floor(seconds / 60);
-  return minutes ? `${minutes}m ${(seconds % 60).toFixed(1)}s` : `${seconds.toFixed(1)}s`;
+  return text ? elapsed(parseFloat(text) * 1000) : "–";
 }
 
 // The step a failed job was running, once its detail says (the graph may come first).
@@ -84,17 +80,26 @@ function shown(value) {
 
 async function loadMetrics() {
   const metrics = await api(`${base}/metrics`);
-  const user = metrics.filter((m) => m.kind !== "element_count");
   const elements = metrics.filter((m) => m.kind === "element_count");
-  document.getElementById("metrics").replaceChildren(...user.map((m) => {
-    const tr = row(m.kind, m.step, `${m.namespace}:${m.name}`, shown(m.attempted), shown(m.committed));
-    tr.dataset.metric = `${m.namespace}:${m.name}`;
-    return tr;
-  }));
+  const wallTimes = metrics.filter((m) => m.kind === "wall_time_ms");
+  const user = metrics.filter((m) => m.kind !== "element_count" && m.kind !== "wall_time_ms");
+  const wall = (ms) => (ms === null || ms === undefined ? "–" : elapsed(ms));
+  document.getElementById("metrics").replaceChildren(
+    ...user.map((m) => {
+      const tr = row(m.kind, m.step, `${m.namespace}:${m.name}`, shown(m.attempted), shown(m.committed));
+      tr.dataset.metric = `${m.namespace}:${m.name}`;
+      return tr;
+    }),
+    ...wallTimes.filter((m) => (m.committed ?? m.attempted) > 0).map((m) => {
+      const tr = row("wall time", m.step, "–", wall(m.attempted), wall(m.committed));
+      tr.dataset.wallTime = m.step;
+      return tr;
+    }));
   document.getElementById("elements").replaceChildren(...elements.map(
     (m) => row(m.pcollection_name || m.pcollection, shown(m.attempted), shown(m.committed))));
-  elementCounts = Object.fromEntries(elements.map((m) => [m.pcollection, m.committed ?? m.attempted]));
-  annotateGraph(elementCounts);
+  annotateGraph(
+    Object.fromEntries(elements.map((m) => [m.pcollection, m.committed ?? m.attempted])),
+    Object.fromEntries(wallTimes.map((m) => [m.step, m.committed ?? m.attempted])));
 }
 
 function filterMessages() {
@@ -156,7 +161,7 @@ document.getElementById("keep").addEventListener("click", () => document.getElem
 document.getElementById("confirm-cancel").addEventListener("click", cancelJob);
 
 loadDetail().then(follow).catch(showFailure);
-api(`${base}/graph`).then((graph) => { drawGraph(document.getElementById("graph"), graph); annotateGraph(elementCounts); markFailedStep(failedStep); })
+api(`${base}/graph`).then((graph) => { drawGraph(document.getElementById("graph"), graph); markFailedStep(failedStep); })
   .catch(showFailure);
 loadMetrics().catch(showFailure);
 // Metrics are published while the job runs: read them again until it ends.

@@ -15,8 +15,11 @@ function render(page) {
     id.append(link);
     const state = document.createElement("td");
     state.append(stateBadge(job.state));
+    const failure = element("td", job.failure || "", "failure mono");
+    if (job.failure) failure.title = job.failure;
     row.append(id, element("td", job.job_name), state, element("td", when(job.created_at)),
-      element("td", when(job.ended_at)), element("td", job.owner, "mono"), element("td", job.engine));
+      element("td", when(job.ended_at)), element("td", job.owner, "mono"), element("td", job.engine),
+      failure);
     return row;
   }));
   document.getElementById("empty").hidden = jobs.length > 0;
