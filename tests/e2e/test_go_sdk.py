@@ -4,6 +4,7 @@ proxy), run to DONE, cancelled and failed."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -106,8 +107,14 @@ def test_the_go_sdks_default_docker_environment_runs_without_docker(endpoint, tm
     assert any("apache/beam_go_sdk:2.77.0) runs the pipeline's own Go" in t for t in logged)
 
 
-def test_cancel_of_a_slow_go_job_gives_cancelled(endpoint, tmp_path):
-    # Given a Go job that runs until cancelled (the Go SDK has no cancel of its own)
+def _counted(endpoint: str, job_id: str) -> int:
+    metrics = json.loads(beamjobs(endpoint, "metrics", job_id).stdout)
+    return max((m["attempted"] or 0 for m in metrics if m["name"] == "words"), default=0)
+
+
+def test_a_slow_go_job_counts_while_running_and_its_cancel_gives_cancelled(endpoint, tmp_path):
+    # Given a Go job that counts in one bundle until cancelled (the Go SDK has no cancel of its
+    # own)
     name = f"go-{uuid.uuid4().hex[:8]}"
     submitter = subprocess.Popen(
         _command(endpoint, tmp_path / "counts.txt", name, "--mode=slow"),
@@ -122,8 +129,15 @@ def test_cancel_of_a_slow_go_job_gives_cancelled(endpoint, tmp_path):
         ):
             assert time.monotonic() < deadline, "the Go job never ran"
             time.sleep(0.5)
-        # When it is cancelled with Beamjobs' own command
+        # Then its counter rises while its one bundle runs (the Go harness's progress reports)
         job_id = _job(endpoint, name)["job_id"]
+        readings = [0]
+        while len(set(readings)) < 3:
+            assert time.monotonic() < deadline, readings
+            time.sleep(0.5)
+            readings.append(_counted(endpoint, job_id))
+        assert readings == sorted(readings), readings
+        # When it is cancelled with Beamjobs' own command
         cancelled = beamjobs(endpoint, "cancel", job_id)
         assert cancelled.returncode == 0, cancelled.stderr
         # Then it ends CANCELLED, and the Go program, which was waiting on it, returns
@@ -133,6 +147,8 @@ def test_cancel_of_a_slow_go_job_gives_cancelled(endpoint, tmp_path):
     assert submitter.returncode == 0, stderr[-3000:]
     assert _said(stdout)["JOB"] == job_id
     assert _job(endpoint, name)["state"] == "CANCELLED"
+    # ... and keeps the count it had reached
+    assert _counted(endpoint, job_id) >= readings[-1]
 
 
 def test_a_failing_go_dofn_fails_the_job_with_its_error_in_the_go_error(endpoint, tmp_path):

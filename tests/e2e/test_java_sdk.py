@@ -82,6 +82,10 @@ def test_a_java_word_count_in_loopback_is_done_counted_and_logged(endpoint, tmp_
     assert job["state"] == "DONE"
     logged = _logged(endpoint, job["job_id"])
     assert any("splitting a line of 11 characters" in text for text in logged), logged
+    # ... and its steps' wall times are kept (the Java harness reports them in parts)
+    metrics = json.loads(beamjobs(endpoint, "metrics", job["job_id"]).stdout)
+    walls = {m["step"] for m in metrics if m["kind"] == "wall_time_ms"}
+    assert "Split/ParMultiDo(SplitWords)" in walls, walls
 
 
 def test_the_java_sdks_default_docker_environment_runs_without_docker(endpoint, tmp_path):

@@ -105,6 +105,32 @@ def test_counters_distributions_gauges_and_element_counts_are_decoded():
     assert (metrics["words"].kind, metrics["words"].attempted) == ("element_count", 12)
 
 
+def test_a_wall_time_reported_in_parts_is_their_sum_and_a_total_reported_stands():
+    # Java's harness reports a step's start, process and finish milliseconds, and no total;
+    # Python's reports the total beside the parts.
+    def msecs(part, value, step):
+        urn = f"beam:metric:pardo_execution_time:{part}_bundle_msecs:v1"
+        return _info(urn, "beam:metrics:sum_int64:v1", _varint(value), PTRANSFORM=step)
+
+    total = "beam:metric:ptransform_execution_time:total_msecs:v1"
+    results = job_api_pb2.MetricResults(
+        committed=[
+            msecs("start", 1, "Split"),
+            msecs("process", 40, "Split"),
+            msecs("finish", 2, "Split"),
+            msecs("process", 7, "Count"),
+            _info(total, "beam:metrics:sum_int64:v1", _varint(9), PTRANSFORM="Count"),
+        ]
+    )
+    walls = {m.step: m for m in job_metrics(results) if m.kind == "wall_time_ms"}
+
+    assert {step: (m.attempted, m.committed) for step, m in walls.items()} == {
+        "Count": (None, 9),
+        "Split": (None, 43),
+    }
+    assert walls["Split"].labels == {"PTRANSFORM": "Split"}
+
+
 @pytest.mark.parametrize("payload", [b"", b"\xff" * 11])
 def test_a_cut_or_overlong_varint_is_a_value_error(payload):
     with pytest.raises(ValueError):

@@ -23,11 +23,16 @@ LATEST_DOUBLE = "beam:metrics:latest_double:v1"
 USER_PREFIX = "beam:metric:user:"
 ELEMENT_COUNT = "beam:metric:element_count:v1"
 # Beam's execution-time metric: the milliseconds a step spent starting, processing and finishing
-# bundles (sampled by the SDK harness).
+# bundles (sampled by the SDK harness). The Java harness reports the three parts alone.
 TOTAL_MSECS = "beam:metric:ptransform_execution_time:total_msecs:v1"
+_MSECS_PARTS = frozenset(
+    f"beam:metric:pardo_execution_time:{part}_bundle_msecs:v1"
+    for part in ("start", "process", "finish")
+)
 
 COUNTER, DISTRIBUTION, GAUGE, ELEMENTS = "counter", "distribution", "gauge", "element_count"
 WALL_TIME = "wall_time_ms"
+_WALL_TIME_PART = "wall_time_part"
 _KINDS = {
     SUM_INT64: COUNTER,
     SUM_DOUBLE: COUNTER,
@@ -64,6 +69,8 @@ def job_metrics(
     by `pcollection_names`, by id); other system metrics are left out."""
     names = pcollection_names or {}
     metrics: dict[tuple[Any, ...], Metric] = {}
+    # A step's wall time in parts, (step, column) -> ms: where a harness reports no total.
+    parts: dict[tuple[str, str], int] = {}
     for column, infos in (("attempted", results.attempted), ("committed", results.committed)):
         for raw in infos:
             try:
@@ -71,6 +78,10 @@ def job_metrics(
                 kind = _kind(info)
                 value = None if kind is None else decode(info.type, info.payload)
             except (DecodeError, ValueError):  # one bad metric must not hide the others
+                continue
+            if kind == _WALL_TIME_PART:
+                part = (info.labels.get("PTRANSFORM", ""), column)
+                parts[part] = parts.get(part, 0) + (value or 0)
                 continue
             if kind is None:
                 continue
@@ -91,6 +102,15 @@ def job_metrics(
                 ),
             )
             setattr(metric, column, value)
+    totalled = {metric.step for metric in metrics.values() if metric.kind == WALL_TIME}
+    for (step, column), summed in parts.items():
+        if step not in totalled:
+            labels = {"PTRANSFORM": step}
+            metric = metrics.setdefault(
+                (WALL_TIME, TOTAL_MSECS, tuple(labels.items())),
+                Metric(WALL_TIME, step, "", "", labels=labels),
+            )
+            setattr(metric, column, summed)
     return sorted(metrics.values(), key=lambda m: (m.kind, m.step, m.pcollection, m.name))
 
 
@@ -99,6 +119,8 @@ def _kind(info: metrics_pb2.MonitoringInfo) -> str | None:
         return ELEMENTS
     if info.urn == TOTAL_MSECS and info.type == SUM_INT64:
         return WALL_TIME
+    if info.urn in _MSECS_PARTS and info.type == SUM_INT64:
+        return _WALL_TIME_PART
     if info.urn.startswith(USER_PREFIX):
         return _KINDS.get(info.type)
     return None

@@ -1,5 +1,5 @@
 // A word count as a Beam Go SDK user writes one: a counter, a log line and a Count (a
-// GroupByKey), its counts written to --output. --mode=slow makes a job that runs until
+// GroupByKey), its counts written to --output. --mode=slow makes a job that counts until
 // cancelled, --mode=fail one whose DoFn fails. How the job ended is printed on the last lines
 // ("JOB id" and "COUNTER words=…", or "ERROR …"), for the test that ran it
 // (tests/e2e/test_go_sdk.py).
@@ -42,7 +42,11 @@ func (f *splitFn) ProcessElement(ctx context.Context, line string, emit func(str
 	case "fail":
 		return errors.New(Failure)
 	case "slow":
-		time.Sleep(10 * time.Minute)
+		// A bundle that never ends: its counter rises only through progress reports.
+		for {
+			words.Inc(ctx, 1)
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 	log.Infof(ctx, "splitting a line of %d characters", len(line))
 	for _, word := range wordPattern.FindAllString(line, -1) {
