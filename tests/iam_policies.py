@@ -27,12 +27,14 @@ import contextvars
 import copy
 import fnmatch
 import functools
+import os
 import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from botocore.exceptions import ClientError
 from samtranslator.translator.transform import transform
@@ -61,7 +63,10 @@ class NoManagedPolicies:
 def sam_transform(template: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
     """The template as CloudFormation gets it after `sam deploy`'s transform (the template's
     code locations must already be S3 URIs)."""
-    return dict(transform(template, parameters, NoManagedPolicies()))
+    # The translator asks a boto3 session of its own for the region, whatever the parameters say.
+    region = {"AWS_DEFAULT_REGION": parameters.get("AWS::Region", REGION)}
+    with mock.patch.dict(os.environ, region):
+        return dict(transform(template, parameters, NoManagedPolicies()))
 
 
 @contextlib.contextmanager
@@ -107,11 +112,13 @@ _REF_IS_ARN = {
 @dataclass
 class Deployment:
     """Physical names of the template's resources here: `names` by logical id (the others are
-    named `<stack>-<logical id>`), and the table's stream."""
+    named `<stack>-<logical id>`), the table's stream, and the parameters given (the others
+    take their defaults)."""
 
     template: dict[str, Any]
     names: dict[str, str]
     stream_arn: str
+    parameters: dict[str, Any] = field(default_factory=dict)
 
     def name(self, logical: str) -> str:
         return self.names.get(logical, f"{STACK}-{logical}")
@@ -131,6 +138,8 @@ class Deployment:
         }
         if name in pseudo:
             return pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
         if name in self.template.get("Parameters", {}):
             return self.template["Parameters"][name].get("Default", "")
         kind = self.template["Resources"][name]["Type"]
@@ -173,7 +182,7 @@ class Deployment:
         return {key: item for key, item in resolved.items() if item is not _NO_VALUE}
 
     def holds(self, condition: str) -> bool:
-        """A condition of the template, with its parameters' defaults."""
+        """A condition of the template, with the deployment's parameters."""
         return bool(self._evaluate(self.template["Conditions"][condition]))
 
     def _evaluate(self, expression: Any) -> Any:
@@ -214,17 +223,28 @@ def template_roles(template_path: Path) -> dict[str, Any]:
 
 
 def role_statements(deployment: Deployment) -> dict[str, list[dict[str, Any]]]:
-    """Each IAM role's inline policy statements, resolved for the deployment."""
+    """Each IAM role's policy statements, resolved for the deployment: its inline policies, and
+    those of the policies (AWS::IAM::Policy) the deployment makes for it."""
     roles: dict[str, list[dict[str, Any]]] = {}
-    for logical, resource in deployment.template["Resources"].items():
-        if resource["Type"] != "AWS::IAM::Role":
-            continue
-        statements: list[dict[str, Any]] = []
-        for policy in resource["Properties"].get("Policies", []):
-            found = policy["PolicyDocument"]["Statement"]
-            statements += deployment.resolve(found if isinstance(found, list) else [found])
-        roles[logical] = statements
+    resources = deployment.template["Resources"]
+    for logical, resource in resources.items():
+        if resource["Type"] == "AWS::IAM::Role":
+            policies = resource["Properties"].get("Policies", [])
+            roles.setdefault(logical, []).extend(_statements(deployment, policies))
+    for resource in resources.values():
+        made = "Condition" not in resource or deployment.holds(resource["Condition"])
+        if resource["Type"] == "AWS::IAM::Policy" and made:
+            for role in resource["Properties"]["Roles"]:
+                roles[role["Ref"]] += _statements(deployment, [resource["Properties"]])
     return roles
+
+
+def _statements(deployment: Deployment, policies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = []
+    for policy in policies:
+        found = policy["PolicyDocument"]["Statement"]
+        statements += deployment.resolve(found if isinstance(found, list) else [found])
+    return statements
 
 
 # -- evaluating a request against a role's statements ------------------------------------------
@@ -443,6 +463,13 @@ class Checks:
         if operation == "RunTask":
             yield Check("ecs:RunTask", params["taskDefinition"])
             return
+        if operation == "UpdateTaskProtection":
+            cluster = params["cluster"].rsplit("/", 1)[-1]
+            for task in params["tasks"]:
+                task_id = task.rsplit("/", 1)[-1]
+                arn = f"arn:{PARTITION}:ecs:{REGION}:{ACCOUNT}:task/{cluster}/{task_id}"
+                yield Check("ecs:UpdateTaskProtection", arn)
+            return
         yield Check(f"ecs:{operation}", "*")
         if operation != "RegisterTaskDefinition":
             return
@@ -505,13 +532,6 @@ class Enforcement:
         with self._lock:
             self._roles = role_statements(deployment)
             self._checks = Checks(deployment)
-            self.refusals = []
-
-    def withdraw(self) -> None:
-        """Enforce nothing until the next deploy: for resources the template did not make."""
-        with self._lock:
-            self._roles = {}
-            self._checks = None
             self.refusals = []
 
     def attach(self, events: Any) -> None:

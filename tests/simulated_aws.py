@@ -245,6 +245,8 @@ class SimulatedAws:
     channel: LocalWorkerChannel
     # The deployment's roles by what they are for: "worker", "warm-pool", "states".
     roles: dict[str, str]
+    # The cluster's name.
+    cluster: str
 
     def prepare(self, pipeline: bytes, options: dict[str, Any] | None = None) -> str:
         blobs = runtime.stores(self.settings).blobs
@@ -390,7 +392,7 @@ def simulated_aws(logs: Path, *, pool: int) -> Iterator[SimulatedAws]:
     fargate.pool = pool
     fargate.start()
     try:
-        yield SimulatedAws(aws, settings, control, jobs, fargate, channel, roles)
+        yield SimulatedAws(aws, settings, control, jobs, fargate, channel, roles, name)
     finally:
         fargate.stop()
         channel.stop()

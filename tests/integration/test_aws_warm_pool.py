@@ -20,6 +20,7 @@ from beamjobs.local.embedded import LOCAL_REGION
 from beamjobs.local.invoker import LocalContext
 from beamjobs.worker.channel import WORKER_FUNCTION, take_offer
 from beamjobs_functions.worker.app import handler_for
+from tests.iam_policies import Deployment
 from tests.integration.conftest import pipeline_bytes
 from tests.simulated_aws import simulated_aws
 
@@ -49,19 +50,34 @@ def _entered(sim, job_id):
     ]
 
 
-@pytest.fixture(autouse=True)
-def no_template_roles(iam_enforcement):
-    """The simulation makes its own queue, cluster, roles and state machine, not the template's
-    deployment: the template's roles (the pool's among them, checked in test_deploy) cannot be
-    enforced on them, whichever deployment an earlier test left enforced."""
-    iam_enforcement.withdraw()
-
-
 @pytest.fixture(scope="module")
 def pool_of_two(tmp_path_factory):
     with simulated_aws(tmp_path_factory.mktemp("tasks"), pool=2) as sim:
         _until(lambda: sim.fargate.ready() == 2)
         yield sim
+
+
+@pytest.fixture(autouse=True)
+def pool_deployed(iam_enforcement, transformed_template, pool_of_two):
+    """The template's roles, as a stack with a pool deploys them, enforced on the simulation's
+    resources: the worker function's hand-over of offered jobs (its WarmPoolHandOverPolicy)
+    above all."""
+    sim = pool_of_two
+    dynamodb = boto3.client("dynamodb", region_name=LOCAL_REGION, endpoint_url=sim.aws.endpoint_url)
+    table = dynamodb.describe_table(TableName=sim.settings.table_name)["Table"]
+    iam_enforcement.deploy(
+        Deployment(
+            transformed_template,
+            {
+                "JobsTable": sim.settings.table_name,
+                "IdempotencyTable": sim.settings.idempotency_table_name,
+                "ArtifactsBucket": sim.settings.bucket_name,
+                "Cluster": sim.cluster,
+            },
+            table["LatestStreamArn"],
+            parameters={"WarmWorkers": 2},
+        )
+    )
 
 
 def test_a_job_is_taken_by_a_waiting_pooled_worker_runs_and_the_pool_refills(pool_of_two):
