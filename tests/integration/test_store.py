@@ -229,3 +229,12 @@ def test_each_stored_move_to_running_or_an_end_is_one_emf_metric(stores, monkeyp
     [ended] = _metrics(capsys, "JobsEnded")
     assert (ended["JobsEnded"], ended["state"]) == ([1.0], "FAILED")
     assert ended["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["state"]]
+
+
+def test_no_emf_metric_is_printed_where_metrics_are_disabled(stores, monkeypatch, capsys):
+    # As `make run` sets it: its output is the server's log, not CloudWatch's input.
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    stores.jobs.create(make_job("j1"))
+    advance(stores.jobs, "j1", JobState.STARTING, JobState.RUNNING, JobState.DONE)
+    assert stores.jobs.get("j1").state is JobState.DONE
+    assert '"_aws"' not in capsys.readouterr().out

@@ -6,6 +6,7 @@ The alarms and the dashboard of template.yaml read them, in the Beamjobs namespa
 from __future__ import annotations
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from beamjobs.domain.model import Job
 from beamjobs.domain.states import JobState, is_terminal
@@ -14,6 +15,8 @@ NAMESPACE = "Beamjobs"
 
 
 def emit(name: str, unit: MetricUnit, value: float, **dimensions: str) -> None:
+    if is_metrics_disabled():  # (single_metric itself prints whatever the variable says)
+        return
     with single_metric(name=name, unit=unit, value=value, namespace=NAMESPACE) as metric:
         for dimension, label in dimensions.items():
             metric.add_dimension(name=dimension, value=label)
