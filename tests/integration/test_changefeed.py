@@ -55,6 +55,20 @@ def _interleave(rng, per_job):
     return order
 
 
+async def _started_feed(settings, stores, pool):
+    """A change feed whose blocking calls run on `pool`, once its reader has its iterators; and
+    that blocking call."""
+    loop = asyncio.get_running_loop()
+
+    async def blocking(function, *args, **kwargs):
+        return await loop.run_in_executor(pool, functools.partial(function, *args, **kwargs))
+
+    feed = ChangeFeed(clients.client("dynamodbstreams", settings), stores.jobs, blocking)
+    feed.start()
+    await asyncio.sleep(0.5)
+    return feed, blocking
+
+
 def test_every_subscriber_gets_exactly_the_stored_sequence(settings, stores):
     rng = random.Random(20261127)
     jobs = [f"stress-{index:03d}" for index in range(JOBS)]
@@ -87,13 +101,7 @@ def test_every_subscriber_gets_exactly_the_stored_sequence(settings, stores):
 
     async def scenario():
         loop = asyncio.get_running_loop()
-
-        async def blocking(function, *args, **kwargs):
-            return await loop.run_in_executor(pool, functools.partial(function, *args, **kwargs))
-
-        feed = ChangeFeed(clients.client("dynamodbstreams", settings), stores.jobs, blocking)
-        feed.start()
-        await asyncio.sleep(0.5)  # the reader has its iterators
+        feed, blocking = await _started_feed(settings, stores, pool)
 
         async def subscriber(job_id, delay):
             await asyncio.sleep(delay)
@@ -165,13 +173,7 @@ def test_the_shims_gauges_say_its_subscribers_and_how_far_behind_the_feed_reads(
 
     async def scenario():
         loop = asyncio.get_running_loop()
-
-        async def blocking(function, *args, **kwargs):
-            return await loop.run_in_executor(pool, functools.partial(function, *args, **kwargs))
-
-        feed = ChangeFeed(clients.client("dynamodbstreams", settings), stores.jobs, blocking)
-        feed.start()
-        await asyncio.sleep(0.5)  # the reader has its iterators
+        feed, _ = await _started_feed(settings, stores, pool)
         subscription = feed.subscribe("gauged")
         await loop.run_in_executor(pool, advance, stores.jobs, "gauged", JobState.STARTING)
         assert await subscription.next(10) is not None  # read from the stream

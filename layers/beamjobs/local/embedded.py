@@ -202,13 +202,18 @@ class EmbeddedAws:
         replayed = self._journal.replay(self._app)
         logger.info("replayed %d writes from the journal", replayed)
         self._journal.start()
+        if self._journal.worth_compacting(replayed, lambda: state_copy.live_count(*self._own())):
+            self._journal.compact(lambda: state_copy.put_again(*self._own()))
+            logger.info("the journal of %d writes now holds the state they left", replayed)
+
+    def _own(self) -> tuple[Any, Any]:
+        """boto3 clients of its DynamoDB and S3, made only when a journal may be compacted
+        (making them costs a start a quarter of a second)."""
         dynamodb, s3 = (
             boto3.client(service, region_name=LOCAL_REGION, endpoint_url=self.endpoint_url)
             for service in ("dynamodb", "s3")
         )
-        if self._journal.worth_compacting(replayed, lambda: state_copy.live_count(dynamodb, s3)):
-            self._journal.compact(lambda: state_copy.put_again(dynamodb, s3))
-            logger.info("the journal of %d writes now holds the state they left", replayed)
+        return dynamodb, s3
 
     def on_request(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call `listener` with each request's WSGI environ, one request at a time, before
