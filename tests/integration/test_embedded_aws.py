@@ -1,5 +1,6 @@
 """The embedded AWS: its fast serialization answers exactly what moto's own serializer answers,
-and it tells listeners about item puts."""
+its requests sent past Flask exactly what moto's Flask application answers, and it tells
+listeners about item puts."""
 
 import io
 import json
@@ -12,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from moto.core import responses
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.test import EnvironBuilder
 
 from beamjobs import runtime
 from beamjobs.aws import clients
@@ -64,6 +67,73 @@ def test_fast_answers_equal_moto_serializer_answers(monkeypatch, settings, store
         "GetShardIterator",
         "GetRecords",
     }
+
+
+def _answer(app, target: str, body: dict) -> tuple:
+    """What `app` answers a JSON-protocol request: status, headers (but the request's id and
+    date, which differ by request, and CORS's, which Flask adds) and body."""
+    environ = EnvironBuilder(
+        method="POST",
+        base_url="http://127.0.0.1:4566",
+        headers={
+            "X-Amz-Target": target,
+            "Content-Type": "application/x-amz-json-1.0",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=embedded/20261207/us-east-1/dynamodb/"
+            "aws4_request, SignedHeaders=host, Signature=0",
+        },
+        data=json.dumps(body),
+    ).get_environ()
+    started: list = []
+    content = b"".join(app(environ, lambda status, headers, *_: started.append((status, headers))))
+    [(status, headers)] = started
+    varying = ("x-amzn-requestid", "date", "access-control-allow-origin")
+    return status, sorted((n.lower(), v) for n, v in headers if n.lower() not in varying), content
+
+
+def test_requests_past_flask_answer_what_moto_flask_application_answers(
+    embedded_aws, settings, stores
+):
+    stores.jobs.create(make_job("j1"))
+    key = {"pk": {"S": "job#j1"}, "sk": {"S": "job"}}
+    table = settings.table_name
+    generic = DomainDispatcherApplication(create_backend_app)
+    direct = moto_tuning.DirectJsonTargets(generic)
+    requests = {
+        "DynamoDB_20120810.GetItem": {"TableName": table, "Key": key},
+        "DynamoDB_20120810.Query": {
+            "TableName": table,
+            "KeyConditionExpression": "pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": "job#j1"}},
+        },
+        "DynamoDB_20120810.DescribeTable": {"TableName": table},
+        # Refused: answered as errors, nothing written.
+        "DynamoDB_20120810.PutItem": {
+            "TableName": table,
+            "Item": key,
+            "ConditionExpression": "attribute_not_exists(pk)",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        },
+        "DynamoDB_20120810.UpdateItem": {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": "SET = nothing",
+        },
+        "DynamoDB_20120810.DeleteTable": {"TableName": "no-such-table"},
+        "DynamoDBStreams_20120810.ListStreams": {"TableName": table},
+    }
+    for target, body in requests.items():
+        fast, slow = _answer(direct, target, body), _answer(generic, target, body)
+        assert fast == slow, target
+        refused = target.endswith(("PutItem", "UpdateItem", "DeleteTable"))
+        assert fast[0].startswith("400") == refused, (target, fast)
+    # Flask lets any web page read every answer (CORS's "*"); past it, a page in a browser on
+    # this machine cannot read the tables.
+    environ = EnvironBuilder(
+        method="POST", headers={"X-Amz-Target": "DynamoDB_20120810.ListTables"}
+    )
+    headers: list = []
+    direct(environ.get_environ(), lambda status, sent, *_: headers.extend(sent))
+    assert "access-control-allow-origin" not in {name.lower() for name, _ in headers}
 
 
 def test_item_puts_and_only_puts_ring_the_put_listeners(

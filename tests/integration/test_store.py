@@ -4,6 +4,7 @@ import threading
 import pytest
 
 from beamjobs.aws import clients
+from beamjobs.aws import dynamodb_items as codec
 from beamjobs.domain.errors import Conflict, NotFound
 from beamjobs.domain.jobs import Jobs, start_rule
 from beamjobs.domain.model import (
@@ -238,3 +239,46 @@ def test_no_emf_metric_is_printed_where_metrics_are_disabled(stores, monkeypatch
     advance(stores.jobs, "j1", JobState.STARTING, JobState.RUNNING, JobState.DONE)
     assert stores.jobs.get("j1").state is JobState.DONE
     assert '"_aws"' not in capsys.readouterr().out
+
+
+def _record_snapshot(settings, job_id):
+    """The job's record as stored: its snapshot, seq and whether it is in the active index."""
+    item = clients.client("dynamodb", settings).get_item(
+        TableName=settings.table_name, Key={"pk": {"S": f"job#{job_id}"}, "sk": {"S": "job"}}
+    )["Item"]
+    record = codec.job_from_record(codec.from_item(item))
+    return codec.snapshot(record), record.seq, "active" in item
+
+
+def test_a_projection_writes_what_changed_or_the_whole_snapshot_onto_a_record_behind(
+    monkeypatch, stores, settings
+):
+    stores.jobs.create(make_job("j1"))
+    started = advance(stores.jobs, "j1", JobState.STARTING)
+    assert _record_snapshot(settings, "j1") == (codec.snapshot(started), 2, True)
+    updates = []
+    real_update = stores.jobs._db.update_item
+    monkeypatch.setattr(
+        stores.jobs._db,
+        "update_item",
+        lambda **call: updates.append(call["UpdateExpression"]) or real_update(**call),
+    )
+
+    # A change of state: only the state and its time are written, and the seq moved.
+    running = stores.jobs.append(started, Change(state=JobState.RUNNING))
+    assert updates == ["SET #state = :state, #state_time = :state_time, seq = :n, expires_at = :e"]
+    assert _record_snapshot(settings, "j1") == (codec.snapshot(running), 3, True)
+
+    # A record behind the job (as if another writer's projection were lost): the changes
+    # since alone would leave it wrong, so the whole snapshot is written.
+    clients.client("dynamodb", settings).update_item(
+        TableName=settings.table_name,
+        Key={"pk": {"S": "job#j1"}, "sk": {"S": "job"}},
+        UpdateExpression="SET #s = :s, seq = :n REMOVE active",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":s": {"S": "STOPPED"}, ":n": {"N": "1"}},
+    )
+    updates.clear()
+    done = stores.jobs.append(running, Change(state=JobState.DONE))
+    assert len(updates) == 2 and "#pipeline_ref" in updates[1]
+    assert _record_snapshot(settings, "j1") == (codec.snapshot(done), 4, False)

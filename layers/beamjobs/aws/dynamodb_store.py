@@ -115,6 +115,7 @@ class DynamoJobStore(JobStore):
             "pk": _pk(job.job_id),
             "sk": JOB_SK,
             **codec.record(job),
+            **({"active": ACTIVE_PARTITION} if job.state in ACTIVE_STATES else {}),
             "gsi1pk": LIST_PARTITION,
             "gsi1sk": listing_key(job),
             "expires_at": self._expiry(),
@@ -152,8 +153,10 @@ class DynamoJobStore(JobStore):
         self._put_event(change, after, at=now)
         if change.state is not None and change.state is not job.state:
             operational_metrics.job_moved(after)
-        if codec.snapshot(after) != codec.snapshot(job) or job.job_id in self._behind:
+        if job.job_id in self._behind:
             self._project(after)
+        elif codec.snapshot(after) != codec.snapshot(job):
+            self._project(after, earlier=job)
         return after
 
     def repair(self, job: Job) -> None:
@@ -404,35 +407,42 @@ class DynamoJobStore(JobStore):
                 return
             raise
 
-    def _project(self, job: Job) -> None:
+    def _project(self, job: Job, *, earlier: Job | None = None) -> None:
         """Copy the job's snapshot as of its last event (`job.seq`) onto the record. Only ever
         moves forward (a later projection that landed first wins), and never fails its caller:
-        the log is the truth, and a writer repairs a lost projection."""
-        snapshot = codec.snapshot(job)
-        assignments = [
-            f"#{name} = :{name}" for name, value in snapshot.items() if value is not None
-        ]
-        removals = [f"#{name}" for name, value in snapshot.items() if value is None]
-        values: dict[str, Any] = {f":{n}": v for n, v in snapshot.items() if v is not None}
-        values.update({":n": job.seq, ":e": self._expiry()})
-        assignments += ["seq = :n", "expires_at = :e"]
-        if job.state in ACTIVE_STATES:
-            assignments.append("active = :a")
-            values[":a"] = ACTIVE_PARTITION
-        else:
-            removals.append("active")
-        update = "SET " + ", ".join(assignments)
-        if removals:
-            update += " REMOVE " + ", ".join(removals)
+        the log is the truth, and a writer repairs a lost projection. With `earlier` (the job
+        one event before), only what changed since is written, on the condition that the
+        record is projected as of `earlier`; a record anywhere else gets the whole snapshot.
+        (A projection's cost grows with its attributes: most events change two or three.)"""
+        fields = _projected(job)
         try:
-            self._update_record(
-                job.job_id, update, values, condition="seq < :n", names=list(snapshot)
-            )
+            if earlier is not None:
+                before = _projected(earlier)
+                changed = {name: value for name, value in fields.items() if before[name] != value}
+                with contextlib.suppress(Conflict):  # not as of `earlier`: the whole snapshot
+                    self._write_projection(job, changed, condition="seq = :was", was=earlier.seq)
+                    return
+            with contextlib.suppress(Conflict):  # a later snapshot was projected already
+                self._write_projection(job, fields, condition="seq < :n")
             self._behind.pop(job.job_id, None)
-        except Conflict:
-            self._behind.pop(job.job_id, None)  # a later snapshot was projected already
         except BeamjobsError:
             logger.warning("projecting job %s failed", job.job_id, exc_info=True)
+
+    def _write_projection(
+        self, job: Job, fields: dict[str, Any], *, condition: str, was: int | None = None
+    ) -> None:
+        """SET the fields that have values, REMOVE those that are None, and move the record's
+        seq to the job's, if the record meets `condition`."""
+        assignments = [f"#{name} = :{name}" for name, value in fields.items() if value is not None]
+        removals = [f"#{name}" for name, value in fields.items() if value is None]
+        values: dict[str, Any] = {f":{n}": v for n, v in fields.items() if v is not None}
+        values.update({":n": job.seq, ":e": self._expiry()})
+        if was is not None:
+            values[":was"] = was
+        update = "SET " + ", ".join([*assignments, "seq = :n", "expires_at = :e"])
+        if removals:
+            update += " REMOVE " + ", ".join(removals)
+        self._update_record(job.job_id, update, values, condition=condition, names=list(fields))
 
     def _update_record(
         self,
@@ -455,6 +465,15 @@ class DynamoJobStore(JobStore):
                 ExpressionAttributeValues=codec.to_item(values),
                 **({"ExpressionAttributeNames": {f"#{n}": n for n in names}} if names else {}),
             )
+
+
+def _projected(job: Job) -> dict[str, Any]:
+    """What a job's record holds of its snapshot (None: absent), `active` among it: the active
+    index's key while the job is active."""
+    return {
+        **codec.snapshot(job),
+        "active": ACTIVE_PARTITION if job.state in ACTIVE_STATES else None,
+    }
 
 
 def _listed_jobs(page: dict[str, Any]) -> list[Job]:

@@ -158,7 +158,9 @@ class EmbeddedAws:
         use_offline_credentials()
         moto_tuning.install()
         moto_sts.install()
-        moto_app: Callable[..., Iterable[bytes]] = DomainDispatcherApplication(create_backend_app)
+        moto_app: Callable[..., Iterable[bytes]] = moto_tuning.DirectJsonTargets(
+            DomainDispatcherApplication(create_backend_app)
+        )
         if self._journal is not None:
             moto_app = self._journal.wrap(moto_app)
         self._app = _OneRequestAtATime(moto_app)
