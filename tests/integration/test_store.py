@@ -5,6 +5,7 @@ import pytest
 
 from beamjobs.aws import clients
 from beamjobs.aws import dynamodb_items as codec
+from beamjobs.aws.dynamodb_store import DynamoJobStore
 from beamjobs.domain.errors import Conflict, NotFound
 from beamjobs.domain.jobs import Jobs, start_rule
 from beamjobs.domain.model import (
@@ -250,7 +251,7 @@ def _record_snapshot(settings, job_id):
     return codec.snapshot(record), record.seq, "active" in item
 
 
-def test_a_projection_writes_what_changed_or_the_whole_snapshot_onto_a_record_behind(
+def test_a_projection_writes_what_differs_from_the_record_as_seen_or_else_the_whole_snapshot(
     monkeypatch, stores, settings
 ):
     stores.jobs.create(make_job("j1"))
@@ -264,13 +265,24 @@ def test_a_projection_writes_what_changed_or_the_whole_snapshot_onto_a_record_be
         lambda **call: updates.append(call["UpdateExpression"]) or real_update(**call),
     )
 
-    # A change of state: only the state and its time are written, and the seq moved.
-    running = stores.jobs.append(started, Change(state=JobState.RUNNING))
+    # Messages move the log, not the record; a change of state after them writes the state
+    # and its time alone, onto the record as this store last wrote it.
+    said = stores.jobs.append(started, Change(messages=(Message("JOB_MESSAGE_BASIC", "hi", 1.0),)))
+    running = stores.jobs.append(said, Change(state=JobState.RUNNING))
     assert updates == ["SET #state = :state, #state_time = :state_time, seq = :n, expires_at = :e"]
-    assert _record_snapshot(settings, "j1") == (codec.snapshot(running), 3, True)
+    assert _record_snapshot(settings, "j1") == (codec.snapshot(running), 4, True)
 
-    # A record behind the job (as if another writer's projection were lost): the changes
-    # since alone would leave it wrong, so the whole snapshot is written.
+    # Another store (on the same client), which has only read the job, writes what differs
+    # from the record it read.
+    other = DynamoJobStore(
+        stores.jobs._db, settings.table_name, item_lifetime=stores.jobs._lifetime
+    )
+    updates.clear()
+    cancelling = other.append(other.get("j1"), Change(state=JobState.CANCELLING))
+    assert updates == ["SET #state = :state, #state_time = :state_time, seq = :n, expires_at = :e"]
+
+    # A record no longer as seen (its projection rewritten meanwhile, as by a rival writer
+    # whose later events were then lost): the whole snapshot is written.
     clients.client("dynamodb", settings).update_item(
         TableName=settings.table_name,
         Key={"pk": {"S": "job#j1"}, "sk": {"S": "job"}},
@@ -279,6 +291,6 @@ def test_a_projection_writes_what_changed_or_the_whole_snapshot_onto_a_record_be
         ExpressionAttributeValues={":s": {"S": "STOPPED"}, ":n": {"N": "1"}},
     )
     updates.clear()
-    done = stores.jobs.append(running, Change(state=JobState.DONE))
+    cancelled = other.append(cancelling, Change(state=JobState.CANCELLED))
     assert len(updates) == 2 and "#pipeline_ref" in updates[1]
-    assert _record_snapshot(settings, "j1") == (codec.snapshot(done), 4, False)
+    assert _record_snapshot(settings, "j1") == (codec.snapshot(cancelled), 6, False)

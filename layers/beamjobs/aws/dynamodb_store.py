@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -76,9 +77,10 @@ _INDEX_PAGE = 100
 _LISTING_READ_BUDGET = 2000
 # Keys per BatchGetItem, DynamoDB's most.
 _BATCH_GET_KEYS = 100
-# Jobs whose record a store remembers having read behind their log, until it appends to them
-# (a store that only reads forgets the oldest beyond this many).
-_BEHIND_REMEMBERED = 1024
+# Jobs a store remembers things of (whose record it read behind their log, until it appends to
+# them; what their record held when last read or written): the oldest beyond this many are
+# forgotten.
+_JOBS_REMEMBERED = 1024
 
 
 def _pk(job_id: str) -> str:
@@ -104,6 +106,10 @@ class DynamoJobStore(JobStore):
         self._clock = clock
         # Ids of jobs whose record was read behind their log: the next append projects.
         self._behind: dict[str, None] = {}
+        # What each job's record was last seen to hold (its seq, and its projected fields),
+        # read or written by this store: a projection onto it writes only what differs.
+        self._records: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._memory_lock = threading.Lock()  # (handlers share a store across threads)
 
     def now(self) -> float:
         return self._clock()
@@ -121,6 +127,7 @@ class DynamoJobStore(JobStore):
             "expires_at": self._expiry(),
         }
         self._put_new(record, "attribute_not_exists(pk)", f"job {job.job_id}")
+        self._remember(self._records, job.job_id, (job.seq, _projected(job)))
 
     def get(self, job_id: str) -> Job:
         with aws_errors(f"job {job_id}"):
@@ -136,15 +143,15 @@ class DynamoJobStore(JobStore):
         if not found or found[0]["sk"] != JOB_SK:
             raise unknown_job(job_id)
         record = codec.job_from_record(found[0])
+        held = {**_projected(record), "active": found[0].get("active")}
+        self._remember(self._records, job_id, (record.seq, held))
         if len(found) < 2:
             return record
         job = codec.with_snapshot(record, found[1])
         if codec.snapshot(job) != codec.snapshot(record):
             # The record's projection was lost or is late: answered from the log, and repaired
             # by this store's next append to the job (never by a read).
-            self._behind[job_id] = None
-            while len(self._behind) > _BEHIND_REMEMBERED:
-                del self._behind[next(iter(self._behind))]
+            self._remember(self._behind, job_id, None)
         return job
 
     def append(self, job: Job, change: Change) -> Job:
@@ -153,10 +160,8 @@ class DynamoJobStore(JobStore):
         self._put_event(change, after, at=now)
         if change.state is not None and change.state is not job.state:
             operational_metrics.job_moved(after)
-        if job.job_id in self._behind:
+        if codec.snapshot(after) != codec.snapshot(job) or job.job_id in self._behind:
             self._project(after)
-        elif codec.snapshot(after) != codec.snapshot(job):
-            self._project(after, earlier=job)
         return after
 
     def repair(self, job: Job) -> None:
@@ -407,26 +412,43 @@ class DynamoJobStore(JobStore):
                 return
             raise
 
-    def _project(self, job: Job, *, earlier: Job | None = None) -> None:
+    def _project(self, job: Job) -> None:
         """Copy the job's snapshot as of its last event (`job.seq`) onto the record. Only ever
         moves forward (a later projection that landed first wins), and never fails its caller:
-        the log is the truth, and a writer repairs a lost projection. With `earlier` (the job
-        one event before), only what changed since is written, on the condition that the
-        record is projected as of `earlier`; a record anywhere else gets the whole snapshot.
-        (A projection's cost grows with its attributes: most events change two or three.)"""
+        the log is the truth, and a writer repairs a lost projection. Onto a record seen
+        since its last change, only what differs is written, on the condition that it is still
+        as seen; onto any other, the whole snapshot. (A projection's cost grows with its
+        attributes, and most events change two or three.)"""
         fields = _projected(job)
+        seen = self._records.pop(job.job_id, None)
         try:
-            if earlier is not None:
-                before = _projected(earlier)
-                changed = {name: value for name, value in fields.items() if before[name] != value}
-                with contextlib.suppress(Conflict):  # not as of `earlier`: the whole snapshot
-                    self._write_projection(job, changed, condition="seq = :was", was=earlier.seq)
+            if seen is not None and seen[0] < job.seq:
+                seen_seq, seen_fields = seen
+                changed = {
+                    name: value for name, value in fields.items() if seen_fields[name] != value
+                }
+                with contextlib.suppress(Conflict):  # no longer as seen: the whole snapshot
+                    self._write_projection(job, changed, condition="seq = :was", was=seen_seq)
+                    self._projected_as(job, fields)
                     return
             with contextlib.suppress(Conflict):  # a later snapshot was projected already
                 self._write_projection(job, fields, condition="seq < :n")
+                self._projected_as(job, fields)
             self._behind.pop(job.job_id, None)
         except BeamjobsError:
             logger.warning("projecting job %s failed", job.job_id, exc_info=True)
+
+    def _remember(self, memory: dict[str, Any], job_id: str, value: Any) -> None:
+        """Keep `value` for the job, forgetting the longest kept beyond _JOBS_REMEMBERED."""
+        with self._memory_lock:
+            memory.pop(job_id, None)
+            memory[job_id] = value
+            while len(memory) > _JOBS_REMEMBERED:
+                del memory[next(iter(memory))]
+
+    def _projected_as(self, job: Job, fields: dict[str, Any]) -> None:
+        self._behind.pop(job.job_id, None)
+        self._remember(self._records, job.job_id, (job.seq, fields))
 
     def _write_projection(
         self, job: Job, fields: dict[str, Any], *, condition: str, was: int | None = None
