@@ -2,9 +2,11 @@
 ahead of need (the warm pool), each waiting for a job.
 
 Importing apache_beam costs about a second; a fork costs milliseconds, and a warm worker has
-made its set-up and its first AWS calls before its job arrives, so a job starts at once. The
-server itself never runs a job, opens a connection or starts a thread (forking is only safe that
-way), and a worker runs one job and exits: every worker starts from the same pristine state, so
+made its set-up and its first AWS calls before its job arrives, so a job starts at once; each
+inherits Beam's caches filled by the one trivial pipeline of its own that the server runs at
+its start (beamjobs.worker.warm_up). The server itself never runs a job, opens a connection or
+keeps a thread (forking is only safe that way: it checks that the warm-up's have all ended),
+and a worker runs one job and exits: every worker starts from the same pristine state, so
 nothing of one job (modules it imported, environment variables, temporary files, threads) can
 reach another. Each worker runs in a session of its own, so stopping a job stops its whole
 process group. A warm worker that dies while waiting is replaced, as is each one handed a job,
@@ -21,6 +23,7 @@ import os
 import select
 import signal
 import sys
+import threading
 from typing import TextIO
 
 from beamjobs.domain.model import job_from_json
@@ -29,6 +32,7 @@ from beamjobs.worker.channel import channel_invokers
 
 # Imports Beam and FnApiRunner: workers inherit them already imported.
 from beamjobs.worker.run import JobRunner
+from beamjobs.worker.warm_up import warm_up
 
 _REAP_INTERVAL_SECONDS = 0.1
 
@@ -133,6 +137,11 @@ def serve() -> None:
     # Building an AWS client loads its service model (~0.3 s); workers inherit it. Nothing is
     # sent here, so no connection exists yet to be shared across a fork.
     channel_invokers(settings)
+    warm_up()
+    if threading.active_count() != 1:
+        raise RuntimeError(
+            f"threads alive after the warm-up, unsafe to fork: {threading.enumerate()}"
+        )
     pool = WarmPool(settings.warm_workers)
     pool.refill()
     out = sys.stdout

@@ -78,9 +78,11 @@ def serve_offers() -> int:
     # Imported here, as the worker's runner imports Beam: this module's offers and READY are
     # read without it (by the simulated AWS path's tests, which speak protobuf of their own).
     from beamjobs.worker.run import JobRunner, stop_on_sigterm
+    from beamjobs.worker.warm_up import warm_up
 
     stop_on_sigterm()
     runner = JobRunner()  # imports done and clients made before any job waits
+    warm_up()  # and Beam's caches filled
     settings = runner.settings
     if not settings.offers_queue:
         raise SystemExit("a pooled worker needs its queue (BEAMJOBS_OFFERS_QUEUE)")
