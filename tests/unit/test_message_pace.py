@@ -53,3 +53,19 @@ def test_a_chatty_jobs_messages_are_stored_at_the_bounded_rate_in_order():
 def test_the_default_bound_leaves_most_of_a_partition_to_the_heartbeat_and_outcome():
     # DynamoDB: 1,000 write units a second per partition, a unit per KB written.
     assert MESSAGE_BYTES_PER_SECOND / 1024 <= 1000 / 4
+
+
+def test_records_logged_within_a_flush_interval_of_the_first_are_stored_in_one_call():
+    # Given records logged over 60 ms, within the 200 ms flush interval of the first
+    job = RecordingJob()
+    with MessageForwarder(job, logging.WARNING, flush_seconds=0.2):
+        for i in range(4):
+            log.warning("burst %d", i)
+            time.sleep(0.02)
+        time.sleep(0.3)  # the job goes on, silent
+        log.warning("later")
+    # Then the burst is one call, and what came after the interval another
+    assert [texts for _, _, texts in job.stored] == [
+        [f"burst {i}" for i in range(4)],
+        ["later"],
+    ]

@@ -173,11 +173,20 @@ class MessageForwarder(logging.Handler):
                 return
 
     def _collect(self, batch: list[Message]) -> bool:
-        """Add what waits in the queue (waiting a flush interval for something) to `batch`, up
-        to a batch's worth; return whether the end of the stream was reached."""
-        return gather(
+        """Add what waits in the queue to `batch`, up to a batch's worth: waiting a flush
+        interval for something, then up to one more for what follows it, so that a burst (a
+        short job's whole log) is one call rather than one per record. Return whether the end
+        of the stream was reached (which is never waited for)."""
+        done = gather(
             self._queue, batch, limit=_BATCH, wait=self._flush_seconds, taken=self._dequeued
         )
+        lingering_until = time.monotonic() + self._flush_seconds
+        while batch and not done and len(batch) < _BATCH:
+            left = lingering_until - time.monotonic()
+            if left <= 0:
+                break
+            done = gather(self._queue, batch, limit=_BATCH, wait=left, taken=self._dequeued)
+        return done
 
 
 class _Pace:
