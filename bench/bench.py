@@ -70,7 +70,8 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int, timeout: float =
     raise TimeoutError(f"port {port} never opened")
 
 
-def _start(name: str, port: int) -> subprocess.Popen[bytes]:
+def _start(name: str, port: int, settings: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a server on `port` (`settings`: environment variables of its own)."""
     if name == "Prism":
         process = subprocess.Popen(
             [str(PRISM), f"--job_port={port}", "--serve_http=false", "--log_level=error"],
@@ -101,6 +102,7 @@ def _start(name: str, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, *command],
         cwd=ROOT,
+        env={**os.environ, **(settings or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -427,7 +429,13 @@ async def _fan_out(endpoint: str, job_ids: list[str], subscribers: int) -> list[
 
 def fan_out(subscribers: int, jobs: int) -> dict[str, float]:
     port = _free_port()
-    server = _start("beamjobs", port)
+    # The jobs run at once, each holding one of the local user's concurrent-jobs slots, and
+    # every subscriber's stream is one of the local user's open streams.
+    quotas = {
+        "BEAMJOBS_QUOTA_CONCURRENT_JOBS": str(max(jobs, 10)),
+        "BEAMJOBS_QUOTA_STREAMS": str(max(subscribers, 256)),
+    }
+    server = _start("beamjobs", port, quotas)
     endpoint = f"localhost:{port}"
     try:
         pipeline = beam.Pipeline()

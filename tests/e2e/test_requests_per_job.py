@@ -21,8 +21,8 @@ import pytest
 from beamjobs.local.embedded import start_embedded
 from tests.e2e.conftest import ROOT, free_port, options, serve
 
-# The requests of one trivial job: 45 to 47 today (the job logs in one or two calls), as
-# README's table lists them; the bar is 50.
+# The requests of one trivial job: 44 today (the job's log said in one call), as README's table
+# lists them; the bar is 50.
 JOB_REQUESTS_BUDGET = 50
 # After DONE, the job's last writes (its worker's exit settled, its slot given back) and the
 # warm pool's refill come within this long.
