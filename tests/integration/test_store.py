@@ -142,18 +142,23 @@ def test_many_messages_go_in_few_items_and_keep_their_order(stores):
     assert [m.text for e in events for m in e.messages] == texts
 
 
+def _rewind_record(settings, job_id, also=""):
+    """Set the job's record back to its first event's state (STOPPED, seq 1), and `also`."""
+    clients.client("dynamodb", settings).update_item(
+        TableName=settings.table_name,
+        Key={"pk": {"S": f"job#{job_id}"}, "sk": {"S": "job"}},
+        UpdateExpression="SET #s = :s, seq = :n" + also,
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":s": {"S": "STOPPED"}, ":n": {"N": "1"}},
+    )
+
+
 def test_the_state_is_read_from_the_log_even_when_the_record_lags(stores, settings):
     stores.jobs.create(make_job("j1"))
     advance(stores.jobs, "j1", JobState.STARTING)
     Jobs(stores.jobs).say("j1", [Message("JOB_MESSAGE_BASIC", "hi", 1.0)])
     # As if the projection onto the record had been lost (a writer died between its writes):
-    clients.client("dynamodb", settings).update_item(
-        TableName=settings.table_name,
-        Key={"pk": {"S": "job#j1"}, "sk": {"S": "job"}},
-        UpdateExpression="SET #s = :s, seq = :n",
-        ExpressionAttributeNames={"#s": "state"},
-        ExpressionAttributeValues={":s": {"S": "STOPPED"}, ":n": {"N": "1"}},
-    )
+    _rewind_record(settings, "j1")
     job = stores.jobs.get("j1")
     assert (job.state, job.seq) == (JobState.STARTING, 3)
 
@@ -283,13 +288,7 @@ def test_a_projection_writes_what_differs_from_the_record_as_seen_or_else_the_wh
 
     # A record no longer as seen (its projection rewritten meanwhile, as by a rival writer
     # whose later events were then lost): the whole snapshot is written.
-    clients.client("dynamodb", settings).update_item(
-        TableName=settings.table_name,
-        Key={"pk": {"S": "job#j1"}, "sk": {"S": "job"}},
-        UpdateExpression="SET #s = :s, seq = :n REMOVE active",
-        ExpressionAttributeNames={"#s": "state"},
-        ExpressionAttributeValues={":s": {"S": "STOPPED"}, ":n": {"N": "1"}},
-    )
+    _rewind_record(settings, "j1", " REMOVE active")
     updates.clear()
     cancelled = other.append(cancelling, Change(state=JobState.CANCELLED))
     assert len(updates) == 2 and "#pipeline_ref" in updates[1]

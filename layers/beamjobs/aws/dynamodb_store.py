@@ -422,21 +422,26 @@ class DynamoJobStore(JobStore):
         fields = _projected(job)
         seen = self._records.pop(job.job_id, None)
         try:
-            if seen is not None and seen[0] < job.seq:
-                seen_seq, seen_fields = seen
-                changed = {
-                    name: value for name, value in fields.items() if seen_fields[name] != value
-                }
-                with contextlib.suppress(Conflict):  # no longer as seen: the whole snapshot
-                    self._write_projection(job, changed, condition="seq = :was", was=seen_seq)
-                    self._projected_as(job, fields)
-                    return
-            with contextlib.suppress(Conflict):  # a later snapshot was projected already
-                self._write_projection(job, fields, condition="seq < :n")
-                self._projected_as(job, fields)
+            if seen is None or seen[0] >= job.seq or not self._wrote_changes(job, fields, *seen):
+                with contextlib.suppress(Conflict):  # a later snapshot was projected already
+                    self._write_projection(job, fields, condition="seq < :n")
+                    self._remember(self._records, job.job_id, (job.seq, fields))
             self._behind.pop(job.job_id, None)
         except BeamjobsError:
             logger.warning("projecting job %s failed", job.job_id, exc_info=True)
+
+    def _wrote_changes(
+        self, job: Job, fields: dict[str, Any], seen_seq: int, seen_fields: dict[str, Any]
+    ) -> bool:
+        """Write the fields that differ from the record as seen (at `seen_seq`), if it is still
+        so; whether it was."""
+        changed = {name: value for name, value in fields.items() if seen_fields[name] != value}
+        try:
+            self._write_projection(job, changed, condition="seq = :was", was=seen_seq)
+        except Conflict:
+            return False
+        self._remember(self._records, job.job_id, (job.seq, fields))
+        return True
 
     def _remember(self, memory: dict[str, Any], job_id: str, value: Any) -> None:
         """Keep `value` for the job, forgetting the longest kept beyond _JOBS_REMEMBERED."""
@@ -445,10 +450,6 @@ class DynamoJobStore(JobStore):
             memory[job_id] = value
             while len(memory) > _JOBS_REMEMBERED:
                 del memory[next(iter(memory))]
-
-    def _projected_as(self, job: Job, fields: dict[str, Any]) -> None:
-        self._behind.pop(job.job_id, None)
-        self._remember(self._records, job.job_id, (job.seq, fields))
 
     def _write_projection(
         self, job: Job, fields: dict[str, Any], *, condition: str, was: int | None = None
