@@ -30,6 +30,9 @@ TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 # copied beside it (--strict-checksums refuses a jar whose published checksum differs).
 JAVA_CLIENT := tests/e2e/java
 JAVA_BEAM_VERSION := 2.65.0
+# The oldest Beam release the e2e tests submit with (its Python SDK image's stand-in is built
+# ahead, pinned by layers/beamjobs/worker/image_pins).
+STAND_IN_BEAM := 2.50.0
 # Beam SQL's expansion service (unshaded, with a registrar of the test's own: tests/e2e/sql), for
 # a Python pipeline's SqlTransform.
 SQL_EXPANSION := tests/e2e/sql
@@ -71,7 +74,7 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
 
-.PHONY: run clean-state flink spark setup engines stand-ins chromium test test-control-plane test-e2e fuzz lint proto bench clean sam-validate worker-lock
+.PHONY: run clean-state flink spark setup engines stand-ins chromium test test-control-plane test-e2e fuzz lint proto bench clean sam-validate worker-lock stand-in-pins
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -156,7 +159,7 @@ spark: $(STAMP) $(CLUSTERS)
 ## the cache the tests' workers use, as a worker builds them. At once when they are there already.
 stand-ins:
 	PYTHONPATH=layers $(PYTHON) -m beamjobs.worker.image_environments build \
-		apache/beam_python3.11_sdk:2.50.0 .cache/environments
+		apache/beam_python3.11_sdk:$(STAND_IN_BEAM) .cache/environments
 	PYTHONPATH=layers $(PYTHON) -m beamjobs.worker.image_environments build \
 		apache/beam_java17_sdk:$(JAVA_BEAM_VERSION) .cache/environments
 
@@ -180,6 +183,16 @@ worker-lock: $(STAMP)
 		$$($(BIN)/python -m beamjobs.worker.image_environments requirements $(BEAM_VERSION))
 	{ sed -n '/^#/p' worker/requirements.txt; .venv-lock/bin/pip freeze; } > worker/requirements.new
 	mv worker/requirements.new worker/requirements.txt && rm -rf .venv-lock
+
+## Re-pin the stand-in of Beam $(STAND_IN_BEAM)'s Python SDK image: resolve what it installs afresh.
+STAND_IN_PINS := layers/beamjobs/worker/image_pins/python3.11-beam$(STAND_IN_BEAM).txt
+stand-in-pins: $(STAMP)
+	rm -rf .venv-pins && python3.11 -m venv .venv-pins
+	.venv-pins/bin/pip install --quiet \
+		$$($(BIN)/python -m beamjobs.worker.image_environments requirements $(STAND_IN_BEAM)) \
+		$$($(BIN)/python -m beamjobs.worker.image_environments tools)
+	{ sed -n '/^#/p' $(STAND_IN_PINS); .venv-pins/bin/pip freeze; } > $(STAND_IN_PINS).new
+	mv $(STAND_IN_PINS).new $(STAND_IN_PINS) && rm -rf .venv-pins
 
 ## Unit, integration, fault, abuse and end-to-end tests. The Beam SDK and our wire classes
 ## declare the same protobuf names, so the suites that import apache_beam run in their own

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from apache_beam.portability.api import beam_job_api_pb2 as api
 
+from beamjobs.pipeline.sdk_images import PythonSdkImage
+from beamjobs.worker.image_environments import image_pins
 from tests.e2e.conftest import ROOT
 
 OLD_BEAM = "2.50.0"
@@ -20,13 +22,15 @@ EXPECTED_LINES = ["the: 3", "cat: 2", "sat: 2", "mat: 1", "dog: 1", "ran: 1"]
 @pytest.fixture(scope="session")
 def old_sdk_python() -> str:
     """The interpreter of a virtualenv with apache-beam 2.50.0, built once per clone (a marker
-    written last tells a complete one)."""
+    written last tells a complete one), resolved as its image's stand-in is."""
     venv = ROOT / ".cache" / "sdks" / f"python-apache-beam-{OLD_BEAM}"
     python = venv / "bin" / "python"
     if not (venv / ".complete").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        image = PythonSdkImage(f"apache/beam_python3.11_sdk:{OLD_BEAM}", "3.11", OLD_BEAM)
+        pins = ["--constraint", str(image_pins(image))]
         subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", f"apache-beam=={OLD_BEAM}"],
+            [str(python), "-m", "pip", "install", "--quiet", *pins, f"apache-beam=={OLD_BEAM}"],
             check=True,
         )
         (venv / ".complete").write_text("")

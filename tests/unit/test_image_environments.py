@@ -1,6 +1,7 @@
 """Stand-ins for SDK images: what an image name says, and the cache's rules (one build at a
 time, never a partial one), with a scripted build (no pip, no sockets)."""
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from beamjobs.worker.image_environments import (
     THIS_PYTHON,
     ImageEnvironments,
     UnrunnableEnvironment,
+    image_pins,
     image_requirements,
 )
 
@@ -59,6 +61,27 @@ def test_an_images_requirements_are_beam_with_the_images_extras_and_manual_list(
 
 
 IMAGE = PythonSdkImage(f"apache/beam_python{THIS_PYTHON}_sdk:2.50.0", THIS_PYTHON, "2.50.0")
+
+
+def test_a_pinned_stand_in_pins_its_release_and_every_package_its_image_requires():
+    pins = image_pins(PythonSdkImage("apache/beam_python3.11_sdk:2.50.0", "3.11", "2.50.0"))
+    assert pins is not None
+    pinned = dict(
+        line.split("==") for line in pins.read_text().splitlines() if not line.startswith("#")
+    )
+    pinned = {_distribution(name): version for name, version in pinned.items()}
+    assert pinned["apache-beam"] == "2.50.0"
+    required = [_distribution(re.split(r"[\[<>=]", r)[0]) for r in image_requirements("2.50.0")]
+    assert [name for name in required if name not in pinned] == []
+
+
+def _distribution(name: str) -> str:
+    """A distribution's name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_an_unpinned_release_is_resolved_afresh():
+    assert image_pins(PythonSdkImage("apache/beam_python3.11_sdk:2.49.0", "3.11", "2.49.0")) is None
 
 
 class ScriptedBuild:

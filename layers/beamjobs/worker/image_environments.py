@@ -48,6 +48,9 @@ IMAGE_MANUAL_PACKAGES = (
 # older than 70.1 cannot build wheels without the `wheel` package, which no virtualenv has, and
 # from 80 on it lacks pkg_resources, which Beam releases before 2.60 import.
 BUILD_TOOLS = ("setuptools>=70.1,<80",)
+# Constraints of a stand-in's build, where the project holds them (named as the stand-ins are):
+# a resolution known to install, quickly and the same on every machine.
+_PINS = Path(__file__).with_name("image_pins")
 _COMPLETE = ".beamjobs-complete"
 # The boot command needs only this package's boot modules, never the worker's own packages.
 _BOOT_PATH = "beamjobs-boot"
@@ -66,6 +69,12 @@ class UnrunnableEnvironment(Exception):
 def image_requirements(beam_version: str) -> list[str]:
     """The pip requirements of a Beam Python SDK image of this Beam release."""
     return [f"apache-beam[{','.join(IMAGE_EXTRAS)}]=={beam_version}", *IMAGE_MANUAL_PACKAGES]
+
+
+def image_pins(image: PythonSdkImage) -> Path | None:
+    """The constraints the stand-in of this image is built with, if the project pins it."""
+    pins = _PINS / f"python{image.python}-beam{image.beam}.txt"
+    return pins if pins.exists() else None
 
 
 def find_python(version: str) -> str | None:
@@ -181,6 +190,8 @@ def build_virtualenv(target: Path, interpreter: str, image: PythonSdkImage) -> N
     """Make `target` a virtualenv of `interpreter` with what the image installs, and with
     `beamjobs.worker.boot` importable (and nothing else of the worker's)."""
     requirements = image_requirements(image.beam)
+    pins = image_pins(image)
+    constraints = ["--constraint", str(pins)] if pins else []
     _run([interpreter, "-m", "venv", str(target)], image.image, "creating its virtualenv")
     python = str(target / "bin" / "python")
     _run(
@@ -192,6 +203,7 @@ def build_virtualenv(target: Path, interpreter: str, image: PythonSdkImage) -> N
             "--no-input",
             "--retries",
             "2",
+            *constraints,
             *requirements,
             *BUILD_TOOLS,
         ],
