@@ -5,6 +5,7 @@ needs."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import uuid
 
@@ -12,6 +13,8 @@ import pytest
 import urllib3
 
 from beamjobs.api import pipeline_pb2
+from beamjobs.app.worker_channel import SEEN_SECONDS, SeenJobs
+from beamjobs.aws.dynamodb_store import DynamoJobStore
 from beamjobs.domain.errors import NotFound
 from beamjobs.domain.limits import REPORTS_PER_MINUTE
 from beamjobs.domain.states import JobState
@@ -146,6 +149,45 @@ def test_a_workers_secret_does_everything_its_own_job_needs(two_jobs):
     assert _invoke("Finish", "mine", SECRET) == {"result": {"state": "DONE"}}
     # And "theirs" was never touched.
     assert [e.state for e in stores.jobs.events("theirs")] == [JobState.STOPPED, JobState.STARTING]
+
+
+def test_reports_after_a_claim_act_on_the_job_as_last_seen_and_a_rivals_change_stands(
+    two_jobs, monkeypatch
+):
+    stores = two_jobs
+    reads = []
+    read = DynamoJobStore.get
+    monkeypatch.setattr(DynamoJobStore, "get", lambda self, i: reads.append(i) or read(self, i))
+    # Given a claimed job, its worker's reports read nothing before they write
+    worker(CLAIM, LocalContext(function_name="worker"))
+    reads.clear()
+    _invoke("Say", "mine", SECRET, **ROUTES["Say"])
+    _invoke("PublishMetrics", "mine", SECRET, **ROUTES["PublishMetrics"])
+    _invoke("PublishMetrics", "mine", SECRET, request_id="again", **ROUTES["PublishMetrics"])
+    assert reads == []
+    assert stores.jobs.get("mine").metrics_ref is not None
+    # When a cancel wins meanwhile (a rival writer: the channel still saw the job RUNNING)
+    advance(stores.jobs, "mine", JobState.CANCELLING, JobState.CANCELLED)
+    # Then a beat reads, and answers it; the last messages land after it; Finish leaves it
+    assert _invoke("Beat", "mine", SECRET) == {"result": {"state": "CANCELLED"}}
+    _invoke("Say", "mine", SECRET, request_id="last", **ROUTES["Say"])
+    assert _invoke("Finish", "mine", SECRET) == {"result": {"state": "CANCELLED"}}
+    events = stores.jobs.events("mine")
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.state for e in events if e.state][-2:] == [JobState.CANCELLING, JobState.CANCELLED]
+    assert [m.text for m in events[-1].messages] == ["forged"]
+
+
+def test_a_report_acts_on_a_job_seen_no_longer_ago_than_its_secret_outlives_it():
+    assert SEEN_SECONDS < SECRET_AFTER_END_SECONDS
+    clock = [0.0]
+    seen = SeenJobs(clock=lambda: clock[0])
+    job = make_job("mine")
+    seen.saw(job)
+    seen.saw(dataclasses.replace(job, seq=0))  # an older read, arriving late, does not stand
+    assert seen.get("mine") == job
+    clock[0] = SEEN_SECONDS + 0.1
+    assert seen.get("mine") is None
 
 
 def test_a_workers_secret_dies_with_its_job(two_jobs, monkeypatch):

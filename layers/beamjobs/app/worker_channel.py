@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hmac
 import json
 import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +59,14 @@ _CLAIMS = "claims"
 INLINE_ARTIFACT_URLS = 16
 
 
+# A job as the channel last read or wrote it answers the reports that follow for this long (a
+# worker's Say, PublishMetrics and Finish each read it before). Below SECRET_AFTER_END_SECONDS:
+# a job seen no longer ago than that cannot have ended longer ago, so no secret outlives its
+# time through it.
+SEEN_SECONDS = 30.0
+SEEN_JOBS = 1024
+
+
 def metrics_key(job_id: str) -> str:
     return f"{_METRICS_PREFIX}{job_id}"
 
@@ -74,6 +87,46 @@ class Claim:
     artifacts_url: str | None
 
 
+class SeenJobs:
+    """Jobs as the channel last read or wrote them, for at most SEEN_SECONDS each (the most
+    recently used SEEN_JOBS of them). A report may act on one unread: what it appends is
+    appended on the condition that the job is still as seen (else the job is read and decided
+    on again, beamjobs.domain.jobs.Jobs.apply), and a worker secret never changes. A job's
+    state is never answered from here (a worker learns of a cancel from Beat, which reads)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._jobs: OrderedDict[str, tuple[float, Job]] = OrderedDict()
+        self._lock = threading.Lock()  # the local executor's workers call from many threads
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            seen = self._jobs.get(job_id)
+            if seen is None or self._clock() - seen[0] > SEEN_SECONDS:
+                return None
+            self._jobs.move_to_end(job_id)
+            return seen[1]
+
+    def saw(self, job: Job) -> None:
+        """`job` was just read, or is what a write left: it stands unless a later one does."""
+        with self._lock:
+            seen = self._jobs.get(job.job_id)
+            if seen is not None and seen[1].seq > job.seq:
+                return
+            self._jobs[job.job_id] = (self._clock(), job)
+            self._jobs.move_to_end(job.job_id)
+            while len(self._jobs) > SEEN_JOBS:
+                self._jobs.popitem(last=False)
+
+    def amend(self, job_id: str, **fields: Any) -> None:
+        """The record of a job seen changed beside its events (its seq stands): as seen then,
+        with these fields, and no younger."""
+        with self._lock:
+            seen = self._jobs.get(job_id)
+            if seen is not None:
+                self._jobs[job_id] = (seen[0], dataclasses.replace(seen[1], **fields))
+
+
 class WorkerChannel:
     def __init__(
         self, jobs: Jobs, outcomes: Jobs, blobs: BlobStore, artifacts: ArtifactLocation
@@ -84,13 +137,17 @@ class WorkerChannel:
         self._outcomes = outcomes
         self._blobs = blobs
         self._artifacts = artifacts
+        self._seen = SeenJobs()
 
-    def _job(self, job_id: Any, secret: Any) -> Job:
+    def _job(self, job_id: Any, secret: Any, *, read: bool = False) -> Job:
         """The job, if `secret` is its worker secret; NOT_FOUND otherwise (whether the job
-        exists is not the secret holder's business)."""
+        exists is not the secret holder's business). As last seen, unless told to `read` it."""
         if not isinstance(job_id, str) or not isinstance(secret, str) or not secret:
             raise InvalidArgument("job_id and worker_secret are required")
-        job = self._jobs.get(job_id)
+        job = None if read else self._seen.get(job_id)
+        if job is None:
+            job = self._jobs.get(job_id)
+            self._seen.saw(job)
         expected = job.worker_secret_sha256
         if not (expected and hmac.compare_digest(expected, secret_sha256(secret))):
             raise unknown_job(job_id)
@@ -105,13 +162,15 @@ class WorkerChannel:
         sent again or not); else the job as it is (which must not run). A mirror that
         `resume`s (restarted after a crash) gets its active job's claim again, with how far it
         had mirrored."""
-        known = self._job(job_id, secret)
+        # Read: a job cancelled since it was last seen must not be claimed.
+        known = self._job(job_id, secret, read=True)
         claimed = self._jobs.running(known.job_id, known=known, claim=_report_id(report))
         if claimed is None and resume:
             current = self._jobs.get(known.job_id)
             claimed = current if current.state in ACTIVE_STATES else None
         if claimed is None:
             return known
+        self._seen.saw(claimed)
         job = claimed
         url = self._blobs.presigned_url
         artifact_urls = {sha: url(ARTIFACT_PREFIX + sha, URL_SECONDS) for sha in job.artifacts}
@@ -130,7 +189,7 @@ class WorkerChannel:
         )
 
     def beat(self, job_id: Any, secret: Any) -> str:
-        job = self._job(job_id, secret)
+        job = self._job(job_id, secret, read=True)  # its state is the answer
         return self._jobs.beat(job.job_id, known=job).value
 
     def say(self, job_id: Any, secret: Any, messages: Any, *, report: str | None = None) -> None:
@@ -139,7 +198,7 @@ class WorkerChannel:
         parsed = [_message(m) for m in _messages(messages)]
         report = _report_id(report)
         self._jobs.admit_report(job.job_id, "messages")
-        self._jobs.say(job.job_id, parsed, known=job, report=report)
+        self._seen.saw(self._jobs.say(job.job_id, parsed, known=job, report=report) or job)
 
     def publish_metrics(self, job_id: Any, secret: Any, metrics: Any) -> None:
         job = self._job(job_id, secret)
@@ -154,6 +213,7 @@ class WorkerChannel:
         self._blobs.put(key, data)
         if job.metrics_ref != key:
             self._jobs.store.set_metrics_ref(job.job_id, key)
+            self._seen.amend(job.job_id, metrics_ref=key)
 
     def attach(self, job_id: Any, secret: Any, upstream_job_id: Any, replacing: Any) -> None:
         job = self._job(job_id, secret)
@@ -161,7 +221,7 @@ class WorkerChannel:
             raise InvalidArgument("upstream_job_id must be a string of 1 to 1000 characters")
         if replacing is not None and not isinstance(replacing, str):
             raise InvalidArgument("replacing must be a string")
-        self._jobs.attach(job.job_id, upstream_job_id, replacing=replacing)
+        self._seen.saw(self._jobs.attach(job.job_id, upstream_job_id, replacing=replacing))
 
     def mirror(self, job_id: Any, secret: Any, messages: Any) -> str:
         """Append upstream messages not mirrored before; the upstream cursor after them."""
@@ -174,6 +234,7 @@ class WorkerChannel:
         parsed = [(i, _message(m)) for i, m in pairs]
         self._jobs.admit_report(job.job_id, "messages")
         after = self._jobs.mirror(job.job_id, parsed)
+        self._seen.saw(after)
         return after.upstream.cursor if after.upstream else ""
 
     def end_as_upstream(self, job_id: Any, secret: Any, state: Any, cause: Any) -> str:
@@ -197,6 +258,7 @@ class WorkerChannel:
     def _ended(self, job: Job) -> str:
         """The state a worker's last call left its job in; its secret is no longer kept once
         that is final."""
+        self._seen.saw(job)
         if is_terminal(job.state):
             try:
                 forget_worker_secret(self._blobs, job.job_id)

@@ -476,14 +476,15 @@ class Jobs:
         *,
         known: Job | None = None,
         report: str | None = None,
-    ) -> None:
+    ) -> Job | None:
         """Append messages in order, in as few events as the bounds allow (`known`: the job as
-        the caller just read it). A failure leaves the batches before it stored; the caller
-        retries the rest (see message_batches). The batches of a worker's `report` are each
-        appended once, however often the report is sent."""
+        the caller just read it); the job after them (`known` when there were none). A failure
+        leaves the batches before it stored; the caller retries the rest (see message_batches).
+        The batches of a worker's `report` are each appended once, however often it is sent."""
         for index, batch in enumerate(message_batches(messages)):
             rule = say_rule(batch, None if report is None else f"{report}/{index}")
             known = self.apply(job_id, rule, known=known).job
+        return known
 
     def attach(self, job_id: str, upstream_job_id: str, *, replacing: str | None = None) -> Job:
         return self.apply(job_id, attach_rule(upstream_job_id, replacing)).job
