@@ -483,7 +483,7 @@ def main() -> None:
     parser.add_argument("--concurrent-jobs", type=int, default=20)
     parser.add_argument("--artifact-mb", type=int, default=200)
     parser.add_argument(
-        "--heavy-rounds", type=int, default=3, help="runs of the CPU-heavy pipeline for its median"
+        "--heavy-rounds", type=int, default=5, help="runs of the CPU-heavy pipeline for its median"
     )
     parser.add_argument(
         "--subscribers",

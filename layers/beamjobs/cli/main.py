@@ -34,6 +34,7 @@ from beamjobs.domain.errors import InvalidArgument
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.store import JobStore
 from beamjobs.settings import Settings
+from beamjobs.startup import started
 
 if TYPE_CHECKING:
     from beamjobs.shim.server import Authentication
@@ -185,6 +186,7 @@ async def _run_shim(
         )
         if pages:
             print(f"Beamjobs dashboard on http://localhost:{bound}", flush=True)
+    started()
     try:
         await serve_until_signalled(shim, drain)
     finally:
@@ -496,6 +498,7 @@ def aws_alone(port: int, template: Path, doorbell_fd: int | None, journal: Path 
     alone, settings = start_embedded(template, port, Journal(journal) if journal else None)
     if doorbell_fd is not None:
         ring_on_item_puts(alone, doorbell_fd)
+    started()
     print(f"Embedded AWS on {settings.endpoint_url}", flush=True)
     if doorbell_fd is not None:
         os.dup2(2, 1)  # serve reads only that announcement: anything else goes to stderr

@@ -28,6 +28,7 @@ from typing import TextIO
 
 from beamjobs.domain.model import job_from_json
 from beamjobs.settings import Settings
+from beamjobs.startup import started
 from beamjobs.worker.channel import channel_invokers
 
 # Imports Beam and FnApiRunner: workers inherit them already imported.
@@ -142,6 +143,7 @@ def serve() -> None:
         raise RuntimeError(
             f"threads alive after the warm-up, unsafe to fork: {threading.enumerate()}"
         )
+    started()
     pool = WarmPool(settings.warm_workers)
     pool.refill()
     out = sys.stdout
