@@ -186,8 +186,12 @@ def test_a_report_acts_on_a_job_seen_no_longer_ago_than_its_secret_outlives_it()
     seen.saw(job)
     seen.saw(dataclasses.replace(job, seq=0))  # an older read, arriving late, does not stand
     assert seen.get("mine") == job
+    clock[0] = SEEN_SECONDS - 1
+    seen.saw(job)  # handed back by a report that wrote nothing: no younger for it
     clock[0] = SEEN_SECONDS + 0.1
     assert seen.get("mine") is None
+    seen.saw(dataclasses.replace(job))  # read again: as young as the read
+    assert seen.get("mine") == job
 
 
 def test_a_workers_secret_dies_with_its_job(two_jobs, monkeypatch):

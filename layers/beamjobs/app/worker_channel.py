@@ -108,10 +108,11 @@ class SeenJobs:
             return seen[1]
 
     def saw(self, job: Job) -> None:
-        """`job` was just read, or is what a write left: it stands unless a later one does."""
+        """`job` was just read, or is what a write left: it stands unless a later one does. The
+        job held handed back (a report that wrote nothing) is no news, and ages on."""
         with self._lock:
             seen = self._jobs.get(job.job_id)
-            if seen is not None and seen[1].seq > job.seq:
+            if seen is not None and (seen[1].seq > job.seq or seen[1] is job):
                 return
             self._jobs[job.job_id] = (self._clock(), job)
             self._jobs.move_to_end(job.job_id)
