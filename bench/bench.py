@@ -42,6 +42,8 @@ from apache_beam.portability.api import (
 from apache_beam.portability.api import beam_job_api_pb2 as api
 from apache_beam.runners.portability import artifact_service
 
+from beamjobs.domain.limits import Quotas
+
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = "beam:env:embedded_python:v1"
 # `make engines` builds it.
@@ -435,9 +437,10 @@ def fan_out(subscribers: int, jobs: int) -> dict[str, float]:
     port = _free_port()
     # The jobs run at once, each holding one of the local user's concurrent-jobs slots, and
     # every subscriber's stream is one of the local user's open streams.
+    defaults = Quotas()
     quotas = {
-        "BEAMJOBS_QUOTA_CONCURRENT_JOBS": str(max(jobs, 10)),
-        "BEAMJOBS_QUOTA_STREAMS": str(max(subscribers, 256)),
+        "BEAMJOBS_QUOTA_CONCURRENT_JOBS": str(max(jobs, defaults.concurrent_jobs)),
+        "BEAMJOBS_QUOTA_STREAMS": str(max(subscribers, defaults.streams_per_principal)),
     }
     server = _start("beamjobs", port, quotas)
     endpoint = f"localhost:{port}"
