@@ -60,7 +60,7 @@ INLINE_ARTIFACT_URLS = 16
 
 
 # A job as the channel last read or wrote it answers the reports that follow for this long (a
-# worker's Say, PublishMetrics and Finish each read it before). Below SECRET_AFTER_END_SECONDS:
+# worker's Say and PublishMetrics each read it before). Below SECRET_AFTER_END_SECONDS:
 # a job seen no longer ago than that cannot have ended longer ago, so no secret outlives its
 # time through it.
 SEEN_SECONDS = 30.0
@@ -239,7 +239,7 @@ class WorkerChannel:
         return after.upstream.cursor if after.upstream else ""
 
     def end_as_upstream(self, job_id: Any, secret: Any, state: Any, cause: Any) -> str:
-        job = self._job(job_id, secret)
+        job = self._job(job_id, secret, read=True)  # (see finish)
         try:
             ended = JobState(state)
         except ValueError:
@@ -249,11 +249,15 @@ class WorkerChannel:
         return self._ended(self._outcomes.end_as_upstream(job.job_id, ended, str(cause)))
 
     def finish(self, job_id: Any, secret: Any) -> str:
-        job = self._job(job_id, secret)
+        # Read: an outcome is written through the patient client, and stamped when its write
+        # begins. Unread, a throttled partition would hold that write for minutes and stamp the
+        # job's end long before it lands, so the worker's retried call would find its secret
+        # dead; a read, refused at once while throttled, keeps the write from starting early.
+        job = self._job(job_id, secret, read=True)
         return self._ended(self._outcomes.finish(job.job_id, known=job))
 
     def fail(self, job_id: Any, secret: Any, cause: Any) -> str:
-        job = self._job(job_id, secret)
+        job = self._job(job_id, secret, read=True)  # (see finish)
         return self._ended(self._outcomes.fail(job.job_id, str(cause), known=job))
 
     def _ended(self, job: Job) -> str:
