@@ -211,18 +211,19 @@ def test_a_worker_channel_throttled_for_a_minute_loses_no_job(settings, channel,
         # its reserved concurrency), and the pipeline ends 10 s before the throttle does
         faults = Faults().attach(*worker.clients)
         faults.window("Invoke", "throttle", seconds=60)
-        throttled_from = stores.jobs.now()
         time.sleep(50)
+        silent_for = stores.jobs.now() - stores.jobs.heartbeats([job.job_id])[job.job_id]
         release.touch()
         state = worker.wait(timeout=700)
         faults.detach(*worker.clients)
     # Then the worker was silent for longer than its lease, and the job is DONE, never lost
+    # (whether a beat or the outcome lands first once the throttle lifts is a race either may win)
     assert faults.fired.count(("Invoke", "throttle")) > 20
+    assert silent_for > 8 * LEASES.seconds
     assert state is JobState.DONE
     assert stores.jobs.get(job.job_id).state is JobState.DONE
     texts = _texts(stores, job.job_id)
     assert _lost(texts) == [], texts
-    assert stores.jobs.heartbeats([job.job_id])[job.job_id] > throttled_from + 60
 
 
 def test_a_jobs_partition_throttled_for_90_s_records_its_outcome_once(
