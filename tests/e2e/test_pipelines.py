@@ -56,12 +56,18 @@ def test_a_failing_dofn_fails_the_job_with_its_exception_text(endpoint, environm
         pipeline.run().wait_until_finish()
 
 
+def _say_where_it_runs(line):
+    logging.getLogger("where").warning("in %s", os.environ["SEMI_PERSISTENT_DIRECTORY"])
+    return line
+
+
 def test_a_process_environment_runs_with_the_shipped_boot_command(endpoint, job_service):
     boot = json.dumps({"command": f"{sys.executable} -m beamjobs.worker.boot"})
     pipeline = beam.Pipeline(options=options(endpoint, "PROCESS", f"--environment_config={boot}"))
     counts = (
         pipeline
         | beam.Create(LINES)
+        | beam.Map(_say_where_it_runs)  # logs "in <the harness's directory>"
         | beam.ParDo(CountAndMeasure())  # logs "measured <line>" in the harness
         | beam.FlatMap(str.split)
         | beam.combiners.Count.PerElement()
@@ -72,6 +78,10 @@ def test_a_process_environment_runs_with_the_shipped_boot_command(endpoint, job_
     texts = [m.message_text for m in _messages(job_service, result._job_id)]
     # The harness's log records arrive as what the user logged, not as LogEntry protos.
     assert "measured the cat sat" in texts
+    # The boot's directory (none was given: its own) went with its harness
+    directories = {text.removeprefix("in ") for text in texts if text.startswith("in /")}
+    assert directories
+    assert not any(os.path.exists(directory) for directory in directories), directories
 
 
 def test_a_process_environment_whose_command_dies_fails_the_job(endpoint):

@@ -93,8 +93,17 @@ def materialize(args: argparse.Namespace, info: Any) -> tuple[Path, Path]:
 
 def main(argv: list[str] | None = None) -> None:
     args = boot_flags("python -m beamjobs.worker.boot", argv)
+    if args.semi_persist_dir:
+        _boot(args, Path(args.semi_persist_dir))
+        return
+    # None given (a PROCESS environment's command, as Beam's runners start it): a directory of
+    # this harness's own, gone with it (a container's would be), not left in /tmp per harness.
+    with tempfile.TemporaryDirectory(prefix="beam-harness-") as semi_persist_dir:
+        _boot(args, Path(semi_persist_dir))
+
+
+def _boot(args: argparse.Namespace, semi_persist_dir: Path) -> None:
     info = provision_info(args)
-    semi_persist_dir = Path(args.semi_persist_dir or tempfile.mkdtemp(prefix="beam-harness-"))
     if info.dependencies:
         staged = fetch(info.dependencies, args.artifact_endpoint, semi_persist_dir / "staged")
         site_dir = install(staged, semi_persist_dir / "packages")
