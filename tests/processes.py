@@ -98,3 +98,27 @@ def serve(
     )
     server.wait_for_port(port)
     return server
+
+
+def gone(pid: int) -> bool:
+    """Whether the process `pid` has ended (a zombie, ended but not yet reaped, has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def processes_running(*words: str) -> set[int]:
+    """The pids of the live processes whose command line has all of `words`."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if all(word in command for word in words) and not gone(int(entry.name)):
+            pids.add(int(entry.name))
+    return pids

@@ -125,6 +125,9 @@ class Settings:
     call_seconds: float | None = _setting("BEAMJOBS_CALL_SECONDS", None, _number(float, minimum=5))
     # Local executor: workers kept forked and ready, each waiting for a job.
     warm_workers: int = _setting("BEAMJOBS_WARM_WORKERS", 2, _number(int))
+    # Local executor: its workers and mirrors stop with the server that started them, even a
+    # killed one (it owned the AWS they report to), instead of going on for another to adopt.
+    stop_with_server: bool = _setting("BEAMJOBS_STOP_WITH_SERVER", False, _flag)
     # Shim: how long open streams may follow their jobs once the shim is told to stop.
     drain_seconds: float = _setting("BEAMJOBS_DRAIN_SECONDS", 110.0, _number(float))
     # Shim, as deployed: the HTTP port of /healthz, the load balancer's health check.

@@ -1,6 +1,7 @@
 """`make run` keeps its history (`beamjobs serve --state-dir`): a job run before a restart is
 listed after it, DONE, with its messages and metrics; a job whose server was killed mid-run
-ends in a true state when the server comes back, never stuck RUNNING."""
+ends in a true state when the server comes back, never stuck RUNNING, and its worker stops
+with the killed server (whose embedded AWS it reported to)."""
 
 import signal
 
@@ -14,6 +15,8 @@ from apache_beam.runners.runner import PipelineState
 from tests.e2e import user_code
 from tests.e2e.conftest import EMBEDDED, free_port, options, serve
 from tests.e2e.test_restart import _observe, _wait_until_running
+from tests.e2e.test_upstream_engines import _wait
+from tests.processes import gone
 
 
 class Counted(beam.DoFn):
@@ -66,14 +69,19 @@ def test_a_job_whose_server_was_killed_mid_run_ends_failed_when_it_comes_back(tm
     port = free_port()
     endpoint = f"localhost:{port}"
     server = serve(tmp_path, "killed", port, *state)
+    noted = tmp_path / "worker.pid"
     try:
         pipeline = beam.Pipeline(options=options(endpoint, EMBEDDED, "--job_name=cut-short"))
-        _ = pipeline | beam.Create([1]) | beam.Map(user_code.sleep_long)
+        _ = pipeline | beam.Create([1]) | beam.Map(user_code.sleep_long_noting_pid, str(noted))
         result = pipeline.run()
         _wait_until_running(endpoint, result._job_id)
+        _wait(noted.exists, 60, "the job's code to run")
     finally:
         server.popen.send_signal(signal.SIGKILL)
         server.popen.wait(30)
+    # Its worker stopped with it (the AWS it reported to was the server's own)
+    worker = int(noted.read_text())
+    _wait(lambda: gone(worker), 30, "the worker to stop")
 
     server = serve(tmp_path, "back", port, *state)
     try:

@@ -6,6 +6,7 @@ serve --prism`, which sends streaming pipelines to Prism without being told."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tests.e2e.conftest import EMBEDDED, ROOT, WORKER_PYTHON, free_port, options
 from tests.e2e.test_cli import beamjobs
 from tests.e2e.test_upstream_engines import _logged, _summary, _wait
 from tests.e2e.user_scripts import PACKAGE
+from tests.processes import gone, processes_running
 
 PRISM = ROOT / ".cache" / "engines" / "bin" / "prism"
 PYTHON_BOOT = ROOT / ".cache" / "engines" / "python-boot" / "container"
@@ -287,6 +289,32 @@ def test_cancel_stops_a_running_streaming_job_and_its_prism(endpoint):
     with pytest.raises(RuntimeError, match="in state CANCELLED"):  # as the SDK reports it
         result.wait_until_finish()
     _wait(lambda: not (_prism_processes() - before), 30, "its Prism to stop")
+
+
+def test_a_killed_server_takes_its_streaming_jobs_mirror_and_prism_with_it(tmp_path):
+    # Given a server of its own (with its embedded AWS), and a streaming job RUNNING on Prism
+    port = free_port()
+    endpoint = f"localhost:{port}"
+    server = serve(
+        tmp_path, "killed", port, "--prism", str(PRISM), "--python-boot", str(PYTHON_BOOT)
+    )
+    before = _prism_processes()
+    try:
+        pipeline = beam.Pipeline(options=_options(endpoint, "--streaming"))
+        _ = pipeline | PeriodicImpulse(fire_interval=0.2) | beam.Map(str)
+        job_id = pipeline.run()._job_id
+        with grpc.insecure_channel(endpoint) as channel:
+            _running(beam_job_api_pb2_grpc.JobServiceStub(channel), job_id)
+        prisms = _prism_processes() - before
+        mirrors = processes_running("beamjobs.upstream.mirror", job_id)
+        assert prisms, "no Prism runs the job"
+        assert mirrors, "no mirror follows the job"
+    finally:
+        # When the server is killed (it cannot stop them itself)
+        server.popen.send_signal(signal.SIGKILL)
+        server.popen.wait(30)
+    # Then the job's mirror and its Prism stop too: nothing would ever stop the unbounded job
+    _wait(lambda: all(gone(pid) for pid in prisms | mirrors), 30, "the mirror and Prism to stop")
 
 
 def test_drain_of_a_streaming_job_on_prism_cancels_it_and_says_so(endpoint):

@@ -1,7 +1,9 @@
 """User code for tests that run a worker themselves. Beam pickles these by reference, so the
 worker imports this module: it imports nothing the workers' environment lacks."""
 
+import os
 import time
+from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -10,6 +12,13 @@ from apache_beam.metrics import Metrics
 def sleep_long(x):
     time.sleep(300)
     return x
+
+
+def sleep_long_noting_pid(x, path):
+    """Write the pid of the process running this (an EMBEDDED job's worker) to `path`, then
+    sleep long."""
+    Path(path).write_text(str(os.getpid()))
+    return sleep_long(x)
 
 
 def square(x):

@@ -34,7 +34,7 @@ from beamjobs.domain.errors import InvalidArgument
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.store import JobStore
 from beamjobs.settings import Settings
-from beamjobs.startup import started
+from beamjobs.startup import end_with_parent, started
 
 if TYPE_CHECKING:
     from beamjobs.shim.server import Authentication
@@ -72,6 +72,10 @@ async def _serve(
     from beamjobs.local.executor import ProcessExecutor
     from beamjobs.local.invoker import InProcessInvoker
 
+    # Workers outlive a server whose AWS outlives it too (another serve takes over). With an
+    # embedded AWS that goes with it, they would have nothing left to report to: they stop with
+    # it, even when it is killed.
+    settings = dataclasses.replace(settings, stop_with_server=owns_aws)
     # The handlers read their settings from the environment, as they do in Lambda.
     os.environ.update(settings.to_env())
     _quiet_powertools()
@@ -96,9 +100,7 @@ async def _serve(
             dashboard=(dashboard_port, True) if dashboard_port is not None else None,
         )
     finally:
-        # Workers outlive a shim whose AWS outlives it too (another serve takes over). With an
-        # embedded AWS that goes away now, they would have nothing left to report to.
-        if owns_aws:
+        if settings.stop_with_server:
             executor.stop_all()
 
 
@@ -488,13 +490,13 @@ def connect(endpoint: str, listen: str, plaintext: bool, dashboard: int | None) 
 def aws_alone(port: int, template: Path, doorbell_fd: int | None, journal: Path | None) -> None:
     """Run the embedded AWS alone."""
     _log_quietly()
-    from beamjobs.local.embedded import exit_with_parent, ring_on_item_puts, start_embedded
+    from beamjobs.local.embedded import ring_on_item_puts, start_embedded
     from beamjobs.local.journal import Journal
 
     if doorbell_fd is not None:
         # Before anything else: a parent that dies once we have announced ourselves, or
         # while we provision, must not be missed.
-        exit_with_parent()
+        end_with_parent(lambda: os._exit(0))
     alone, settings = start_embedded(template, port, Journal(journal) if journal else None)
     if doorbell_fd is not None:
         ring_on_item_puts(alone, doorbell_fd)

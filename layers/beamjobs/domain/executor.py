@@ -9,6 +9,9 @@ from typing import Protocol
 
 from beamjobs.domain.model import Job
 
+# After SIGTERM, a stopped worker (its process group) has this long to end before it is killed.
+STOP_GRACE_SECONDS = 5.0
+
 
 class Work(Protocol):
     """A job's work as the platform that runs it knows it: the reconciler asks it before it

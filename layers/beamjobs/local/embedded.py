@@ -246,19 +246,6 @@ def ring_on_item_puts(aws: EmbeddedAws, doorbell_fd: int) -> None:
     aws.on_item_put(ring)
 
 
-def exit_with_parent() -> None:
-    """End this process once the process that started it is gone (it cannot stop us itself if
-    it was killed)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 class EmbeddedAwsProcess:
     """`beamjobs aws` as a child process, provisioned from the template, with a doorbell: a
     pipe that receives a byte after every item put."""

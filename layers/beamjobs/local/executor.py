@@ -25,7 +25,7 @@ from beamjobs.aws.invoker import Handler
 from beamjobs.domain.blobs import BlobStore
 from beamjobs.domain.engines import OWN_PRISM
 from beamjobs.domain.errors import BeamjobsError
-from beamjobs.domain.executor import ExecutorError, Leases
+from beamjobs.domain.executor import STOP_GRACE_SECONDS, ExecutorError, Leases
 from beamjobs.domain.jobs import Jobs
 from beamjobs.domain.model import ACTIVE_STATES, Job, job_to_json
 from beamjobs.domain.options import JOB_TIMEOUT_SECONDS, job_options, read_option
@@ -37,8 +37,6 @@ from beamjobs.worker.channel import WORKER_FUNCTION
 
 logger = logging.getLogger(__name__)
 
-# After SIGTERM, a worker has this long to end before it is killed.
-_STOP_GRACE_SECONDS = 5.0
 # How long a fork may take to be reported before the fork server is deemed broken.
 _FORK_TIMEOUT_SECONDS = 30.0
 # A mirror that died is started again after this long; one that died more than this many times
@@ -151,6 +149,7 @@ def worker_environment(settings: Settings, channel_url: str, **more: Any) -> dic
         worker_function=WORKER_FUNCTION,
         heartbeat_seconds=settings.heartbeat_seconds,
         warm_workers=settings.warm_workers,
+        stop_with_server=settings.stop_with_server,
         artifact_cache_dir=settings.artifact_cache_dir,
         environment_cache_dir=settings.environment_cache_dir,
         **more,
@@ -308,7 +307,7 @@ class ProcessExecutor:
             self._jobs.settle(job_id, "the worker is gone")
             return
         _signal_group(worker.pid, signal.SIGTERM)
-        threading.Timer(_STOP_GRACE_SECONDS, _kill_unless_exited, (worker,)).start()
+        threading.Timer(STOP_GRACE_SECONDS, _kill_unless_exited, (worker,)).start()
 
     def stop_all(self) -> None:
         """Stop every worker this executor started (their whole process groups) and wait for
@@ -318,7 +317,7 @@ class ProcessExecutor:
             workers = list(self._workers.values())
         for worker in workers:
             _signal_group(worker.pid, signal.SIGTERM)
-        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         for worker in workers:
             if not worker.exited.wait(max(0.0, deadline - time.monotonic())):
                 _signal_group(worker.pid, signal.SIGKILL)
@@ -329,7 +328,7 @@ class ProcessExecutor:
         else:
             _signal_group(worker.pid, signal.SIGKILL)
             cause = f"the job timed out after {timeout:g} s (--{JOB_TIMEOUT_SECONDS.name})"
-            worker.exited.wait(_STOP_GRACE_SECONDS)
+            worker.exited.wait(STOP_GRACE_SECONDS)
         # The worker is gone but may have left SDK harness processes behind.
         _signal_group(worker.pid, signal.SIGKILL)
         with self._lock:

@@ -38,6 +38,7 @@ from beamjobs.domain.states import JobState, is_terminal
 from beamjobs.pipeline.artifacts import FILE, ArtifactLocation
 from beamjobs.pipeline.dependencies import staged_sha256
 from beamjobs.settings import Settings
+from beamjobs.startup import end_with_parent, stop_own_group
 from beamjobs.upstream.client import (
     Followed,
     Offered,
@@ -438,6 +439,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     [job_id] = argv
     settings = Settings.from_env(worker=True)
+    if settings.stop_with_server:  # (a local server's mirror, started by it)
+        end_with_parent(stop_own_group)
     secret, engine, endpoint = (
         settings.worker_secret,
         settings.upstream_engine,

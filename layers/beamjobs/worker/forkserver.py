@@ -10,7 +10,10 @@ and a worker runs one job and exits: every worker starts from the same pristine 
 nothing of one job (modules it imported, environment variables, temporary files, threads) can
 reach another. Each worker runs in a session of its own, so stopping a job stops its whole
 process group. A warm worker that dies while waiting is replaced, as is each one handed a job,
-once the server has been idle for a moment.
+once the server has been idle for a moment. When the executor is gone (end of file on stdin),
+running workers go on, for a server that takes over to adopt, unless they stop with the server
+(BEAMJOBS_STOP_WITH_SERVER: it owned the AWS they report to); then they are stopped as a stop of
+their jobs would.
 
 Protocol (one line each): stdin `run <its worker secret> <the started job as JSON>` (the job
 keeps only its secret's hash); stdout
@@ -19,13 +22,16 @@ keeps only its secret's hash); stdout
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import sys
 import threading
+import time
 from typing import TextIO
 
+from beamjobs.domain.executor import STOP_GRACE_SECONDS
 from beamjobs.domain.model import job_from_json
 from beamjobs.settings import Settings
 from beamjobs.startup import started
@@ -119,7 +125,7 @@ class WarmPool:
         return pid, write_end
 
 
-def _reap(pool: WarmPool, out: TextIO) -> None:
+def _reap(pool: WarmPool, running: set[int], out: TextIO) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -128,8 +134,29 @@ def _reap(pool: WarmPool, out: TextIO) -> None:
         if pid == 0:
             return
         pool.forget(pid)
+        running.discard(pid)
         out.write(f"exited {pid} {os.waitstatus_to_exitcode(status)}\n")
         out.flush()
+
+
+def _stop(running: set[int]) -> None:
+    """Stop the running workers' process groups: SIGTERM, then SIGKILL for those that outlast
+    the grace period (as the executor's own stop of them)."""
+
+    def signal_all(sig: signal.Signals) -> None:
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+
+    signal_all(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while running and time.monotonic() < deadline:
+        running.difference_update(pid for pid in list(running) if os.waitpid(pid, os.WNOHANG)[0])
+        time.sleep(_REAP_INTERVAL_SECONDS)
+    signal_all(signal.SIGKILL)
+    for pid in running:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def serve() -> None:
@@ -146,19 +173,22 @@ def serve() -> None:
     started()
     pool = WarmPool(settings.warm_workers)
     pool.refill()
+    running: set[int] = set()  # the workers handed a job, until they exit
     out = sys.stdout
     pending = b""
     while True:
         ready, _, _ = select.select([0], [], [], _REAP_INTERVAL_SECONDS)
-        _reap(pool, out)
+        _reap(pool, running, out)
         if not ready:
             # Idle: refill now, so that a new worker's fork and warm-up do not compete with
             # the job just handed over while it starts.
             pool.refill()
         else:
             chunk = os.read(0, 65536)
-            if not chunk:
-                return  # the executor is gone; running jobs go on in their own sessions
+            if not chunk:  # the executor is gone
+                if settings.stop_with_server:
+                    _stop(running)
+                return
             pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
@@ -167,6 +197,7 @@ def serve() -> None:
                 if command != "run" or not job_json:
                     continue
                 pid = pool.hand_over(work)
+                running.add(pid)
                 out.write(f"started {job_from_json(job_json).job_id} {pid}\n")
                 out.flush()
 
