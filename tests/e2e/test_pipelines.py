@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
@@ -90,6 +91,18 @@ def test_a_process_environment_whose_command_dies_fails_the_job(endpoint):
     )
     _ = pipeline | beam.Create([1])
     with pytest.raises(RuntimeError, match="SDK harness of the PROCESS environment exited"):
+        pipeline.run().wait_until_finish()
+
+
+@pytest.mark.timeout(120)
+def test_a_process_harness_that_dies_before_its_data_stream_fails_the_job(endpoint):
+    # Given a PROCESS environment whose harness connects, then exits when handed its first
+    # bundle: the runner awaits the bundle's outputs on a data stream that never opens
+    dying = json.dumps({"command": f"{sys.executable} {Path(__file__).parent / 'dying_boot.py'}"})
+    pipeline = beam.Pipeline(options=options(endpoint, "PROCESS", f"--environment_config={dying}"))
+    _ = pipeline | beam.Create([1, 2, 3]) | beam.Map(str)
+    # Then the job fails, naming the harness's exit, rather than waiting for it forever
+    with pytest.raises(RuntimeError, match="exited with code 2"):
         pipeline.run().wait_until_finish()
 
 

@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from apache_beam.portability import common_urns
-from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.portability.api import beam_fn_api_pb2, beam_runner_api_pb2
 from apache_beam.runners.portability.fn_api_runner.worker_handlers import (
     GrpcWorkerHandler,
     WorkerHandler,
@@ -71,14 +71,23 @@ class ProcessWorkerHandler(GrpcWorkerHandler):  # type: ignore[misc]
         """A harness that exits before the job is done fails the job (instead of leaving the
         runner waiting for it forever)."""
         code = process.wait()
-        failure = RuntimeError(
+        failure = (
             f"the SDK harness of the PROCESS environment exited with code {code}: "
             f"{shlex.join(command)}"
         )
-        # abort() fails the requests pending now; the runner may push more (it does not know the
-        # harness is gone), so keep failing them until the runner stops this handler.
+        # Answer what the runner asked of the harness with its failure, as a failing harness
+        # would. (ControlConnection.abort() wakes the runner's waits for an answer, not its wait
+        # for a bundle's outputs, which ends only when the answer is in, or when the data stream
+        # breaks: a harness that died before it opened one was awaited forever.) The runner may
+        # ask more (it does not know the harness is gone): answer until it stops this handler.
         while not self._stopping.wait(_ABORT_INTERVAL_SECONDS):
-            self.control_conn.abort(failure)
+            for future in list(self.control_conn._futures_by_id.values()):
+                if not future.is_done():
+                    future.set(
+                        beam_fn_api_pb2.InstructionResponse(
+                            instruction_id=future.instruction_id, error=failure
+                        )
+                    )
 
     def stop_worker(self) -> None:
         self._stopping.set()
