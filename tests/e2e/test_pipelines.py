@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import apache_beam as beam
@@ -16,6 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
 from tests.e2e.conftest import EMBEDDED, options
+from tests.e2e.test_upstream_engines import _wait
 
 
 def _messages(job_service, job_id):
@@ -107,21 +109,34 @@ def test_a_process_harness_that_dies_before_its_data_stream_fails_the_job(endpoi
 
 
 class DieInTheHarness(beam.DoFn):
-    """Ends the SDK harness process mid-bundle, while the runner waits on its data."""
+    """Ends the SDK harness process mid-bundle, while the runner waits on its data, having
+    noted its temporary directory in `noted`."""
+
+    def __init__(self, noted):
+        self.noted = noted
 
     def process(self, element):
+        Path(self.noted).write_text(tempfile.gettempdir())
         os._exit(3)
 
 
 @pytest.mark.timeout(120)
-def test_a_process_harness_that_dies_mid_bundle_fails_the_job_with_its_exit_code(endpoint):
+def test_a_process_harness_that_dies_mid_bundle_fails_the_job_with_its_exit_code(
+    endpoint, tmp_path
+):
     # Given a PROCESS environment whose harness exits while the runner waits for its outputs
     boot = json.dumps({"command": f"{sys.executable} -m beamjobs.worker.boot"})
     pipeline = beam.Pipeline(options=options(endpoint, "PROCESS", f"--environment_config={boot}"))
-    _ = pipeline | beam.Create([1, 2, 3]) | beam.ParDo(DieInTheHarness())
+    noted = tmp_path / "harness-temporary"
+    _ = pipeline | beam.Create([1, 2, 3]) | beam.ParDo(DieInTheHarness(str(noted)))
     # Then the job fails, naming the harness's exit, rather than waiting for it forever
     with pytest.raises(RuntimeError, match="exited with code 3"):
         pipeline.run().wait_until_finish()
+    # And its temporary files (its boot's among them) went with it, though it could not remove
+    # them itself
+    temporary = Path(noted.read_text())
+    assert temporary.name.startswith("beam-harness-")
+    _wait(lambda: not temporary.exists(), 10, "the harness's temporary directory to go")
 
 
 @pytest.mark.parametrize("mode", ["multi_processing", "multi_threading"])

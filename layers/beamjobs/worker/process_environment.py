@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import subprocess
+import tempfile
 import threading
 from typing import Any
 
@@ -63,14 +65,21 @@ class ProcessWorkerHandler(GrpcWorkerHandler):  # type: ignore[misc]
             logging_url=self.logging_api_service_descriptor().url,
         )
         logger.info("starting SDK harness: %s", shlex.join(command))
+        # The harness's temporary files (its boot's directory among them) are in a directory of
+        # its own, removed once it exits however it ended, as a container's would be.
+        temporary = tempfile.mkdtemp(prefix="beam-harness-")
+        env = {**os.environ, "TMPDIR": temporary, **self._payload.env}
         # The harness stays in the worker's process group: stopping the job stops it too.
-        self._process = subprocess.Popen(command, env={**os.environ, **self._payload.env})
-        threading.Thread(target=self._watch, args=(self._process, command), daemon=True).start()
+        self._process = subprocess.Popen(command, env=env)
+        threading.Thread(
+            target=self._watch, args=(self._process, command, temporary), daemon=True
+        ).start()
 
-    def _watch(self, process: subprocess.Popen[bytes], command: list[str]) -> None:
+    def _watch(self, process: subprocess.Popen[bytes], command: list[str], temporary: str) -> None:
         """A harness that exits before the job is done fails the job (instead of leaving the
         runner waiting for it forever)."""
         code = process.wait()
+        shutil.rmtree(temporary, ignore_errors=True)
         failure = (
             f"the SDK harness of the PROCESS environment exited with code {code}: "
             f"{shlex.join(command)}"
